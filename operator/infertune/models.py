@@ -1,0 +1,643 @@
+"""Pure: the InferenceDeployment resource, its status, and the core's value types (single source of truth)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import alias_generators
+
+GROUP = "infertune.io"
+VERSION = "v1alpha1"
+KIND = "InferenceDeployment"
+PLURAL = "inferencedeployments"
+SINGULAR = "inferencedeployment"
+SHORT_NAMES = ("infd",)
+
+# ---------------------------------------------------------------------------------------------
+# Scalar types
+# ---------------------------------------------------------------------------------------------
+
+# A subset of Go's duration syntax (`1500ms`, `1.5s`, `5m`, `1h30m`), so that the CRD's CEL rules
+# can parse the same strings with `duration(...)` and both validators agree.
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_FULL = re.compile(DURATION_PATTERN)
+DURATION_HINT = "a duration with a unit, such as 1500ms, 1.5s, 5m or 1h30m"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration string: '1500ms' -> 1.5, '1m30s' -> 90.0."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    text = value.strip()
+    if not _DURATION_FULL.fullmatch(text):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling: 1.5 -> '1500ms', 90 -> '90s', 1800 -> '30m'."""
+    millis = round(seconds * 1000)
+    if millis % 3_600_000 == 0 and millis:
+        return f"{millis // 3_600_000}h"
+    if millis % 60_000 == 0 and millis:
+        return f"{millis // 60_000}m"
+    if millis % 1000 == 0:
+        return f"{millis // 1000}s"
+    return f"{millis}ms"
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than zero, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[
+    float,
+    pydantic.BeforeValidator(_positive_duration),
+    pydantic.PlainSerializer(format_duration, return_type=str),
+    pydantic.WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "maxLength": 32}),
+]
+
+
+def _cold_start(value: object) -> float | None:
+    return None if value in ("auto", None) else _positive_duration(value)
+
+
+# `auto` (None: measure it) or a fixed duration.
+ColdStart = Annotated[
+    float | None,
+    pydantic.BeforeValidator(_cold_start),
+    pydantic.PlainSerializer(lambda s: "auto" if s is None else format_duration(s), return_type=str),
+    pydantic.WithJsonSchema({"type": "string", "pattern": r"^(auto|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$", "maxLength": 32}),
+]
+
+# Kubernetes name and label syntax (RFC 1123), used to keep hostile strings out of manifests.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CATALOG_KEY = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A qualified label/annotation key: optional DNS prefix, then a name of at most 63 characters.
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+
+
+class EngineKind(enum.StrEnum):
+    """The model server that runs the model."""
+
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    TRTLLM = "trtllm"
+    NIM = "nim"
+    TGI = "tgi"
+
+
+class Precision(enum.StrEnum):
+    """Numeric format of the model weights in the checkpoint."""
+
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+class KvCachePolicy(enum.StrEnum):
+    """What the user allows for the KV cache's data type."""
+
+    AUTO = "auto"  # the operator decides, FP8 when it pays and the hardware supports it
+    FP8 = "fp8"  # always FP8
+    DEFAULT = "default"  # always the model's own dtype (no FP8)
+
+
+class KvDtype(enum.StrEnum):
+    """The KV cache data type a revision actually runs with."""
+
+    DEFAULT = "default"
+    FP8 = "fp8"
+
+
+class TuningMode(enum.StrEnum):
+    AUTO = "auto"
+    RECOMMEND = "recommend"
+    OFF = "off"
+
+
+class Base(pydantic.BaseModel):
+    """Frozen, camelCase on the wire, unknown fields rejected."""
+
+    model_config = pydantic.ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+        use_enum_values=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware and model facts (also the inline form of a spec's accelerator and model)
+# ---------------------------------------------------------------------------------------------
+
+
+class GpuSpec(Base):
+    """Facts about one GPU that the performance model needs."""
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=63, pattern=CATALOG_KEY,
+        description="Short name of the GPU, for example h100-sxm-80gb.",
+    )
+    memory_gib: float = pydantic.Field(gt=0, le=4096, description="Device memory in GiB.")
+    bandwidth_gbps: float = pydantic.Field(gt=0, le=100_000, description="Peak memory bandwidth in GB/s.")
+    tflops_bf16: float = pydantic.Field(gt=0, le=100_000, description="Dense BF16/FP16 tensor TFLOPS.")
+    tflops_fp8: float | None = pydantic.Field(
+        default=None, gt=0, le=100_000,
+        description="Dense FP8 tensor TFLOPS; absent when the GPU has no FP8 tensor cores (no FP8 KV cache).",
+    )
+    product_label: str | None = pydantic.Field(
+        default=None, max_length=63, pattern=LABEL_VALUE,
+        description="Value of the node label nvidia.com/gpu.product that identifies this GPU; "
+        "pods are scheduled onto nodes with that label when it is set.",
+    )
+
+    @property
+    def supports_fp8(self) -> bool:
+        return self.tflops_fp8 is not None
+
+
+class ModelShape(Base):
+    """The architecture numbers of a transformer model (from its config.json)."""
+
+    name: str = pydantic.Field(
+        min_length=1, max_length=63, pattern=CATALOG_KEY, description="Short name of the architecture."
+    )
+    layers: int = pydantic.Field(ge=1, le=1024, description="Number of transformer layers (num_hidden_layers).")
+    hidden_size: int = pydantic.Field(ge=1, le=1_000_000, description="Hidden size (hidden_size).")
+    attention_heads: int = pydantic.Field(ge=1, le=4096, description="Query heads (num_attention_heads).")
+    kv_heads: int = pydantic.Field(ge=1, le=4096, description="Key/value heads (num_key_value_heads).")
+    head_dim: int = pydantic.Field(
+        ge=1, le=4096,
+        description="Per-head dimension (head_dim), as written in the config; it is not always "
+        "hidden_size / attention_heads (Qwen3-32B: 5120 / 64 = 80, head_dim 128).",
+    )
+    intermediate_size: int = pydantic.Field(ge=1, le=10_000_000, description="FFN size (intermediate_size).")
+    parameters: float = pydantic.Field(gt=0, le=1e14, description="Total parameter count, e.g. 7.06e10.")
+    active_parameters: float | None = pydantic.Field(
+        default=None, gt=0, le=1e14,
+        description="Parameters used per token for mixture-of-experts models; absent for dense models.",
+    )
+    vocab_size: int = pydantic.Field(ge=1, le=10_000_000, description="Vocabulary size.")
+    max_context_tokens: int = pydantic.Field(
+        ge=1, le=100_000_000, description="Longest context the model accepts (max_position_embeddings)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> ModelShape:
+        if self.kv_heads > self.attention_heads:
+            raise ValueError("kvHeads cannot exceed attentionHeads")
+        if self.active_parameters is not None and self.active_parameters > self.parameters:
+            raise ValueError("activeParameters cannot exceed parameters")
+        return self
+
+    def kv_bytes_per_token(self, bytes_per_element: float) -> float:
+        """K and V for every layer: 2 × 80 layers × 8 heads × 128 dims × 2 B = 320 KiB (Llama-3.1-70B, BF16)."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * bytes_per_element
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec
+# ---------------------------------------------------------------------------------------------
+
+
+class ModelSpec(Base):
+    name: str = pydantic.Field(
+        min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$",
+        description="The model to serve, as the engine expects it (a Hugging Face repository id such as "
+        "meta-llama/Llama-3.1-70B-Instruct, or a local path); also the served model name.",
+    )
+    architecture: str | None = pydantic.Field(
+        default=None, max_length=63, pattern=CATALOG_KEY,
+        description="Catalog key of the model's architecture (see `infertune catalog`), e.g. llama-3.1-70b. "
+        "Exactly one of architecture and custom is set.",
+    )
+    custom: ModelShape | None = pydantic.Field(
+        default=None, description="The architecture given inline, for models that are not in the catalog."
+    )
+    weights: Precision = pydantic.Field(
+        default=Precision.BF16,
+        description="Precision of the checkpoint's weights (fp8 halves weight bytes and uses FP8 tensor cores).",
+    )
+    max_model_len: int | None = pydantic.Field(
+        default=None, ge=16, le=10_000_000,
+        description="Longest request (prompt + output tokens) the engine accepts; the model's own limit when absent.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.architecture is None) == (self.custom is None):
+            raise ValueError("set exactly one of architecture (a catalog key) and custom (the numbers)")
+        return self
+
+
+class KeyRef(Base):
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS_LABEL, description="Object name.")
+    key: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key.")
+    optional: bool | None = pydantic.Field(default=None, description="Whether the key may be missing.")
+
+
+class EnvVarSource(Base):
+    secret_key_ref: KeyRef | None = pydantic.Field(default=None, description="A key of a Secret.")
+    config_map_key_ref: KeyRef | None = pydantic.Field(default=None, description="A key of a ConfigMap.")
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> EnvVarSource:
+        if (self.secret_key_ref is None) == (self.config_map_key_ref is None):
+            raise ValueError("set exactly one of secretKeyRef and configMapKeyRef")
+        return self
+
+
+class EnvVar(Base):
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=ENV_NAME, description="Variable name.")
+    value: str | None = pydantic.Field(default=None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = pydantic.Field(default=None, description="Value read from a Secret or ConfigMap.")
+
+    @pydantic.model_validator(mode="after")
+    def _not_both(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set at most one of value and valueFrom")
+        return self
+
+
+class NimSpec(Base):
+    generation: Literal[1, 2] = pydantic.Field(
+        default=2,
+        description="NIM major version: 1 configures knobs with NIM_* variables; 2 runs a vLLM or SGLang image "
+        "configured through NIM_PASSTHROUGH_ARGS.",
+    )
+    backend: Literal["vllm", "sglang"] = pydantic.Field(
+        default="vllm", description="Engine inside a NIM 2.x image (ignored for generation 1)."
+    )
+
+
+class EngineSpec(Base):
+    kind: EngineKind = pydantic.Field(description="The model server: vllm, sglang, trtllm, nim or tgi.")
+    image: str = pydantic.Field(
+        min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+        description="Container image of the model server.",
+    )
+    args: tuple[str, ...] = pydantic.Field(
+        default=(), max_length=128,
+        description="Extra command-line arguments for the engine. Arguments that set a knob the operator owns "
+        "(batch size, KV dtype, port, tensor parallel size...) are rejected; use the spec fields instead.",
+    )
+    env: tuple[EnvVar, ...] = pydantic.Field(
+        default=(), max_length=128, description="Extra environment variables for the engine container."
+    )
+    port: int = pydantic.Field(default=8000, ge=1, le=65535, description="Port the engine serves HTTP on.")
+    nim: NimSpec | None = pydantic.Field(default=None, description="NIM settings; only with kind nim.")
+    chunked_prefill: bool | None = pydantic.Field(
+        default=None, description="Split long prompts into chunks mixed with decode steps; engine default when absent."
+    )
+    max_num_batched_tokens: int | None = pydantic.Field(
+        default=None, ge=16, le=10_000_000,
+        description="Token budget per engine step (prefill chunk size); engine default when absent.",
+    )
+    prefix_caching: bool | None = pydantic.Field(
+        default=None, description="Reuse the KV cache of shared prompt prefixes; engine default when absent."
+    )
+    gpu_memory_utilization: float | None = pydantic.Field(
+        default=None, ge=0.1, le=0.99,
+        description="Fraction of GPU memory the engine may use for weights, activations and KV cache.",
+    )
+
+    @pydantic.field_validator("args")
+    @classmethod
+    def _arg_lengths(cls, args: tuple[str, ...]) -> tuple[str, ...]:
+        for i, arg in enumerate(args):
+            if len(arg) > 4096:
+                raise ValueError(f"args[{i}] is longer than 4096 characters")
+        return args
+
+    @pydantic.model_validator(mode="after")
+    def _nim_only_with_nim(self) -> EngineSpec:
+        if self.nim is not None and self.kind is not EngineKind.NIM:
+            raise ValueError("nim settings are only valid with kind nim")
+        return self
+
+
+class AcceleratorSpec(Base):
+    type: str | None = pydantic.Field(
+        default=None, max_length=63, pattern=CATALOG_KEY,
+        description="Catalog key of the GPU, e.g. h100-sxm-80gb. Exactly one of type and custom is set.",
+    )
+    custom: GpuSpec | None = pydantic.Field(default=None, description="The GPU given inline with its numbers.")
+    count: int = pydantic.Field(
+        default=1, ge=1, le=64,
+        description="GPUs per replica; the engine runs tensor parallel across them.",
+    )
+    hourly_cost: float | None = pydantic.Field(
+        default=None, ge=0, le=10_000,
+        description="Price of one GPU-hour in your currency, used for cost per million output tokens.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> AcceleratorSpec:
+        if (self.type is None) == (self.custom is None):
+            raise ValueError("set exactly one of type (a catalog key) and custom (the numbers)")
+        return self
+
+
+class SloSpec(Base):
+    ttft: Duration = pydantic.Field(description="Time-to-first-token objective, e.g. 1500ms.")
+    itl: Duration = pydantic.Field(description="Inter-token latency objective, e.g. 40ms.")
+    percentile: int = pydantic.Field(
+        default=95, ge=50, le=99, description="The percentile of requests that must meet both objectives."
+    )
+
+
+class BatchBounds(Base):
+    min: int = pydantic.Field(default=1, ge=1, le=65536, description="Smallest max batch size the tuner may choose.")
+    max: int = pydantic.Field(default=1024, ge=1, le=65536, description="Largest max batch size the tuner may choose.")
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> BatchBounds:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class TuningSpec(Base):
+    mode: TuningMode = pydantic.Field(
+        default=TuningMode.AUTO,
+        description="auto: tune and apply; recommend: compute and report only; off: leave the knobs alone.",
+    )
+    max_batch_size: BatchBounds = pydantic.Field(
+        default_factory=BatchBounds, description="Bounds for the knee search over the engine's max batch size."
+    )
+    initial_max_batch_size: int | None = pydantic.Field(
+        default=None, ge=1, le=65536,
+        description="Max batch size of the first revision; the engine's default (clamped to the bounds) when absent.",
+    )
+    kv_cache_dtype: KvCachePolicy = pydantic.Field(
+        default=KvCachePolicy.AUTO,
+        description="auto: FP8 KV cache when it pays and the GPU and engine support it; fp8: always; default: never.",
+    )
+    min_change_interval: Duration = pydantic.Field(
+        default=1800.0,
+        description="Knob changes restart the engine, so at most one per this interval.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _initial_in_bounds(self) -> TuningSpec:
+        b = self.max_batch_size
+        if self.initial_max_batch_size is not None and not b.min <= self.initial_max_batch_size <= b.max:
+            raise ValueError(
+                f"initialMaxBatchSize ({self.initial_max_batch_size}) must lie within "
+                f"maxBatchSize.min..max ({b.min}..{b.max})"
+            )
+        return self
+
+
+class StandbySpec(Base):
+    min: int = pydantic.Field(default=0, ge=0, le=1000, description="Fewest pre-warmed standby replicas.")
+    max: int = pydantic.Field(default=0, ge=0, le=1000, description="Most pre-warmed standby replicas.")
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> StandbySpec:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ScalingSpec(Base):
+    min_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Fewest serving replicas.")
+    max_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Most serving replicas.")
+    standby: StandbySpec = pydantic.Field(
+        default_factory=StandbySpec,
+        description="Pre-warmed replicas: Ready with the model loaded, not serving, promoted in seconds.",
+    )
+    cold_start: ColdStart = pydantic.Field(
+        default=None,
+        description="Time from pod creation to Ready; auto measures it from recent pods.",
+    )
+    drain_timeout: Duration = pydantic.Field(
+        default=120.0,
+        description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period.",
+    )
+    scale_down_delay: Duration = pydantic.Field(
+        default=300.0, description="Demand must stay low this long before serving replicas are removed."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) must not exceed maxReplicas ({self.max_replicas})")
+        if self.standby.max > self.max_replicas:
+            raise ValueError(f"standby.max ({self.standby.max}) must not exceed maxReplicas ({self.max_replicas})")
+        return self
+
+
+class Toleration(Base):
+    key: str | None = pydantic.Field(default=None, max_length=316, pattern=LABEL_KEY, description="Taint key.")
+    operator: Literal["Exists", "Equal"] | None = pydantic.Field(default=None, description="Exists or Equal.")
+    value: str | None = pydantic.Field(default=None, max_length=63, pattern=LABEL_VALUE, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
+        default=None, description="Taint effect to tolerate."
+    )
+    toleration_seconds: int | None = pydantic.Field(default=None, ge=0, description="For NoExecute: how long.")
+
+
+class LocalObjectReference(Base):
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=DNS_LABEL, description="Object name.")
+
+
+class PodTemplateOverrides(Base):
+    labels: dict[str, str] = pydantic.Field(
+        default_factory=dict, max_length=64,
+        description="Extra pod labels. Keys under infertune.io/ and app.kubernetes.io/ belong to the operator.",
+    )
+    annotations: dict[str, str] = pydantic.Field(
+        default_factory=dict, max_length=64,
+        description="Extra pod annotations. Keys under infertune.io/ belong to the operator.",
+    )
+    node_selector: dict[str, str] = pydantic.Field(
+        default_factory=dict, max_length=32, description="Extra node selector terms."
+    )
+    tolerations: tuple[Toleration, ...] = pydantic.Field(default=(), max_length=32, description="Pod tolerations.")
+    priority_class_name: str | None = pydantic.Field(
+        default=None, max_length=253, pattern=DNS_LABEL, description="Pod priority class."
+    )
+    service_account_name: str | None = pydantic.Field(
+        default=None, max_length=253, pattern=DNS_LABEL, description="ServiceAccount the engine pods run as."
+    )
+    image_pull_secrets: tuple[LocalObjectReference, ...] = pydantic.Field(
+        default=(), max_length=16, description="Secrets for pulling the engine image."
+    )
+    cpu: str | None = pydantic.Field(
+        default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request of the engine."
+    )
+    memory: str | None = pydantic.Field(
+        default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="Memory request and limit of the engine.",
+    )
+
+    @pydantic.field_validator("labels", "annotations", "node_selector")
+    @classmethod
+    def _label_syntax(cls, value: dict[str, str], info: pydantic.ValidationInfo) -> dict[str, str]:
+        key_re = re.compile(LABEL_KEY)
+        value_re = re.compile(LABEL_VALUE)
+        for key, val in value.items():
+            if len(key) > 316 or not key_re.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid label or annotation key")
+            limit = 65536 if info.field_name == "annotations" else 63
+            if len(val) > limit or (info.field_name != "annotations" and not value_re.fullmatch(val)):
+                raise ValueError(f"the value of {key!r} is not a valid label value")
+        return value
+
+
+class InferenceDeploymentSpec(Base):
+    model: ModelSpec = pydantic.Field(description="The model to serve.")
+    engine: EngineSpec = pydantic.Field(description="The model server and its static settings.")
+    accelerator: AcceleratorSpec = pydantic.Field(description="The GPUs of one replica and their price.")
+    slo: SloSpec = pydantic.Field(description="Latency objectives the operating point must meet.")
+    tuning: TuningSpec = pydantic.Field(default_factory=TuningSpec, description="How the engine's knobs are tuned.")
+    scaling: ScalingSpec = pydantic.Field(default_factory=ScalingSpec, description="Replica and standby bounds.")
+    template: PodTemplateOverrides = pydantic.Field(
+        default_factory=PodTemplateOverrides,
+        description="Pod-template overrides merged into every revision (scheduling, labels, pull secrets).",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+# ---------------------------------------------------------------------------------------------
+
+CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+
+
+class ConditionType(enum.StrEnum):
+    READY = "Ready"
+    SLO_MET = "SLOMet"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    TUNED = "Tuned"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    SPEC_VALID = "SpecValid"
+
+
+class Condition(Base):
+    """metav1.Condition."""
+
+    type: str = pydantic.Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$", description="Condition type.")
+    status: Literal["True", "False", "Unknown"] = pydantic.Field(description="True, False or Unknown.")
+    reason: str = pydantic.Field(
+        min_length=1, max_length=1024, pattern=CONDITION_REASON, description="CamelCase reason."
+    )
+    message: str = pydantic.Field(default="", max_length=32768, description="Human-readable details.")
+    last_transition_time: str = pydantic.Field(
+        json_schema_extra={"format": "date-time"}, description="When the status last changed."
+    )
+    observed_generation: int | None = pydantic.Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
+
+
+class ReplicaStatus(Base):
+    desired: int = pydantic.Field(default=0, ge=0, description="Serving replicas the operator wants.")
+    serving: int = pydantic.Field(default=0, ge=0, description="Ready pods that take traffic.")
+    standby: int = pydantic.Field(default=0, ge=0, description="Ready pods kept warm without traffic.")
+    ready: int = pydantic.Field(default=0, ge=0, description="Ready pods of all revisions.")
+    display: str = pydantic.Field(default="0/0", max_length=32, description="serving/desired, for kubectl.")
+
+
+class ConfigStatus(Base):
+    revision: str = pydantic.Field(max_length=63, description="Name suffix of the revision now serving.")
+    max_batch_size: int = pydantic.Field(ge=1, description="The engine's max batch size in that revision.")
+    kv_cache_dtype: KvDtype = pydantic.Field(description="The KV cache data type in that revision.")
+    reason: str = pydantic.Field(default="", max_length=1024, description="Why this configuration.")
+
+
+class KneeStatus(Base):
+    max_batch_size: int = pydantic.Field(ge=1, description="Max batch size at the knee of the frontier.")
+    goodput: float = pydantic.Field(ge=0, description="Predicted output tokens/s per replica within the SLO there.")
+    basis: Literal["prior", "measured"] = pydantic.Field(description="Physics prior, or calibrated on live metrics.")
+    confidence: float = pydantic.Field(ge=0, le=1, description="0 (a guess) to 1 (well measured).")
+
+
+class ObservedStatus(Base):
+    ttft_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed TTFT at the SLO percentile, ms.")
+    itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed ITL at the SLO percentile, ms.")
+    output_tokens_per_second: float | None = pydantic.Field(default=None, ge=0, description="All serving pods.")
+    request_rate: float | None = pydantic.Field(default=None, ge=0, description="Requests per second.")
+    mbu: float | None = pydantic.Field(default=None, ge=0, le=1, description="Memory-bandwidth utilisation, 0-1.")
+    mbu_source: Literal["dcgm", "estimated"] | None = pydantic.Field(
+        default=None, description="dcgm (measured) or estimated from token rates and the performance model."
+    )
+    kv_cache_usage: float | None = pydantic.Field(default=None, ge=0, le=1, description="KV cache in use, 0-1.")
+    prefix_cache_hit_rate: float | None = pydantic.Field(default=None, ge=0, le=1, description="0-1.")
+    queue_length: float | None = pydantic.Field(default=None, ge=0, description="Waiting requests, all pods.")
+    slo_attainment: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="Fraction of recent requests within both objectives."
+    )
+    estimated: tuple[str, ...] = pydantic.Field(
+        default=(), description="Signals the engine does not export, estimated from the performance model."
+    )
+
+
+class CostStatus(Base):
+    cost_per_million_output_tokens: float | None = pydantic.Field(
+        default=None, ge=0, description="GPU cost of serving and standby pods over output tokens, per million."
+    )
+    standby_share: float | None = pydantic.Field(default=None, ge=0, le=1, description="Share of cost spent on standby.")
+    hourly: float | None = pydantic.Field(default=None, ge=0, description="Current GPU cost per hour.")
+
+
+class DecisionRecord(Base):
+    time: str = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When it was decided.")
+    kind: str = pydantic.Field(max_length=64, description="batch-size, kv-dtype, replicas, standby, rollback...")
+    action: str = pydantic.Field(max_length=256, description="What changed, e.g. maxBatchSize 1024 -> 96.")
+    reason: str = pydantic.Field(max_length=1024, description="Why, with the numbers.")
+    applied: bool = pydantic.Field(description="False in recommend mode or when frozen.")
+
+
+class InferenceDeploymentStatus(Base):
+    observed_generation: int | None = pydantic.Field(default=None, ge=0, description="Last generation acted on.")
+    replicas: ReplicaStatus = pydantic.Field(default_factory=ReplicaStatus, description="Replica counts.")
+    config: ConfigStatus | None = pydantic.Field(default=None, description="The configuration now serving.")
+    target: ConfigStatus | None = pydantic.Field(
+        default=None, description="The configuration being rolled out, while a rollout is in progress."
+    )
+    knee: KneeStatus | None = pydantic.Field(default=None, description="The knee of the latency-throughput frontier.")
+    observed: ObservedStatus | None = pydantic.Field(default=None, description="Latest measurements.")
+    cost: CostStatus | None = pydantic.Field(default=None, description="Cost figures.")
+    cold_start_seconds: float | None = pydantic.Field(
+        default=None, ge=0, description="p90 of recent pod creation-to-Ready times (or the spec's override)."
+    )
+    rejected: tuple[str, ...] = pydantic.Field(
+        default=(), max_length=32, description="Configurations tried and rejected, with the reason."
+    )
+    decisions: tuple[DecisionRecord, ...] = pydantic.Field(
+        default=(), max_length=20, description="The most recent decisions, newest last."
+    )
+    conditions: tuple[Condition, ...] = pydantic.Field(default=(), max_length=16, description="Conditions.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The core's value types
+# ---------------------------------------------------------------------------------------------
+
+
+class Knobs(Base):
+    """The tunable engine configuration of one revision."""
+
+    max_batch_size: int = pydantic.Field(ge=1, le=65536)
+    kv_cache_dtype: KvDtype = KvDtype.DEFAULT
+
+
+def parse_spec(raw: Any) -> InferenceDeploymentSpec:
+    """Validate a spec dict (from the API or a file) into the model; raises pydantic.ValidationError."""
+    return InferenceDeploymentSpec.model_validate(raw)
+
