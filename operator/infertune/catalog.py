@@ -68,9 +68,9 @@ MODELS: dict[str, models.ModelShape] = {
         # Llama-3.1-70B config.json: 80 layers, 8192 hidden, 64/8 heads, FFN 28672 (reference: ~70B).
         # 70.6B counted from the shape: per layer attention 2 x 8192^2 + 2 x 8192 x 1024 = 151M and
         # MLP 3 x 8192 x 28672 = 705M, x 80 layers = 68.4B, plus 2 x 128256 x 8192 = 2.1B embeddings.
-        models.ModelShape(name="llama-3.1-70b", **_LLAMA_31_70B),  # type: ignore[arg-type]
+        models.ModelShape(name="llama-3.1-70b", **_LLAMA_31_70B),
         # Llama-3.3-70B shares Llama-3.1-70B's architecture (same config numbers).
-        models.ModelShape(name="llama-3.3-70b", **_LLAMA_31_70B),  # type: ignore[arg-type]
+        models.ModelShape(name="llama-3.3-70b", **_LLAMA_31_70B),
         # Llama-3.1-405B config.json: 126 layers, 16384 hidden, 128/8 heads, FFN 53248; ~405B (nominal).
         models.ModelShape(
             name="llama-3.1-405b", layers=126, hidden_size=16384, attention_heads=128, kv_heads=8, head_dim=128,

@@ -641,3 +641,16 @@ def parse_spec(raw: Any) -> InferenceDeploymentSpec:
     """Validate a spec dict (from the API or a file) into the model; raises pydantic.ValidationError."""
     return InferenceDeploymentSpec.model_validate(raw)
 
+
+
+class OperatorConfig(Base):
+    """How the operator process runs (from `infertune run` flags)."""
+
+    prometheus_url: str | None = pydantic.Field(default=None, description="Prometheus base URL; None: no metrics.")
+    namespaces: tuple[str, ...] = pydantic.Field(default=(), description="Namespaces to watch; empty: all.")
+    interval: float = pydantic.Field(default=15.0, ge=0.5, le=3600, description="Seconds between reconcile cycles.")
+    dry_run: bool = pydantic.Field(default=False, description="Decide and log, but write nothing.")
+    metrics_port: int | None = pydantic.Field(default=None, ge=0, le=65535, description="Port of /metrics.")
+    standalone: bool = pydantic.Field(default=True, description="Run without kopf peering.")
+    priority: int = pydantic.Field(default=0, description="kopf peering priority.")
+    peering_name: str | None = pydantic.Field(default=None, description="kopf peering object name.")

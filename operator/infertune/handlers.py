@@ -1,0 +1,164 @@
+"""Shell: kopf handlers that run observe -> decide -> render -> apply -> report, and hold no policy."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from infertune import conditions, decide, kube, models, observation, render, validation
+
+log = logging.getLogger("infertune")
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+@dataclasses.dataclass
+class Operator:
+    """The composition root: adapters chosen once at start-up, shared by every handler call."""
+
+    config: models.OperatorConfig
+    cluster: kube.Cluster
+    clock: Callable[[], datetime.datetime] = utcnow
+    locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
+        uid = body["metadata"]["uid"]
+        # Change handlers and the timer may fire together for one object; one reconcile at a time.
+        async with self.locks.setdefault(uid, asyncio.Lock()):
+            await self._reconcile(body, patch, logger)
+
+    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
+        meta = body["metadata"]
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        generation = int(meta.get("generation") or 0)
+        previous_raw = dict(body.get("status") or {})
+        previous = kube.parse_status(previous_raw)
+        now = self.clock()
+
+        spec, problems = validation.parse(dict(body.get("spec") or {}))
+        problems = validation.check_name(name) + problems
+        if spec is None or problems:
+            message = "; ".join(str(p) for p in problems)
+            status = decide.invalid_status(previous, message=message, generation=generation, now=now)
+            old = conditions.get(previous.conditions, models.ConditionType.SPEC_VALID)
+            if old is None or old.status != "False" or old.message != message:
+                logger.warning(f"invalid spec, nothing changed: {message}")
+                kopf.warn(body, reason="InvalidSpec", message=message[:1024])
+            self._write_status(patch, previous_raw, status)
+            return
+
+        deployments, pods = await self.cluster.facts(namespace, name)
+        obs = observation.Observation(
+            name=name, namespace=namespace, generation=generation, spec=spec, status=previous,
+            revisions=tuple(r for r in map(kube.revision_facts, deployments) if r is not None),
+            pods=tuple(p for p in map(kube.pod_facts, pods) if p is not None),
+        )
+        decision = decide.decide(obs, now=now)
+        status = decision.status
+        if self.config.dry_run:
+            logger.info(f"dry run: would run {[(p.revision, p.replicas) for p in decision.revisions]}")
+            return
+        owner = render.Owner(name=name, namespace=namespace, uid=uid)
+        try:
+            await self._apply(owner, spec, decision, deployments)
+            status = status.model_copy(update={"conditions": conditions.upsert(
+                status.conditions, type=models.ConditionType.DEGRADED, status=False, reason="AsExpected",
+                message="", generation=generation, now=now)})
+        except kube.NotOwnedError as e:
+            status = status.model_copy(update={"conditions": conditions.upsert(
+                status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="NameConflict",
+                message=str(e), generation=generation, now=now)})
+            if not conditions.is_true(previous.conditions, models.ConditionType.DEGRADED):
+                kopf.warn(body, reason="NameConflict", message=str(e))
+        for event in decision.events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+        self._write_status(patch, previous_raw, status)
+
+    async def _apply(
+        self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
+        deployments: list[dict[str, Any]],
+    ) -> None:
+        # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
+        for p in decision.pod_patches:
+            labels: dict[str, str | None] = {}
+            annotations: dict[str, str | None] = {}
+            if p.serving is not None:
+                labels[render.LABEL_SERVING] = "true" if p.serving else None
+            if p.deletion_cost is not None:
+                annotations[render.ANNOTATION_DELETION_COST] = str(p.deletion_cost)
+            await self.cluster.patch_pod(owner.namespace, p.name, labels=labels, annotations=annotations)
+        keep = set()
+        for plan in decision.revisions:
+            for manifest in render.manifests(owner, spec, plan.knobs, replicas=plan.replicas):
+                await self.cluster.apply(manifest, owner_uid=owner.uid)
+            keep.add(render.revision_name(owner, plan.revision))
+        for d in deployments:
+            meta = d["metadata"]
+            if meta["name"] in keep or not kube.owned_by(d, owner.uid):
+                continue
+            await self.cluster.delete({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta}, owner_uid=owner.uid)
+            # The revision's ConfigMap (TensorRT-LLM options) goes with it; absent for other engines.
+            await self.cluster.delete({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}, owner_uid=owner.uid)
+
+    @staticmethod
+    def _write_status(patch: kopf.Patch, previous: dict[str, Any], status: models.InferenceDeploymentStatus) -> None:
+        new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if new == previous:
+            return
+        # A merge patch: keys that vanished are sent as null so the API server removes them.
+        for key in previous:
+            if key not in new:
+                patch.status[key] = None
+        for key, value in new.items():
+            if previous.get(key) != value:
+                patch.status[key] = _nulls_for_removed(previous.get(key), value)
+
+
+def _nulls_for_removed(old: Any, new: Any) -> Any:
+    """Merge-patch form of `new` over `old`: nested keys that disappeared become None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = {k: _nulls_for_removed(old.get(k), v) for k, v in new.items()}
+        out.update({k: None for k in old if k not in new})
+        return out
+    return new
+
+
+def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) -> None:
+    """kopf settings: progress in annotations (the status schema stays ours), quick retries, posting."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=models.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{models.GROUP}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.peering.standalone = config.standalone
+    settings.peering.priority = config.priority
+    if config.peering_name:
+        settings.peering.name = config.peering_name
+        settings.peering.mandatory = True
+
+
+def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
+    """Attach the handlers for one Operator to a registry (the interval comes from the config)."""
+    resource = (models.GROUP, models.VERSION, models.PLURAL)
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        await operator.reconcile(body, patch, logger)
+
+    async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        await operator.reconcile(body, patch, logger)
+
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(*resource, registry=registry, id="reconcile")(on_change)
+    kopf.timer(*resource, registry=registry, interval=operator.config.interval, id="cycle")(on_timer)

@@ -1,0 +1,242 @@
+"""Adapter: the Kubernetes API for owned objects (kubernetes.aio): read facts, apply, delete, patch pods."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any, Protocol
+
+from kubernetes.aio import client as kclient
+from kubernetes.aio import config as kconfig
+
+from infertune import models, observation, render
+
+FIELD_MANAGER = "infertune"
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the API server."""
+
+    def __init__(self, status: int, method: str, path: str, body: str) -> None:
+        self.status = status
+        try:
+            message = json.loads(body).get("message", body)
+        except (ValueError, AttributeError):
+            message = body
+        super().__init__(f"{method} {path}: HTTP {status}: {str(message)[:500]}")
+
+
+class NotOwnedError(Exception):
+    """An object with the name the operator wants exists and belongs to someone else; it is left alone."""
+
+
+class Cluster(Protocol):
+    """What the shell needs from the API server."""
+
+    async def facts(self, namespace: str, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The owned Deployments and their pods (label infertune.io/deployment=name)."""
+        ...
+
+    async def apply(self, manifest: dict[str, Any], *, owner_uid: str) -> str:
+        """Create, or patch when it differs; 'created', 'patched' or 'unchanged'. Raises NotOwnedError."""
+        ...
+
+    async def delete(self, manifest: dict[str, Any], *, owner_uid: str) -> bool:
+        """Delete an owned object (apiVersion, kind, metadata.name/namespace); False when already gone."""
+        ...
+
+    async def patch_pod(self, namespace: str, name: str, *, labels: dict[str, str | None],
+                        annotations: dict[str, str | None]) -> None:
+        ...
+
+
+_PATHS = {
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
+    ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
+    ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "Pod"): "/api/v1/namespaces/{ns}/pods",
+}
+
+
+def collection_path(manifest: dict[str, Any]) -> str:
+    key = (manifest["apiVersion"], manifest["kind"])
+    return _PATHS[key].format(ns=manifest["metadata"]["namespace"])
+
+
+def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(r.get("uid") == owner_uid and r.get("controller") for r in refs)
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """Whether everything the operator sets is already so (the server adds defaults; those don't count)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(actual, list) and len(desired) == len(actual)
+                and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True)))
+    if (isinstance(desired, (int, float)) and isinstance(actual, str)) or (isinstance(desired, str) and isinstance(actual, (int, float))):
+        return str(desired) == str(actual)
+    return bool(desired == actual)
+
+
+@dataclasses.dataclass
+class KubeCluster:
+    """Cluster over the kubernetes asyncio client's transport (auth, TLS and config loading are its own)."""
+
+    api: kclient.ApiClient
+    requests: int = 0
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> KubeCluster:
+        configuration = kclient.Configuration()
+        try:
+            kconfig.load_incluster_config(client_configuration=configuration)
+        except kconfig.ConfigException:
+            await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return cls(api=kclient.ApiClient(configuration))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, serialized, _ = await self.api.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        response = await self.api.call_api(method, url, header_params=headers, body=serialized)
+        data = await response.read()
+        if not 200 <= response.status < 300:
+            raise ApiError(response.status, method, path, data.decode(errors="replace"))
+        return json.loads(data) if data else None
+
+    async def facts(self, namespace: str, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        selector = {"labelSelector": f"{render.LABEL_DEPLOYMENT}={name}"}
+        deployments = await self.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", query=selector)
+        pods = await self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=selector)
+        return deployments.get("items", []), pods.get("items", [])
+
+    async def apply(self, manifest: dict[str, Any], *, owner_uid: str) -> str:
+        base = collection_path(manifest)
+        name = manifest["metadata"]["name"]
+        try:
+            current = await self.request("GET", f"{base}/{name}")
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            await self.request("POST", base, body=manifest, query={"fieldManager": FIELD_MANAGER})
+            return "created"
+        if not owned_by(current, owner_uid):
+            raise NotOwnedError(
+                f"{manifest['kind']} {manifest['metadata']['namespace']}/{name} exists and is not owned by this "
+                "InferenceDeployment; the operator leaves it alone. Rename or remove it."
+            )
+        if is_subset(manifest, current):
+            return "unchanged"
+        # A merge patch guarded by the resourceVersion just read: a concurrent writer makes it fail, not clobber.
+        patch = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+        await self.request("PATCH", f"{base}/{name}", body=patch, content_type="application/merge-patch+json",
+                           query={"fieldManager": FIELD_MANAGER})
+        return "patched"
+
+    async def delete(self, manifest: dict[str, Any], *, owner_uid: str) -> bool:
+        base = collection_path(manifest)
+        name = manifest["metadata"]["name"]
+        try:
+            current = await self.request("GET", f"{base}/{name}")
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        if not owned_by(current, owner_uid):
+            raise NotOwnedError(f"{manifest['kind']} {name} is not owned by this InferenceDeployment; not deleting it")
+        # Preconditions: delete exactly the object checked above, and let the ReplicaSets go in the background.
+        body = {"preconditions": {"uid": current["metadata"]["uid"]}, "propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", f"{base}/{name}", body=body)
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_pod(self, namespace: str, name: str, *, labels: dict[str, str | None],
+                        annotations: dict[str, str | None]) -> None:
+        meta: dict[str, Any] = {}
+        if labels:
+            meta["labels"] = labels
+        if annotations:
+            meta["annotations"] = annotations
+        await self.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}", body={"metadata": meta},
+                           content_type="application/merge-patch+json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading facts (pure conversions of API objects)
+# ---------------------------------------------------------------------------------------------
+
+
+def _epoch(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def revision_facts(deployment: dict[str, Any]) -> observation.RevisionFacts | None:
+    meta = deployment.get("metadata", {})
+    labels = meta.get("labels") or {}
+    rev = labels.get(render.LABEL_REVISION)
+    if not rev:
+        return None
+    return observation.RevisionFacts(
+        name=meta["name"],
+        revision=rev,
+        knobs=render.knobs_from_labels(labels),
+        replicas=int(deployment.get("spec", {}).get("replicas") or 0),
+        ready_replicas=int(deployment.get("status", {}).get("readyReplicas") or 0),
+        created=_epoch(meta.get("creationTimestamp")) or 0.0,
+    )
+
+
+def pod_facts(pod: dict[str, Any]) -> observation.PodFacts | None:
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    rev = labels.get(render.LABEL_REVISION)
+    if not rev:
+        return None
+    status = pod.get("status") or {}
+    ready_cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    ready = bool(ready_cond and ready_cond.get("status") == "True")
+    statuses = status.get("containerStatuses") or []
+    return observation.PodFacts(
+        name=meta["name"],
+        revision=rev,
+        ready=ready,
+        serving=labels.get(render.LABEL_SERVING) == "true",
+        created=_epoch(meta.get("creationTimestamp")) or 0.0,
+        ready_since=_epoch(ready_cond.get("lastTransitionTime")) if ready and ready_cond else None,
+        deleting=bool(meta.get("deletionTimestamp")),
+        node=(pod.get("spec") or {}).get("nodeName"),
+        restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
+        failed=status.get("phase") == "Failed",
+    )
+
+
+def parse_status(raw: Any) -> models.InferenceDeploymentStatus:
+    """The previous status, tolerating fields written by other versions (unknown keys are ignored)."""
+    if not isinstance(raw, dict):
+        return models.InferenceDeploymentStatus()
+    known = set(models.InferenceDeploymentStatus.model_fields) | {
+        f.alias for f in models.InferenceDeploymentStatus.model_fields.values() if f.alias
+    }
+    try:
+        return models.InferenceDeploymentStatus.model_validate({k: v for k, v in raw.items() if k in known})
+    except ValueError:
+        # A hand-edited or corrupt status must not wedge the operator: start from a blank one.
+        return models.InferenceDeploymentStatus()

@@ -1,0 +1,39 @@
+"""Shell: the operator process: connect the adapters, configure kopf, run until stopped."""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from infertune import handlers, kube, models
+
+log = logging.getLogger("infertune")
+
+
+async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, liveness: str | None = None) -> int:
+    """Run the operator; returns the exit status."""
+    cluster = await kube.KubeCluster.connect(kubeconfig)
+    operator = handlers.Operator(config=config, cluster=cluster)
+    registry = kopf.OperatorRegistry()
+    handlers.register(operator, registry)
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, config)
+    log.info(
+        "infertune starting: namespaces=%s interval=%ss prometheus=%s dry_run=%s",
+        ",".join(config.namespaces) or "(all)", config.interval, config.prometheus_url or "(none)", config.dry_run,
+    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=config.standalone,
+            priority=config.priority,
+            peering_name=config.peering_name,
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        await cluster.close()
+    return 0

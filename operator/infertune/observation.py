@@ -1,0 +1,111 @@
+"""Pure: what the core sees of the world (cluster facts, metrics) and what it decides, as frozen values."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from infertune import models
+
+
+class PodFacts(models.Base):
+    """One pod of a revision, as the API server reports it."""
+
+    name: str
+    revision: str
+    ready: bool
+    serving: bool
+    created: float = pydantic.Field(description="creationTimestamp, epoch seconds")
+    ready_since: float | None = pydantic.Field(default=None, description="Ready condition's transition, epoch seconds")
+    deleting: bool = False
+    node: str | None = None
+    restarts: int = 0
+    failed: bool = False
+
+
+class RevisionFacts(models.Base):
+    """One owned Deployment."""
+
+    name: str
+    revision: str
+    knobs: models.Knobs | None
+    replicas: int
+    ready_replicas: int
+    created: float
+
+
+class PodMetrics(models.Base):
+    """Signals of one pod over the observation window; None where the engine did not report it."""
+
+    ttft_p: float | None = None  # seconds, at the SLO percentile
+    itl_p: float | None = None
+    ttft_mean: float | None = None
+    itl_mean: float | None = None
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage: float | None = None
+    preemptions_per_s: float | None = None
+    prompt_tokens_per_s: float | None = None
+    output_tokens_per_s: float | None = None
+    requests_per_s: float | None = None
+    prefix_hit_rate: float | None = None
+    mbu: float | None = None
+    slo_attainment: float | None = None
+    mean_input_tokens: float | None = None
+    mean_output_tokens: float | None = None
+
+
+class Metrics(models.Base):
+    """Per-pod signals for one resource, plus why any are missing."""
+
+    pods: dict[str, PodMetrics] = pydantic.Field(default_factory=dict)
+    available: bool = True
+    reason: str = "MetricsFound"
+    message: str = ""
+    mbu_source: Literal["dcgm", "estimated"] | None = None
+    estimated: tuple[str, ...] = ()
+
+
+class Observation(models.Base):
+    """Everything decide() needs about one InferenceDeployment."""
+
+    name: str
+    namespace: str
+    generation: int
+    spec: models.InferenceDeploymentSpec
+    status: models.InferenceDeploymentStatus
+    revisions: tuple[RevisionFacts, ...] = ()
+    pods: tuple[PodFacts, ...] = ()
+    metrics: Metrics | None = None
+
+
+class RevisionPlan(models.Base):
+    """A revision that should exist, with its Deployment's replica count."""
+
+    revision: str
+    knobs: models.Knobs
+    replicas: int
+
+
+class PodPatch(models.Base):
+    """A label or annotation change on one pod (serving label; deletion cost to steer scale-down)."""
+
+    name: str
+    serving: bool | None = None
+    deletion_cost: int | None = None
+
+
+class Event(models.Base):
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+class Decision(models.Base):
+    """The desired state: revisions to keep (others are deleted), pod patches, the new status, events."""
+
+    revisions: tuple[RevisionPlan, ...]
+    pod_patches: tuple[PodPatch, ...] = ()
+    status: models.InferenceDeploymentStatus
+    events: tuple[Event, ...] = ()

@@ -1,0 +1,276 @@
+"""Pure: spec + knobs -> the Deployment of a revision, the Service and config, as plain manifests."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Any
+
+from infertune import catalog, models, runtimes
+from infertune.runtimes import registry
+
+PREFIX = "infertune.io/"
+LABEL_DEPLOYMENT = PREFIX + "deployment"
+LABEL_REVISION = PREFIX + "revision"
+LABEL_SERVING = PREFIX + "serving"
+LABEL_BATCH = PREFIX + "max-batch-size"
+LABEL_KV = PREFIX + "kv-cache-dtype"
+LABEL_ENGINE = PREFIX + "engine"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "infertune"
+ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+CONTAINER = "engine"
+
+# Endpoints take a few seconds to drop a terminating pod everywhere (kube-proxy, gateways); the preStop
+# sleep keeps the engine serving for that long after deletion starts, so no new request lands on a closed port.
+PRESTOP_SECONDS = 15
+# A model loads in minutes (NIM 3-10 min, vLLM 37-90 s for a 32B model): the startup probe allows
+# 180 x 10 s = 30 min before liveness takes over.
+STARTUP_PERIOD_SECONDS = 10
+STARTUP_FAILURES = 180
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Owner:
+    """The InferenceDeployment that owns the rendered objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{models.GROUP}/{models.VERSION}",
+        "kind": models.KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def engine_knobs(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> runtimes.EngineKnobs:
+    e = spec.engine
+    return runtimes.EngineKnobs(
+        model=spec.model.name,
+        served_model_name=spec.model.name,
+        port=e.port,
+        tensor_parallel=spec.accelerator.count,
+        max_batch_size=knobs.max_batch_size,
+        kv_cache_dtype=knobs.kv_cache_dtype,
+        chunked_prefill=e.chunked_prefill,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        prefix_caching=e.prefix_caching,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        max_model_len=spec.model.max_model_len,
+    )
+
+
+def revision(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> str:
+    """10 hex digits of a hash over everything that shapes the pods (not the SLO, scaling or price)."""
+    shaping = {
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "engine": spec.engine.model_dump(mode="json", by_alias=True),
+        "accelerator": spec.accelerator.model_dump(mode="json", by_alias=True, exclude={"hourly_cost"}),
+        "template": spec.template.model_dump(mode="json", by_alias=True),
+        "knobs": knobs.model_dump(mode="json", by_alias=True),
+    }
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return digest[:10]
+
+
+def revision_name(owner: Owner, rev: str) -> str:
+    return f"{owner.name}-{rev}"
+
+
+def common_labels(owner: Owner, spec: models.InferenceDeploymentSpec) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": spec.engine.kind.value,
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": "model-server",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_DEPLOYMENT: owner.name,
+        LABEL_ENGINE: spec.engine.kind.value,
+    }
+
+
+def revision_labels(owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, rev: str) -> dict[str, str]:
+    return {
+        **common_labels(owner, spec),
+        LABEL_REVISION: rev,
+        LABEL_BATCH: str(knobs.max_batch_size),
+        LABEL_KV: knobs.kv_cache_dtype.value,
+    }
+
+
+def selector(owner: Owner, rev: str) -> dict[str, str]:
+    return {LABEL_DEPLOYMENT: owner.name, LABEL_REVISION: rev}
+
+
+def grace_period_seconds(spec: models.InferenceDeploymentSpec) -> int:
+    # preStop (15 s) + the longest drain (2 m) + 15 s for the engine to exit = 150 s by default.
+    return PRESTOP_SECONDS + math.ceil(spec.scaling.drain_timeout) + 15
+
+
+def deployment(
+    owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, *, replicas: int
+) -> dict[str, Any]:
+    """The Deployment of one revision: one configuration of knobs, pods created serving (fail open)."""
+    runtime = registry.for_engine(spec.engine)
+    launch = runtime.launch(engine_knobs(spec, knobs))
+    rev = revision(spec, knobs)
+    name = revision_name(owner, rev)
+    labels = revision_labels(owner, spec, knobs, rev)
+    t = spec.template
+    # Owned keys are written last, so nothing in the user's overrides can replace them.
+    pod_labels = {**t.labels, **labels, LABEL_SERVING: "true"}
+    pod_annotations = {
+        **t.annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.engine.port),
+        "prometheus.io/path": runtime.metrics_path,
+    }
+    gpu = catalog.resolve_gpu(spec.accelerator)
+    node_selector = dict(t.node_selector)
+    if gpu.product_label:
+        node_selector[GPU_PRODUCT_LABEL] = gpu.product_label
+
+    env: list[dict[str, Any]] = [
+        v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in spec.engine.env
+    ]
+    env += [{"name": k, "value": v} for k, v in launch.env]
+    resources: dict[str, Any] = {
+        "limits": {GPU_RESOURCE: str(spec.accelerator.count)},
+        "requests": {GPU_RESOURCE: str(spec.accelerator.count)},
+    }
+    if t.cpu:
+        resources["requests"]["cpu"] = t.cpu
+    if t.memory:
+        resources["requests"]["memory"] = t.memory
+        resources["limits"]["memory"] = t.memory
+
+    probe_get = {"httpGet": {"path": runtime.health_path, "port": "http"}}
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.engine.image,
+        "args": [*launch.args, *spec.engine.args],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
+        "resources": resources,
+        "startupProbe": {**probe_get, "periodSeconds": STARTUP_PERIOD_SECONDS, "failureThreshold": STARTUP_FAILURES},
+        "readinessProbe": {**probe_get, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**probe_get, "periodSeconds": 10, "failureThreshold": 6},
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    if launch.command is not None:
+        container["command"] = list(launch.command)
+    # Tensor parallelism exchanges activations through shared memory; the container default of 64 MiB is too small.
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    if launch.files:
+        container["volumeMounts"].append({"name": "config", "mountPath": runtimes.CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": "config", "configMap": {"name": name}})
+
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": grace_period_seconds(spec),
+        "tolerations": [
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            *(x.model_dump(mode="json", by_alias=True, exclude_none=True) for x in t.tolerations),
+        ],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if t.priority_class_name:
+        pod_spec["priorityClassName"] = t.priority_class_name
+    if t.service_account_name:
+        pod_spec["serviceAccountName"] = t.service_account_name
+    if t.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s.name} for s in t.image_pull_secrets]
+
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(owner, rev)},
+            # The pod template of a revision never changes (a change is a new revision), so there is
+            # never a rolling update to run; the progress deadline only has to outlast a model load.
+            "revisionHistoryLimit": 1,
+            "progressDeadlineSeconds": STARTUP_PERIOD_SECONDS * STARTUP_FAILURES + 600,
+            "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
+        },
+    }
+
+
+def config_map(owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> dict[str, Any] | None:
+    """Engine options that have no flag (TensorRT-LLM's YAML), one ConfigMap per revision."""
+    launch = registry.for_engine(spec.engine).launch(engine_knobs(spec, knobs))
+    if not launch.files:
+        return None
+    rev = revision(spec, knobs)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": revision_name(owner, rev),
+            "namespace": owner.namespace,
+            "labels": revision_labels(owner, spec, knobs, rev),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": dict(launch.files),
+    }
+
+
+def service(owner: Owner, spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
+    """One Service per resource; it selects only pods labelled serving, whatever their revision."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "labels": common_labels(owner, spec),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_DEPLOYMENT: owner.name, LABEL_SERVING: "true"},
+            "ports": [{"name": "http", "port": spec.engine.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def manifests(
+    owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, *, replicas: int
+) -> list[dict[str, Any]]:
+    """Everything one revision needs, in apply order: config, Deployment, Service."""
+    out: list[dict[str, Any]] = []
+    cm = config_map(owner, spec, knobs)
+    if cm is not None:
+        out.append(cm)
+    out.append(deployment(owner, spec, knobs, replicas=replicas))
+    out.append(service(owner, spec))
+    return out
+
+
+def knobs_from_labels(labels: dict[str, str]) -> models.Knobs | None:
+    """The knobs a revision runs with, read back from its labels (None when they are missing or bad)."""
+    try:
+        return models.Knobs(
+            max_batch_size=int(labels[LABEL_BATCH]), kv_cache_dtype=models.KvDtype(labels[LABEL_KV])
+        )
+    except (KeyError, ValueError):
+        return None

@@ -1,0 +1,108 @@
+"""Pure: what every engine needs to be launched with a set of knobs, and the knobs it lacks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from infertune import models
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineKnobs:
+    """Everything the operator renders into an engine's command line or environment."""
+
+    model: str
+    served_model_name: str
+    port: int
+    tensor_parallel: int
+    max_batch_size: int
+    kv_cache_dtype: models.KvDtype
+    chunked_prefill: bool | None = None
+    max_num_batched_tokens: int | None = None
+    prefix_caching: bool | None = None
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Launch:
+    """How to start the engine container: command (None keeps the image's entrypoint), args, env, files."""
+
+    command: tuple[str, ...] | None
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    # File name -> content, mounted read-only at CONFIG_DIR (TensorRT-LLM's YAML options).
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+CONFIG_DIR = "/etc/infertune"
+
+# The knobs, in the order the docs table lists them.
+KNOBS = (
+    "max_batch_size", "kv_cache_dtype", "chunked_prefill", "max_num_batched_tokens", "prefix_caching",
+    "gpu_memory_utilization", "tensor_parallel", "served_model_name", "port", "max_model_len",
+)
+
+# Which spec field sets each knob, for error messages that tell the user where to go instead.
+KNOB_FIELDS = {
+    "max_batch_size": "tuning.maxBatchSize",
+    "kv_cache_dtype": "tuning.kvCacheDtype",
+    "chunked_prefill": "engine.chunkedPrefill",
+    "max_num_batched_tokens": "engine.maxNumBatchedTokens",
+    "prefix_caching": "engine.prefixCaching",
+    "gpu_memory_utilization": "engine.gpuMemoryUtilization",
+    "tensor_parallel": "accelerator.count",
+    "served_model_name": "model.name",
+    "port": "engine.port",
+    "max_model_len": "model.maxModelLen",
+    "model": "model.name",
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Runtime:
+    """One engine's launch rules."""
+
+    kind: models.EngineKind
+    variant: str  # "vllm", "nim-1", "nim-2-vllm"...: what the docs table calls it
+    health_path: str
+    metrics_path: str
+    launch: Callable[[EngineKnobs], Launch]
+    # knob -> how it is set ("--max-num-seqs", "env NIM_MAX_NUM_SEQS"); absent = the engine lacks it.
+    knob_flags: Mapping[str, str]
+    # Flags and variables that set an owned knob: a user's engine.args/env may not contain them.
+    # flag -> knob it sets (flags are normalised with normalise_flag).
+    owned_flags: Mapping[str, str]
+    owned_env: Mapping[str, str]
+    default_max_batch_size: Callable[[models.GpuSpec], int]
+    fp8_kv: bool  # the engine can run an FP8 KV cache when the GPU supports it
+
+    def lacks(self, knob: str) -> bool:
+        return knob not in self.knob_flags
+
+
+def normalise_flag(arg: str) -> str | None:
+    """The flag an argument sets, in one spelling: '--max_num_seqs=8' -> '--max-num-seqs'; values -> None."""
+    if not arg.startswith("-"):
+        return None
+    name = arg.split("=", 1)[0]
+    # argparse front ends of vLLM and SGLang accept both spellings; TRT-LLM uses underscores.
+    return "--" + name.lstrip("-").replace("_", "-").lower()
+
+
+def flag(name: str, value: object) -> tuple[str, str]:
+    return (name, str(value))
+
+
+def flags(pairs: list[tuple[str, object] | None]) -> tuple[str, ...]:
+    """Flatten (flag, value) pairs, skipping None entries; a value of None makes a bare flag."""
+    out: list[str] = []
+    for pair in pairs:
+        if pair is None:
+            continue
+        name, value = pair
+        out.append(name)
+        if value is not None:
+            out.append(str(value))
+    return tuple(out)

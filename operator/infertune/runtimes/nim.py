@@ -1,0 +1,116 @@
+"""Pure: NVIDIA NIM for LLMs: 1.x NIM_* variables, 2.x vLLM/SGLang flags in NIM_PASSTHROUGH_ARGS (§A.6)."""
+
+from __future__ import annotations
+
+import shlex
+
+from infertune import models, runtimes
+from infertune.runtimes import sglang, vllm
+
+HEALTH = "/v1/health/ready"
+METRICS = "/v1/metrics"
+
+# NIM 1.x: documented NIM_ENABLE_KV_CACHE_REUSE and NIM_MAX_MODEL_LEN; the batch and memory variables
+# are seen only in third-party deployment files (reference §A.6), so they are marked as such in docs.
+NIM1_ENV = {
+    "max_batch_size": "NIM_MAX_NUM_SEQS",
+    "chunked_prefill": "NIM_ENABLE_CHUNKED_PREFILL",
+    "max_num_batched_tokens": "NIM_MAX_NUM_BATCHED_TOKENS",
+    "prefix_caching": "NIM_ENABLE_KV_CACHE_REUSE",
+    "gpu_memory_utilization": "NIM_GPU_MEM_FRACTION",
+    "served_model_name": "NIM_SERVED_MODEL_NAME",
+    "port": "NIM_SERVER_PORT",
+    "max_model_len": "NIM_MAX_MODEL_LEN",
+}
+# NIM 1.x picks precision, KV dtype and tensor parallelism through a model profile (NIM_MODEL_PROFILE),
+# which the operator does not own: those knobs are absent here and the tuner leaves them alone.
+NIM1_OWNED_ENV = {v: k for k, v in NIM1_ENV.items()}
+
+NIM2_ENV = {"served_model_name": "NIM_SERVED_MODEL_NAME", "port": "NIM_SERVER_PORT"}
+NIM2_OWNED_ENV = {"NIM_PASSTHROUGH_ARGS": "max_batch_size", **{v: k for k, v in NIM2_ENV.items()}}
+
+
+def _bool(on: bool) -> str:
+    return "1" if on else "0"
+
+
+def launch_1(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    env: list[tuple[str, str]] = [
+        ("NIM_SERVED_MODEL_NAME", k.served_model_name),
+        ("NIM_SERVER_PORT", str(k.port)),
+        ("NIM_MAX_NUM_SEQS", str(k.max_batch_size)),
+    ]
+    if k.chunked_prefill is not None:
+        env.append(("NIM_ENABLE_CHUNKED_PREFILL", _bool(k.chunked_prefill)))
+    if k.max_num_batched_tokens:
+        env.append(("NIM_MAX_NUM_BATCHED_TOKENS", str(k.max_num_batched_tokens)))
+    if k.prefix_caching is not None:
+        env.append(("NIM_ENABLE_KV_CACHE_REUSE", _bool(k.prefix_caching)))
+    if k.gpu_memory_utilization:
+        env.append(("NIM_GPU_MEM_FRACTION", str(k.gpu_memory_utilization)))
+    if k.max_model_len:
+        env.append(("NIM_MAX_MODEL_LEN", str(k.max_model_len)))
+    return runtimes.Launch(command=None, args=(), env=tuple(env))
+
+
+def _launch_2(backend_flags: tuple[str, ...], k: runtimes.EngineKnobs) -> runtimes.Launch:
+    env = (
+        ("NIM_SERVED_MODEL_NAME", k.served_model_name),
+        ("NIM_SERVER_PORT", str(k.port)),
+        # The passthrough string is split by a shell-like parser; quote each token so hostile values stay one token.
+        ("NIM_PASSTHROUGH_ARGS", shlex.join(backend_flags)),
+    )
+    return runtimes.Launch(command=None, args=(), env=env)
+
+
+def launch_2_vllm(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    return _launch_2(vllm.engine_flags(k), k)
+
+
+def launch_2_sglang(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    # --enable-metrics stays in: SGLang exports nothing without it.
+    return _launch_2(sglang.engine_flags(k), k)
+
+
+def _passthrough(flags: dict[str, str]) -> dict[str, str]:
+    return {knob: f"NIM_PASSTHROUGH_ARGS {flag}" for knob, flag in flags.items() if knob not in NIM2_ENV}
+
+
+RUNTIME_1 = runtimes.Runtime(
+    kind=models.EngineKind.NIM,
+    variant="nim-1",
+    health_path=HEALTH,
+    metrics_path=METRICS,
+    launch=launch_1,
+    knob_flags={knob: f"env {var}" for knob, var in NIM1_ENV.items()},
+    owned_flags={},
+    owned_env=NIM1_OWNED_ENV,
+    default_max_batch_size=vllm.default_max_batch_size,
+    fp8_kv=False,
+)
+
+RUNTIME_2_VLLM = runtimes.Runtime(
+    kind=models.EngineKind.NIM,
+    variant="nim-2-vllm",
+    health_path=HEALTH,
+    metrics_path=METRICS,
+    launch=launch_2_vllm,
+    knob_flags={**_passthrough(vllm.KNOB_FLAGS), **{k: f"env {v}" for k, v in NIM2_ENV.items()}},
+    owned_flags=vllm.OWNED_FLAGS,
+    owned_env=NIM2_OWNED_ENV,
+    default_max_batch_size=vllm.default_max_batch_size,
+    fp8_kv=True,
+)
+
+RUNTIME_2_SGLANG = runtimes.Runtime(
+    kind=models.EngineKind.NIM,
+    variant="nim-2-sglang",
+    health_path=HEALTH,
+    metrics_path=METRICS,
+    launch=launch_2_sglang,
+    knob_flags={**_passthrough(sglang.KNOB_FLAGS), **{k: f"env {v}" for k, v in NIM2_ENV.items()}},
+    owned_flags=sglang.OWNED_FLAGS,
+    owned_env=NIM2_OWNED_ENV,
+    default_max_batch_size=sglang.default_max_batch_size,
+    fp8_kv=True,
+)

@@ -1,0 +1,90 @@
+"""Pure: SGLang's flags for the knobs (reference §A.3) and its defaults."""
+
+from __future__ import annotations
+
+from infertune import models, runtimes
+
+KNOB_FLAGS = {
+    "max_batch_size": "--max-running-requests",
+    "kv_cache_dtype": "--kv-cache-dtype fp8_e4m3|auto",
+    "chunked_prefill": "--chunked-prefill-size (-1 disables)",
+    "max_num_batched_tokens": "--chunked-prefill-size",
+    "prefix_caching": "--disable-radix-cache (when off)",
+    "gpu_memory_utilization": "--mem-fraction-static",
+    "tensor_parallel": "--tp-size",
+    "served_model_name": "--served-model-name",
+    "port": "--port",
+    "max_model_len": "--context-length",
+}
+
+OWNED_FLAGS = {
+    "--model-path": "model",
+    "--model": "model",
+    "--max-running-requests": "max_batch_size",
+    "--kv-cache-dtype": "kv_cache_dtype",
+    "--chunked-prefill-size": "max_num_batched_tokens",
+    "--disable-radix-cache": "prefix_caching",
+    "--mem-fraction-static": "gpu_memory_utilization",
+    "--tp-size": "tensor_parallel",
+    "--tp": "tensor_parallel",
+    "--served-model-name": "served_model_name",
+    "--port": "port",
+    "--host": "port",
+    "--context-length": "max_model_len",
+    "--enable-metrics": "metrics",
+}
+
+# SGLang's default chunk when chunking is wanted but no budget is given (its own default is
+# hardware-dependent; 8192 matches vLLM's budget on large GPUs so both engines see the same steps).
+DEFAULT_CHUNK = 8192
+
+
+def engine_flags(k: runtimes.EngineKnobs) -> tuple[str, ...]:
+    """SGLang arguments for the knobs; shared with NIM 2.x on SGLang images."""
+    chunk: tuple[str, object] | None = None
+    if k.chunked_prefill is False:
+        chunk = ("--chunked-prefill-size", -1)
+    elif k.max_num_batched_tokens:
+        chunk = ("--chunked-prefill-size", k.max_num_batched_tokens)
+    elif k.chunked_prefill:
+        chunk = ("--chunked-prefill-size", DEFAULT_CHUNK)
+    return runtimes.flags([
+        ("--max-running-requests", k.max_batch_size),
+        ("--kv-cache-dtype", "fp8_e4m3" if k.kv_cache_dtype is models.KvDtype.FP8 else "auto"),
+        ("--tp-size", k.tensor_parallel),
+        chunk,
+        ("--disable-radix-cache", None) if k.prefix_caching is False else None,
+        ("--mem-fraction-static", k.gpu_memory_utilization) if k.gpu_memory_utilization else None,
+        ("--context-length", k.max_model_len) if k.max_model_len else None,
+        # Without it SGLang exports no metrics at all, and the operator would be blind.
+        ("--enable-metrics", None),
+    ])
+
+
+def launch(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    base = runtimes.flags([
+        ("--model-path", k.model), ("--served-model-name", k.served_model_name),
+        ("--host", "0.0.0.0"), ("--port", k.port),
+    ])
+    # lmsysorg/sglang images have no server entrypoint, so the command is explicit.
+    return runtimes.Launch(command=("python3", "-m", "sglang.launch_server"), args=base + engine_flags(k))
+
+
+def default_max_batch_size(gpu: models.GpuSpec) -> int:
+    # SGLang sizes max_running_requests from its KV pool when unset; the operator needs a number for
+    # the first revision, so it starts where vLLM would on the same GPU and lets the tuner move it.
+    return 1024 if gpu.memory_gib >= 70 else 256
+
+
+RUNTIME = runtimes.Runtime(
+    kind=models.EngineKind.SGLANG,
+    variant="sglang",
+    health_path="/health",
+    metrics_path="/metrics",
+    launch=launch,
+    knob_flags=KNOB_FLAGS,
+    owned_flags=OWNED_FLAGS,
+    owned_env={},
+    default_max_batch_size=default_max_batch_size,
+    fp8_kv=True,
+)

@@ -1,0 +1,79 @@
+"""Pure: Text Generation Inference launcher flags for the knobs (reference §A.4); TGI is legacy."""
+
+from __future__ import annotations
+
+from infertune import models, runtimes
+
+KNOB_FLAGS = {
+    "max_batch_size": "--max-batch-size (and --max-concurrent-requests)",
+    "kv_cache_dtype": "--kv-cache-dtype fp8_e4m3fn",
+    "max_num_batched_tokens": "--max-batch-prefill-tokens",
+    "prefix_caching": "env PREFIX_CACHING",
+    "gpu_memory_utilization": "--cuda-memory-fraction",
+    "tensor_parallel": "--num-shard",
+    "served_model_name": "--served-model-name",
+    "port": "--port",
+    "max_model_len": "--max-total-tokens",
+}
+
+OWNED_FLAGS = {
+    "--model-id": "model",
+    "--max-batch-size": "max_batch_size",
+    "--max-concurrent-requests": "max_batch_size",
+    "--kv-cache-dtype": "kv_cache_dtype",
+    "--max-batch-prefill-tokens": "max_num_batched_tokens",
+    "--cuda-memory-fraction": "gpu_memory_utilization",
+    "--num-shard": "tensor_parallel",
+    "--sharded": "tensor_parallel",
+    "--served-model-name": "served_model_name",
+    "--port": "port",
+    "--max-total-tokens": "max_model_len",
+}
+# Every launcher flag also has an environment variable; those of owned knobs are owned too.
+OWNED_ENV = {
+    "MODEL_ID": "model", "MAX_BATCH_SIZE": "max_batch_size", "MAX_CONCURRENT_REQUESTS": "max_batch_size",
+    "KV_CACHE_DTYPE": "kv_cache_dtype", "MAX_BATCH_PREFILL_TOKENS": "max_num_batched_tokens",
+    "PREFIX_CACHING": "prefix_caching", "CUDA_MEMORY_FRACTION": "gpu_memory_utilization",
+    "NUM_SHARD": "tensor_parallel", "PORT": "port", "MAX_TOTAL_TOKENS": "max_model_len",
+}
+
+# TGI's default admission limit (--max-concurrent-requests 128).
+DEFAULT_CONCURRENCY = 128
+
+
+def launch(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    args = runtimes.flags([
+        ("--model-id", k.model),
+        ("--served-model-name", k.served_model_name),
+        ("--port", k.port),
+        ("--num-shard", k.tensor_parallel),
+        ("--max-batch-size", k.max_batch_size),
+        # Admission must not be tighter than the batch, or the batch size would never be reached.
+        ("--max-concurrent-requests", max(k.max_batch_size, DEFAULT_CONCURRENCY)),
+        ("--kv-cache-dtype", "fp8_e4m3fn") if k.kv_cache_dtype is models.KvDtype.FP8 else None,
+        ("--max-batch-prefill-tokens", k.max_num_batched_tokens) if k.max_num_batched_tokens else None,
+        ("--cuda-memory-fraction", k.gpu_memory_utilization) if k.gpu_memory_utilization else None,
+        ("--max-total-tokens", k.max_model_len) if k.max_model_len else None,
+    ])
+    env: tuple[tuple[str, str], ...] = ()
+    if k.prefix_caching is not None:
+        env = (("PREFIX_CACHING", "1" if k.prefix_caching else "0"),)
+    return runtimes.Launch(command=None, args=args, env=env)
+
+
+def default_max_batch_size(gpu: models.GpuSpec) -> int:
+    return DEFAULT_CONCURRENCY
+
+
+RUNTIME = runtimes.Runtime(
+    kind=models.EngineKind.TGI,
+    variant="tgi",
+    health_path="/health",
+    metrics_path="/metrics",
+    launch=launch,
+    knob_flags=KNOB_FLAGS,
+    owned_flags=OWNED_FLAGS,
+    owned_env=OWNED_ENV,
+    default_max_batch_size=default_max_batch_size,
+    fp8_kv=True,
+)

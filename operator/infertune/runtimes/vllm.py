@@ -1,0 +1,84 @@
+"""Pure: vLLM's flags for the knobs (reference §A.2) and its defaults."""
+
+from __future__ import annotations
+
+from infertune import models, runtimes
+
+KNOB_FLAGS = {
+    "max_batch_size": "--max-num-seqs",
+    "kv_cache_dtype": "--kv-cache-dtype fp8|auto",
+    "chunked_prefill": "--enable-chunked-prefill / --no-enable-chunked-prefill",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "prefix_caching": "--enable-prefix-caching / --no-enable-prefix-caching",
+    "gpu_memory_utilization": "--gpu-memory-utilization",
+    "tensor_parallel": "--tensor-parallel-size",
+    "served_model_name": "--served-model-name",
+    "port": "--port",
+    "max_model_len": "--max-model-len",
+}
+
+OWNED_FLAGS = {
+    "--model": "model",
+    "--max-num-seqs": "max_batch_size",
+    "--kv-cache-dtype": "kv_cache_dtype",
+    "--enable-chunked-prefill": "chunked_prefill",
+    "--no-enable-chunked-prefill": "chunked_prefill",
+    "--max-num-batched-tokens": "max_num_batched_tokens",
+    "--enable-prefix-caching": "prefix_caching",
+    "--no-enable-prefix-caching": "prefix_caching",
+    "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--tensor-parallel-size": "tensor_parallel",
+    "--tp": "tensor_parallel",
+    "--served-model-name": "served_model_name",
+    "--port": "port",
+    "--max-model-len": "max_model_len",
+}
+
+
+def engine_flags(k: runtimes.EngineKnobs) -> tuple[str, ...]:
+    """vLLM arguments for the knobs; shared with NIM 2.x on vLLM images (NIM_PASSTHROUGH_ARGS)."""
+
+    def toggle(name: str, on: bool | None) -> tuple[str, object] | None:
+        if on is None:
+            return None
+        return (f"--{name}" if on else f"--no-{name}", None)
+
+    return runtimes.flags([
+        ("--max-num-seqs", k.max_batch_size),
+        # `fp8` is vLLM's alias of fp8_e4m3; `auto` keeps the model's dtype.
+        ("--kv-cache-dtype", "fp8" if k.kv_cache_dtype is models.KvDtype.FP8 else "auto"),
+        ("--tensor-parallel-size", k.tensor_parallel),
+        toggle("enable-chunked-prefill", k.chunked_prefill),
+        ("--max-num-batched-tokens", k.max_num_batched_tokens) if k.max_num_batched_tokens else None,
+        toggle("enable-prefix-caching", k.prefix_caching),
+        ("--gpu-memory-utilization", k.gpu_memory_utilization) if k.gpu_memory_utilization else None,
+        ("--max-model-len", k.max_model_len) if k.max_model_len else None,
+    ])
+
+
+def launch(k: runtimes.EngineKnobs) -> runtimes.Launch:
+    # The vllm/vllm-openai image's entrypoint is the OpenAI server; keep it and pass arguments.
+    args = runtimes.flags([("--model", k.model), ("--served-model-name", k.served_model_name), ("--port", k.port)])
+    return runtimes.Launch(command=None, args=args + engine_flags(k))
+
+
+def default_max_batch_size(gpu: models.GpuSpec) -> int:
+    # vLLM's EngineArgs: GPUs with >= 70 GiB that are not A100 default to max_num_seqs 1024 for the
+    # OpenAI server, others to 256 (PR #17885: large budgets cost throughput on A100).
+    if gpu.memory_gib >= 70 and not gpu.name.startswith("a100"):
+        return 1024
+    return 256
+
+
+RUNTIME = runtimes.Runtime(
+    kind=models.EngineKind.VLLM,
+    variant="vllm",
+    health_path="/health",
+    metrics_path="/metrics",
+    launch=launch,
+    knob_flags=KNOB_FLAGS,
+    owned_flags=OWNED_FLAGS,
+    owned_env={},
+    default_max_batch_size=default_max_batch_size,
+    fp8_kv=True,
+)
