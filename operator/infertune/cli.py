@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -153,12 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        import json
-
         return json.dumps({
             "time": self.formatTime(record), "level": record.levelname, "logger": record.name,
             "message": record.getMessage(),
-            **({"object": f"{record.k8s_ref.get('namespace')}/{record.k8s_ref.get('name')}"}  # type: ignore[attr-defined]
+            **({"object": f"{record.k8s_ref.get('namespace')}/{record.k8s_ref.get('name')}"}
                if hasattr(record, "k8s_ref") and isinstance(record.k8s_ref, dict) else {}),
         })
 

@@ -26,6 +26,7 @@ class Operator:
 
     config: models.OperatorConfig
     cluster: kube.Cluster
+    kubeconfig: str | None = None
     clock: Callable[[], datetime.datetime] = utcnow
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
 
@@ -141,7 +142,7 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority
     if config.peering_name:
@@ -153,12 +154,26 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
     """Attach the handlers for one Operator to a registry (the interval comes from the config)."""
     resource = (models.GROUP, models.VERSION, models.PLURAL)
 
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf talks to the API server with exactly the credentials the kube adapter uses.
+        c = await kube.load_configuration(operator.kubeconfig)
+        token = await kube.bearer_token(c)
+        return kopf.ConnectionInfo(
+            server=c.host, ca_path=c.ssl_ca_cert, insecure=not c.verify_ssl,
+            scheme="Bearer" if token else None, token=token,
+            certificate_path=c.cert_file, private_key_path=c.key_file,
+        )
+
+    kopf.on.login(registry=registry)(login)
+
     async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
         await operator.reconcile(body, patch, logger)
 
     async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
         await operator.reconcile(body, patch, logger)
 
+    # A failed cycle (API server hiccup) is retried soon, not after kopf's default minute.
+    backoff = min(max(operator.config.interval, 1.0), 30.0)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        decorator(*resource, registry=registry, id="reconcile")(on_change)
-    kopf.timer(*resource, registry=registry, interval=operator.config.interval, id="cycle")(on_timer)
+        decorator(*resource, registry=registry, id="reconcile", backoff=backoff)(on_change)
+    kopf.timer(*resource, registry=registry, interval=operator.config.interval, id="cycle", backoff=backoff)(on_timer)

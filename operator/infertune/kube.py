@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 from typing import Any, Protocol
 
 from kubernetes.aio import client as kclient
@@ -51,6 +52,28 @@ class Cluster(Protocol):
         ...
 
 
+async def load_configuration(kubeconfig: str | None = None) -> kclient.Configuration:
+    """In-cluster credentials, else the kubeconfig file (the explicit path, then $KUBECONFIG, then ~/.kube/config)."""
+    configuration = kclient.Configuration()
+    if kubeconfig is None:
+        try:
+            kconfig.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except kconfig.ConfigException:
+            pass
+    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+    await kconfig.load_kube_config(config_file=path, client_configuration=configuration)
+    return configuration
+
+
+async def bearer_token(configuration: kclient.Configuration) -> str | None:
+    """The token the client would send, without its 'Bearer ' prefix."""
+    value = await configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
+    if not value:
+        return None
+    return str(value).removeprefix("Bearer ").strip()
+
+
 _PATHS = {
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
@@ -90,12 +113,7 @@ class KubeCluster:
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> KubeCluster:
-        configuration = kclient.Configuration()
-        try:
-            kconfig.load_incluster_config(client_configuration=configuration)
-        except kconfig.ConfigException:
-            await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(api=kclient.ApiClient(configuration))
+        return cls(api=kclient.ApiClient(await load_configuration(kubeconfig)))
 
     async def close(self) -> None:
         await self.api.close()
@@ -140,7 +158,10 @@ class KubeCluster:
         if is_subset(manifest, current):
             return "unchanged"
         # A merge patch guarded by the resourceVersion just read: a concurrent writer makes it fail, not clobber.
-        patch = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+        meta = {**manifest["metadata"]}
+        if current["metadata"].get("resourceVersion"):
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        patch = {**manifest, "metadata": meta}
         await self.request("PATCH", f"{base}/{name}", body=patch, content_type="application/merge-patch+json",
                            query={"fieldManager": FIELD_MANAGER})
         return "patched"
@@ -157,7 +178,9 @@ class KubeCluster:
         if not owned_by(current, owner_uid):
             raise NotOwnedError(f"{manifest['kind']} {name} is not owned by this InferenceDeployment; not deleting it")
         # Preconditions: delete exactly the object checked above, and let the ReplicaSets go in the background.
-        body = {"preconditions": {"uid": current["metadata"]["uid"]}, "propagationPolicy": "Background"}
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if current["metadata"].get("uid"):
+            body["preconditions"] = {"uid": current["metadata"]["uid"]}
         try:
             await self.request("DELETE", f"{base}/{name}", body=body)
         except ApiError as e:

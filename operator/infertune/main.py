@@ -14,7 +14,7 @@ log = logging.getLogger("infertune")
 async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, liveness: str | None = None) -> int:
     """Run the operator; returns the exit status."""
     cluster = await kube.KubeCluster.connect(kubeconfig)
-    operator = handlers.Operator(config=config, cluster=cluster)
+    operator = handlers.Operator(config=config, cluster=cluster, kubeconfig=kubeconfig)
     registry = kopf.OperatorRegistry()
     handlers.register(operator, registry)
     settings = kopf.OperatorSettings()

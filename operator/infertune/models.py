@@ -288,7 +288,7 @@ class EngineSpec(Base):
         min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
         description="Container image of the model server.",
     )
-    args: tuple[str, ...] = pydantic.Field(
+    args: tuple[Annotated[str, pydantic.Field(max_length=4096)], ...] = pydantic.Field(
         default=(), max_length=128,
         description="Extra command-line arguments for the engine. Arguments that set a knob the operator owns "
         "(batch size, KV dtype, port, tensor parallel size...) are rejected; use the spec fields instead.",
@@ -312,14 +312,6 @@ class EngineSpec(Base):
         default=None, ge=0.1, le=0.99,
         description="Fraction of GPU memory the engine may use for weights, activations and KV cache.",
     )
-
-    @pydantic.field_validator("args")
-    @classmethod
-    def _arg_lengths(cls, args: tuple[str, ...]) -> tuple[str, ...]:
-        for i, arg in enumerate(args):
-            if len(arg) > 4096:
-                raise ValueError(f"args[{i}] is longer than 4096 characters")
-        return args
 
     @pydantic.model_validator(mode="after")
     def _nim_only_with_nim(self) -> EngineSpec:

@@ -1,0 +1,481 @@
+"""Pure: the physics of one replica — step time, KV capacity, MBU and a steady-state operating point."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Literal
+
+import pydantic
+
+from infertune import models
+
+GB = 1e9
+GIB = float(2**30)
+
+# Per-direction GPU-to-GPU bandwidth in GB/s that tensor parallel all-reduces run over (NVIDIA datasheets:
+# NVLink 3 600 GB/s and NVLink 4 900 GB/s both directions together, NVLink 5 1.8 TB/s; PCIe Gen4 x16
+# 64 GB/s and Gen5 x16 128 GB/s both directions). The catalog has no such field yet; unknown GPUs get PCIe Gen4.
+INTERCONNECT_GBPS: dict[str, float] = {
+    "a100-80gb": 300.0,
+    "h100-sxm-80gb": 450.0,
+    "h100-pcie-80gb": 64.0,
+    "h200-sxm-141gb": 450.0,
+    "b200-180gb": 900.0,
+    "l40s": 32.0,
+    "l4": 32.0,
+}
+PCIE_GEN4_GBPS = 32.0
+
+
+class ModelDoesNotFit(ValueError):
+    """The weights (plus the engine's fixed overhead) do not fit in the memory the engine may use."""
+
+
+class Efficiency(models.Base):
+    """Empirical constants between the datasheet and what an engine achieves; each default names its source."""
+
+    bandwidth: float = pydantic.Field(
+        default=0.8, gt=0, le=1,
+        description="Share of peak HBM bandwidth reached by decode (AIConfigurator mem_bw_empirical_scaling_factor).",
+    )
+    prefill_flops: float = pydantic.Field(
+        default=0.67, gt=0, le=1,
+        description="Share of dense tensor FLOPS (FP8 when the weights are FP8) reached by prefill GEMMs "
+        "(DESIGN section 5; reproduces the NIM 2xH100 sweep's ITL within 2%, docs/twin.md).",
+    )
+    attention_flops: float = pydantic.Field(
+        default=0.5, gt=0, le=1,
+        description="Share of dense BF16 FLOPS reached by prefill attention (FlashAttention-2 reports 50-73% "
+        "of A100 peak, FlashAttention-3 75% of H100 BF16 peak).",
+    )
+    interconnect: float = pydantic.Field(
+        default=0.8, gt=0, le=1, description="Share of the GPU-to-GPU link bandwidth that all-reduces reach."
+    )
+    framework_overhead_s: float = pydantic.Field(
+        default=1.0e-3, ge=0, le=1,
+        description="Scheduler, sampling and launch time per engine step, independent of the model.",
+    )
+    kernel_latency_s: float = pydantic.Field(
+        default=3e-6, ge=0, le=1e-3,
+        description="Fixed latency of each memory-bound kernel (AIConfigurator mem_empirical_constant_latency).",
+    )
+    kernels_per_layer: int = pydantic.Field(
+        default=10, ge=0, le=1000,
+        description="Kernels per transformer layer and step: QKV, rope, attention, output, two norms, "
+        "gate-up, activation, down and a residual add.",
+    )
+    allreduce_latency_s: float = pydantic.Field(
+        default=10e-6, ge=0, le=1e-2, description="Fixed latency of one tensor-parallel all-reduce."
+    )
+    other_memory_gb: float = pydantic.Field(
+        default=3.5, ge=0, le=1000,
+        description="Activations, CUDA graphs and allocator slack per GPU, GB (AIConfigurator other_mem).",
+    )
+    nccl_memory_gb: float = pydantic.Field(
+        default=0.35, ge=0, le=100,
+        description="NCCL buffers per GPU with tensor parallel 2 or more, GB (AIConfigurator: 342-392 MB).",
+    )
+    block_size: int = pydantic.Field(
+        default=16, ge=1, le=1024, description="Tokens per KV cache block (vLLM default 16)."
+    )
+
+
+class Replica(models.Base):
+    """One engine instance: the hardware, the model and the engine's knobs."""
+
+    gpu: models.GpuSpec
+    model: models.ModelShape
+    gpus: int = pydantic.Field(default=1, ge=1, le=64, description="Tensor-parallel GPUs per replica.")
+    weights: models.Precision = models.Precision.BF16
+    kv_dtype: models.KvDtype = models.KvDtype.DEFAULT
+    gpu_memory_utilization: float = pydantic.Field(default=0.9, gt=0, le=1)
+    max_num_seqs: int | None = pydantic.Field(
+        default=None, ge=1, le=65536, description="Batch limit; vLLM's hardware default when absent."
+    )
+    max_num_batched_tokens: int | None = pydantic.Field(
+        default=None, ge=1, le=10_000_000, description="Tokens per step; vLLM's hardware default when absent."
+    )
+    chunked_prefill: bool = True
+    prefix_caching: bool = pydantic.Field(
+        default=True,
+        description="Keep freed KV blocks findable by their content (vLLM default on): a preempted request "
+        "recomputes only what was evicted meanwhile, and prefixCacheHitRate applies.",
+    )
+    prefix_cache_hit_rate: float = pydantic.Field(
+        default=0.0, ge=0, le=1, description="Share of prompt tokens served from the prefix cache."
+    )
+    interconnect_gbps: float | None = pydantic.Field(
+        default=None, gt=0, le=100_000, description="GPU-to-GPU bandwidth per direction; a table by GPU when absent."
+    )
+    efficiency: Efficiency = pydantic.Field(default_factory=Efficiency)
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Replica:
+        if self.kv_dtype is models.KvDtype.FP8 and not self.gpu.supports_fp8:
+            raise ValueError(f"kvDtype: fp8 KV cache needs FP8 support, and {self.gpu.name} has none")
+        if self.token_budget < self.seq_limit:
+            raise ValueError(
+                f"maxNumBatchedTokens ({self.token_budget}) must be at least maxNumSeqs ({self.seq_limit})"
+            )
+        return self
+
+    @property
+    def _large_gpu(self) -> bool:
+        # vLLM EngineArgs: GPUs with 70 GiB or more that are not A100 get the large defaults (reference §A.2).
+        return self.gpu.memory_gib >= 70 and not self.gpu.name.startswith("a100")
+
+    @property
+    def seq_limit(self) -> int:
+        """max_num_seqs, or vLLM's default: 1024 on >=70 GiB non-A100 GPUs, else 256."""
+        if self.max_num_seqs is not None:
+            return self.max_num_seqs
+        return 1024 if self._large_gpu else 256
+
+    @property
+    def token_budget(self) -> int:
+        """max_num_batched_tokens, or vLLM's OpenAI-server default: 8192 on >=70 GiB non-A100 GPUs, else 2048."""
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return 8192 if self._large_gpu else 2048
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Coefficients:
+    """A replica's physics reduced to a few numbers, for hot loops (the twin calls step_seconds per step)."""
+
+    fixed_s: float  # per step: framework + kernel latencies + all-reduce latencies
+    weight_s: float  # reading every weight once per step (dense), at achievable bandwidth
+    active_fraction: float  # share of weights one token touches (1.0 dense; active/total for MoE)
+    gemm_s_per_token: float  # linear-layer compute per token at achievable FLOPS
+    comm_s_per_token: float  # all-reduce transfer per token (0 on one GPU)
+    kv_s_per_token: float  # reading or writing one token's KV cache on one GPU
+    attn_s_per_pair: float  # prefill attention per (query, key) pair
+    weight_bytes: float  # per GPU
+    kv_bytes_per_token: float  # per GPU
+    peak_bytes_per_s: float  # per GPU
+    peak_flops: float  # per GPU, the linear layers' format
+    kv_blocks: int
+    block_size: int
+    seq_limit: int
+    token_budget: int
+    chunked_prefill: bool
+    prefix_caching: bool
+    hit_rate: float
+
+    def weight_seconds(self, tokens: int) -> float:
+        """Weight-read time for a step of `tokens` tokens; MoE reads only the experts the batch touches.
+
+        Each token touches a share a = active/total of the weights, so `tokens` tokens touch 1 - (1 - a)^tokens
+        of them. Mixtral-8x7B, a = 12.9/46.7 = 0.28: 1 token reads 28%, 8 tokens 92%, 32 tokens ~100%.
+        """
+        if self.active_fraction >= 1.0:
+            return self.weight_s
+        return self.weight_s * (1.0 - (1.0 - self.active_fraction) ** max(tokens, 1))
+
+    def weight_bytes_read(self, tokens: int) -> float:
+        if self.active_fraction >= 1.0:
+            return self.weight_bytes
+        return self.weight_bytes * (1.0 - (1.0 - self.active_fraction) ** max(tokens, 1))
+
+    def step_seconds(self, tokens: int, kv_tokens: float, attention_pairs: float = 0.0) -> float:
+        """One engine step that runs `tokens` tokens through the model and touches `kv_tokens` of KV cache.
+
+        Linear layers are one fused batch: max(weight read, compute). KV reads, prefill attention and
+        all-reduces are separate kernels and add. Llama-3.3-70B FP8 on 2xH100 at batch 1, 5,250 tokens of
+        FP8 KV: 4.0 ms fixed + 13.2 ms weights + 0.16 ms KV = 17.4 ms (NIM measured 18.6 ms).
+        """
+        linear = max(self.weight_seconds(tokens), self.gemm_s_per_token * tokens)
+        return (
+            self.fixed_s + linear + self.comm_s_per_token * tokens + self.kv_s_per_token * kv_tokens
+            + self.attn_s_per_pair * attention_pairs
+        )
+
+    def bytes_moved(self, tokens: int, kv_tokens: float) -> float:
+        """HBM bytes per GPU in one step: the weights it reads plus the KV cache it touches."""
+        return self.weight_bytes_read(tokens) + self.kv_bytes_per_token * kv_tokens
+
+
+def weight_bytes(replica: Replica) -> float:
+    """All weight bytes: 70.6e9 parameters x 1 B (FP8) = 70.6 GB; x 2 B (BF16/FP16) = 141.2 GB."""
+    per_param = 1.0 if replica.weights is models.Precision.FP8 else 2.0
+    return replica.model.parameters * per_param
+
+
+def weight_bytes_per_gpu(replica: Replica) -> float:
+    """Tensor parallel splits every matrix: 70.6 GB FP8 / 2 GPUs = 35.3 GB per GPU."""
+    return weight_bytes(replica) / replica.gpus
+
+
+def kv_bytes_per_token_per_gpu(replica: Replica) -> float:
+    """KV bytes one token keeps on each GPU; KV heads are split across GPUs, replicated past their count.
+
+    Llama-3.1-70B, BF16 KV: 2 x 80 layers x 8 heads x 128 x 2 B = 327,680 B per token; TP2 holds 4 heads
+    per GPU: 163,840 B; FP8 KV halves both.
+    """
+    shape = replica.model
+    per_element = 1.0 if replica.kv_dtype is models.KvDtype.FP8 else 2.0
+    heads_per_gpu = math.ceil(shape.kv_heads / replica.gpus)
+    return shape.kv_bytes_per_token(per_element) * heads_per_gpu / shape.kv_heads
+
+
+def overhead_bytes_per_gpu(replica: Replica) -> float:
+    """Memory the engine keeps besides weights and KV: 3.5 GB, plus 0.35 GB NCCL with 2+ GPUs."""
+    eff = replica.efficiency
+    nccl = eff.nccl_memory_gb if replica.gpus >= 2 else 0.0
+    return (eff.other_memory_gb + nccl) * GB
+
+
+def kv_memory_per_gpu(replica: Replica) -> float:
+    """Bytes per GPU left for the KV cache; raises ModelDoesNotFit with the shortfall when negative.
+
+    H100 80 GiB x 0.9 = 77.3 GB; minus 35.3 GB FP8 weights (70B, TP2) and 3.85 GB overhead = 38.2 GB.
+    """
+    usable = replica.gpu.memory_gib * GIB * replica.gpu_memory_utilization
+    need = weight_bytes_per_gpu(replica) + overhead_bytes_per_gpu(replica)
+    free = usable - need
+    if free <= 0:
+        raise ModelDoesNotFit(
+            f"{replica.model.name} with {replica.weights.value} weights does not fit on {replica.gpus} x "
+            f"{replica.gpu.name}: it needs {need / GIB:.1f} GiB per GPU (weights and engine overhead) of the "
+            f"{usable / GIB:.1f} GiB the engine may use (gpuMemoryUtilization {replica.gpu_memory_utilization}), "
+            f"short by {-free / GIB:.1f} GiB; use more GPUs, FP8 weights or a larger GPU"
+        )
+    return free
+
+
+def kv_capacity_tokens(replica: Replica) -> int:
+    """Tokens the KV cache holds, whole blocks only: 38.2 GB / 81,920 B (FP8 KV, TP2) = 466k tokens."""
+    block = replica.efficiency.block_size
+    tokens = kv_memory_per_gpu(replica) / kv_bytes_per_token_per_gpu(replica)
+    return int(tokens // block) * block
+
+
+def interconnect_gbps(replica: Replica) -> float:
+    if replica.interconnect_gbps is not None:
+        return replica.interconnect_gbps
+    return INTERCONNECT_GBPS.get(replica.gpu.name, PCIE_GEN4_GBPS)
+
+
+def peak_flops_per_gpu(replica: Replica) -> float:
+    """Dense tensor FLOPS the linear layers run at: FP8 with FP8 weights on FP8 hardware, else BF16.
+
+    FP8 weights on a GPU without FP8 tensor cores (A100) run weight-only (W8A16): half the bytes, BF16 math.
+    """
+    gpu = replica.gpu
+    if replica.weights is models.Precision.FP8 and gpu.tflops_fp8 is not None:
+        return gpu.tflops_fp8 * 1e12
+    return gpu.tflops_bf16 * 1e12
+
+
+@functools.lru_cache(maxsize=256)
+def coefficients(replica: Replica) -> Coefficients:
+    """The replica's physics as numbers; raises ModelDoesNotFit when the weights do not fit."""
+    eff = replica.efficiency
+    shape = replica.model
+    gpus = replica.gpus
+    bandwidth = replica.gpu.bandwidth_gbps * GB  # per GPU, peak
+    achievable_bw = bandwidth * eff.bandwidth  # 3.35 TB/s x 0.8 = 2.68 TB/s
+    flops = peak_flops_per_gpu(replica)
+    active = shape.active_parameters or shape.parameters
+    # Two all-reduces per layer (after attention and after the MLP) when the model is split.
+    allreduces = 2 * shape.layers if gpus > 1 else 0
+    # Fixed: 1 ms framework + 80 layers x 10 kernels x 3 us = 3.4 ms, + 160 all-reduces x 10 us = 5.0 ms (TP2).
+    fixed = (
+        eff.framework_overhead_s + shape.layers * eff.kernels_per_layer * eff.kernel_latency_s
+        + allreduces * eff.allreduce_latency_s
+    )
+    # Ring all-reduce moves 2(G-1)/G of the activations (hidden x 2 B per token) over the link:
+    # 160 x 8192 x 2 B x 1.0 / (450 GB/s x 0.8) = 7.3 us per token on 2xH100 NVLink.
+    link = interconnect_gbps(replica) * GB * eff.interconnect
+    comm = allreduces * shape.hidden_size * 2.0 * (2.0 * (gpus - 1) / gpus) / link if gpus > 1 else 0.0
+    w_bytes = weight_bytes_per_gpu(replica)
+    kv_bytes = kv_bytes_per_token_per_gpu(replica)
+    # Attention FLOPs per (query, key) pair and layer: QK^T and PV, 2 x 2 x heads x head_dim;
+    # Llama-70B: 4 x 64 x 128 x 80 layers = 2.6 MFLOP per pair; a 5,000-token prompt has 12.5M pairs
+    # = 3.3e13 FLOP / (2 x 989 TFLOPS x 0.5) = 33 ms on 2xH100.
+    attn_flops = 4.0 * shape.attention_heads * shape.head_dim * shape.layers
+    block = eff.block_size
+    capacity = kv_capacity_tokens(replica)
+    return Coefficients(
+        fixed_s=fixed,
+        # 35.3 GB / 2.68 TB/s = 13.2 ms per step (70B FP8, TP2, H100).
+        weight_s=w_bytes / achievable_bw,
+        active_fraction=min(1.0, active / shape.parameters),
+        # 2 FLOP per active parameter per token: 2 x 70.6e9 / (2 x 1979e12 x 0.67) = 53 us per prompt token.
+        gemm_s_per_token=2.0 * active / (gpus * flops * eff.prefill_flops),
+        comm_s_per_token=comm,
+        # 81,920 B / 2.68 TB/s = 31 ns per token of context per step (FP8 KV, TP2).
+        kv_s_per_token=kv_bytes / achievable_bw,
+        attn_s_per_pair=attn_flops / (gpus * replica.gpu.tflops_bf16 * 1e12 * eff.attention_flops),
+        weight_bytes=w_bytes,
+        kv_bytes_per_token=kv_bytes,
+        peak_bytes_per_s=bandwidth,
+        peak_flops=flops,
+        kv_blocks=capacity // block,
+        block_size=block,
+        seq_limit=replica.seq_limit,
+        token_budget=replica.token_budget,
+        chunked_prefill=replica.chunked_prefill,
+        prefix_caching=replica.prefix_caching,
+        hit_rate=replica.prefix_cache_hit_rate if replica.prefix_caching else 0.0,
+    )
+
+
+def decode_step_time(replica: Replica, *, batch: int, context: float) -> float:
+    """Seconds of one pure decode step: `batch` sequences of `context` tokens each.
+
+    70B FP8 TP2 H100, batch 1 at 5,250 tokens (FP8 KV): 5.0 + 13.2 + 0.16 = 18.4 ms.
+    """
+    c = coefficients(replica)
+    return c.step_seconds(batch, batch * (context + 1.0))
+
+
+def prefill_time(replica: Replica, *, tokens: int, cached: int = 0) -> float:
+    """Seconds of one step that prefills a `tokens`-token prompt alone, `cached` of them from the prefix cache.
+
+    5,000 tokens of 70B FP8 on 2xH100: 5.0 fixed + 266 GEMM + 36 all-reduce + 33 attention = 341 ms.
+    """
+    c = coefficients(replica)
+    new = max(tokens - cached, 1)
+    pairs = (tokens * (tokens + 1) - cached * (cached + 1)) / 2.0
+    return c.step_seconds(new, float(tokens), pairs)
+
+
+def roofline_step_time(replica: Replica, *, tokens: int, kv_tokens: float, attention_pairs: float = 0.0) -> float:
+    """The hardware floor for a step: bytes at 100% of peak bandwidth, FLOPs at 100% of peak FLOPS.
+
+    No engine is faster: 35.3 GB per GPU at 3.35 TB/s is 10.5 ms for 70B FP8 on 2xH100.
+    """
+    c = coefficients(replica)
+    shape = replica.model
+    active = shape.active_parameters or shape.parameters
+    mem = c.bytes_moved(tokens, kv_tokens) / c.peak_bytes_per_s
+    flops = 2.0 * active * tokens / replica.gpus + (
+        4.0 * shape.attention_heads * shape.head_dim * shape.layers * attention_pairs / replica.gpus
+    )
+    # Attention may run in FP8 on FP8 hardware, so the floor uses the fastest format the GPU has.
+    fastest = max(c.peak_flops, (replica.gpu.tflops_fp8 or 0.0) * 1e12, replica.gpu.tflops_bf16 * 1e12)
+    return max(mem, flops / fastest)
+
+
+def mbu(replica: Replica, *, bytes_per_gpu: float, seconds: float) -> float:
+    """Memory-bandwidth utilisation: 35.7 GB per GPU in 18.6 ms on a 3.35 TB/s H100 = 0.57."""
+    if seconds <= 0:
+        return 0.0
+    return min(1.0, bytes_per_gpu / (seconds * replica.gpu.bandwidth_gbps * GB))
+
+
+Limit = Literal["concurrency", "max_num_seqs", "kv_cache", "prefill"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """Steady state of a closed loop of `concurrency` clients (genai-perf style); times in seconds."""
+
+    concurrency: int
+    batch: float  # sequences running on average
+    limited_by: Limit
+    itl_s: float  # mean time between output tokens of one request
+    ttft_s: float  # mean time to first token, queueing included
+    queue_s: float  # mean wait before admission
+    step_s: float  # mean engine step
+    output_tokens_per_s: float
+    requests_per_s: float
+    mbu: float
+    kv_usage: float  # share of KV blocks in use, 0-1
+
+
+def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -> OperatingPoint:
+    """Closed-form steady state for `concurrency` clients sending isl-in/osl-out requests back to back.
+
+    The batch is min(concurrency, max_num_seqs, what the KV cache holds). Every step decodes the batch;
+    a share r of steps also carries a prefill chunk, so the mean step is (1 - r) x decode + r x mixed
+    (prefill shares the GPU with decode). 70B FP8 TP2 H100, FP8 KV, 5000/500 at concurrency 50: decode step
+    5.0 + 13.2 + 50 x 5,250 x 31 ns = 26 ms; one 5,000-token prefill (341 ms) every 10 steps; mean 59 ms.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if isl < 1 or osl < 1:
+        raise ValueError(f"isl and osl must be at least 1, got isl={isl}, osl={osl}")
+    c = coefficients(replica)
+    capacity = c.kv_blocks * c.block_size
+    if isl + osl > capacity:
+        raise ValueError(
+            f"isl + osl ({isl + osl} tokens) exceeds the KV cache of {capacity} tokens of "
+            f"{replica.model.name} on {replica.gpus} x {replica.gpu.name}"
+        )
+    cached = prefix_hit_tokens(c, isl)
+    new = isl - cached
+    if not c.chunked_prefill and new > c.token_budget:
+        raise ValueError(
+            f"isl ({isl}) exceeds maxNumBatchedTokens ({c.token_budget}) without chunked prefill"
+        )
+    mean_ctx = isl + osl / 2.0
+    # A sequence holds whole blocks: on average half a block more than its tokens.
+    per_seq_blocks = mean_ctx / c.block_size + 0.5
+    kv_batch = c.kv_blocks / per_seq_blocks
+    batch = float(min(concurrency, c.seq_limit))
+    limit: Limit = "concurrency" if concurrency <= c.seq_limit else "max_num_seqs"
+    if kv_batch < batch:
+        batch, limit = max(1.0, math.floor(kv_batch)), "kv_cache"
+    decode_steps = osl - 1
+    pairs = (isl * (isl + 1) - cached * (cached + 1)) / 2.0
+
+    def steady(b: float) -> tuple[float, float, float, float, float]:
+        """Mean step, prefill-step time, steps per prefill, share of steps with prefill, bytes per step."""
+        room = max(c.token_budget - int(b), 1)
+        chunk = min(new, room)
+        chunks = math.ceil(new / chunk)
+        # Prefill tokens needed per step to replace finished requests: 50 x 5,000 / 500 = 500 per step.
+        per_step = b * new / (decode_steps + chunks)
+        share = min(1.0, per_step / chunk)
+        in_step = per_step / share if share > 0 else 0.0
+        kv_dec = b * (mean_ctx + 1.0)
+        # Chunks re-read the prompt's earlier KV: on average (isl + chunk) / 2 per chunk-step.
+        kv_pf = in_step / new * (isl + chunk) / 2.0 * chunks if new else 0.0
+        t_dec = c.step_seconds(round(b), kv_dec)
+        tokens_mixed = round(b + in_step)
+        t_mix = c.step_seconds(tokens_mixed, kv_dec + kv_pf, pairs * in_step / max(new, 1))
+        mean = (1.0 - share) * t_dec + share * t_mix
+        moved = (1.0 - share) * c.bytes_moved(round(b), kv_dec) + share * c.bytes_moved(tokens_mixed, kv_dec + kv_pf)
+        return mean, t_mix, chunks, share, moved
+
+    step, t_mix, chunks, share, moved = steady(batch)
+    if share >= 1.0 and limit != "kv_cache":
+        limit = "prefill"
+    # A request's own prefill: `chunks` mixed steps, plus waiting behind other prefills (M/D/1 queue on the
+    # prefill share of the steps): rho / (2 (1 - rho)) x its service time.
+    service = chunks * t_mix
+    rho = min(share * t_mix / step, 0.95)
+    ttft_service = service * (1.0 + rho / (2.0 * (1.0 - rho)))
+    residence = ttft_service + decode_steps * step
+    requests_per_s = batch / residence
+    queue = max(0.0, concurrency / requests_per_s - residence)
+    return OperatingPoint(
+        concurrency=concurrency,
+        batch=batch,
+        limited_by=limit,
+        itl_s=step,
+        ttft_s=queue + ttft_service,
+        queue_s=queue,
+        step_s=step,
+        output_tokens_per_s=requests_per_s * osl,
+        requests_per_s=requests_per_s,
+        mbu=min(1.0, moved / (step * c.peak_bytes_per_s)),
+        kv_usage=min(1.0, batch * per_seq_blocks / c.kv_blocks),
+    )
+
+
+def prefix_hit_tokens(c: Coefficients, prompt: int) -> int:
+    """Prompt tokens served from the prefix cache: whole blocks only, and the last token is always computed.
+
+    A 1,000-token prompt at a 0.5 hit rate: 500 // 16 x 16 = 496 tokens from the cache, 504 computed.
+    """
+    if c.hit_rate <= 0:
+        return 0
+    cached = int(prompt * c.hit_rate // c.block_size) * c.block_size
+    return min(cached, prompt - 1)
+
+

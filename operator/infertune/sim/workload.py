@@ -1,0 +1,310 @@
+"""Twin: request arrivals — Azure-format trace replay with rate scaling, and seeded synthetic load shapes."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+TRACE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+
+
+class WorkloadError(ValueError):
+    """Bad workload input; the message names the file and line, or the parameter."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Arrival:
+    """One request: when it arrives (seconds from the start) and its token counts."""
+
+    time: float
+    prompt_tokens: int
+    output_tokens: int
+
+
+# ---------------------------------------------------------------------------------------------- traces
+
+
+def _timestamp(text: str) -> datetime.datetime:
+    # The Azure trace writes 7 fractional digits ("18:15:46.6805900"); datetime takes at most 6.
+    head, dot, frac = text.strip().partition(".")
+    if dot:
+        text = f"{head}.{frac[:6]}"
+    return datetime.datetime.fromisoformat(text)
+
+
+def load_trace(path: str | Path) -> list[Arrival]:
+    """Read an Azure LLM inference trace (TIMESTAMP, ContextTokens, GeneratedTokens), times from its first row.
+
+    Rows must be in time order. A request with 0 generated tokens still produces one (engines always
+    sample at least one token).
+    """
+    p = Path(path)
+    name = p.name
+    try:
+        handle = p.open(newline="", encoding="utf-8")
+    except OSError as err:
+        raise WorkloadError(f"{name}: cannot read the trace: {err.strerror or err}") from None
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise WorkloadError(f"{name}: the trace is empty; expected the header {','.join(TRACE_COLUMNS)}")
+        cols = [h.strip() for h in header]
+        missing = [c for c in TRACE_COLUMNS if c not in cols]
+        if missing:
+            raise WorkloadError(f"{name} line 1: missing column(s) {', '.join(missing)}; found {','.join(cols)}")
+        i_ts, i_in, i_out = (cols.index(c) for c in TRACE_COLUMNS)
+        out: list[Arrival] = []
+        start: datetime.datetime | None = None
+        last = -math.inf
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) < len(cols):
+                raise WorkloadError(f"{name} line {line_no}: expected {len(cols)} fields, got {len(row)}")
+            try:
+                ts = _timestamp(row[i_ts])
+            except ValueError:
+                raise WorkloadError(f"{name} line {line_no}: TIMESTAMP {row[i_ts]!r} is not a timestamp") from None
+            prompt = _count(name, line_no, "ContextTokens", row[i_in])
+            output = _count(name, line_no, "GeneratedTokens", row[i_out])
+            if prompt < 1:
+                raise WorkloadError(f"{name} line {line_no}: ContextTokens must be at least 1, got {prompt}")
+            if start is None:
+                start = ts
+            t = (ts - start).total_seconds()
+            if t < last:
+                raise WorkloadError(f"{name} line {line_no}: TIMESTAMP {row[i_ts]!r} is earlier than the row before")
+            last = t
+            out.append(Arrival(t, prompt, max(output, 1)))
+    if not out:
+        raise WorkloadError(f"{name}: the trace has a header but no requests")
+    return out
+
+
+def _count(name: str, line_no: int, column: str, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise WorkloadError(f"{name} line {line_no}: {column} {text!r} is not an integer") from None
+    if value < 0:
+        raise WorkloadError(f"{name} line {line_no}: {column} must not be negative, got {value}")
+    return value
+
+
+def scale_rate(
+    arrivals: Sequence[Arrival],
+    factor: float,
+    *,
+    method: Literal["superpose", "compress"] = "superpose",
+    shift: float = 60.0,
+    seed: int = 0,
+) -> list[Arrival]:
+    """Multiply a trace's request rate by `factor`.
+
+    compress: divide every timestamp by the factor; the same requests in a shorter trace (a 58-minute
+    trace at x3.6 lasts 16 minutes, and its ramps are 3.6 times steeper).
+    superpose: overlay copies of the trace, each shifted by a random offset in [0, shift) seconds and
+    wrapped around the end, so the trace keeps its length and shape; a fractional factor adds a random
+    subset of one more copy (x3.6 = 3 copies + 60% of a fourth).
+    """
+    if not factor > 0 or math.isinf(factor):
+        raise WorkloadError(f"rate scale must be a positive number, got {factor}")
+    if not arrivals:
+        raise WorkloadError("cannot scale an empty trace")
+    if method == "compress":
+        return [Arrival(a.time / factor, a.prompt_tokens, a.output_tokens) for a in arrivals]
+    if method != "superpose":
+        raise WorkloadError(f"rate scale method must be superpose or compress, got {method!r}")
+    if shift < 0:
+        raise WorkloadError(f"shift must not be negative, got {shift}")
+    rng = random.Random(seed)
+    span = arrivals[-1].time - arrivals[0].time
+    length = span if span > 0 else 1.0
+    whole = math.floor(factor)
+    fraction = factor - whole
+    out: list[Arrival] = []
+    copies = whole + (1 if fraction > 0 else 0)
+    for copy in range(copies):
+        offset = 0.0 if copy == 0 else rng.uniform(0.0, min(shift, length))
+        keep = fraction if copy == whole else 1.0
+        for a in arrivals:
+            if keep < 1.0 and rng.random() >= keep:
+                continue
+            t = a.time + offset
+            if t > length:
+                t -= length
+            out.append(Arrival(t, a.prompt_tokens, a.output_tokens))
+    out.sort(key=lambda a: a.time)
+    return out
+
+
+def window(arrivals: Sequence[Arrival], *, start: float = 0.0, duration: float | None = None) -> list[Arrival]:
+    """The arrivals in [start, start + duration), re-timed to begin at 0."""
+    end = math.inf if duration is None else start + duration
+    return [Arrival(a.time - start, a.prompt_tokens, a.output_tokens) for a in arrivals if start <= a.time < end]
+
+
+# ---------------------------------------------------------------------------------------------- lengths
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fixed:
+    """Every request has exactly this many tokens."""
+
+    tokens: int
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1:
+            raise WorkloadError(f"fixed length must be at least 1 token, got {self.tokens}")
+
+    def sample(self, rng: random.Random) -> int:
+        return self.tokens
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogNormal:
+    """Lognormal token counts with this mean and coefficient of variation, clipped to [low, high].
+
+    sigma^2 = ln(1 + cv^2), mu = ln(mean) - sigma^2 / 2: mean 1,155 and cv 0.8 give a median of 902.
+    """
+
+    mean: float
+    cv: float
+    low: int = 1
+    high: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.mean >= 1:
+            raise WorkloadError(f"lognormal mean must be at least 1 token, got {self.mean}")
+        if not self.cv >= 0:
+            raise WorkloadError(f"lognormal cv must not be negative, got {self.cv}")
+        if self.low < 1 or (self.high is not None and self.high < self.low):
+            raise WorkloadError(f"lognormal bounds must satisfy 1 <= low <= high, got {self.low}..{self.high}")
+
+    def sample(self, rng: random.Random) -> int:
+        if self.cv == 0:
+            value = round(self.mean)
+        else:
+            s2 = math.log(1.0 + self.cv * self.cv)
+            value = round(rng.lognormvariate(math.log(self.mean) - s2 / 2.0, math.sqrt(s2)))
+        value = max(self.low, value)
+        return value if self.high is None else min(self.high, value)
+
+
+Length = Fixed | LogNormal
+
+
+# ---------------------------------------------------------------------------------------------- rates
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateProfile:
+    """Requests per second as a function of time, with an upper bound for thinning."""
+
+    rate: Callable[[float], float]
+    peak: float
+    name: str
+
+
+def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
+    ok = value >= 0 if zero_ok else value > 0
+    if not ok or math.isinf(value) or math.isnan(value):
+        need = "zero or more" if zero_ok else "more than zero"
+        raise WorkloadError(f"{name} must be {need} requests per second, got {value}")
+
+
+def constant(rate: float) -> RateProfile:
+    """A steady Poisson stream."""
+    _positive("rate", rate)
+    return RateProfile(lambda t: rate, rate, f"poisson({rate:g}/s)")
+
+
+def diurnal(mean: float, *, amplitude: float = 0.5, period: float = 86400.0, phase: float = 0.0) -> RateProfile:
+    """mean x (1 + amplitude x sin(2 pi (t - phase) / period)); amplitude in [0, 1]."""
+    _positive("mean rate", mean)
+    if not 0 <= amplitude <= 1:
+        raise WorkloadError(f"amplitude must be within 0..1, got {amplitude}")
+    if period <= 0:
+        raise WorkloadError(f"period must be positive seconds, got {period}")
+    return RateProfile(
+        lambda t: mean * (1.0 + amplitude * math.sin(2.0 * math.pi * (t - phase) / period)),
+        mean * (1.0 + amplitude),
+        f"diurnal({mean:g}/s, ±{amplitude:g})",
+    )
+
+
+def ramp(start: float, end: float, *, duration: float) -> RateProfile:
+    """Linear from `start` to `end` requests/s over `duration` seconds, then `end`."""
+    _positive("start rate", start, zero_ok=True)
+    _positive("end rate", end, zero_ok=True)
+    if duration <= 0:
+        raise WorkloadError(f"ramp duration must be positive seconds, got {duration}")
+    if start == 0 and end == 0:
+        raise WorkloadError("a ramp from 0 to 0 requests per second sends nothing")
+    return RateProfile(
+        lambda t: start + (end - start) * min(max(t / duration, 0.0), 1.0), max(start, end), f"ramp({start:g}->{end:g}/s)"
+    )
+
+
+def spike(base: float, peak: float, *, at: float, length: float) -> RateProfile:
+    """`base` requests/s, and `peak` during [at, at + length)."""
+    _positive("base rate", base, zero_ok=True)
+    _positive("spike rate", peak)
+    if length <= 0 or at < 0:
+        raise WorkloadError(f"spike needs at >= 0 and length > 0 seconds, got at={at}, length={length}")
+    return RateProfile(lambda t: peak if at <= t < at + length else base, max(base, peak), f"spike({base:g}/{peak:g}/s)")
+
+
+def on_off(rate: float, *, on: float, off: float, off_rate: float = 0.0) -> RateProfile:
+    """Bursts: `rate` for `on` seconds, then `off_rate` for `off` seconds, repeated."""
+    _positive("burst rate", rate)
+    _positive("off rate", off_rate, zero_ok=True)
+    if on <= 0 or off < 0:
+        raise WorkloadError(f"on/off periods need on > 0 and off >= 0 seconds, got on={on}, off={off}")
+    cycle = on + off
+    return RateProfile(lambda t: rate if (t % cycle) < on else off_rate, max(rate, off_rate), f"onoff({rate:g}/s)")
+
+
+def synthetic(
+    profile: RateProfile,
+    *,
+    duration: float,
+    isl: Length,
+    osl: Length,
+    seed: int = 0,
+) -> list[Arrival]:
+    """Non-homogeneous Poisson arrivals by thinning (Lewis-Shedler), seeded and deterministic."""
+    if not duration > 0 or math.isinf(duration):
+        raise WorkloadError(f"duration must be positive seconds, got {duration}")
+    rng = random.Random(seed)
+    out: list[Arrival] = []
+    t = 0.0
+    peak = profile.peak
+    while True:
+        t += rng.expovariate(peak)
+        if t >= duration:
+            return out
+        r = profile.rate(t)
+        if r < 0:
+            raise WorkloadError(f"{profile.name} gives a negative rate {r} at t={t:.1f}s")
+        if rng.random() * peak <= r:
+            out.append(Arrival(t, isl.sample(rng), osl.sample(rng)))
+
+
+def poisson(rate: float, *, duration: float, isl: Length, osl: Length, seed: int = 0) -> list[Arrival]:
+    """A steady Poisson stream of `rate` requests/s."""
+    return synthetic(constant(rate), duration=duration, isl=isl, osl=osl, seed=seed)
+
+
+def merge(*streams: Iterable[Arrival]) -> list[Arrival]:
+    """Several arrival streams as one, in time order."""
+    out = [a for s in streams for a in s]
+    out.sort(key=lambda a: a.time)
+    return out

@@ -1,0 +1,140 @@
+"""Test: the kopf handlers against kmock — create, invalid spec, spec update, ownership."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kmock
+from conftest import RESOURCE, eventually
+
+import specs
+from infertune import decide, models, render, validation
+
+
+def seed(emulator: kmock.KubernetesEmulator, name: str = "llm", uid: str = "uid-1", **changes: Any) -> dict[str, Any]:
+    body = specs.resource(name=name, namespace="ns1", **changes)
+    body["metadata"].update({"uid": uid, "generation": 1, "resourceVersion": "1"})
+    emulator.objects[RESOURCE, "ns1", name] = body
+    return body
+
+
+def revision_of(body: dict[str, Any]) -> str:
+    spec, problems = validation.parse(body["spec"])
+    assert spec is not None, problems
+    knobs, _ = decide.initial_knobs(spec)
+    return render.revision(spec, knobs)
+
+
+def deployments(emulator: kmock.KubernetesEmulator) -> dict[str, dict[str, Any]]:
+    return {
+        key[2]: obj.raw for key, obj in emulator.objects.items()
+        if key[0] == "apps/v1/deployments" and not obj.deleted
+    }
+
+
+def condition(emulator: kmock.KubernetesEmulator, type_: str, name: str = "llm") -> dict[str, Any]:
+    status = emulator.objects[RESOURCE, "ns1", name].raw.get("status") or {}
+    return next(c for c in status.get("conditions", []) if c["type"] == type_)
+
+
+def events(emulator: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    return [obj.raw for key, obj in emulator.objects.items() if key[0] in ("v1/events", "events.k8s.io/v1/events")]
+
+
+async def test_create_applies_deployment_and_service_with_owner_references(kmock, run_operator) -> None:
+    body = seed(kmock)
+    await run_operator()
+    rev = revision_of(body)
+    dep = await eventually(lambda: deployments(kmock)[f"llm-{rev}"])
+    owner = {"apiVersion": "infertune.io/v1alpha1", "kind": "InferenceDeployment", "name": "llm", "uid": "uid-1",
+             "controller": True, "blockOwnerDeletion": True}
+    assert dep["metadata"]["ownerReferences"] == [owner]
+    assert dep["spec"]["replicas"] == 1  # minReplicas 1 + standby.min 0
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-num-seqs") + 1] == "256"  # vLLM's default on a 48 GB L40S, within 8..512
+    svc = await eventually(lambda: kmock.objects["v1/services", "ns1", "llm"].raw)
+    assert svc["metadata"]["ownerReferences"] == [owner]
+    assert svc["spec"]["selector"] == {"infertune.io/deployment": "llm", "infertune.io/serving": "true"}
+    status = await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"])
+    assert status["revision"] == rev and status["maxBatchSize"] == 256
+    assert "vllm default (256)" in status["reason"]
+    assert condition(kmock, "SpecValid")["status"] == "True"
+    assert condition(kmock, "Ready")["status"] == "False"  # no pod is Ready in the emulator
+    assert condition(kmock, "Progressing")["reason"] == "PodsStarting"
+    assert kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["observedGeneration"] == 1
+    assert "kopf" not in kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]  # progress lives in annotations
+
+
+async def test_invalid_spec_sets_condition_and_event_and_creates_nothing(kmock, run_operator) -> None:
+    seed(kmock, **{"tuning.maxBatchSize": {"min": 8, "max": 512}, "model.architecture": "gpt-5"})
+    await run_operator()
+    cond = await eventually(lambda: condition(kmock, "SpecValid"))
+    assert cond["status"] == "False" and cond["reason"] == "InvalidSpec"
+    assert "spec.model.architecture: unknown model 'gpt-5'" in cond["message"]
+    warnings = await eventually(lambda: [e for e in events(kmock) if e.get("reason") == "InvalidSpec"])
+    assert warnings[0]["type"] == "Warning"
+    await asyncio.sleep(1.5)  # several timer cycles
+    assert deployments(kmock) == {}
+    assert ("v1/services", "ns1", "llm") not in kmock.objects
+    # The warning is posted once, not on every cycle.
+    assert len([e for e in events(kmock) if e.get("reason") == "InvalidSpec"]) == 1
+
+
+async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
+    body = seed(kmock)
+    await run_operator()
+    first = revision_of(body)
+    await eventually(lambda: deployments(kmock)[f"llm-{first}"])
+    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
+    kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
+    # kmock streams the patch to the operator's watch only when it goes through the API.
+    await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
+                      json={"metadata": {"annotations": {"touch": "1"}}})
+    second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
+    assert second != first
+    await eventually(lambda: deployments(kmock)[f"llm-{second}"])
+    # The old revision serves until the new one is Ready (never in the emulator: no kubelet).
+    assert f"llm-{first}" in deployments(kmock)
+    status = kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]
+    assert status["config"]["revision"] == first and status["target"]["revision"] == second
+    assert condition(kmock, "Progressing")["reason"] == "RollingOut"
+
+
+async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_operator) -> None:
+    body = seed(kmock)
+    first = revision_of(body)
+    await run_operator()
+    await eventually(lambda: deployments(kmock)[f"llm-{first}"])
+    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
+    second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
+    kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
+    await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
+                      json={"metadata": {"annotations": {"touch": "1"}}})
+    await eventually(lambda: deployments(kmock)[f"llm-{second}"])
+    # Play the Deployment controller: the new revision reports its pod Ready.
+    await kmock.patch(f"/apis/apps/v1/namespaces/ns1/deployments/llm-{second}", json={"status": {"readyReplicas": 1}})
+    await eventually(lambda: f"llm-{first}" not in deployments(kmock), timeout=10)
+    status = await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"]["revision"] == second)
+    assert status
+
+
+async def test_a_service_owned_by_someone_else_is_left_alone(kmock, run_operator) -> None:
+    kmock.objects["v1/services", "ns1", "llm"] = {
+        "metadata": {"name": "llm", "namespace": "ns1", "uid": "foreign"}, "spec": {"selector": {"app": "mine"}}}
+    seed(kmock)
+    await run_operator()
+    cond = await eventually(lambda: condition(kmock, "Degraded"))
+    assert cond["status"] == "True" and cond["reason"] == "NameConflict"
+    assert "not owned by this InferenceDeployment" in cond["message"]
+    assert kmock.objects["v1/services", "ns1", "llm"].raw["spec"]["selector"] == {"app": "mine"}
+    patches = [r for r in kmock[kmock.resource("v1/services")] if r.method in ("PATCH", "PUT", "DELETE")]
+    assert patches == []
+
+
+async def test_dry_run_writes_nothing(kmock, run_operator) -> None:
+    seed(kmock)
+    await run_operator(dry_run=True)
+    await asyncio.sleep(1.5)
+    assert deployments(kmock) == {}
+    assert "status" not in kmock.objects[RESOURCE, "ns1", "llm"].raw

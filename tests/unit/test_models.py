@@ -1,0 +1,158 @@
+"""Test: the resource's schema and semantic validation, valid samples and a table of invalid specs."""
+
+from __future__ import annotations
+
+import glob
+import pathlib
+
+import pytest
+import yaml
+
+import specs
+from infertune import models, validation
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(ROOT / "manifests/samples/*.yaml"))))
+def test_samples_are_valid(path: str) -> None:
+    doc = yaml.safe_load(pathlib.Path(path).read_text())
+    spec, problems = validation.parse(doc["spec"])
+    assert problems == []
+    assert spec is not None
+
+
+def test_base_spec_defaults() -> None:
+    spec, problems = validation.parse(specs.spec())
+    assert problems == [] and spec is not None
+    assert spec.slo.ttft == 1.5 and spec.slo.itl == 0.04 and spec.slo.percentile == 95
+    assert spec.tuning.mode is models.TuningMode.AUTO
+    assert spec.tuning.min_change_interval == 1800
+    assert spec.scaling.cold_start is None  # auto: measured
+    assert spec.engine.port == 8000
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("1500ms", 1.5), ("1.5s", 1.5), ("5m", 300), ("1h30m", 5400), ("40ms", 0.04), ("2h", 7200),
+])
+def test_durations(text: str, seconds: float) -> None:
+    assert models.parse_duration(text) == pytest.approx(seconds)
+    assert models.parse_duration(models.format_duration(seconds)) == pytest.approx(seconds)
+
+
+D = specs.DELETE
+# (name, changes to the valid base spec, the field path the first problem must name, text in its message)
+INVALID = [
+    ("missing model", {"model": D}, "spec.model", "required"),
+    ("missing engine image", {"engine.image": D}, "spec.engine.image", "required"),
+    ("unknown engine kind", {"engine.kind": "llamacpp"}, "spec.engine.kind", "vllm"),
+    ("negative port", {"engine.port": -1}, "spec.engine.port", "greater than or equal to 1"),
+    ("port too large", {"engine.port": 70000}, "spec.engine.port", "less than or equal to 65535"),
+    ("both architecture and custom", {"model.custom": {"name": "x", "layers": 1, "hiddenSize": 1,
+     "attentionHeads": 1, "kvHeads": 1, "headDim": 1, "intermediateSize": 1, "parameters": 1e9, "vocabSize": 1,
+     "maxContextTokens": 1}}, "spec.model", "exactly one of architecture"),
+    ("neither architecture nor custom", {"model.architecture": D}, "spec.model", "exactly one of architecture"),
+    ("unknown architecture", {"model.architecture": "gpt-5"}, "spec.model.architecture", "unknown model 'gpt-5'; known: llama-3.1-405b"),
+    ("unknown gpu", {"accelerator.type": "tpu-v5"}, "spec.accelerator.type", "known: a100-80gb"),
+    ("no gpu at all", {"accelerator.type": D}, "spec.accelerator", "exactly one of type"),
+    ("zero gpus", {"accelerator.count": 0}, "spec.accelerator.count", "greater than or equal to 1"),
+    ("negative cost", {"accelerator.hourlyCost": -2}, "spec.accelerator.hourlyCost", "greater than or equal to 0"),
+    ("ttft without unit", {"slo.ttft": "1500"}, "spec.slo.ttft", "duration with a unit"),
+    ("ttft as number", {"slo.ttft": 1.5}, "spec.slo.ttft", "duration with a unit"),
+    ("zero itl", {"slo.itl": "0ms"}, "spec.slo.itl", "longer than zero"),
+    ("negative itl", {"slo.itl": "-40ms"}, "spec.slo.itl", "duration with a unit"),
+    ("percentile too high", {"slo.percentile": 100}, "spec.slo.percentile", "less than or equal to 99"),
+    ("batch min above max", {"tuning.maxBatchSize": {"min": 64, "max": 8}}, "spec.tuning.maxBatchSize",
+     "min (64) must not exceed max (8)"),
+    ("batch bound zero", {"tuning.maxBatchSize": {"min": 0, "max": 8}}, "spec.tuning.maxBatchSize.min",
+     "greater than or equal to 1"),
+    ("initial outside bounds", {"tuning.initialMaxBatchSize": 1024}, "spec.tuning", "must lie within"),
+    ("unknown tuning mode", {"tuning.mode": "yolo"}, "spec.tuning.mode", "auto"),
+    ("unknown kv policy", {"tuning.kvCacheDtype": "int4"}, "spec.tuning.kvCacheDtype", "fp8"),
+    ("bad change interval", {"tuning.minChangeInterval": "soon"}, "spec.tuning.minChangeInterval", "duration"),
+    ("min replicas above max", {"scaling.minReplicas": 5}, "spec.scaling", "minReplicas (5) must not exceed"),
+    ("standby above max replicas", {"scaling.standby": {"min": 0, "max": 9}}, "spec.scaling",
+     "standby.max (9) must not exceed maxReplicas (4)"),
+    ("standby min above max", {"scaling.standby": {"min": 2, "max": 1}}, "spec.scaling.standby",
+     "min (2) must not exceed max (1)"),
+    ("zero min replicas", {"scaling.minReplicas": 0}, "spec.scaling.minReplicas", "greater than or equal to 1"),
+    ("bad cold start", {"scaling.coldStart": "later"}, "spec.scaling.coldStart", "duration"),
+    ("unknown field", {"slo.ttfb": "1s"}, "spec.slo.ttfb", "unknown field"),
+    ("owned flag in args", {"engine.args": ["--enforce-eager", "--max-num-seqs=64"]}, "spec.engine.args[1]",
+     "--max-num-seqs sets max_batch_size, which the operator owns; set it through tuning.maxBatchSize"),
+    ("owned flag with underscores", {"engine.args": ["--kv_cache_dtype", "fp8"]}, "spec.engine.args[0]",
+     "tuning.kvCacheDtype"),
+    ("owned env for nim 1", {"engine.kind": "nim", "engine.nim": {"generation": 1},
+     "engine.env": [{"name": "NIM_MAX_NUM_SEQS", "value": "8"}]}, "spec.engine.env[0].name", "NIM_MAX_NUM_SEQS"),
+    ("nim settings on vllm", {"engine.nim": {"generation": 2}}, "spec.engine", "only valid with kind nim"),
+    ("env with value and valueFrom", {"engine.env": [{"name": "A", "value": "1",
+     "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}, "spec.engine.env[0]", "at most one of value"),
+    ("bad env name", {"engine.env": [{"name": "A B", "value": "1"}]}, "spec.engine.env[0].name", "pattern"),
+    ("owned template label", {"template.labels": {"infertune.io/serving": "false"}}, "spec.template.labels",
+     "owned by the operator"),
+    ("bad template label", {"template.labels": {"team": "a b"}}, "spec.template.labels", "not a valid label value"),
+    ("gpu product in node selector", {"template.nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100"}},
+     "spec.template.nodeSelector", "choose the GPU with accelerator.type"),
+    ("fp8 weights on a100", {"accelerator.type": "a100-80gb", "model.weights": "fp8"}, "spec.model.weights",
+     "a100-80gb lacks"),
+    ("fp8 kv on a100", {"accelerator.type": "a100-80gb", "tuning.kvCacheDtype": "fp8"}, "spec.tuning.kvCacheDtype",
+     "FP8-capable GPU"),
+    ("fp8 kv on nim 1", {"engine.kind": "nim", "engine.nim": {"generation": 1}, "tuning.kvCacheDtype": "fp8"},
+     "spec.tuning.kvCacheDtype", "model profile"),
+    ("model does not fit", {"model.architecture": "llama-3.1-70b"}, "spec.accelerator", "short by"),
+    ("context too long", {"model.maxModelLen": 10_000_000}, "spec.model.maxModelLen", "exceeds llama-3.1-8b"),
+    ("vllm budget below batch", {"engine.maxNumBatchedTokens": 256}, "spec.engine.maxNumBatchedTokens",
+     "at least the largest batch (512)"),
+    ("memory fraction too high", {"engine.gpuMemoryUtilization": 1.5}, "spec.engine.gpuMemoryUtilization",
+     "less than or equal to 0.99"),
+    ("hostile image", {"engine.image": "vllm; rm -rf /"}, "spec.engine.image", "pattern"),
+    ("custom gpu with zero bandwidth", {"accelerator.type": D, "accelerator.custom": {"name": "x", "memoryGib": 80,
+     "bandwidthGbps": 0, "tflopsBf16": 100}}, "spec.accelerator.custom.bandwidthGbps", "greater than 0"),
+]
+
+
+@pytest.mark.parametrize(("name", "changes", "path", "text"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_specs(name: str, changes: dict[str, object], path: str, text: str) -> None:
+    spec, problems = validation.parse(specs.spec(**changes))
+    assert spec is None
+    assert problems, "expected a problem"
+    paths = [p.path for p in problems]
+    assert path in paths, f"{name}: expected a problem at {path}, got {[str(p) for p in problems]}"
+    message = next(p.message for p in problems if p.path == path)
+    assert text in message, f"{name}: {message!r} lacks {text!r}"
+
+
+def test_invalid_table_is_large_enough() -> None:
+    assert len(INVALID) >= 25
+
+
+def test_problem_messages_name_the_model_shortfall_in_gib() -> None:
+    _, problems = validation.parse(specs.spec(**{"model.architecture": "llama-3.1-405b", "accelerator.type": "l4"}))
+    (problem,) = [p for p in problems if p.path == "spec.accelerator"]
+    assert "needs 754.4 GiB per GPU" in problem.message
+    assert "short by" in problem.message
+
+
+@pytest.mark.parametrize(("name", "ok"), [("llm", True), ("a" * 42, True), ("a" * 43, False), ("Upper", False),
+                                          ("9start", False), ("has_underscore", False), ("end-", False)])
+def test_resource_names(name: str, ok: bool) -> None:
+    assert (validation.check_name(name) == []) is ok
+
+
+def test_inline_model_and_gpu() -> None:
+    shape = {"name": "my-model", "layers": 32, "hiddenSize": 4096, "attentionHeads": 32, "kvHeads": 8,
+             "headDim": 128, "intermediateSize": 14336, "parameters": 8e9, "vocabSize": 128256,
+             "maxContextTokens": 8192}
+    gpu = {"name": "my-gpu", "memoryGib": 48, "bandwidthGbps": 864, "tflopsBf16": 362, "tflopsFp8": 733}
+    spec, problems = validation.parse(specs.spec(**{
+        "model.architecture": D, "model.custom": shape, "accelerator.type": D, "accelerator.custom": gpu,
+    }))
+    assert problems == [] and spec is not None
+    assert spec.model.custom is not None and spec.model.custom.kv_bytes_per_token(2) == 131072
+
+
+def test_specs_are_frozen() -> None:
+    spec, _ = validation.parse(specs.spec())
+    assert spec is not None
+    with pytest.raises(ValueError):
+        spec.slo.percentile = 50  # type: ignore[misc]

@@ -1,0 +1,218 @@
+"""Test: the rendered Deployment, Service and config for every engine carry the right flag for every knob."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+import specs
+from infertune import models, render, validation
+
+OWNER = render.Owner(name="llm", namespace="ns1", uid="uid-1")
+KNOBS = models.Knobs(max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8)
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def full_spec(**changes: Any) -> models.InferenceDeploymentSpec:
+    """Every knob set, two H100s per replica."""
+    base = {
+        "accelerator.type": "h100-sxm-80gb", "accelerator.count": 2,
+        "engine.chunkedPrefill": True, "engine.maxNumBatchedTokens": 8192, "engine.prefixCaching": False,
+        "engine.gpuMemoryUtilization": 0.85, "model.maxModelLen": 8192,
+    }
+    spec, problems = validation.parse(specs.spec(**{**base, **changes}))
+    assert problems == [], problems
+    assert spec is not None
+    return spec
+
+
+def container(spec: models.InferenceDeploymentSpec, knobs: models.Knobs = KNOBS) -> dict[str, Any]:
+    dep = render.deployment(OWNER, spec, knobs, replicas=2)
+    c: dict[str, Any] = dep["spec"]["template"]["spec"]["containers"][0]
+    return c
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in c["env"]}
+
+
+def has_flag(args: list[str], flag: str, value: str | None = None) -> bool:
+    if value is None:
+        return flag in args
+    return any(a == flag and b == value for a, b in zip(args, args[1:], strict=False))
+
+
+FLAG_TABLE: list[tuple[str, dict[str, Any], list[tuple[str, str | None]]]] = [
+    ("vllm", {}, [
+        ("--max-num-seqs", "96"), ("--kv-cache-dtype", "fp8"), ("--enable-chunked-prefill", None),
+        ("--max-num-batched-tokens", "8192"), ("--no-enable-prefix-caching", None),
+        ("--gpu-memory-utilization", "0.85"), ("--tensor-parallel-size", "2"), ("--served-model-name", MODEL),
+        ("--port", "8000"), ("--max-model-len", "8192"), ("--model", MODEL),
+    ]),
+    ("sglang", {"engine.kind": "sglang"}, [
+        ("--max-running-requests", "96"), ("--kv-cache-dtype", "fp8_e4m3"), ("--chunked-prefill-size", "8192"),
+        ("--disable-radix-cache", None), ("--mem-fraction-static", "0.85"), ("--tp-size", "2"),
+        ("--served-model-name", MODEL), ("--port", "8000"), ("--context-length", "8192"), ("--enable-metrics", None),
+        ("--model-path", MODEL),
+    ]),
+    ("trtllm", {"engine.kind": "trtllm"}, [
+        ("--max_batch_size", "96"), ("--max_num_tokens", "8192"), ("--enable_chunked_prefill", None),
+        ("--kv_cache_free_gpu_memory_fraction", "0.85"), ("--tp_size", "2"), ("--port", "8000"),
+        ("--max_seq_len", "8192"), ("--extra_llm_api_options", "/etc/infertune/trtllm-options.yaml"),
+    ]),
+    ("tgi", {"engine.kind": "tgi"}, [
+        ("--max-batch-size", "96"), ("--max-concurrent-requests", "128"), ("--kv-cache-dtype", "fp8_e4m3fn"),
+        ("--max-batch-prefill-tokens", "8192"), ("--cuda-memory-fraction", "0.85"), ("--num-shard", "2"),
+        ("--served-model-name", MODEL), ("--port", "8000"), ("--max-total-tokens", "8192"), ("--model-id", MODEL),
+    ]),
+]
+
+
+@pytest.mark.parametrize(("engine", "changes", "expected"), FLAG_TABLE, ids=[r[0] for r in FLAG_TABLE])
+def test_every_knob_has_its_flag(engine: str, changes: dict[str, Any], expected: list[tuple[str, str | None]]) -> None:
+    args = container(full_spec(**changes))["args"]
+    for flag, value in expected:
+        assert has_flag(args, flag, value), f"{engine}: {flag} {value} missing from {args}"
+
+
+def test_tgi_prefix_caching_is_an_env_var() -> None:
+    assert env_of(container(full_spec(**{"engine.kind": "tgi"})))["PREFIX_CACHING"] == "0"
+
+
+def test_sglang_and_trtllm_set_their_commands() -> None:
+    assert container(full_spec(**{"engine.kind": "sglang"}))["command"] == ["python3", "-m", "sglang.launch_server"]
+    assert container(full_spec(**{"engine.kind": "trtllm"}))["command"] == ["trtllm-serve", MODEL]
+    assert "command" not in container(full_spec())  # vLLM keeps the image's entrypoint
+
+
+def test_trtllm_yaml_options_in_a_config_map() -> None:
+    spec = full_spec(**{"engine.kind": "trtllm"})
+    cm = render.config_map(OWNER, spec, KNOBS)
+    assert cm is not None
+    options = yaml.safe_load(cm["data"]["trtllm-options.yaml"])
+    assert options == {"kv_cache_config": {"dtype": "fp8", "enable_block_reuse": False}}
+    mounts = {m["name"]: m for m in container(spec)["volumeMounts"]}
+    assert mounts["config"]["mountPath"] == "/etc/infertune"
+    assert render.config_map(OWNER, full_spec(), KNOBS) is None
+
+
+def test_nim_1_knobs_are_env_vars() -> None:
+    spec = full_spec(**{"engine.kind": "nim", "engine.nim": {"generation": 1}})
+    env = env_of(container(spec, models.Knobs(max_batch_size=96)))
+    assert env["NIM_MAX_NUM_SEQS"] == "96"
+    assert env["NIM_ENABLE_CHUNKED_PREFILL"] == "1"
+    assert env["NIM_MAX_NUM_BATCHED_TOKENS"] == "8192"
+    assert env["NIM_ENABLE_KV_CACHE_REUSE"] == "0"
+    assert env["NIM_GPU_MEM_FRACTION"] == "0.85"
+    assert env["NIM_SERVED_MODEL_NAME"] == MODEL
+    assert env["NIM_SERVER_PORT"] == "8000"
+    assert env["NIM_MAX_MODEL_LEN"] == "8192"
+
+
+@pytest.mark.parametrize(("backend", "expected"), [
+    ("vllm", ["--max-num-seqs", "96", "--kv-cache-dtype", "fp8", "--tensor-parallel-size", "2"]),
+    ("sglang", ["--max-running-requests", "96", "--kv-cache-dtype", "fp8_e4m3", "--enable-metrics"]),
+])
+def test_nim_2_passes_backend_flags_through(backend: str, expected: list[str]) -> None:
+    spec = full_spec(**{"engine.kind": "nim", "engine.nim": {"generation": 2, "backend": backend}})
+    c = container(spec)
+    passthrough = env_of(c)["NIM_PASSTHROUGH_ARGS"].split()
+    for token in expected:
+        assert token in passthrough
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/health/ready"
+
+
+@pytest.mark.parametrize(("kind", "path"), [("vllm", "/health"), ("sglang", "/health"), ("trtllm", "/health"),
+                                            ("tgi", "/health"), ("nim", "/v1/health/ready")])
+def test_readiness_on_the_engine_health_endpoint(kind: str, path: str) -> None:
+    c = container(full_spec(**{"engine.kind": kind}), models.Knobs(max_batch_size=8))
+    assert c["readinessProbe"]["httpGet"] == {"path": path, "port": "http"}
+    assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 600
+
+
+def test_deployment_shape() -> None:
+    spec = full_spec(**{"accelerator.count": 2})
+    dep = render.deployment(OWNER, spec, KNOBS, replicas=3)
+    rev = render.revision(spec, KNOBS)
+    assert dep["metadata"]["name"] == f"llm-{rev}"
+    assert dep["metadata"]["ownerReferences"] == [{
+        "apiVersion": "infertune.io/v1alpha1", "kind": "InferenceDeployment", "name": "llm", "uid": "uid-1",
+        "controller": True, "blockOwnerDeletion": True,
+    }]
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["selector"]["matchLabels"] == {"infertune.io/deployment": "llm", "infertune.io/revision": rev}
+    pod = dep["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels["infertune.io/serving"] == "true"  # fail open: pods serve unless the operator says otherwise
+    assert labels["infertune.io/max-batch-size"] == "96" and labels["infertune.io/kv-cache-dtype"] == "fp8"
+    assert labels["app.kubernetes.io/managed-by"] == "infertune"
+    c = pod["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2" and c["resources"]["requests"]["nvidia.com/gpu"] == "2"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 15}}
+    # 15 s preStop + 120 s drain + 15 s exit
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 150
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+
+
+def test_service_selects_serving_pods_of_any_revision() -> None:
+    svc = render.service(OWNER, full_spec())
+    assert svc["metadata"]["name"] == "llm"
+    assert svc["spec"]["selector"] == {"infertune.io/deployment": "llm", "infertune.io/serving": "true"}
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_template_overrides_are_merged() -> None:
+    spec = full_spec(**{"template": {
+        "labels": {"team": "search"}, "annotations": {"note": "x"}, "nodeSelector": {"zone": "a"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],
+        "priorityClassName": "high", "imagePullSecrets": [{"name": "regcred"}], "cpu": "8", "memory": "64Gi",
+    }})
+    dep = render.deployment(OWNER, spec, KNOBS, replicas=1)
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "search"
+    assert pod["metadata"]["annotations"]["note"] == "x"
+    assert pod["spec"]["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert pod["spec"]["priorityClassName"] == "high"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    c = pod["spec"]["containers"][0]
+    assert c["resources"]["requests"]["cpu"] == "8" and c["resources"]["limits"]["memory"] == "64Gi"
+
+
+def test_a_hostile_template_cannot_replace_owned_labels() -> None:
+    # Validation rejects this; render must hold even if something skipped validation.
+    spec = full_spec().model_copy(update={"template": models.PodTemplateOverrides.model_construct(
+        labels={"infertune.io/serving": "false", "infertune.io/deployment": "other", "infertune.io/revision": "x"},
+        annotations={}, node_selector={}, tolerations=(), image_pull_secrets=())})
+    labels = render.deployment(OWNER, spec, KNOBS, replicas=1)["spec"]["template"]["metadata"]["labels"]
+    assert labels["infertune.io/serving"] == "true"
+    assert labels["infertune.io/deployment"] == "llm"
+    assert labels["infertune.io/revision"] == render.revision(spec, KNOBS)
+
+
+def test_user_args_and_env_follow_the_operators() -> None:
+    spec = full_spec(**{"engine.args": ["--enforce-eager"], "engine.env": [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]})
+    c = container(spec)
+    assert c["args"][-1] == "--enforce-eager"
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in c["env"]
+
+
+def test_revision_depends_on_pods_not_on_price_slo_or_scaling() -> None:
+    a = full_spec()
+    assert render.revision(a, KNOBS) == render.revision(full_spec(**{"accelerator.hourlyCost": 9.0}), KNOBS)
+    assert render.revision(a, KNOBS) == render.revision(full_spec(**{"slo.itl": "80ms"}), KNOBS)
+    assert render.revision(a, KNOBS) == render.revision(full_spec(**{"scaling.maxReplicas": 3}), KNOBS)
+    assert render.revision(a, KNOBS) != render.revision(a, models.Knobs(max_batch_size=97))
+    assert render.revision(a, KNOBS) != render.revision(full_spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"}), KNOBS)
+    assert len(render.revision(a, KNOBS)) == 10
+
+
+def test_knobs_round_trip_through_labels() -> None:
+    labels = render.revision_labels(OWNER, full_spec(), KNOBS, "abc")
+    assert render.knobs_from_labels(labels) == KNOBS
+    assert render.knobs_from_labels({"infertune.io/max-batch-size": "many"}) is None
