@@ -25,8 +25,12 @@ if [ "$missing" = 0 ]; then
   echo "$BIN"
   exit 0
 fi
-mkdir -p "$BIN" "$SRC"
 log() { echo "[build-binaries] $*" >&2; }
+command -v go >/dev/null || { log "go not found on PATH: Go >= 1.26 is needed to build the control plane"; exit 1; }
+# kwok v0.8.0's go.mod says `go 1.26.0` and GOTOOLCHAIN=local forbids fetching a newer toolchain.
+go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
+[ "$go_minor" -ge 26 ] 2>/dev/null || { log "Go $(go env GOVERSION) is too old: Go >= 1.26 is needed"; exit 1; }
+mkdir -p "$BIN" "$SRC"
 start=$(date +%s)
 
 # --- Kubernetes: a wrapper module that replaces every staging module with its v0.x release ----

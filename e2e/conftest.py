@@ -1,0 +1,84 @@
+"""Test: session fixtures for the e2e suite: the real cluster, its kubeconfig, Prometheus, kubectl helpers."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e import cluster as e2e_cluster
+from e2e import prometheus as e2e_prometheus
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every test under e2e/ needs the real control plane; marking them here (before `-m` deselects)
+    # means no test file can forget it and slip into the unit run.
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # A cold build takes minutes; doing it here, before any test starts, keeps it out of the per-test
+    # timeout that would otherwise cover the `cluster` fixture's setup.
+    if session.items and not session.config.option.collectonly:
+        try:
+            e2e_cluster.binaries()
+        except e2e_cluster.ClusterError as e:
+            pytest.exit(f"e2e: {e}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[e2e_cluster.Cluster]:
+    """The e2e cluster, brought up once per session. A cluster that was already up (`make cluster-up`) is
+    reused and left running; one this session started is torn down at the end unless
+    INFERTUNE_KEEP_CLUSTER=1."""
+    was_up = e2e_cluster.is_up()
+    info = e2e_cluster.up()
+    yield info
+    if not was_up and os.environ.get("INFERTUNE_KEEP_CLUSTER") != "1":
+        e2e_cluster.down(stop_prometheus=False)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: e2e_cluster.Cluster) -> Path:
+    """The admin kubeconfig (client certificate, system:masters)."""
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def k8s(cluster: e2e_cluster.Cluster) -> e2e_cluster.Kube:
+    """kubectl helpers bound to the admin kubeconfig."""
+    return cluster.kube
+
+
+@pytest.fixture
+def namespace(k8s: e2e_cluster.Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (its default ServiceAccount exists), deleted afterwards."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"e2e-{slug}-{uuid.uuid4().hex[:6]}"
+    k8s.kubectl("create", "namespace", name)
+    k8s.wait_for(lambda: k8s.get("serviceaccount", "default", namespace=name), 30,
+                 message=f"ServiceAccount {name}/default")
+    yield name
+    k8s.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_prometheus.Prometheus]:
+    """Prometheus on a free port, scraping file_sd targets from a fresh temp directory (`.targets_dir`) and
+    the operator's /metrics at `.operator_target` (127.0.0.1 and a port reserved free for the operator)."""
+    prom = e2e_prometheus.start(
+        workdir=e2e_cluster.STATE / "prometheus-e2e",
+        targets_dir=tmp_path_factory.mktemp("prometheus-targets"),
+        operator_target=f"127.0.0.1:{e2e_prometheus.free_port()}",
+    )
+    yield prom
+    prom.stop()

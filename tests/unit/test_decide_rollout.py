@@ -1,0 +1,122 @@
+"""Test: decide()'s revision bookkeeping — initial knobs, surge-then-switch rollouts, conditions."""
+
+from __future__ import annotations
+
+import datetime
+
+import specs
+from infertune import decide, models, observation, render, validation
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def spec_of(**changes: object) -> models.InferenceDeploymentSpec:
+    spec, problems = validation.parse(specs.spec(**changes))
+    assert spec is not None, problems
+    return spec
+
+
+def obs(spec: models.InferenceDeploymentSpec, status: models.InferenceDeploymentStatus | None = None,
+        revisions: tuple[observation.RevisionFacts, ...] = (), pods: tuple[observation.PodFacts, ...] = (),
+        generation: int = 1) -> observation.Observation:
+    return observation.Observation(name="llm", namespace="ns1", generation=generation, spec=spec,
+                                   status=status or models.InferenceDeploymentStatus(), revisions=revisions, pods=pods)
+
+
+def rev_facts(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, ready: int, replicas: int = 1
+              ) -> observation.RevisionFacts:
+    rev = render.revision(spec, knobs)
+    return observation.RevisionFacts(name=f"llm-{rev}", revision=rev, knobs=knobs, replicas=replicas,
+                                     ready_replicas=ready, created=0)
+
+
+def pod(rev: str, name: str, ready: bool = True, serving: bool = True) -> observation.PodFacts:
+    return observation.PodFacts(name=name, revision=rev, ready=ready, serving=serving, created=0)
+
+
+def test_initial_knobs_follow_the_engine_default_within_bounds() -> None:
+    knobs, why = decide.initial_knobs(spec_of(**{"accelerator.type": "h100-sxm-80gb"}))
+    assert knobs.max_batch_size == 512  # vLLM's 1024 on an H100, clamped to the bound 512
+    assert "clamped to tuning.maxBatchSize 8..512" in why
+    knobs, _ = decide.initial_knobs(spec_of(**{"tuning.initialMaxBatchSize": 64}))
+    assert knobs.max_batch_size == 64
+    knobs, _ = decide.initial_knobs(spec_of(**{"tuning.kvCacheDtype": "fp8"}))
+    assert knobs.kv_cache_dtype is models.KvDtype.FP8
+
+
+def test_first_cycle_plans_one_revision_and_records_why() -> None:
+    spec = spec_of(**{"scaling.standby": {"min": 1, "max": 1}})
+    d = decide.decide(obs(spec), now=NOW)
+    assert len(d.revisions) == 1
+    assert d.revisions[0].replicas == 2  # one serving + one standby
+    assert d.status.config is not None and d.status.config.max_batch_size == 256
+    assert [e.reason for e in d.events] == ["RevisionServing", "RevisionCreated"]
+    assert d.status.decisions[-1].kind == "revision"
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "ReplicasNotReady"
+
+
+def test_ready_when_serving_reaches_desired() -> None:
+    spec = spec_of()
+    knobs, _ = decide.initial_knobs(spec)
+    facts = rev_facts(spec, knobs, ready=1)
+    first = decide.decide(obs(spec), now=NOW)
+    d = decide.decide(obs(spec, first.status, (facts,), (pod(facts.revision, "p1"),)), now=NOW)
+    assert d.status.replicas.serving == 1 and d.status.replicas.display == "1/1"
+    ready = next(c for c in d.status.conditions if c.type == "Ready")
+    assert ready.status == "True"
+    assert d.events == ()  # nothing new happened
+
+
+def test_spec_change_surges_the_new_revision_before_removing_the_old() -> None:
+    spec = spec_of()
+    knobs, _ = decide.initial_knobs(spec)
+    old = rev_facts(spec, knobs, ready=1)
+    settled = decide.decide(obs(spec, None, (old,), (pod(old.revision, "p1"),)), now=NOW).status
+
+    new_spec = spec_of(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
+    new_rev = render.revision(new_spec, knobs)
+    d = decide.decide(obs(new_spec, settled, (old,), (pod(old.revision, "p1"),), generation=2), now=NOW)
+    assert {p.revision: p.replicas for p in d.revisions} == {new_rev: 1, old.revision: 1}
+    assert d.status.config is not None and d.status.config.revision == old.revision
+    assert d.status.target is not None and d.status.target.revision == new_rev
+    progressing = next(c for c in d.status.conditions if c.type == "Progressing")
+    assert progressing.reason == "RollingOut"
+
+    # The new revision becomes Ready: the old one is no longer planned (the shell deletes it).
+    new = rev_facts(new_spec, knobs, ready=1)
+    pods = (pod(old.revision, "p1"), pod(new_rev, "p2"))
+    d2 = decide.decide(obs(new_spec, d.status, (old, new), pods, generation=2), now=NOW)
+    assert [p.revision for p in d2.revisions] == [new_rev]
+    assert d2.status.config is not None and d2.status.config.revision == new_rev
+    assert d2.status.target is None
+    assert "RevisionServing" in [e.reason for e in d2.events]
+
+
+def test_narrower_bounds_move_the_knobs_into_them() -> None:
+    spec = spec_of()
+    first = decide.decide(obs(spec), now=NOW)
+    narrowed = spec_of(**{"tuning.maxBatchSize": {"min": 8, "max": 128}})
+    d = decide.decide(obs(narrowed, first.status, generation=2), now=NOW)
+    assert d.revisions[0].knobs.max_batch_size == 128
+    assert "no longer allows maxBatchSize 256" in (d.status.config.reason if d.status.config else "")
+
+
+def test_invalid_status_changes_only_spec_valid() -> None:
+    before = decide.decide(obs(spec_of()), now=NOW).status
+    after = decide.invalid_status(before, message="spec.x: bad", generation=2, now=NOW)
+    cond = next(c for c in after.conditions if c.type == "SpecValid")
+    assert cond.status == "False" and cond.message == "spec.x: bad" and cond.observed_generation == 2
+    assert after.config == before.config and after.replicas == before.replicas
+
+
+def test_condition_transition_time_moves_only_on_a_flip() -> None:
+    from infertune import conditions
+
+    t1 = NOW
+    t2 = NOW + datetime.timedelta(minutes=5)
+    c1 = conditions.upsert((), type="Ready", status=False, reason="A", message="", generation=1, now=t1)
+    c2 = conditions.upsert(c1, type="Ready", status=False, reason="B", message="m", generation=1, now=t2)
+    assert c2[0].last_transition_time == conditions.timestamp(t1)
+    c3 = conditions.upsert(c2, type="Ready", status=True, reason="C", message="", generation=1, now=t2)
+    assert c3[0].last_transition_time == conditions.timestamp(t2)
