@@ -175,12 +175,13 @@ def kubectl(
     kubeconfig: Path | None = None,
     timeout: float = 60.0,
 ) -> str:
-    """Runs the locally built kubectl against the e2e cluster (or `kubeconfig`); returns stdout."""
+    """Runs the locally built kubectl against the e2e cluster (or `kubeconfig`); returns stdout, or with
+    check=False stdout followed by stderr (so a refusal's message can be asserted on)."""
     cmd = [str(binary("kubectl")), f"--kubeconfig={kubeconfig or KUBECONFIG}", *args]
     done = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
     if check and done.returncode != 0:
         raise ClusterError(f"kubectl {shlex.join(args)} exited {done.returncode}: {done.stderr.strip()}")
-    return done.stdout
+    return done.stdout if check else done.stdout + done.stderr
 
 
 def kubectl_json(*args: str, kubeconfig: Path | None = None, timeout: float = 60.0) -> Any:

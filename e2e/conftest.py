@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,3 +85,55 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_prometh
     )
     yield prom
     prom.stop()
+
+
+REPO = E2E_DIR.parent
+OPERATOR_NAMESPACE = "infertune-system"
+OPERATOR_SA = "infertune"
+
+
+@dataclasses.dataclass
+class OperatorProcess:
+    """The operator under test: a local process authenticated as the ServiceAccount from manifests/."""
+
+    process: subprocess.Popen[bytes]
+    kubeconfig: Path
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def install_operator_manifests(k8s: e2e_cluster.Kube) -> None:
+    """The generated CRD and the RBAC we ship (namespace, ServiceAccount, ClusterRole, binding, policy)."""
+    k8s.kubectl("apply", "-f", str(REPO / "crds" / "inferencedeployments.infertune.io.yaml"))
+    k8s.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                "crd/inferencedeployments.infertune.io")
+    k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
+
+
+@pytest.fixture(scope="session")
+def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """`infertune run` with a TokenRequest token of the shipped ServiceAccount, reconciling every second."""
+    install_operator_manifests(k8s)
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = k8s.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SA, workdir / "kubeconfig")
+    log = workdir / "operator.log"
+    port = (prometheus.operator_target or "127.0.0.1:0").rsplit(":", 1)[1]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infertune.cli", "run", "--kubeconfig", str(kubeconfig), "--interval", "1",
+             "--prometheus-url", prometheus.url, "--metrics-port", port, "--verbose"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+        )
+    handle = OperatorProcess(process=process, kubeconfig=kubeconfig, log=log)
+    yield handle
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    if os.environ.get("INFERTUNE_E2E_SHOW_LOGS"):
+        print(handle.logs())

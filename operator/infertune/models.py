@@ -378,7 +378,7 @@ class TuningSpec(Base):
         description="auto: FP8 KV cache when it pays and the GPU and engine support it; fp8: always; default: never.",
     )
     min_change_interval: Duration = pydantic.Field(
-        default=1800.0,
+        default="30m", validate_default=True,
         description="Knob changes restart the engine, so at most one per this interval.",
     )
 
@@ -416,11 +416,11 @@ class ScalingSpec(Base):
         description="Time from pod creation to Ready; auto measures it from recent pods.",
     )
     drain_timeout: Duration = pydantic.Field(
-        default=120.0,
+        default="2m", validate_default=True,
         description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period.",
     )
     scale_down_delay: Duration = pydantic.Field(
-        default=300.0, description="Demand must stay low this long before serving replicas are removed."
+        default="5m", validate_default=True, description="Demand must stay low this long before serving replicas are removed."
     )
 
     @pydantic.model_validator(mode="after")
