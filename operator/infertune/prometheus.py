@@ -1,0 +1,385 @@
+"""Adapter: batched PromQL (one query per signal for every pod of every engine) -> per-pod raw signals."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import requests
+import tenacity
+from prometheus_api_client import exceptions as prom_exceptions
+from prometheus_api_client import prometheus_connect
+from urllib3.util import retry as urllib3_retry
+
+from infertune import observation
+from infertune.runtimes import metrics
+
+PodKey = tuple[str, str]  # (namespace, pod)
+
+
+class PrometheusError(Exception):
+    """Prometheus did not answer usefully (HTTP error, timeout, malformed result)."""
+
+
+class Query(Protocol):
+    """One instant PromQL query; returns the result vector (the API's data.result)."""
+
+    def __call__(self, promql: str, *, timeout: float) -> list[dict[str, Any]]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RawPod:
+    """What Prometheus holds for one pod over the window: bucket rates per histogram, one number per scalar."""
+
+    buckets: Mapping[metrics.Signal, tuple[tuple[float, float], ...]]  # (upper bound, cumulative rate)
+    sums: Mapping[metrics.Signal, float]  # rate of a histogram's _sum (for means)
+    values: Mapping[metrics.Signal, float]  # gauges averaged, counters as rates
+    dropped: tuple[str, ...] = ()  # garbage that was ignored, with the reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One cycle's view of every pod Prometheus knows, or why there is none."""
+
+    pods: Mapping[PodKey, RawPod]
+    taken_at: float
+    ok: bool = True
+    error: str = ""
+    queries: int = 0
+    failed_signals: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Query building (pure)
+# ---------------------------------------------------------------------------------------------
+
+HISTOGRAM_SIGNALS = (metrics.Signal.TTFT, metrics.Signal.ITL, metrics.Signal.E2E)
+MEAN_SIGNALS = (metrics.Signal.TTFT, metrics.Signal.ITL)
+SCALAR_SIGNALS = (
+    metrics.Signal.RUNNING, metrics.Signal.WAITING, metrics.Signal.KV_USAGE, metrics.Signal.PREEMPTIONS,
+    metrics.Signal.PROMPT_TOKENS, metrics.Signal.GENERATION_TOKENS, metrics.Signal.PREFIX_QUERIES,
+    metrics.Signal.PREFIX_HITS, metrics.Signal.PREFIX_HIT_RATE, metrics.Signal.DRAM_ACTIVE,
+)
+# How per-series values of one pod combine: requests add up over engine indexes; ratios average.
+_AGGREGATE = {metrics.Signal.RUNNING: "sum", metrics.Signal.WAITING: "sum"}
+BY = "namespace, pod"
+
+
+def _names(signal: metrics.Signal, dialects: Iterable[metrics.Dialect]) -> list[tuple[str, metrics.Kind]]:
+    """Every metric name that carries this signal, newest name of each dialect first, without repeats."""
+    out: list[tuple[str, metrics.Kind]] = []
+    for d in dialects:
+        source = d.sources.get(signal)
+        if source is None:
+            continue
+        kind = source.kind or metrics.KINDS[signal]
+        for name in source.names:
+            if (name, kind) not in out:
+                out.append((name, kind))
+    return out
+
+
+def _window(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"
+
+
+def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+    """Bucket rates by pod and `le` for every dialect at once; `or` keeps the first name a pod has."""
+    w = _window(window)
+    parts = [f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\"}}[{w}]))"
+             for n, k in _names(signal, dialects) if k is metrics.Kind.HISTOGRAM]
+    return " or ".join(parts) or None
+
+
+def sum_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+    w = _window(window)
+    parts = [f"sum by ({BY}) (rate({{__name__=\"{n}_sum\"}}[{w}]))"
+             for n, k in _names(signal, dialects) if k is metrics.Kind.HISTOGRAM]
+    return " or ".join(parts) or None
+
+
+def scalar_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+    w = _window(window)
+    parts = []
+    for name, kind in _names(signal, dialects):
+        sel = f'{{__name__="{name}"}}'
+        if kind is metrics.Kind.GAUGE:
+            agg = _AGGREGATE.get(signal, "avg")
+            parts.append(f"{agg} by ({BY}) (avg_over_time({sel}[{w}]))")
+        elif kind is metrics.Kind.COUNTER:
+            parts.append(f"sum by ({BY}) (rate({sel}[{w}]))")
+        elif kind is metrics.Kind.HISTOGRAM_SUM:
+            parts.append(f'sum by ({BY}) (rate({{__name__="{name}_sum"}}[{w}]))')
+    return " or ".join(parts) or None
+
+
+def queries(dialects: Sequence[metrics.Dialect], window: float) -> dict[tuple[str, metrics.Signal], str]:
+    """The cycle's queries, keyed by (part, signal); their number does not depend on how many pods exist."""
+    out: dict[tuple[str, metrics.Signal], str] = {}
+    for s in HISTOGRAM_SIGNALS:
+        if (q := histogram_query(s, dialects, window)) is not None:
+            out["buckets", s] = q
+    for s in MEAN_SIGNALS:
+        if (q := sum_query(s, dialects, window)) is not None:
+            out["sum", s] = q
+    for s in SCALAR_SIGNALS:
+        if (q := scalar_query(s, dialects, window)) is not None:
+            out["value", s] = q
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Result parsing (pure)
+# ---------------------------------------------------------------------------------------------
+
+# Beyond these a value is garbage, not load: 100,000 requests in one pod's batch, 10 M tokens/s.
+_LIMITS = {
+    metrics.Signal.RUNNING: 1e5, metrics.Signal.WAITING: 1e7, metrics.Signal.KV_USAGE: 1.0,
+    metrics.Signal.PREFIX_HIT_RATE: 1.0, metrics.Signal.DRAM_ACTIVE: 1.0, metrics.Signal.PROMPT_TOKENS: 1e7,
+    metrics.Signal.GENERATION_TOKENS: 1e7, metrics.Signal.PREEMPTIONS: 1e5,
+    metrics.Signal.PREFIX_QUERIES: 1e8, metrics.Signal.PREFIX_HITS: 1e8,
+}
+
+
+def _float(raw: Any) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _sample(series: dict[str, Any]) -> tuple[PodKey | None, float | None, dict[str, str]]:
+    labels = series.get("metric") or {}
+    ns, pod = labels.get("namespace"), labels.get("pod")
+    value = series.get("value")
+    raw = value[1] if isinstance(value, (list, tuple)) and len(value) == 2 else None
+    return ((ns, pod) if ns and pod else None), _float(raw), labels
+
+
+def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) -> dict[PodKey, RawPod]:
+    """Per-pod signals from the query results; NaN, ±Inf, negative and absurd values are dropped with a reason."""
+    buckets: dict[PodKey, dict[metrics.Signal, list[tuple[float, float]]]] = {}
+    sums: dict[PodKey, dict[metrics.Signal, float]] = {}
+    values: dict[PodKey, dict[metrics.Signal, float]] = {}
+    dropped: dict[PodKey, list[str]] = {}
+    for (part, signal), vector in results.items():
+        for series in vector:
+            key, value, labels = _sample(series)
+            if key is None:
+                continue  # a series without pod identity cannot be attributed to anything
+            if value is None:
+                dropped.setdefault(key, []).append(f"{signal.value}: not a finite number ({series.get('value')!r})")
+                continue
+            if value < 0:
+                dropped.setdefault(key, []).append(f"{signal.value}: negative ({value:g})")
+                continue
+            if part == "buckets":
+                le_text = labels.get("le")
+                le = math.inf if le_text in ("+Inf", "Inf") else _float(le_text)
+                if le is None:
+                    continue
+                buckets.setdefault(key, {}).setdefault(signal, []).append((le, value))
+            elif part == "sum":
+                sums.setdefault(key, {})[signal] = value
+            else:
+                limit = _LIMITS.get(signal)
+                if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
+                    dropped.setdefault(key, []).append(f"{signal.value}: implausible ({value:g} > {limit:g})")
+                    continue
+                values.setdefault(key, {})[signal] = value
+    out: dict[PodKey, RawPod] = {}
+    for key in set(buckets) | set(sums) | set(values) | set(dropped):
+        hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items()}
+        out[key] = RawPod(buckets=hist, sums=sums.get(key, {}), values=values.get(key, {}),
+                          dropped=tuple(dropped.get(key, ())))
+    return out
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """histogram_quantile over cumulative bucket rates: linear within the bucket, as Prometheus does.
+
+    Buckets (0.1: 2, 0.5: 6, +Inf: 8) at q=0.5: rank 4 falls in (0.1, 0.5] -> 0.1 + 0.4 x (4-2)/(6-2) = 0.3.
+    """
+    if not buckets or buckets[-1][0] != math.inf:
+        return None
+    total = buckets[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == math.inf:
+                return prev_le  # the answer lies beyond the last finite bucket: report its bound
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, max(prev_count, count)
+    return prev_le
+
+
+def fraction_below(threshold: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Share of observations <= threshold, interpolated inside its bucket (the inverse of quantile)."""
+    if not buckets or buckets[-1][0] != math.inf or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if threshold <= le:
+            if le == math.inf:
+                return prev_count / total
+            share = prev_count + (count - prev_count) * (threshold - prev_le) / (le - prev_le)
+            return min(1.0, max(0.0, share / total))
+        prev_le, prev_count = le, count
+    return 1.0
+
+
+def rate_of(buckets: Sequence[tuple[float, float]] | None) -> float | None:
+    """Observations per second: the +Inf bucket's rate."""
+    if not buckets or buckets[-1][0] != math.inf:
+        return None
+    return buckets[-1][1]
+
+
+def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: float) -> observation.PodMetrics:
+    """The signals decide() reads, at the SLO's percentile; attainment assumes TTFT and ITL independent."""
+    ttft = raw.buckets.get(metrics.Signal.TTFT)
+    itl = raw.buckets.get(metrics.Signal.ITL)
+    e2e = raw.buckets.get(metrics.Signal.E2E)
+    q = percentile / 100.0
+
+    def mean(signal: metrics.Signal, buckets: Sequence[tuple[float, float]] | None) -> float | None:
+        total, count = raw.sums.get(signal), rate_of(buckets)
+        return total / count if total is not None and count else None
+
+    requests = rate_of(e2e) if e2e else rate_of(ttft)
+    ok_ttft = fraction_below(ttft_slo, ttft) if ttft else None
+    ok_itl = fraction_below(itl_slo, itl) if itl else None
+    attainment = ok_ttft * ok_itl if ok_ttft is not None and ok_itl is not None else (ok_ttft or ok_itl)
+    v = raw.values
+    prompt, generated = v.get(metrics.Signal.PROMPT_TOKENS), v.get(metrics.Signal.GENERATION_TOKENS)
+    hit_rate = v.get(metrics.Signal.PREFIX_HIT_RATE)
+    queries_rate, hits_rate = v.get(metrics.Signal.PREFIX_QUERIES), v.get(metrics.Signal.PREFIX_HITS)
+    if queries_rate and hits_rate is not None:
+        hit_rate = min(1.0, hits_rate / queries_rate)
+    return observation.PodMetrics(
+        ttft_p=quantile(q, ttft) if ttft else None,
+        itl_p=quantile(q, itl) if itl else None,
+        ttft_mean=mean(metrics.Signal.TTFT, ttft),
+        itl_mean=mean(metrics.Signal.ITL, itl),
+        running=v.get(metrics.Signal.RUNNING),
+        waiting=v.get(metrics.Signal.WAITING),
+        kv_usage=v.get(metrics.Signal.KV_USAGE),
+        preemptions_per_s=v.get(metrics.Signal.PREEMPTIONS),
+        prompt_tokens_per_s=prompt,
+        output_tokens_per_s=generated,
+        requests_per_s=requests,
+        prefix_hit_rate=hit_rate,
+        mbu=v.get(metrics.Signal.DRAM_ACTIVE),
+        slo_attainment=attainment,
+        mean_input_tokens=prompt / requests if prompt is not None and requests else None,
+        mean_output_tokens=generated / requests if generated is not None and requests else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+
+def connect(url: str, *, token: str | None = None, ca_file: str | None = None, timeout: float = 5.0) -> Query:
+    """A Query over prometheus-api-client; its own retries are off (tenacity bounds them here)."""
+    headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
+    client = prometheus_connect.PrometheusConnect(
+        url=url, headers=headers, disable_ssl=False, retry=urllib3_retry.Retry(total=0), timeout=math.ceil(timeout),
+    )
+    if ca_file:
+        client._session.verify = ca_file
+
+    def query(promql: str, *, timeout: float) -> list[dict[str, Any]]:
+        try:
+            # The client's hints say int seconds; round up so a short budget never becomes 0 (no timeout).
+            result = client.custom_query(promql, params={"timeout": f"{max(timeout, 0.1):.1f}s"},
+                                         timeout=max(1, math.ceil(timeout)))
+        except prom_exceptions.PrometheusApiClientException as e:
+            raise PrometheusError(str(e)[:300]) from None
+        except ValueError as e:  # a body that is not JSON (requests' JSONDecodeError is also a ValueError)
+            raise PrometheusError(f"malformed answer: {e}") from None
+        except requests.RequestException as e:
+            raise PrometheusError(f"{type(e).__name__}: {str(e)[:300]}") from None
+        if not isinstance(result, list):
+            raise PrometheusError(f"malformed answer: result is {type(result).__name__}")
+        return result
+
+    return query
+
+
+@dataclasses.dataclass
+class Source:
+    """Reads a Snapshot once per cycle, however many resources ask for it (one query per signal)."""
+
+    query: Query
+    dialects: Sequence[metrics.Dialect] = (*metrics.ENGINE_DIALECTS, metrics.DCGM)
+    window: float = 60.0
+    budget: float = 10.0  # seconds one cycle may spend on Prometheus, retries included
+    attempts: int = 2
+    clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    queries_sent: int = 0
+    errors: int = 0
+    _cached: Snapshot | None = None
+    _cached_at: float = -math.inf
+    _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+    async def snapshot(self, *, max_age: float) -> Snapshot:
+        """The latest snapshot if younger than max_age, else a new one (concurrent callers share it)."""
+        async with self._lock:
+            if self._cached is not None and self.clock() - self._cached_at < max_age:
+                return self._cached
+            snap = await self._take()
+            self._cached, self._cached_at = snap, self.clock()
+            return snap
+
+    async def _take(self) -> Snapshot:
+        started = self.clock()
+        deadline = started + self.budget
+        plan = queries(self.dialects, self.window)
+        results: dict[tuple[str, metrics.Signal], list[dict[str, Any]]] = {}
+        failed: list[str] = []
+        first_error = ""
+
+        async def run(key: tuple[str, metrics.Signal], promql: str) -> None:
+            nonlocal first_error
+            retrying = tenacity.AsyncRetrying(
+                stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.budget),
+                wait=tenacity.wait_exponential(multiplier=0.2, max=1.0),
+                retry=tenacity.retry_if_exception_type(PrometheusError),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        remaining = deadline - self.clock()
+                        if remaining <= 0:
+                            raise PrometheusError(f"no time left in the {self.budget:g} s budget")
+                        self.queries_sent += 1
+                        results[key] = await asyncio.wait_for(
+                            asyncio.to_thread(self.query, promql, timeout=remaining), timeout=remaining + 0.5)
+            except (PrometheusError, TimeoutError) as e:
+                self.errors += 1
+                failed.append(f"{key[0]}:{key[1].value}")
+                first_error = first_error or (str(e) or type(e).__name__)
+
+        sent_before = self.queries_sent
+        await asyncio.gather(*(run(k, q) for k, q in plan.items()))
+        taken = self.wall()
+        if failed:
+            # Any missing signal makes the whole picture unreliable: decisions freeze rather than act on half.
+            return Snapshot(pods={}, taken_at=taken, ok=False, error=first_error,
+                            queries=self.queries_sent - sent_before, failed_signals=tuple(sorted(failed)))
+        return Snapshot(pods=parse(results), taken_at=taken, queries=self.queries_sent - sent_before)

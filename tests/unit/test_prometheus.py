@@ -1,0 +1,229 @@
+"""Test: the Prometheus adapter — queries per signal, parsing edge cases, quantiles, failures and budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from infertune import prometheus
+from infertune.runtimes import metrics
+
+S = metrics.Signal
+
+
+def vec(*series: tuple[dict[str, str], Any]) -> list[dict[str, Any]]:
+    return [{"metric": labels, "value": [1700000000.0, str(value)]} for labels, value in series]
+
+
+POD_A = {"namespace": "ns", "pod": "a"}
+POD_B = {"namespace": "ns", "pod": "b"}
+
+
+def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
+    plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
+    # 3 histograms + 2 sums + 10 scalars, for every engine and any number of resources.
+    assert len(plan) == 15
+    ttft = plan["buckets", S.TTFT]
+    for name in ("vllm:time_to_first_token_seconds_bucket", "sglang:time_to_first_token_seconds_bucket",
+                 "trtllm_time_to_first_token_seconds_bucket", '"time_to_first_token_seconds_bucket"'):
+        assert name in ttft
+    itl = plan["buckets", S.ITL]
+    # The renamed vLLM metric is preferred; the deprecated one is the fallback.
+    assert itl.index("vllm:inter_token_latency_seconds_bucket") < itl.index("vllm:time_per_output_token_seconds_bucket")
+    assert "sum by (namespace, pod, le) (rate(" in ttft and "[60s]" in ttft
+    assert "sum by (namespace, pod) (avg_over_time" in plan["value", S.RUNNING]
+    assert "avg by (namespace, pod) (avg_over_time" in plan["value", S.KV_USAGE]
+    assert "tgi_request_input_length_sum" in plan["value", S.PROMPT_TOKENS]
+    assert "DCGM_FI_PROF_DRAM_ACTIVE" in plan["value", S.DRAM_ACTIVE]
+
+
+BUCKETS = [(0.1, 2.0), (0.5, 6.0), (1.0, 7.0), (math.inf, 8.0)]
+
+PARSE_CASES: list[tuple[str, dict[tuple[str, metrics.Signal], list[dict[str, Any]]], dict[str, Any]]] = [
+    ("no data", {("value", S.RUNNING): []}, {}),
+    ("two pods", {("value", S.RUNNING): vec((POD_A, 3), (POD_B, 5))}, {"a": {S.RUNNING: 3.0}, "b": {S.RUNNING: 5.0}}),
+    ("one pod missing", {("value", S.RUNNING): vec((POD_A, 3)), ("value", S.WAITING): vec((POD_B, 1))},
+     {"a": {S.RUNNING: 3.0}, "b": {S.WAITING: 1.0}}),
+    ("NaN dropped", {("value", S.KV_USAGE): vec((POD_A, "NaN"))}, {"a": {}}),
+    ("+Inf dropped", {("value", S.RUNNING): vec((POD_A, "+Inf"))}, {"a": {}}),
+    ("negative dropped", {("value", S.WAITING): vec((POD_A, -4))}, {"a": {}}),
+    ("absurd KV usage dropped", {("value", S.KV_USAGE): vec((POD_A, 37))}, {"a": {}}),
+    ("series without pod ignored", {("value", S.RUNNING): vec(({"namespace": "ns"}, 3))}, {}),
+    ("garbage value", {("value", S.RUNNING): [{"metric": POD_A, "value": ["x"]}]}, {"a": {}}),
+]
+
+
+@pytest.mark.parametrize(("name", "results", "expected"), PARSE_CASES, ids=[c[0] for c in PARSE_CASES])
+def test_parse_edge_cases(name: str, results: Any, expected: dict[str, dict[metrics.Signal, float]]) -> None:
+    pods = prometheus.parse(results)
+    assert {k[1]: dict(v.values) for k, v in pods.items()} == expected
+
+
+def test_dropped_values_carry_a_reason() -> None:
+    pods = prometheus.parse({("value", S.KV_USAGE): vec((POD_A, "NaN")), ("value", S.WAITING): vec((POD_A, -1))})
+    reasons = pods["ns", "a"].dropped
+    assert any("kv_usage: not a finite number" in r for r in reasons)
+    assert any("waiting: negative (-1)" in r for r in reasons)
+
+
+def test_histogram_buckets_sorted_with_inf() -> None:
+    series = [{"metric": {**POD_A, "le": le}, "value": [0, str(v)]}
+              for le, v in (("+Inf", 8), ("0.1", 2), ("1", 7), ("0.5", 6))]
+    pods = prometheus.parse({("buckets", S.TTFT): series})
+    assert pods["ns", "a"].buckets[S.TTFT] == tuple(BUCKETS)
+
+
+@pytest.mark.parametrize(("q", "expected"), [(0.25, 0.1), (0.5, 0.3), (0.75, 0.5), (0.8, 0.7), (0.875, 1.0), (0.99, 1.0)])
+def test_quantile_interpolates_like_prometheus(q: float, expected: float) -> None:
+    assert prometheus.quantile(q, BUCKETS) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(0.05, 0.125), (0.1, 0.25), (0.3, 0.5), (1.0, 0.875),
+                                                     (5.0, 0.875)])
+def test_fraction_below(threshold: float, expected: float) -> None:
+    assert prometheus.fraction_below(threshold, BUCKETS) == pytest.approx(expected)
+
+
+def test_quantile_of_nothing_is_none() -> None:
+    assert prometheus.quantile(0.95, []) is None
+    assert prometheus.quantile(0.95, [(0.1, 0.0), (math.inf, 0.0)]) is None  # no requests in the window
+    assert prometheus.fraction_below(1.0, [(0.1, 0.0), (math.inf, 0.0)]) is None
+
+
+def test_pod_metrics_from_raw() -> None:
+    raw = prometheus.RawPod(
+        buckets={S.TTFT: tuple(BUCKETS), S.ITL: ((0.02, 50.0), (0.04, 90.0), (math.inf, 100.0)),
+                 S.E2E: ((10.0, 7.5), (math.inf, 8.0))},
+        sums={S.TTFT: 2.4, S.ITL: 2.5},
+        values={S.PROMPT_TOKENS: 8000.0, S.GENERATION_TOKENS: 1600.0, S.PREFIX_QUERIES: 8000.0,
+                S.PREFIX_HITS: 2000.0, S.KV_USAGE: 0.4},
+    )
+    m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=0.5, itl_slo=0.04)
+    assert m.requests_per_s == 8.0
+    assert m.ttft_mean == pytest.approx(0.3) and m.itl_mean == pytest.approx(0.025)
+    assert m.mean_input_tokens == 1000 and m.mean_output_tokens == 200
+    assert m.prefix_hit_rate == 0.25
+    assert m.slo_attainment == pytest.approx(0.75 * 0.9)
+    assert m.itl_p == 0.04  # beyond the last finite bucket: its bound, as histogram_quantile does
+
+
+class FakeQuery:
+    """Answers from a table; can fail the first N calls or be slow."""
+
+    def __init__(self, answers: dict[str, list[dict[str, Any]]] | None = None, fail_first: int = 0,
+                 delay: float = 0.0, error: str = "HTTP Status Code 503") -> None:
+        self.answers = answers or {}
+        self.fail_first = fail_first
+        self.delay = delay
+        self.error = error
+        self.calls: list[str] = []
+
+    def __call__(self, promql: str, *, timeout: float) -> list[dict[str, Any]]:
+        self.calls.append(promql)
+        if self.delay:
+            time.sleep(min(self.delay, timeout))
+            if self.delay > timeout:
+                raise prometheus.PrometheusError("timed out")
+        if len(self.calls) <= self.fail_first:
+            raise prometheus.PrometheusError(self.error)
+        for needle, answer in self.answers.items():
+            if needle in promql:
+                return answer
+        return []
+
+
+async def test_source_caches_one_snapshot_per_cycle() -> None:
+    fake = FakeQuery({"num_requests_running": vec((POD_A, 2))})
+    source = prometheus.Source(query=fake, window=30)
+    first = await source.snapshot(max_age=10)
+    second = await source.snapshot(max_age=10)
+    assert first is second
+    assert len(fake.calls) == 15
+    assert first.ok and first.pods["ns", "a"].values[S.RUNNING] == 2.0
+
+
+async def test_source_shares_a_snapshot_between_concurrent_callers() -> None:
+    fake = FakeQuery()
+    source = prometheus.Source(query=fake)
+    await asyncio.gather(*(source.snapshot(max_age=10) for _ in range(50)))
+    assert len(fake.calls) == 15  # 50 resources, one batch
+
+
+async def test_a_transient_error_is_retried() -> None:
+    fake = FakeQuery(fail_first=3)
+    snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
+    assert snap.ok
+    assert len(fake.calls) == 18  # 15 queries, 3 of them twice
+
+
+async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
+    fake = FakeQuery(fail_first=10_000)
+    snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
+    assert not snap.ok
+    assert "503" in snap.error
+    assert len(snap.failed_signals) == 15
+    assert len(fake.calls) == 30  # bounded: two attempts each
+
+
+async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:
+    fake = FakeQuery(delay=5.0)
+    started = time.monotonic()
+    snap = await prometheus.Source(query=fake, budget=0.5).snapshot(max_age=0)
+    assert time.monotonic() - started < 2.0
+    assert not snap.ok
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    mode = "ok"
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.mode == "500":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"boom")
+            return
+        if self.mode == "slow":
+            time.sleep(3)
+        body = b"not json" if self.mode == "garbage" else json.dumps(
+            {"status": "success", "data": {"resultType": "vector", "result": vec((POD_A, 1))}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[tuple[str, type[_Handler]]]:
+    handler = type("H", (_Handler,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("mode", "message"), [("500", "HTTP Status Code 500"), ("garbage", "malformed answer"),
+                                               ("slow", "Timeout")])
+def test_the_http_client_turns_failures_into_prometheus_errors(fake_prometheus: tuple[str, type[_Handler]],
+                                                               mode: str, message: str) -> None:
+    url, handler = fake_prometheus
+    handler.mode = mode
+    query = prometheus.connect(url, timeout=1)
+    with pytest.raises(prometheus.PrometheusError, match=message):
+        query("up", timeout=1)
+
+
+def test_the_http_client_returns_the_vector(fake_prometheus: tuple[str, type[_Handler]]) -> None:
+    url, _ = fake_prometheus
+    assert prometheus.connect(url)("up", timeout=1) == vec((POD_A, 1))
