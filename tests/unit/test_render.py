@@ -216,3 +216,30 @@ def test_knobs_round_trip_through_labels() -> None:
     labels = render.revision_labels(OWNER, full_spec(), KNOBS, "abc")
     assert render.knobs_from_labels(labels) == KNOBS
     assert render.knobs_from_labels({"infertune.io/max-batch-size": "many"}) is None
+
+
+ROUND_TRIP = [
+    ("vllm", {}), ("sglang", {"engine.kind": "sglang"}), ("trtllm", {"engine.kind": "trtllm"}),
+    ("tgi", {"engine.kind": "tgi"}), ("nim-1", {"engine.kind": "nim", "engine.nim": {"generation": 1}}),
+    ("nim-2-vllm", {"engine.kind": "nim", "engine.nim": {"generation": 2, "backend": "vllm"}}),
+    ("nim-2-sglang", {"engine.kind": "nim", "engine.nim": {"generation": 2, "backend": "sglang"}}),
+]
+
+
+@pytest.mark.parametrize(("variant", "changes"), ROUND_TRIP, ids=[r[0] for r in ROUND_TRIP])
+@pytest.mark.parametrize("kv", [models.KvDtype.DEFAULT, models.KvDtype.FP8])
+def test_reading_a_launch_back_gives_every_knob_the_engine_has(variant: str, changes: dict[str, Any],
+                                                               kv: models.KvDtype) -> None:
+    from infertune import runtimes
+    from infertune.runtimes import registry
+
+    spec = full_spec(**changes)
+    runtime = registry.for_engine(spec.engine)
+    assert runtime.variant == variant
+    knobs = render.engine_knobs(spec, models.Knobs(max_batch_size=96, kv_cache_dtype=kv))
+    launch = runtime.launch(knobs)
+    read = runtime.read([*(launch.command or ()), *launch.args], dict(launch.env), dict(launch.files))
+    for knob in runtimes.KNOBS:
+        if runtime.lacks(knob) or (knob == "kv_cache_dtype" and not runtime.fp8_kv):
+            continue
+        assert read.get(knob) == getattr(knobs, knob), f"{variant}: {knob} read back as {read.get(knob)!r}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from infertune import models
 
@@ -77,6 +77,9 @@ class Runtime:
     owned_env: Mapping[str, str]
     default_max_batch_size: Callable[[models.GpuSpec], int]
     fp8_kv: bool  # the engine can run an FP8 KV cache when the GPU supports it
+    # The inverse of launch: the knobs set by a container's argv (command + args), environment and mounted
+    # files (the twin reads pods with it; a round-trip test keeps it honest). Knobs not set are absent.
+    read: Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[str, object]]
 
     def lacks(self, knob: str) -> bool:
         return knob not in self.knob_flags
@@ -106,3 +109,40 @@ def flags(pairs: list[tuple[str, object] | None]) -> tuple[str, ...]:
         if value is not None:
             out.append(str(value))
     return tuple(out)
+
+
+def flag_value(args: Sequence[str], *names: str) -> str | None:
+    """The value of the last occurrence of any spelling of a flag ('--x v' or '--x=v'); None when absent."""
+    wanted = {normalise_flag(n) for n in names}
+    value: str | None = None
+    for i, arg in enumerate(args):
+        if normalise_flag(arg) not in wanted:
+            continue
+        if "=" in arg:
+            value = arg.split("=", 1)[1]
+        elif i + 1 < len(args):
+            value = args[i + 1]
+    return value
+
+
+def has_flag(args: Sequence[str], *names: str) -> bool:
+    wanted = {normalise_flag(n) for n in names}
+    return any(normalise_flag(a) in wanted for a in args)
+
+
+def put(out: dict[str, object], knob: str, value: str | None, convert: Callable[[str], object]) -> None:
+    """Set a knob from its text, leaving it unset when absent; a bad value raises ValueError naming the knob."""
+    if value is None:
+        return
+    try:
+        out[knob] = convert(value)
+    except ValueError:
+        raise ValueError(f"{knob}: cannot read {value!r}") from None
+
+
+def is_fp8(value: str) -> models.KvDtype:
+    return models.KvDtype.FP8 if value.lower().startswith("fp8") else models.KvDtype.DEFAULT
+
+
+def truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")

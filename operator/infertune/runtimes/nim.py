@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable, Mapping, Sequence
 
 from infertune import models, runtimes
 from infertune.runtimes import sglang, vllm
@@ -72,6 +73,34 @@ def launch_2_sglang(k: runtimes.EngineKnobs) -> runtimes.Launch:
     return _launch_2(sglang.engine_flags(k), k)
 
 
+def read_1(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    runtimes.put(out, "served_model_name", env.get("NIM_SERVED_MODEL_NAME"), str)
+    runtimes.put(out, "port", env.get("NIM_SERVER_PORT"), int)
+    runtimes.put(out, "max_batch_size", env.get("NIM_MAX_NUM_SEQS"), int)
+    runtimes.put(out, "chunked_prefill", env.get("NIM_ENABLE_CHUNKED_PREFILL"), runtimes.truthy)
+    runtimes.put(out, "max_num_batched_tokens", env.get("NIM_MAX_NUM_BATCHED_TOKENS"), int)
+    runtimes.put(out, "prefix_caching", env.get("NIM_ENABLE_KV_CACHE_REUSE"), runtimes.truthy)
+    runtimes.put(out, "gpu_memory_utilization", env.get("NIM_GPU_MEM_FRACTION"), float)
+    runtimes.put(out, "max_model_len", env.get("NIM_MAX_MODEL_LEN"), int)
+    return out
+
+
+Reader = Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[str, object]]
+
+
+def _read_2(flags: Callable[[Sequence[str]], dict[str, object]]) -> Reader:
+    def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+        # CLI arguments after nim-serve outrank NIM_PASSTHROUGH_ARGS (NIM 2.x configuration priority).
+        out = flags(shlex.split(env.get("NIM_PASSTHROUGH_ARGS", "")))
+        out.update(flags(list(args)))
+        runtimes.put(out, "served_model_name", env.get("NIM_SERVED_MODEL_NAME"), str)
+        runtimes.put(out, "port", env.get("NIM_SERVER_PORT"), int)
+        return out
+
+    return read
+
+
 def _passthrough(flags: dict[str, str]) -> dict[str, str]:
     return {knob: f"NIM_PASSTHROUGH_ARGS {flag}" for knob, flag in flags.items() if knob not in NIM2_ENV}
 
@@ -87,6 +116,7 @@ RUNTIME_1 = runtimes.Runtime(
     owned_env=NIM1_OWNED_ENV,
     default_max_batch_size=vllm.default_max_batch_size,
     fp8_kv=False,
+    read=read_1,
 )
 
 RUNTIME_2_VLLM = runtimes.Runtime(
@@ -100,6 +130,7 @@ RUNTIME_2_VLLM = runtimes.Runtime(
     owned_env=NIM2_OWNED_ENV,
     default_max_batch_size=vllm.default_max_batch_size,
     fp8_kv=True,
+    read=_read_2(vllm.read_flags),
 )
 
 RUNTIME_2_SGLANG = runtimes.Runtime(
@@ -113,4 +144,5 @@ RUNTIME_2_SGLANG = runtimes.Runtime(
     owned_env=NIM2_OWNED_ENV,
     default_max_batch_size=sglang.default_max_batch_size,
     fp8_kv=True,
+    read=_read_2(sglang.read_flags),
 )

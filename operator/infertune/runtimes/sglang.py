@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from infertune import models, runtimes
 
 KNOB_FLAGS = {
@@ -76,6 +78,33 @@ def default_max_batch_size(gpu: models.GpuSpec) -> int:
     return 1024 if gpu.memory_gib >= 70 else 256
 
 
+def read_flags(args: Sequence[str]) -> dict[str, object]:
+    """Knobs from SGLang arguments (also inside NIM 2.x's NIM_PASSTHROUGH_ARGS)."""
+    out: dict[str, object] = {}
+    get = runtimes.flag_value
+    runtimes.put(out, "model", get(args, "--model-path", "--model"), str)
+    runtimes.put(out, "served_model_name", get(args, "--served-model-name"), str)
+    runtimes.put(out, "port", get(args, "--port"), int)
+    runtimes.put(out, "max_batch_size", get(args, "--max-running-requests"), int)
+    runtimes.put(out, "kv_cache_dtype", get(args, "--kv-cache-dtype"), runtimes.is_fp8)
+    runtimes.put(out, "tensor_parallel", get(args, "--tp-size", "--tp"), int)
+    runtimes.put(out, "gpu_memory_utilization", get(args, "--mem-fraction-static"), float)
+    runtimes.put(out, "max_model_len", get(args, "--context-length"), int)
+    chunk = get(args, "--chunked-prefill-size")
+    if chunk is not None:
+        size = int(chunk)
+        out["chunked_prefill"] = size > 0
+        if size > 0:
+            out["max_num_batched_tokens"] = size
+    if runtimes.has_flag(args, "--disable-radix-cache"):
+        out["prefix_caching"] = False
+    return out
+
+
+def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+    return read_flags(args)
+
+
 RUNTIME = runtimes.Runtime(
     kind=models.EngineKind.SGLANG,
     variant="sglang",
@@ -87,4 +116,5 @@ RUNTIME = runtimes.Runtime(
     owned_env={},
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
+    read=read,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from infertune import models, runtimes
 
 KNOB_FLAGS = {
@@ -65,6 +67,23 @@ def default_max_batch_size(gpu: models.GpuSpec) -> int:
     return DEFAULT_CONCURRENCY
 
 
+def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    get = runtimes.flag_value
+    runtimes.put(out, "model", get(args, "--model-id"), str)
+    runtimes.put(out, "served_model_name", get(args, "--served-model-name"), str)
+    runtimes.put(out, "port", get(args, "--port"), int)
+    runtimes.put(out, "tensor_parallel", get(args, "--num-shard"), int)
+    runtimes.put(out, "max_batch_size", get(args, "--max-batch-size"), int)
+    # Without the flag TGI keeps the model's dtype.
+    out["kv_cache_dtype"] = runtimes.is_fp8(get(args, "--kv-cache-dtype") or "auto")
+    runtimes.put(out, "max_num_batched_tokens", get(args, "--max-batch-prefill-tokens"), int)
+    runtimes.put(out, "gpu_memory_utilization", get(args, "--cuda-memory-fraction"), float)
+    runtimes.put(out, "max_model_len", get(args, "--max-total-tokens"), int)
+    runtimes.put(out, "prefix_caching", env.get("PREFIX_CACHING"), runtimes.truthy)
+    return out
+
+
 RUNTIME = runtimes.Runtime(
     kind=models.EngineKind.TGI,
     variant="tgi",
@@ -76,4 +95,5 @@ RUNTIME = runtimes.Runtime(
     owned_env=OWNED_ENV,
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
+    read=read,
 )

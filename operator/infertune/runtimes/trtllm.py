@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import yaml
 
 from infertune import models, runtimes
@@ -68,6 +70,30 @@ def default_max_batch_size(gpu: models.GpuSpec) -> int:
     return 2048
 
 
+def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+    """Knobs from `trtllm-serve MODEL --flags...` and its YAML options."""
+    out: dict[str, object] = {}
+    get = runtimes.flag_value
+    if len(args) > 1 and args[0] == "trtllm-serve" and not args[1].startswith("-"):
+        out["model"] = out["served_model_name"] = args[1]
+    runtimes.put(out, "port", get(args, "--port"), int)
+    runtimes.put(out, "max_batch_size", get(args, "--max_batch_size"), int)
+    runtimes.put(out, "tensor_parallel", get(args, "--tp_size"), int)
+    runtimes.put(out, "max_num_batched_tokens", get(args, "--max_num_tokens"), int)
+    runtimes.put(out, "gpu_memory_utilization",
+                 get(args, "--kv_cache_free_gpu_memory_fraction", "--free_gpu_memory_fraction"), float)
+    runtimes.put(out, "max_model_len", get(args, "--max_seq_len"), int)
+    if runtimes.has_flag(args, "--enable_chunked_prefill"):
+        out["chunked_prefill"] = True
+    options = yaml.safe_load(files.get(OPTIONS_FILE, "") or "{}") or {}
+    kv = options.get("kv_cache_config") or {}
+    if "dtype" in kv:
+        out["kv_cache_dtype"] = runtimes.is_fp8(str(kv["dtype"]))
+    if "enable_block_reuse" in kv:
+        out["prefix_caching"] = bool(kv["enable_block_reuse"])
+    return out
+
+
 RUNTIME = runtimes.Runtime(
     kind=models.EngineKind.TRTLLM,
     variant="trtllm",
@@ -80,4 +106,5 @@ RUNTIME = runtimes.Runtime(
     owned_env={},
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
+    read=read,
 )

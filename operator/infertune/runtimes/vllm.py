@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from infertune import models, runtimes
 
 KNOB_FLAGS = {
@@ -70,6 +72,31 @@ def default_max_batch_size(gpu: models.GpuSpec) -> int:
     return 256
 
 
+def read_flags(args: Sequence[str]) -> dict[str, object]:
+    """Knobs from vLLM arguments (also inside NIM 2.x's NIM_PASSTHROUGH_ARGS)."""
+    out: dict[str, object] = {}
+    get = runtimes.flag_value
+    runtimes.put(out, "model", get(args, "--model"), str)
+    runtimes.put(out, "served_model_name", get(args, "--served-model-name"), str)
+    runtimes.put(out, "port", get(args, "--port"), int)
+    runtimes.put(out, "max_batch_size", get(args, "--max-num-seqs"), int)
+    runtimes.put(out, "kv_cache_dtype", get(args, "--kv-cache-dtype"), runtimes.is_fp8)
+    runtimes.put(out, "tensor_parallel", get(args, "--tensor-parallel-size", "-tp"), int)
+    runtimes.put(out, "max_num_batched_tokens", get(args, "--max-num-batched-tokens"), int)
+    runtimes.put(out, "gpu_memory_utilization", get(args, "--gpu-memory-utilization"), float)
+    runtimes.put(out, "max_model_len", get(args, "--max-model-len"), int)
+    for knob, name in (("chunked_prefill", "enable-chunked-prefill"), ("prefix_caching", "enable-prefix-caching")):
+        if runtimes.has_flag(args, f"--no-{name}"):
+            out[knob] = False
+        elif runtimes.has_flag(args, f"--{name}"):
+            out[knob] = True
+    return out
+
+
+def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
+    return read_flags(args)
+
+
 RUNTIME = runtimes.Runtime(
     kind=models.EngineKind.VLLM,
     variant="vllm",
@@ -81,4 +108,5 @@ RUNTIME = runtimes.Runtime(
     owned_env={},
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
+    read=read,
 )
