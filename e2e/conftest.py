@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +140,58 @@ def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
         process.kill()
     if os.environ.get("INFERTUNE_E2E_SHOW_LOGS"):
         print(handle.logs())
+
+
+@dataclasses.dataclass
+class TwinProcess:
+    """The live twin playing the model servers; its control API sets load and reports request counts."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def set_load(self, namespace: str, name: str, rate: float, **extra: Any) -> None:
+        body = json.dumps({"rate": rate, **extra}).encode()
+        request = urllib.request.Request(f"{self.url}/load/{namespace}/{name}", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
+            return dict(json.load(response))
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def twin(cluster: e2e_cluster.Cluster, prometheus: e2e_prometheus.Prometheus,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinProcess]:
+    """`python -m infertune.sim.live` with the admin kubeconfig, writing file_sd targets Prometheus reads."""
+    port = e2e_prometheus.free_port()
+    log = tmp_path_factory.mktemp("twin") / "twin.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infertune.sim.live", "--kubeconfig", str(cluster.kubeconfig),
+             "--port", str(port), "--targets-dir", str(prometheus.targets_dir)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+        )
+    handle = TwinProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+    e2e_cluster.wait_for(lambda: _healthy(handle.url), 30, message="the twin's /healthz")
+    yield handle
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    if os.environ.get("INFERTUNE_E2E_SHOW_LOGS"):
+        print(handle.logs())
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -80,6 +80,8 @@ class Runtime:
     # The inverse of launch: the knobs set by a container's argv (command + args), environment and mounted
     # files (the twin reads pods with it; a round-trip test keeps it honest). Knobs not set are absent.
     read: Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[str, object]]
+    # Whether prompts are chunked when the spec does not say (TensorRT-LLM's LLM API defaults to off).
+    chunked_prefill_default: bool = True
 
     def lacks(self, knob: str) -> bool:
         return knob not in self.knob_flags

@@ -107,4 +107,5 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    chunked_prefill_default=False,
 )

@@ -1,0 +1,52 @@
+"""Test: the live twin on the real cluster — Prometheus scrapes one series set per Ready pod, traffic flows."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e import cluster as e2e_cluster
+from e2e import prometheus as e2e_prometheus
+from e2e.conftest import OperatorProcess, TwinProcess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sample(name: str, namespace: str, replicas: int) -> dict[str, Any]:
+    body = copy.deepcopy(yaml.safe_load((REPO / "manifests/samples/vllm-llama-3.1-8b-l40s.yaml").read_text()))
+    body["metadata"] = {"name": name, "namespace": namespace}
+    body["spec"]["template"] = {"annotations": {e2e_cluster.READY_DELAY_ANNOTATION: "1s"}}
+    body["spec"]["scaling"].update({"minReplicas": replicas, "maxReplicas": replicas, "drainTimeout": "1s",
+                                    "standby": {"min": 0, "max": 0}})
+    return body
+
+
+def test_prometheus_scrapes_each_twin_pod(k8s: e2e_cluster.Kube, namespace: str, operator: OperatorProcess,
+                                          twin: TwinProcess, prometheus: e2e_prometheus.Prometheus) -> None:
+    k8s.apply(sample("twin", namespace, replicas=2))
+    pods = k8s.wait_for(lambda: (ps := k8s.list("pod", namespace=namespace, selector="infertune.io/deployment=twin"))
+                        and len(ps) == 2 and all(e2e_cluster.is_ready(p) for p in ps) and ps, 60,
+                        message="two Ready pods")
+    names = sorted(p["metadata"]["name"] for p in pods)
+    twin.set_load(namespace, "twin", rate=4.0, input={"mean": 500, "cv": 0.3}, output={"mean": 50, "cv": 0.3})
+
+    query = f'vllm:num_requests_running{{namespace="{namespace}"}}'
+    series = e2e_prometheus.wait_for_series(prometheus, query, timeout=60)
+    k8s.wait_for(lambda: sorted(s["metric"]["pod"] for s in prometheus.query(query)) == names, 30,
+                 message="one series per pod")
+    for s in series:
+        assert s["metric"]["namespace"] == namespace
+    tokens = f'sum by (pod) (rate(vllm:generation_tokens_total{{namespace="{namespace}"}}[10s]))'
+    flowing = k8s.wait_for(lambda: (r := prometheus.query(tokens)) and len(r) == 2
+                           and all(float(x["value"][1]) > 0 for x in r) and r, 60,
+                           message="tokens generated on both pods")
+    assert len(flowing) == 2
+    dram = prometheus.query(f'DCGM_FI_PROF_DRAM_ACTIVE{{namespace="{namespace}"}}')
+    assert {s["metric"]["pod"] for s in dram} == set(names)
+
+    stats = twin.stats()[f"{namespace}/twin"]
+    assert stats["finished"] > 0 and stats["dropped"] == 0 and stats["unrouted"] == 0
+    twin.set_load(namespace, "twin", rate=0.0)
