@@ -140,6 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = models.OperatorConfig(
         prometheus_url=args.prometheus_url,
+        prometheus_token_file=args.prometheus_token_file,
+        prometheus_ca_file=args.prometheus_ca_file,
+        metrics_window=args.metrics_window,
         namespaces=tuple(args.namespace or ()),
         interval=args.interval,
         dry_run=args.dry_run,
@@ -187,6 +190,10 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator against the current cluster")
     run.add_argument("--prometheus-url", help="Prometheus base URL (without it, no metrics: knobs stay frozen)")
+    run.add_argument("--prometheus-token-file", help="file holding a bearer token for Prometheus (from a Secret)")
+    run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus over TLS")
+    run.add_argument("--metrics-window", type=_positive_float, default=60.0,
+                     help="seconds of history behind rates and quantiles (default 60)")
     run.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable); all when absent")
     run.add_argument("--interval", type=_positive_float, default=15.0, help="seconds between reconcile cycles (default 15)")
     run.add_argument("--dry-run", action="store_true", help="decide and log, but change nothing")

@@ -1,13 +1,53 @@
-"""Pure: decide(observation, now) -> the revisions to run, pod patches, the status and events."""
+"""Pure: decide(observation, now) -> revisions, pod patches, status and events: the knee, FP8 KV, replicas."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import math
 
-from infertune import catalog, conditions, models, observation, render
+from infertune import catalog, conditions, knee, models, observation, render, rollout, scaling
+from infertune.runtimes import metrics as dialects
 from infertune.runtimes import registry
 
 MAX_DECISIONS = 20
+# A change must promise this much more goodput per replica to be worth a restart.
+GAIN_THRESHOLD = 0.10
+# Confidence needed to act on a predicted gain; an SLO violation may be fixed on the prior alone.
+MIN_CONFIDENCE = 0.5
+URGENT_CONFIDENCE = 0.25
+# A batch size within 10% of the current one is the same operating point (and not worth a restart).
+SAME_BATCH = 0.10
+# After a change the new configuration is measured this long before it is kept (or rolled back).
+VERIFY_SECONDS = 300.0
+# Measured per-request ITL above SLO x 1.1 while the prediction promised it fits is a regression.
+REGRESSION_TOLERANCE = 0.10
+# FP8 KV pays when KV bytes are at least this share of a decode step (or the knee is KV-limited).
+KV_HEAVY = 0.30
+# Prefix-cache hits falling below half of what they were mean FP8 KV disabled prefix caching.
+PREFIX_COLLAPSE = 0.5
+# A new revision whose pods restart this often, or are not Ready after this many cold starts, failed.
+CRASH_RESTARTS = 3
+STARTUP_BUDGET_COLD_STARTS = 3.0
+DEFAULT_COLD_START = 120.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Metrics:
+    ok: bool
+    reason: str
+    message: str
+    pods: dict[str, observation.PodMetrics]
+
+
+def _ts(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _knobs(c: models.ConfigStatus | None) -> models.Knobs | None:
+    return None if c is None else models.Knobs(max_batch_size=c.max_batch_size, kv_cache_dtype=c.kv_cache_dtype)
 
 
 def initial_knobs(spec: models.InferenceDeploymentSpec) -> tuple[models.Knobs, str]:
@@ -40,120 +80,518 @@ def allowed(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> bool:
     return True
 
 
-def _previous_knobs(status: models.InferenceDeploymentStatus) -> models.Knobs | None:
-    chosen = status.target or status.config
-    if chosen is None:
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def _metrics_health(obs: observation.Observation, now: float) -> _Metrics:
+    """Usable metrics, or why not: a missing, failing or partial picture freezes decisions."""
+    m = obs.metrics
+    if m is None:
+        return _Metrics(False, "NoPrometheus", "no Prometheus URL is configured; knobs and replicas stay as they are",
+                        {})
+    if not m.available:
+        return _Metrics(False, m.reason, m.message or "Prometheus did not answer", {})
+    serving = [p for p in obs.pods if p.ready and p.serving and not p.deleting]
+    missing = [p.name for p in serving
+               if p.name not in m.pods and now - (p.ready_since or p.created) > m.grace]
+    if missing:
+        return _Metrics(False, "PartialMetrics",
+                        f"no series for serving pod(s) {', '.join(sorted(missing)[:5])}; decisions frozen", m.pods)
+    return _Metrics(True, "MetricsFound", f"{len(m.pods)} pod(s) reporting", m.pods)
+
+
+def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
+    """Request shape measured across serving pods, weighted by their request rates."""
+    total = sum(p.requests_per_s or 0.0 for p in serving if p.mean_input_tokens and p.mean_output_tokens)
+    if total <= 0:
         return None
-    return models.Knobs(max_batch_size=chosen.max_batch_size, kv_cache_dtype=chosen.kv_cache_dtype)
+    isl = sum((p.requests_per_s or 0) * (p.mean_input_tokens or 0) for p in serving) / total
+    osl = sum((p.requests_per_s or 0) * (p.mean_output_tokens or 0) for p in serving) / total
+    hits = [p.prefix_hit_rate for p in serving if p.prefix_hit_rate is not None]
+    return knee.Workload(isl=max(1, round(isl)), osl=max(2, round(osl)),
+                         prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0)
 
 
-def target_knobs(obs: observation.Observation) -> tuple[models.Knobs, str]:
-    """Keep the knobs in force while the spec allows them; otherwise start from the initial ones."""
-    previous = _previous_knobs(obs.status)
-    if previous is not None and allowed(obs.spec, previous):
-        reason = (obs.status.target or obs.status.config or models.ConfigStatus(
-            revision="", max_batch_size=1, kv_cache_dtype=models.KvDtype.DEFAULT)).reason
-        return previous, reason
-    knobs, why = initial_knobs(obs.spec)
-    if previous is not None:
-        why = f"the spec no longer allows maxBatchSize {previous.max_batch_size}/KV {previous.kv_cache_dtype.value}; {why}"
-    return knobs, why
+def _weighted(values: list[tuple[float | None, float]]) -> float | None:
+    pairs = [(v, w) for v, w in values if v is not None and math.isfinite(v)]
+    if not pairs:
+        return None
+    weight = sum(w for _, w in pairs)
+    if weight <= 0:
+        return sum(v for v, _ in pairs) / len(pairs)
+    return sum(v * w for v, w in pairs) / weight
+
+
+# ---------------------------------------------------------------------------------------------
+# The decision
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Out:
+    """What one decide() call accumulates before it becomes a Decision."""
+
+    events: list[observation.Event] = dataclasses.field(default_factory=list)
+    records: list[models.DecisionRecord] = dataclasses.field(default_factory=list)
+
+    def record(self, now: datetime.datetime, kind: str, action: str, reason: str, *, applied: bool,
+               event: str | None = None, warning: bool = False) -> None:
+        self.records.append(models.DecisionRecord(
+            time=conditions.timestamp(now), kind=kind, action=action[:256], reason=reason[:1024], applied=applied))
+        if event:
+            self.events.append(observation.Event(type="Warning" if warning else "Normal", reason=event,
+                                                 message=f"{action}: {reason}"[:1024]))
 
 
 def decide(obs: observation.Observation, *, now: datetime.datetime) -> observation.Decision:
-    """One reconcile: which revisions run with how many pods, and what the status says about it."""
-    spec = obs.spec
-    knobs, why = target_knobs(obs)
-    target_rev = render.revision(spec, knobs)
-    desired = spec.scaling.min_replicas
-    total = desired + spec.scaling.standby.min
+    """One reconcile: measure, tune the knobs, size serving and standby replicas, roll out, report."""
+    spec, prev = obs.spec, obs.status
+    t = now.timestamp()
+    out = _Out()
+    runtime = registry.for_engine(spec.engine)
+    dialect = dialects.BY_VARIANT[runtime.variant]
+    gpu = catalog.resolve_gpu(spec.accelerator)
 
-    target = next((r for r in obs.revisions if r.revision == target_rev), None)
-    others = [r for r in obs.revisions if r.revision != target_rev]
-    target_ready = target.ready_replicas if target is not None else 0
-    # Surge first: the new revision must be Ready at full size before the old ones go, so the
-    # Service always has endpoints and nothing in flight is cut off by the switch.
-    rollout_done = not others or target_ready >= total
-    plans = [observation.RevisionPlan(revision=target_rev, knobs=knobs, replicas=total)]
-    if not rollout_done:
-        plans += [
-            observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=r.replicas)
-            for r in others if r.knobs is not None
-        ]
+    # --- what runs now -------------------------------------------------------------------------
+    initial, initial_why = initial_knobs(spec)
+    config = prev.config
+    current = _knobs(prev.target) or _knobs(config) or initial
+    forced = None
+    if not allowed(spec, current):
+        forced = f"the spec no longer allows maxBatchSize {current.max_batch_size}/KV {current.kv_cache_dtype.value}"
+        current = initial
+    rolling = prev.target is not None
 
-    target_config = models.ConfigStatus(
-        revision=target_rev, max_batch_size=knobs.max_batch_size, kv_cache_dtype=knobs.kv_cache_dtype, reason=why
-    )
-    events: list[observation.Event] = []
-    records = list(obs.status.decisions)
-    previous_config = obs.status.config
-    config: models.ConfigStatus | None
-    in_flight: models.ConfigStatus | None
-    if rollout_done:
-        config, in_flight = target_config, None
-        if previous_config is None or previous_config.revision != target_rev:
-            events.append(observation.Event(type="Normal", reason="RevisionServing", message=f"revision {target_rev} serves: {why}"))
-    else:
-        config, in_flight = previous_config, target_config
-    known = obs.status.target or obs.status.config
-    if known is None or known.revision != target_rev:
-        records.append(models.DecisionRecord(
-            time=conditions.timestamp(now), kind="revision",
-            action=f"roll out revision {target_rev} (maxBatchSize {knobs.max_batch_size}, KV {knobs.kv_cache_dtype.value})",
-            reason=why, applied=True,
-        ))
-        events.append(observation.Event(type="Normal", reason="RevisionCreated", message=f"revision {target_rev}: {why}"))
-
+    # --- metrics -------------------------------------------------------------------------------
+    health = _metrics_health(obs, t)
     live = [p for p in obs.pods if not p.deleting]
-    serving = sum(1 for p in live if p.ready and p.serving)
-    ready = sum(1 for p in live if p.ready)
+    serving_pods = [p for p in live if p.ready and p.serving]
+    pm = health.pods
+    served = [pm[p.name] for p in serving_pods if p.name in pm]
+    workload = _workload(served) or knee.PRIOR_WORKLOAD
+    measured_workload = _workload(served) is not None
+
+    # --- calibrate on the pods of the configuration that serves -----------------------------------
+    cal = prev.knee.calibration if prev.knee is not None else models.Calibration()
+    serving_rev = config.revision if config is not None else None
+    if health.ok and config is not None and measured_workload:
+        points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
+        cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
+
+    # --- the knee ------------------------------------------------------------------------------
+    def ceiling(kv: models.KvDtype) -> int | None:
+        caps = [r.max_batch_size for r in prev.rejected if r.kv_cache_dtype is kv]
+        # A rejected size is an upper bound: propose at most 90% of the smallest one rejected.
+        return max(1, math.floor(min(caps) * 0.9)) if caps else None
+
+    knee_default = knee.search(spec, workload, cal, kv=models.KvDtype.DEFAULT,
+                               ceiling=ceiling(models.KvDtype.DEFAULT))
+    fp8_ok = gpu.supports_fp8 and runtime.fp8_kv and not any(
+        r.kv_cache_dtype is models.KvDtype.FP8 for r in prev.rejected)
+    knee_fp8 = knee.search(spec, workload, cal, kv=models.KvDtype.FP8, ceiling=ceiling(models.KvDtype.FP8)) \
+        if fp8_ok and spec.tuning.kv_cache_dtype is not models.KvCachePolicy.DEFAULT else None
+    kv_usage = _weighted([(m.kv_usage, m.requests_per_s or 1.0) for m in served])
+    preempting = any((m.preemptions_per_s or 0) > 0 for m in served)
+    kv_limited = knee_default.limited_by == "kv_cache" or (kv_usage or 0) >= 0.9 or preempting
+    kv_heavy = knee_default.kv_share >= KV_HEAVY
+    if spec.tuning.kv_cache_dtype is models.KvCachePolicy.FP8 and knee_fp8 is not None:
+        best, kv_why = knee_fp8, "tuning.kvCacheDtype fp8"
+    elif (knee_fp8 is not None and (kv_limited or kv_heavy)
+          and knee_fp8.output_tokens_per_s >= knee_default.output_tokens_per_s * (1 + GAIN_THRESHOLD)
+          and knee_fp8.feasible and (not dialect.lacks(dialects.Signal.KV_USAGE) or not health.ok)):
+        best = knee_fp8
+        kv_why = (f"FP8 KV: {'KV-limited' if kv_limited else f'KV is {knee_default.kv_share:.0%} of each step'}, "
+                  f"{knee_fp8.output_tokens_per_s:.0f} vs {knee_default.output_tokens_per_s:.0f} tok/s")
+    else:
+        best, kv_why = knee_default, "default KV"
+        if knee_fp8 is not None and dialect.lacks(dialects.Signal.KV_USAGE):
+            kv_why += f" ({dialect.name} exports no KV usage, so no FP8 decision)"
+    conf = knee.confidence(cal, best.batch)
+    basis = "measured" if cal.samples > 0 else "prior"
+
+    # --- the knobs -----------------------------------------------------------------------------
+    shown = prev.target or config
+    target, why, tuned_now = current, shown.reason if shown is not None else initial_why, False
+    if forced:
+        target, why = initial, f"{forced}; {initial_why}"
+    verify_rollback = None
+    if config is not None and not config.verified and not rolling and health.ok and config.tuned:
+        verify_rollback = _verify(spec, config, prev, obs, pm, t)
+    health_rollback = _health_check(spec, prev, obs, t) if rolling else None
+    rollback = health_rollback or verify_rollback
+    rejected = list(prev.rejected)
+    previous_config = prev.previous
+    if rollback is not None and prev.previous is not None:
+        bad = prev.target if health_rollback else config
+        assert bad is not None
+        rejected.append(models.Rejection(max_batch_size=bad.max_batch_size, kv_cache_dtype=bad.kv_cache_dtype,
+                                         reason=rollback, time=conditions.timestamp(now)))
+        target = _knobs(prev.previous) or initial
+        why = f"rolled back from maxBatchSize {bad.max_batch_size}/KV {bad.kv_cache_dtype.value}: {rollback}"
+        out.record(now, "rollback", f"maxBatchSize {bad.max_batch_size} -> {target.max_batch_size}, "
+                   f"KV {bad.kv_cache_dtype.value} -> {target.kv_cache_dtype.value}", rollback, applied=True,
+                   event="Rollback", warning=True)
+        previous_config = None
+    elif rollback is not None:
+        verify_rollback = None  # nothing to go back to; keep it and say so
+        out.record(now, "verify", "kept: no earlier configuration to return to", rollback, applied=False)
+    verified_now = (config is not None and not config.verified and not rolling and verify_rollback is None
+                    and rollback is None and _verifiable(config, t) and config.tuned)
+
+    mode = spec.tuning.mode
+    proposal = None
+    if rollback is None and not forced:
+        proposal = _propose(spec, prev, current, best, kv_why, workload, cal, conf, served, health.ok, rolling, t)
+    if proposal is not None:
+        new_knobs, reason = proposal
+        action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
+                  f"KV {current.kv_cache_dtype.value} -> {new_knobs.kv_cache_dtype.value}")
+        if mode is models.TuningMode.AUTO:
+            target, why, tuned_now = new_knobs, reason, True
+            out.record(now, "knobs", action, reason, applied=True, event="TuningChanged")
+        elif mode is models.TuningMode.RECOMMEND:
+            last = prev.decisions[-1] if prev.decisions else None
+            if last is None or last.action != action or last.applied:
+                out.record(now, "knobs", action, f"recommendation only (tuning.mode recommend): {reason}",
+                           applied=False, event="TuningRecommended")
+
+    target_rev = render.revision(spec, target)
+    known = prev.target or config
+    changed = known is None or known.revision != target_rev
+    new_cfg: models.ConfigStatus
+    if changed:
+        new_cfg = models.ConfigStatus(
+            revision=target_rev, max_batch_size=target.max_batch_size, kv_cache_dtype=target.kv_cache_dtype,
+            reason=why, since=conditions.timestamp(now), tuned=tuned_now,
+            predicted_itl_p95_ms=round(best.itl_p * 1000, 2) if tuned_now else None,
+            baseline_prefix_hit_rate=_weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in served]),
+            verified=rollback is not None or not tuned_now,
+        )
+        if tuned_now and config is not None:
+            previous_config = config
+        if not tuned_now and rollback is None:
+            out.record(now, "revision", f"roll out revision {target_rev} (maxBatchSize {target.max_batch_size}, "
+                       f"KV {target.kv_cache_dtype.value})", why, applied=True, event="RevisionCreated")
+    else:
+        assert known is not None
+        new_cfg = known
+    if verified_now and config is not None and not changed:
+        new_cfg = new_cfg.model_copy(update={"verified": True}) if new_cfg.revision == config.revision else new_cfg
+        out.record(now, "verify", f"kept maxBatchSize {config.max_batch_size}/KV {config.kv_cache_dtype.value}",
+                   _verify_note(spec, config, obs, pm), applied=True)
+
+    # --- replicas and standby ------------------------------------------------------------------
+    cold = _cold_start(spec, obs)
+    capacity = knee.predict(spec, target, workload, cal).requests_per_s
+    rate = sum((m.requests_per_s or 0.0) for m in served)
+    waiting = sum((m.waiting or 0.0) for m in served)
+    prev_desired = prev.replicas.desired or spec.scaling.min_replicas
+    demand = prev.demand
+    if health.ok:
+        # Requests waiting in engine queues are demand too: spread over a minute of service.
+        demand = scaling.update_demand(prev.demand, rate + waiting / 60.0, now=now)
+        goal = scaling.targets(spec.scaling, demand, capacity=capacity, current=prev_desired, lead=cold, now=now)
+        demand = demand.model_copy(update={"below_since": goal.below_since})
+        serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
+    else:
+        # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply).
+        serving_n = min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired))
+        standby_n = min(spec.scaling.standby.max, max(spec.scaling.standby.min, prev.replicas.desired_standby))
+        scale_why = f"frozen: {health.message}"
+    if serving_n != prev_desired and prev.replicas.desired:
+        kind = "ScaledUp" if serving_n > prev_desired else "ScaledDown"
+        out.record(now, "replicas", f"serving replicas {prev_desired} -> {serving_n}", scale_why, applied=True,
+                   event=kind)
+    if standby_n != prev.replicas.desired_standby and prev.replicas.desired:
+        out.record(now, "standby", f"standby replicas {prev.replicas.desired_standby} -> {standby_n}", scale_why,
+                   applied=True)
+
+    # --- rollout -------------------------------------------------------------------------------
+    in_flight = {name: m.in_flight for name, m in pm.items()}
+    p = rollout.plan(target=target_rev, knobs=target, serving=serving_n, standby=standby_n,
+                     revisions=obs.revisions, pods=obs.pods, in_flight=in_flight,
+                     drain_timeout=spec.scaling.drain_timeout, now=now)
+    if p.promoted:
+        out.events.append(observation.Event(type="Normal", reason="StandbyPromoted",
+                                            message=f"{p.promoted} standby pod(s) now serve"))
+    config_out: models.ConfigStatus | None
+    if p.rollout_done:
+        config_out, target_out = new_cfg, None
+        if config is None or config.revision != new_cfg.revision:
+            out.events.append(observation.Event(type="Normal", reason="RevisionServing",
+                                                message=f"revision {new_cfg.revision} serves: {new_cfg.reason}"))
+    else:
+        config_out, target_out = config, new_cfg
+
+    # --- status --------------------------------------------------------------------------------
+    observed = _observed(spec, obs, served, workload, current, health.ok, dialect)
+    ready = [x for x in live if x.ready]
     replicas = models.ReplicaStatus(
-        desired=desired, serving=serving, standby=ready - serving, ready=ready, display=f"{serving}/{desired}"
+        desired=serving_n, desired_standby=standby_n, serving=p.serving, standby=p.standby, ready=len(ready),
+        display=f"{p.serving}/{serving_n}",
     )
-
-    gen = obs.generation
-    conds = conditions.upsert(
-        obs.status.conditions, type=models.ConditionType.SPEC_VALID, status=True, reason="Valid",
-        message="the spec passed validation", generation=gen, now=now,
+    cost = _cost(spec, live, p.standby, observed.output_tokens_per_second)
+    knee_status = models.KneeStatus(
+        max_batch_size=best.knobs.max_batch_size, kv_cache_dtype=best.knobs.kv_cache_dtype,
+        goodput=round(best.output_tokens_per_s, 1), itl_p95_ms=round(best.itl_p * 1000, 2),
+        ttft_p95_ms=round(best.ttft_p * 1000, 1), limited_by="slo" if best.feasible else "slo-unreachable",
+        basis=basis, confidence=conf, calibration=cal,
     )
-    if serving >= desired:
-        conds = conditions.upsert(
-            conds, type=models.ConditionType.READY, status=True, reason="Serving",
-            message=f"{serving} of {desired} replicas serving", generation=gen, now=now,
-        )
-    else:
-        starting = sum(1 for p in live if not p.ready)
-        conds = conditions.upsert(
-            conds, type=models.ConditionType.READY, status=False, reason="ReplicasNotReady",
-            message=f"{serving} of {desired} replicas serving; {starting} pod(s) starting (model loading)",
-            generation=gen, now=now,
-        )
-    if not rollout_done:
-        conds = conditions.upsert(
-            conds, type=models.ConditionType.PROGRESSING, status=True, reason="RollingOut",
-            message=f"revision {target_rev}: {target_ready} of {total} pods ready; the old revision serves until then",
-            generation=gen, now=now,
-        )
-    elif ready < total:
-        conds = conditions.upsert(
-            conds, type=models.ConditionType.PROGRESSING, status=True, reason="PodsStarting",
-            message=f"{ready} of {total} pods ready", generation=gen, now=now,
-        )
-    else:
-        conds = conditions.upsert(
-            conds, type=models.ConditionType.PROGRESSING, status=False, reason="Stable",
-            message=f"revision {target_rev} at {total} pods", generation=gen, now=now,
-        )
-
-    status = obs.status.model_copy(update={
-        "observed_generation": gen,
+    conds = _conditions(spec, prev, obs, health, p, observed, target, best, mode, new_cfg, now)
+    status = prev.model_copy(update={
+        "observed_generation": obs.generation,
         "replicas": replicas,
-        "config": config,
-        "target": in_flight,
-        "decisions": tuple(records[-MAX_DECISIONS:]),
+        "config": config_out,
+        "target": target_out,
+        "previous": previous_config,
+        "knee": knee_status,
+        "observed": observed,
+        "cost": cost,
+        "demand": demand,
+        "cold_start_seconds": round(cold, 1),
+        "rejected": tuple(rejected[-32:]),
+        "decisions": tuple([*prev.decisions, *out.records][-MAX_DECISIONS:]),
         "conditions": conds,
     })
-    return observation.Decision(revisions=tuple(plans), status=status, events=tuple(events))
+    return observation.Decision(revisions=p.revisions, pod_patches=p.patches, status=status,
+                                events=tuple(out.events))
+
+
+def _propose(
+    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, current: models.Knobs,
+    best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
+    served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float,
+) -> tuple[models.Knobs, str] | None:
+    """A knob change worth a restart now, with its reason; None to keep the current knobs."""
+    if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
+        return None
+    config = prev.config
+    if config is not None and config.tuned:
+        since = _ts(config.since)
+        if since is not None and t - since < spec.tuning.min_change_interval:
+            return None
+    same_batch = abs(best.knobs.max_batch_size - current.max_batch_size) <= SAME_BATCH * current.max_batch_size
+    if same_batch and best.knobs.kv_cache_dtype is current.kv_cache_dtype:
+        return None
+    now_pred = knee.predict(spec, current, workload, cal)
+    measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
+    violating = (measured is not None and measured > spec.slo.itl) or not now_pred.feasible
+    # Goodput per replica: throughput at a full batch, counted only when the SLO holds there.
+    goodput_now = now_pred.output_tokens_per_s if now_pred.feasible else 0.0
+    gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
+    if not best.feasible:
+        return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing
+    if violating and conf >= URGENT_CONFIDENCE:
+        why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
+               f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
+    elif gain >= GAIN_THRESHOLD and conf >= MIN_CONFIDENCE:
+        why = f"predicted goodput +{gain:.0%} per replica"
+    else:
+        return None
+    return best.knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size} ({kv_why}): predicted ITL p95 "
+                        f"{best.itl_p * 1000:.1f} ms, TTFT p95 {best.ttft_p * 1000:.0f} ms, "
+                        f"{best.output_tokens_per_s:.0f} tok/s per replica (confidence {conf:.2f})")
+
+
+def _verifiable(config: models.ConfigStatus, t: float) -> bool:
+    since = _ts(config.since)
+    return since is not None and t - since >= VERIFY_SECONDS
+
+
+def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, prev: models.InferenceDeploymentStatus,
+            obs: observation.Observation, pm: dict[str, observation.PodMetrics], t: float) -> str | None:
+    """After a tuned change has served a while: a regression (or FP8 collapsing the prefix cache) as a reason."""
+    if not _verifiable(config, t):
+        return None
+    mine = [pm[p.name] for p in obs.pods if p.revision == config.revision and p.serving and p.ready
+            and p.name in pm and (pm[p.name].requests_per_s or 0) > 0]
+    if not mine:
+        return None
+    measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in mine])
+    if measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE):
+        predicted = f" (predicted {config.predicted_itl_p95_ms:.1f} ms)" if config.predicted_itl_p95_ms else ""
+        return (f"measured ITL p{spec.slo.percentile} {measured * 1000:.1f} ms > SLO "
+                f"{spec.slo.itl * 1000:.0f} ms{predicted}")
+    hit = _weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in mine])
+    base = config.baseline_prefix_hit_rate
+    if config.kv_cache_dtype is models.KvDtype.FP8 and base is not None and base >= 0.05 and hit is not None \
+            and hit < base * PREFIX_COLLAPSE:
+        return f"prefix-cache hit rate fell from {base:.0%} to {hit:.0%} with the FP8 KV cache"
+    return None
+
+
+def _verify_note(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, obs: observation.Observation,
+                 pm: dict[str, observation.PodMetrics]) -> str:
+    mine = [pm[p.name] for p in obs.pods if p.revision == config.revision and p.name in pm]
+    measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in mine])
+    text = "measured ITL " + (f"{measured * 1000:.1f} ms" if measured else "n/a")
+    if config.predicted_itl_p95_ms:
+        text += f" vs predicted {config.predicted_itl_p95_ms:.1f} ms"
+    return f"{text} (SLO {spec.slo.itl * 1000:.0f} ms)"
+
+
+def _health_check(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus,
+                  obs: observation.Observation, t: float) -> str | None:
+    """A rollout whose pods crash-loop or never become Ready is abandoned (the twin refuses FP8 on A100...)."""
+    target = prev.target
+    if target is None or not target.tuned:
+        return None
+    mine = [p for p in obs.pods if p.revision == target.revision and not p.deleting]
+    crashing = [p for p in mine if p.restarts >= CRASH_RESTARTS or p.failed]
+    if crashing:
+        return f"pod {crashing[0].name} of the new revision restarted {crashing[0].restarts} times"
+    since = _ts(target.since)
+    budget = STARTUP_BUDGET_COLD_STARTS * _cold_start(spec, obs)
+    if since is not None and t - since > max(budget, 600.0) and not any(p.ready for p in mine):
+        return f"no pod of the new revision became Ready within {t - since:.0f} s"
+    return None
+
+
+def _cold_start(spec: models.InferenceDeploymentSpec, obs: observation.Observation) -> float:
+    """scaling.coldStart, else the p90 of recent creation-to-Ready times, else a two-minute guess."""
+    if spec.scaling.cold_start is not None:
+        return spec.scaling.cold_start
+    times = sorted(p.ready_since - p.created for p in obs.pods if p.ready_since and p.ready_since >= p.created)
+    if not times:
+        return (obs.status.cold_start_seconds or DEFAULT_COLD_START)
+    index = min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)
+    measured = times[index]
+    previous = obs.status.cold_start_seconds
+    # Keep the larger of the last report and now while few pods are measured: a lucky fast start shouldn't
+    # shrink the lead time the standby pool covers.
+    return max(measured, previous) if previous and len(times) < 3 else measured
+
+
+def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation,
+              served: list[observation.PodMetrics], workload: knee.Workload, knobs: models.Knobs, ok: bool,
+              dialect: dialects.Dialect) -> models.ObservedStatus:
+    if not ok or not served:
+        return obs.status.observed or models.ObservedStatus()
+    weights = [(m.requests_per_s or 0.0) for m in served]
+
+    def avg(values: list[float | None]) -> float | None:
+        return _weighted(list(zip(values, weights, strict=True)))
+
+    def total(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return sum(present) if present else None
+
+    estimated: list[str] = []
+    mbu = avg([m.mbu for m in served])
+    source: str | None = "dcgm"
+    if mbu is None:
+        per_pod = [knee.estimate_mbu(spec, knobs, workload, running=m.running or 0.0, itl_mean=m.itl_mean or 0.0)
+                   for m in served]
+        mbu = avg(per_pod)
+        source = "estimated" if mbu is not None else None
+        if mbu is not None:
+            estimated.append("mbu")
+    ttft = avg([m.ttft_p for m in served])
+    if ttft is None and dialect.lacks(dialects.Signal.TTFT):
+        estimated.append("ttft")
+        ttft = knee.predict(spec, knobs, workload, models.Calibration()).ttft_p
+    out = models.ObservedStatus(
+        ttft_p95_ms=None if ttft is None else round(ttft * 1000, 1),
+        itl_p95_ms=None if (itl := avg([m.itl_p or m.tpot_p for m in served])) is None else round(itl * 1000, 2),
+        output_tokens_per_second=None if (o := total([m.output_tokens_per_s for m in served])) is None else round(o, 1),
+        request_rate=None if (r := total([m.requests_per_s for m in served])) is None else round(r, 3),
+        mbu=None if mbu is None else round(mbu, 3),
+        mbu_source="dcgm" if source == "dcgm" and mbu is not None else ("estimated" if mbu is not None else None),
+        kv_cache_usage=None if (k := avg([m.kv_usage for m in served])) is None else round(min(1.0, k), 3),
+        prefix_cache_hit_rate=None if (h := avg([m.prefix_hit_rate for m in served])) is None else round(h, 3),
+        queue_length=total([m.waiting for m in served]),
+        slo_attainment=None if (a := avg([m.slo_attainment for m in served])) is None else round(a, 4),
+        estimated=tuple(estimated),
+    )
+    return out
+
+
+def _cost(spec: models.InferenceDeploymentSpec, live: list[observation.PodFacts], standby: int,
+          output_tokens_per_s: float | None) -> models.CostStatus | None:
+    price = spec.accelerator.hourly_cost
+    if price is None:
+        return None
+    # Every pod that exists holds its GPUs, Ready or not: 3 pods x 2 GPUs x $2.50 = $15/h.
+    hourly = len(live) * spec.accelerator.count * price
+    per_million = None
+    if output_tokens_per_s and output_tokens_per_s > 0:
+        # $15/h over 3,000 tok/s x 3,600 s = 10.8 M tokens/h -> $1.39 per million.
+        per_million = round(hourly / (output_tokens_per_s * 3600) * 1e6, 4)
+    share = round(standby / len(live), 3) if live else None
+    return models.CostStatus(cost_per_million_output_tokens=per_million, standby_share=share, hourly=round(hourly, 2))
+
+
+def _conditions(
+    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, obs: observation.Observation,
+    health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
+    best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
+) -> tuple[models.Condition, ...]:
+    gen = obs.generation
+    C = models.ConditionType
+
+    def up(conds: tuple[models.Condition, ...], type_: models.ConditionType, status: bool | None, reason: str,
+           message: str) -> tuple[models.Condition, ...]:
+        return conditions.upsert(conds, type=type_, status=status, reason=reason, message=message, generation=gen,
+                                 now=now)
+
+    conds = up(prev.conditions, C.SPEC_VALID, True, "Valid", "the spec passed validation")
+    if p.serving >= max(1, spec.scaling.min_replicas):
+        conds = up(conds, C.READY, True, "Serving", f"{p.serving} replica(s) serving, {p.standby} on standby")
+    else:
+        starting = sum(1 for x in obs.pods if not x.ready and not x.deleting)
+        conds = up(conds, C.READY, False, "ReplicasNotReady",
+                   f"{p.serving} replica(s) serving; {starting} pod(s) starting (model loading)")
+    if not p.rollout_done:
+        conds = up(conds, C.PROGRESSING, True, "RollingOut",
+                   f"revision {cfg.revision} (maxBatchSize {cfg.max_batch_size}, KV {cfg.kv_cache_dtype.value}) "
+                   "surges; the old revision serves until it is Ready")
+    elif p.draining or p.promoted:
+        conds = up(conds, C.PROGRESSING, True, "Scaling", f"{p.draining} pod(s) draining, {p.promoted} promoted")
+    elif starting := max(sum(1 for x in obs.pods if not x.ready and not x.deleting and x.revision == cfg.revision),
+                         sum(r.replicas - r.ready_replicas for r in obs.revisions if r.revision == cfg.revision)):
+        conds = up(conds, C.PROGRESSING, True, "PodsStarting", f"{starting} pod(s) starting (model loading)")
+    else:
+        conds = up(conds, C.PROGRESSING, False, "Stable", f"revision {cfg.revision}")
+    if health.ok:
+        conds = up(conds, C.METRICS_AVAILABLE, True, health.reason, health.message)
+    else:
+        conds = up(conds, C.METRICS_AVAILABLE, False, health.reason, health.message)
+    attained = observed.slo_attainment
+    if not health.ok or attained is None:
+        conds = up(conds, C.SLO_MET, None, "NoMeasurement", "no recent requests measured against the SLO")
+    else:
+        goal = spec.slo.percentile / 100.0
+        conds = up(conds, C.SLO_MET, attained >= goal, "WithinSLO" if attained >= goal else "SLOMissed",
+                   f"{attained:.1%} of requests within TTFT {spec.slo.ttft * 1000:.0f} ms and ITL "
+                   f"{spec.slo.itl * 1000:.0f} ms (objective {goal:.0%})")
+    at_knee = (abs(target.max_batch_size - best.knobs.max_batch_size) <= SAME_BATCH * target.max_batch_size
+               and target.kv_cache_dtype is best.knobs.kv_cache_dtype)
+    if mode is models.TuningMode.OFF:
+        conds = up(conds, C.TUNED, False, "TuningOff", "tuning.mode off: the knobs stay as the spec sets them")
+    elif not best.feasible:
+        conds = up(conds, C.TUNED, False, "SLOUnreachable",
+                   f"no max batch size within bounds meets the SLO on this hardware (best predicted ITL "
+                   f"{best.itl_p * 1000:.1f} ms, TTFT {best.ttft_p * 1000:.0f} ms)")
+    elif not health.ok:
+        conds = up(conds, C.TUNED, None, "Frozen", f"knobs frozen: {health.message}")
+    elif mode is models.TuningMode.RECOMMEND and not at_knee:
+        conds = up(conds, C.TUNED, False, "Recommendation",
+                   f"recommend maxBatchSize {best.knobs.max_batch_size}, KV {best.knobs.kv_cache_dtype.value}")
+    elif at_knee:
+        conds = up(conds, C.TUNED, True, "AtKnee",
+                   f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the knee")
+    else:
+        conds = up(conds, C.TUNED, False, "Converging",
+                   f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
+                   "waiting for confidence or tuning.minChangeInterval")
+    degraded = [r for r in (prev.rejected or ()) if _ts(r.time) and now.timestamp() - (_ts(r.time) or 0) < 3600]
+    if degraded:
+        last = degraded[-1]
+        conds = up(conds, C.DEGRADED, True, "RolledBack",
+                   f"maxBatchSize {last.max_batch_size}/KV {last.kv_cache_dtype.value} rejected: {last.reason}")
+    return conds
 
 
 def invalid_status(

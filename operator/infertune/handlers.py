@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from infertune import conditions, decide, kube, models, observation, render, validation
+from infertune import conditions, decide, kube, models, observation, prometheus, render, validation
 
 log = logging.getLogger("infertune")
 
@@ -27,8 +27,11 @@ class Operator:
     config: models.OperatorConfig
     cluster: kube.Cluster
     kubeconfig: str | None = None
+    metrics: prometheus.Source | None = None
     clock: Callable[[], datetime.datetime] = utcnow
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    # The status this process last wrote, per object: a handler's body can predate the previous cycle's write.
+    written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
         uid = body["metadata"]["uid"]
@@ -40,7 +43,7 @@ class Operator:
         meta = body["metadata"]
         name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
         generation = int(meta.get("generation") or 0)
-        previous_raw = dict(body.get("status") or {})
+        previous_raw = self.written.get(uid) or dict(body.get("status") or {})
         previous = kube.parse_status(previous_raw)
         now = self.clock()
 
@@ -53,14 +56,15 @@ class Operator:
             if old is None or old.status != "False" or old.message != message:
                 logger.warning(f"invalid spec, nothing changed: {message}")
                 kopf.warn(body, reason="InvalidSpec", message=message[:1024])
-            self._write_status(patch, previous_raw, status)
+            await self._write_status(namespace, name, uid, previous_raw, status)
             return
 
         deployments, pods = await self.cluster.facts(namespace, name)
+        pod_facts = tuple(p for p in map(kube.pod_facts, pods) if p is not None)
         obs = observation.Observation(
             name=name, namespace=namespace, generation=generation, spec=spec, status=previous,
             revisions=tuple(r for r in map(kube.revision_facts, deployments) if r is not None),
-            pods=tuple(p for p in map(kube.pod_facts, pods) if p is not None),
+            pods=pod_facts, metrics=await self._metrics(namespace, spec, pod_facts),
         )
         decision = decide.decide(obs, now=now)
         status = decision.status
@@ -79,9 +83,32 @@ class Operator:
                 message=str(e), generation=generation, now=now)})
             if not conditions.is_true(previous.conditions, models.ConditionType.DEGRADED):
                 kopf.warn(body, reason="NameConflict", message=str(e))
+        await self._write_status(namespace, name, uid, previous_raw, status)
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
-        self._write_status(patch, previous_raw, status)
+
+    async def _metrics(self, namespace: str, spec: models.InferenceDeploymentSpec,
+                       pods: tuple[observation.PodFacts, ...]) -> observation.Metrics | None:
+        """This resource's pods out of the cycle's shared snapshot (one batch of queries for every resource)."""
+        if self.metrics is None:
+            return None
+        snap = await self.metrics.snapshot(max_age=self.config.interval * 0.8)
+        grace = self.metrics.window + 15.0
+        if not snap.ok:
+            failed = ", ".join(snap.failed_signals[:4])
+            return observation.Metrics(available=False, reason="PrometheusUnavailable", grace=grace,
+                                       message=f"Prometheus query failed ({snap.error}); signals: {failed}")
+        out: dict[str, observation.PodMetrics] = {}
+        ignored: list[str] = []
+        for p in pods:
+            raw = snap.pods.get((namespace, p.name))
+            if raw is None:
+                continue
+            out[p.name] = prometheus.pod_metrics(raw, percentile=spec.slo.percentile, ttft_slo=spec.slo.ttft,
+                                                 itl_slo=spec.slo.itl)
+            ignored += [f"{p.name} {d}" for d in raw.dropped]
+        message = f"ignored: {'; '.join(ignored[:5])}" if ignored else ""
+        return observation.Metrics(pods=out, grace=grace, message=message)
 
     async def _apply(
         self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
@@ -93,8 +120,9 @@ class Operator:
             annotations: dict[str, str | None] = {}
             if p.serving is not None:
                 labels[render.LABEL_SERVING] = "true" if p.serving else None
+                annotations[render.ANNOTATION_UNSERVED_SINCE] = None if p.serving else p.unserved_since
             if p.deletion_cost is not None:
-                annotations[render.ANNOTATION_DELETION_COST] = str(p.deletion_cost)
+                annotations[render.ANNOTATION_DELETION_COST] = str(p.deletion_cost) if p.deletion_cost else None
             await self.cluster.patch_pod(owner.namespace, p.name, labels=labels, annotations=annotations)
         keep = set()
         for plan in decision.revisions:
@@ -109,18 +137,18 @@ class Operator:
             # The revision's ConfigMap (TensorRT-LLM options) goes with it; absent for other engines.
             await self.cluster.delete({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}, owner_uid=owner.uid)
 
-    @staticmethod
-    def _write_status(patch: kopf.Patch, previous: dict[str, Any], status: models.InferenceDeploymentStatus) -> None:
+    async def _write_status(self, namespace: str, name: str, uid: str, previous: dict[str, Any],
+                            status: models.InferenceDeploymentStatus) -> None:
         new = status.model_dump(mode="json", by_alias=True, exclude_none=True)
         if new == previous:
             return
         # A merge patch: keys that vanished are sent as null so the API server removes them.
-        for key in previous:
-            if key not in new:
-                patch.status[key] = None
+        patch: dict[str, Any] = {key: None for key in previous if key not in new}
         for key, value in new.items():
             if previous.get(key) != value:
-                patch.status[key] = _nulls_for_removed(previous.get(key), value)
+                patch[key] = _nulls_for_removed(previous.get(key), value)
+        await self.cluster.patch_status(namespace, name, patch)
+        self.written[uid] = new
 
 
 def _nulls_for_removed(old: Any, new: Any) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from infertune import catalog, models, perfmodel
+import dataclasses
+
+from infertune import catalog, models, observation, perfmodel
 from infertune.runtimes import registry
 
 
@@ -36,3 +38,162 @@ def _default_budget(spec: models.InferenceDeploymentSpec) -> int:
     # vLLM's OpenAI-server defaults: 8192 tokens per step on >= 70 GiB GPUs that are not A100, else 2048.
     gpu = catalog.resolve_gpu(spec.accelerator)
     return 8192 if gpu.memory_gib >= 70 and not gpu.name.startswith("a100") else 2048
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Workload:
+    """The request shape the knee is computed for (measured, or the prior's guess)."""
+
+    isl: int
+    osl: int
+    prefix_hit_rate: float = 0.0
+
+
+# Before any traffic: a chat-like request (the Azure conversation trace: 1,155 in / 211 out on average).
+PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
+# Predictions must clear the SLO by this share: a 40 ms ITL objective is planned at 36 ms.
+MARGIN = 0.10
+# vLLM captures CUDA graphs for batch sizes in steps of 8; a knee between them buys nothing.
+GRANULE = 8
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prediction:
+    """One replica at one configuration with `concurrency` requests in flight (the batch full at the knee)."""
+
+    knobs: models.Knobs
+    batch: float  # sequences actually running (KV capacity may hold fewer than max batch size)
+    limited_by: str
+    itl_p: float  # seconds, per-request mean ITL at the SLO percentile
+    ttft_p: float  # seconds, at the SLO percentile
+    output_tokens_per_s: float
+    requests_per_s: float
+    kv_usage: float
+    mbu: float
+    kv_share: float  # share of each decode step's HBM bytes that is KV cache
+    feasible: bool
+
+
+def predict(
+    spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload, cal: models.Calibration, *,
+    concurrency: int | None = None,
+) -> Prediction:
+    """Calibrated physics: the prior's means scaled by what was measured, times the measured tail ratios."""
+    r = replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
+    op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
+                                   osl=workload.osl)
+    itl_p = op.itl_s * cal.itl_scale * cal.itl_tail
+    ttft_p = op.ttft_s * cal.ttft_scale * cal.ttft_tail
+    # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
+    c = perfmodel.coefficients(r)
+    kv_bytes = op.batch * (workload.isl + workload.osl / 2.0) * c.kv_bytes_per_token
+    feasible = itl_p <= spec.slo.itl * (1 - MARGIN) and ttft_p <= spec.slo.ttft * (1 - MARGIN)
+    return Prediction(
+        knobs=knobs, batch=op.batch, limited_by=op.limited_by, itl_p=itl_p, ttft_p=ttft_p,
+        output_tokens_per_s=op.output_tokens_per_s, requests_per_s=op.requests_per_s, kv_usage=op.kv_usage,
+        mbu=op.mbu, kv_share=kv_bytes / (kv_bytes + c.weight_bytes), feasible=feasible,
+    )
+
+
+def search(
+    spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.Calibration, *,
+    kv: models.KvDtype, ceiling: int | None = None,
+) -> Prediction:
+    """The largest max batch size within bounds (and below `ceiling`) whose prediction meets the SLO.
+
+    Latency only grows with the batch, so feasibility is monotone and a bisection over 1..1024 needs ten
+    evaluations. When even the smallest bound misses the SLO, that bound is returned, marked infeasible.
+    """
+    bounds = spec.tuning.max_batch_size
+    high = bounds.max if ceiling is None else min(bounds.max, ceiling)
+    low = bounds.min
+    if high < low:
+        return predict(spec, models.Knobs(max_batch_size=low, kv_cache_dtype=kv), workload, cal)
+
+    def at(b: int) -> Prediction:
+        return predict(spec, models.Knobs(max_batch_size=b, kv_cache_dtype=kv), workload, cal)
+
+    best = at(low)
+    if not best.feasible:
+        return best
+    top = at(high)
+    if top.feasible:
+        return top
+    lo, hi = low, high  # lo feasible, hi not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if at(mid).feasible:
+            lo = mid
+        else:
+            hi = mid
+    chosen = lo - lo % GRANULE if lo >= 2 * GRANULE else lo
+    return at(max(low, chosen))
+
+
+def calibrate(
+    cal: models.Calibration, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
+    points: list[observation.PodMetrics],
+) -> models.Calibration:
+    """Fold this cycle's measurements of the running configuration into the calibration (EWMA, alpha 0.3).
+
+    A pod at 30 running requests with 24 ms mean ITL, where the prior says 20 ms, moves itl_scale from
+    1.0 to 0.7 x 1.0 + 0.3 x 1.2 = 1.06. TTFT is calibrated only without a queue (waiting < 0.5), so
+    queueing from too few replicas is not mistaken for slow prefill.
+    """
+    alpha = 0.3
+    out = cal
+    for m in points:
+        if not m.requests_per_s or m.running is None or m.running < 0.5:
+            continue
+        running = max(1, round(m.running))
+        base = predict(spec, knobs, workload, models.Calibration(), concurrency=running)
+        itl_mean = base.itl_p / models.Calibration().itl_tail
+        update: dict[str, float] = {}
+        if m.itl_mean and itl_mean > 0:
+            update["itl_scale"] = _ewma(out.itl_scale, m.itl_mean / itl_mean, alpha)
+            if m.itl_p:
+                update["itl_tail"] = _ewma(out.itl_tail, max(1.0, m.itl_p / m.itl_mean), alpha)
+        ttft_mean = base.ttft_p / models.Calibration().ttft_tail
+        if m.ttft_mean and ttft_mean > 0 and (m.waiting or 0) < 0.5:
+            update["ttft_scale"] = _ewma(out.ttft_scale, m.ttft_mean / ttft_mean, alpha)
+            if m.ttft_p:
+                update["ttft_tail"] = _ewma(out.ttft_tail, max(1.0, m.ttft_p / m.ttft_mean), alpha)
+        out = out.model_copy(update={
+            **{k: min(SCALE_LIMITS[1], max(SCALE_LIMITS[0], v)) for k, v in update.items()},
+            "samples": out.samples + 1,
+            "max_occupancy": max(out.max_occupancy, m.running),
+        })
+    return out
+
+
+# A measured scale outside 0.3x..3x the physics means the model does not describe this server at all.
+SCALE_LIMITS = (0.3, 3.0)
+
+
+def _ewma(old: float, new: float, alpha: float) -> float:
+    return (1 - alpha) * old + alpha * new
+
+
+def confidence(cal: models.Calibration, knee_batch: float) -> float:
+    """0.25 on physics alone; up to 1 with eight calibrated cycles that saw the batch near the knee."""
+    if cal.samples == 0:
+        return 0.25
+    coverage = min(1.0, cal.max_occupancy / max(knee_batch, 1.0))
+    return round(min(1.0, cal.samples / 8) * (0.4 + 0.6 * coverage), 3)
+
+
+def estimate_mbu(
+    spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload, *, running: float,
+    itl_mean: float,
+) -> float | None:
+    """MBU without DCGM: bytes one decode step moves (weights + the batch's KV) over the measured step time.
+
+    70B FP8 on one H100, 8 running at 1,100 tokens: 70.6 GB + 8 x 1,100 x 160 KiB = 72.0 GB per step; at a
+    32 ms step that is 2.25 TB/s of 3.35 TB/s peak: MBU 0.67.
+    """
+    if running <= 0 or itl_mean <= 0:
+        return None
+    c = perfmodel.coefficients(replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
+    batch = max(1, round(running))
+    moved = c.bytes_moved(batch, batch * (workload.isl + workload.osl / 2.0))
+    return min(1.0, moved / (itl_mean * c.peak_bytes_per_s))

@@ -51,6 +51,10 @@ class Cluster(Protocol):
                         annotations: dict[str, str | None]) -> None:
         ...
 
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the resource's status subresource."""
+        ...
+
 
 async def load_configuration(kubeconfig: str | None = None) -> kclient.Configuration:
     """In-cluster credentials, else the kubeconfig file (the explicit path, then $KUBECONFIG, then ~/.kube/config)."""
@@ -138,7 +142,12 @@ class KubeCluster:
         selector = {"labelSelector": f"{render.LABEL_DEPLOYMENT}={name}"}
         deployments = await self.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", query=selector)
         pods = await self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=selector)
-        return deployments.get("items", []), pods.get("items", [])
+
+        def ours(obj: dict[str, Any]) -> bool:
+            # The server filters by label already; checking again keeps a lax API (or a test double) honest.
+            return bool((obj.get("metadata", {}).get("labels") or {}).get(render.LABEL_DEPLOYMENT) == name)
+
+        return [d for d in deployments.get("items", []) if ours(d)], [p for p in pods.get("items", []) if ours(p)]
 
     async def apply(self, manifest: dict[str, Any], *, owner_uid: str) -> str:
         base = collection_path(manifest)
@@ -189,6 +198,11 @@ class KubeCluster:
             raise
         return True
 
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        path = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}/{name}/status"
+        await self.request("PATCH", path, body={"status": patch}, content_type="application/merge-patch+json",
+                           query={"fieldManager": FIELD_MANAGER})
+
     async def patch_pod(self, namespace: str, name: str, *, labels: dict[str, str | None],
                         annotations: dict[str, str | None]) -> None:
         meta: dict[str, Any] = {}
@@ -237,6 +251,11 @@ def pod_facts(pod: dict[str, Any]) -> observation.PodFacts | None:
     ready_cond = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
     ready = bool(ready_cond and ready_cond.get("status") == "True")
     statuses = status.get("containerStatuses") or []
+    annotations = meta.get("annotations") or {}
+    try:
+        cost = int(annotations.get(render.ANNOTATION_DELETION_COST, "0"))
+    except ValueError:
+        cost = 0
     return observation.PodFacts(
         name=meta["name"],
         revision=rev,
@@ -248,6 +267,8 @@ def pod_facts(pod: dict[str, Any]) -> observation.PodFacts | None:
         node=(pod.get("spec") or {}).get("nodeName"),
         restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
         failed=status.get("phase") == "Failed",
+        unserved_since=_epoch(annotations.get(render.ANNOTATION_UNSERVED_SINCE)),
+        deletion_cost=cost,
     )
 
 

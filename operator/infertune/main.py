@@ -6,7 +6,7 @@ import logging
 
 import kopf
 
-from infertune import handlers, kube, models
+from infertune import handlers, kube, models, prometheus
 
 log = logging.getLogger("infertune")
 
@@ -14,7 +14,16 @@ log = logging.getLogger("infertune")
 async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, liveness: str | None = None) -> int:
     """Run the operator; returns the exit status."""
     cluster = await kube.KubeCluster.connect(kubeconfig)
-    operator = handlers.Operator(config=config, cluster=cluster, kubeconfig=kubeconfig)
+    source = None
+    if config.prometheus_url:
+        token = None
+        if config.prometheus_token_file:
+            with open(config.prometheus_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        query = prometheus.connect(config.prometheus_url, token=token, ca_file=config.prometheus_ca_file)
+        source = prometheus.Source(query=query, window=config.metrics_window,
+                                   budget=min(10.0, max(1.0, config.interval * 0.8)))
+    operator = handlers.Operator(config=config, cluster=cluster, kubeconfig=kubeconfig, metrics=source)
     registry = kopf.OperatorRegistry()
     handlers.register(operator, registry)
     settings = kopf.OperatorSettings()

@@ -539,6 +539,7 @@ class Condition(Base):
 
 class ReplicaStatus(Base):
     desired: int = pydantic.Field(default=0, ge=0, description="Serving replicas the operator wants.")
+    desired_standby: int = pydantic.Field(default=0, ge=0, description="Standby replicas the operator wants.")
     serving: int = pydantic.Field(default=0, ge=0, description="Ready pods that take traffic.")
     standby: int = pydantic.Field(default=0, ge=0, description="Ready pods kept warm without traffic.")
     ready: int = pydantic.Field(default=0, ge=0, description="Ready pods of all revisions.")
@@ -550,13 +551,46 @@ class ConfigStatus(Base):
     max_batch_size: int = pydantic.Field(ge=1, description="The engine's max batch size in that revision.")
     kv_cache_dtype: KvDtype = pydantic.Field(description="The KV cache data type in that revision.")
     reason: str = pydantic.Field(default="", max_length=1024, description="Why this configuration.")
+    since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When it was chosen."
+    )
+    predicted_itl_p95_ms: float | None = pydantic.Field(
+        default=None, ge=0, description="ITL the tuner predicted for it, ms (checked after the change)."
+    )
+    baseline_prefix_hit_rate: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="Prefix-cache hit rate before the change (an FP8 KV check)."
+    )
+    verified: bool = pydantic.Field(default=False, description="Measured after the change and kept.")
+    tuned: bool = pydantic.Field(
+        default=False, description="Chosen by the tuner (rate-limited), not the initial or a spec-forced one."
+    )
+
+
+class Calibration(Base):
+    """How measurements correct the physics prior (ratios; 1.0 means the prior was right)."""
+
+    itl_scale: float = pydantic.Field(default=1.0, gt=0, description="Measured / predicted mean ITL.")
+    ttft_scale: float = pydantic.Field(default=1.0, gt=0, description="Measured / predicted mean TTFT (no queue).")
+    itl_tail: float = pydantic.Field(
+        default=1.1, ge=1, description="ITL at the SLO percentile / its mean (per-request ITL varies little)."
+    )
+    ttft_tail: float = pydantic.Field(
+        default=2.0, ge=1, description="TTFT at the SLO percentile / its mean (prompt lengths vary a lot)."
+    )
+    samples: int = pydantic.Field(default=0, ge=0, description="Pod-cycles measured.")
+    max_occupancy: float = pydantic.Field(default=0, ge=0, description="Largest mean batch measured.")
 
 
 class KneeStatus(Base):
     max_batch_size: int = pydantic.Field(ge=1, description="Max batch size at the knee of the frontier.")
+    kv_cache_dtype: KvDtype = pydantic.Field(default=KvDtype.DEFAULT, description="KV cache dtype of that knee.")
     goodput: float = pydantic.Field(ge=0, description="Predicted output tokens/s per replica within the SLO there.")
+    itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Predicted ITL there, ms.")
+    ttft_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Predicted TTFT there, ms.")
+    limited_by: str = pydantic.Field(default="", max_length=64, description="slo, kv_cache, bounds...")
     basis: Literal["prior", "measured"] = pydantic.Field(description="Physics prior, or calibrated on live metrics.")
     confidence: float = pydantic.Field(ge=0, le=1, description="0 (a guess) to 1 (well measured).")
+    calibration: Calibration = pydantic.Field(default_factory=Calibration, description="Corrections to the prior.")
 
 
 class ObservedStatus(Base):
@@ -579,12 +613,36 @@ class ObservedStatus(Base):
     )
 
 
+class DemandStatus(Base):
+    """Smoothed demand, so the forecast survives an operator restart."""
+
+    rate: float = pydantic.Field(default=0, ge=0, description="Requests per second (smoothed).")
+    trend: float = pydantic.Field(default=0, description="Change of the rate per second (smoothed).")
+    error: float = pydantic.Field(default=0, ge=0, description="Typical forecast error, requests per second.")
+    updated: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When last updated."
+    )
+    below_since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="Since when fewer serving replicas would do (scale-down waits scaling.scaleDownDelay).",
+    )
+
+
 class CostStatus(Base):
     cost_per_million_output_tokens: float | None = pydantic.Field(
         default=None, ge=0, description="GPU cost of serving and standby pods over output tokens, per million."
     )
     standby_share: float | None = pydantic.Field(default=None, ge=0, le=1, description="Share of cost spent on standby.")
     hourly: float | None = pydantic.Field(default=None, ge=0, description="Current GPU cost per hour.")
+
+
+class Rejection(Base):
+    """A configuration that was tried and rolled back; the tuner does not propose it (or larger) again."""
+
+    max_batch_size: int = pydantic.Field(ge=1, description="The rejected max batch size.")
+    kv_cache_dtype: KvDtype = pydantic.Field(description="Its KV cache dtype.")
+    reason: str = pydantic.Field(max_length=1024, description="What the check measured.")
+    time: str = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When.")
 
 
 class DecisionRecord(Base):
@@ -602,13 +660,17 @@ class InferenceDeploymentStatus(Base):
     target: ConfigStatus | None = pydantic.Field(
         default=None, description="The configuration being rolled out, while a rollout is in progress."
     )
+    previous: ConfigStatus | None = pydantic.Field(
+        default=None, description="The last configuration that served well: the rollback target."
+    )
+    demand: DemandStatus | None = pydantic.Field(default=None, description="Smoothed demand and its forecast error.")
     knee: KneeStatus | None = pydantic.Field(default=None, description="The knee of the latency-throughput frontier.")
     observed: ObservedStatus | None = pydantic.Field(default=None, description="Latest measurements.")
     cost: CostStatus | None = pydantic.Field(default=None, description="Cost figures.")
     cold_start_seconds: float | None = pydantic.Field(
         default=None, ge=0, description="p90 of recent pod creation-to-Ready times (or the spec's override)."
     )
-    rejected: tuple[str, ...] = pydantic.Field(
+    rejected: tuple[Rejection, ...] = pydantic.Field(
         default=(), max_length=32, description="Configurations tried and rejected, with the reason."
     )
     decisions: tuple[DecisionRecord, ...] = pydantic.Field(
@@ -639,6 +701,9 @@ class OperatorConfig(Base):
     """How the operator process runs (from `infertune run` flags)."""
 
     prometheus_url: str | None = pydantic.Field(default=None, description="Prometheus base URL; None: no metrics.")
+    prometheus_token_file: str | None = pydantic.Field(default=None, description="File with a bearer token.")
+    prometheus_ca_file: str | None = pydantic.Field(default=None, description="CA bundle for Prometheus TLS.")
+    metrics_window: float = pydantic.Field(default=60.0, ge=5, le=3600, description="Rate/quantile window, s.")
     namespaces: tuple[str, ...] = pydantic.Field(default=(), description="Namespaces to watch; empty: all.")
     interval: float = pydantic.Field(default=15.0, ge=0.5, le=3600, description="Seconds between reconcile cycles.")
     dry_run: bool = pydantic.Field(default=False, description="Decide and log, but write nothing.")

@@ -22,6 +22,10 @@ class PodFacts(models.Base):
     node: str | None = None
     restarts: int = 0
     failed: bool = False
+    unserved_since: float | None = pydantic.Field(
+        default=None, description="When the operator last removed its serving label, epoch seconds"
+    )
+    deletion_cost: int = 0
 
 
 class RevisionFacts(models.Base):
@@ -39,7 +43,8 @@ class PodMetrics(models.Base):
     """Signals of one pod over the observation window; None where the engine did not report it."""
 
     ttft_p: float | None = None  # seconds, at the SLO percentile
-    itl_p: float | None = None
+    itl_p: float | None = None  # per output token
+    tpot_p: float | None = None  # per request (its mean ITL), at the SLO percentile
     ttft_mean: float | None = None
     itl_mean: float | None = None
     running: float | None = None
@@ -54,6 +59,7 @@ class PodMetrics(models.Base):
     slo_attainment: float | None = None
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
+    in_flight: float | None = None  # running + waiting right now (drain detection)
 
 
 class Metrics(models.Base):
@@ -65,6 +71,7 @@ class Metrics(models.Base):
     message: str = ""
     mbu_source: Literal["dcgm", "estimated"] | None = None
     estimated: tuple[str, ...] = ()
+    grace: float = 60.0  # seconds a newly Ready pod may lack series (scrape and rate windows fill up)
 
 
 class Observation(models.Base):
@@ -93,6 +100,7 @@ class PodPatch(models.Base):
 
     name: str
     serving: bool | None = None
+    unserved_since: str | None = None  # set with serving=False: when draining started
     deletion_cost: int | None = None
 
 

@@ -39,6 +39,7 @@ class RawPod:
     sums: Mapping[metrics.Signal, float]  # rate of a histogram's _sum (for means)
     values: Mapping[metrics.Signal, float]  # gauges averaged, counters as rates
     dropped: tuple[str, ...] = ()  # garbage that was ignored, with the reason
+    now: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # latest running/waiting
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,13 +58,16 @@ class Snapshot:
 # Query building (pure)
 # ---------------------------------------------------------------------------------------------
 
-HISTOGRAM_SIGNALS = (metrics.Signal.TTFT, metrics.Signal.ITL, metrics.Signal.E2E)
+HISTOGRAM_SIGNALS = (metrics.Signal.TTFT, metrics.Signal.ITL, metrics.Signal.TPOT, metrics.Signal.E2E)
 MEAN_SIGNALS = (metrics.Signal.TTFT, metrics.Signal.ITL)
 SCALAR_SIGNALS = (
     metrics.Signal.RUNNING, metrics.Signal.WAITING, metrics.Signal.KV_USAGE, metrics.Signal.PREEMPTIONS,
     metrics.Signal.PROMPT_TOKENS, metrics.Signal.GENERATION_TOKENS, metrics.Signal.PREFIX_QUERIES,
     metrics.Signal.PREFIX_HITS, metrics.Signal.PREFIX_HIT_RATE, metrics.Signal.DRAM_ACTIVE,
 )
+# Requests in flight right now (drain detection): the latest sample, not the window's average.
+NOW_SIGNALS = (metrics.Signal.RUNNING, metrics.Signal.WAITING)
+NOW_WINDOW = 30.0
 # How per-series values of one pod combine: requests add up over engine indexes; ratios average.
 _AGGREGATE = {metrics.Signal.RUNNING: "sum", metrics.Signal.WAITING: "sum"}
 BY = "namespace, pod"
@@ -117,6 +121,13 @@ def scalar_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], wi
     return " or ".join(parts) or None
 
 
+def now_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect]) -> str | None:
+    w = _window(NOW_WINDOW)
+    parts = [f'sum by ({BY}) (last_over_time({{__name__="{n}"}}[{w}]))'
+             for n, k in _names(signal, dialects) if k is metrics.Kind.GAUGE]
+    return " or ".join(parts) or None
+
+
 def queries(dialects: Sequence[metrics.Dialect], window: float) -> dict[tuple[str, metrics.Signal], str]:
     """The cycle's queries, keyed by (part, signal); their number does not depend on how many pods exist."""
     out: dict[tuple[str, metrics.Signal], str] = {}
@@ -129,6 +140,9 @@ def queries(dialects: Sequence[metrics.Dialect], window: float) -> dict[tuple[st
     for s in SCALAR_SIGNALS:
         if (q := scalar_query(s, dialects, window)) is not None:
             out["value", s] = q
+    for s in NOW_SIGNALS:
+        if (q := now_query(s, dialects)) is not None:
+            out["now", s] = q
     return out
 
 
@@ -166,6 +180,7 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) ->
     buckets: dict[PodKey, dict[metrics.Signal, list[tuple[float, float]]]] = {}
     sums: dict[PodKey, dict[metrics.Signal, float]] = {}
     values: dict[PodKey, dict[metrics.Signal, float]] = {}
+    latest: dict[PodKey, dict[metrics.Signal, float]] = {}
     dropped: dict[PodKey, list[str]] = {}
     for (part, signal), vector in results.items():
         for series in vector:
@@ -186,6 +201,8 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) ->
                 buckets.setdefault(key, {}).setdefault(signal, []).append((le, value))
             elif part == "sum":
                 sums.setdefault(key, {})[signal] = value
+            elif part == "now":
+                latest.setdefault(key, {})[signal] = value
             else:
                 limit = _LIMITS.get(signal)
                 if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
@@ -193,10 +210,10 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) ->
                     continue
                 values.setdefault(key, {})[signal] = value
     out: dict[PodKey, RawPod] = {}
-    for key in set(buckets) | set(sums) | set(values) | set(dropped):
+    for key in set(buckets) | set(sums) | set(values) | set(latest) | set(dropped):
         hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items()}
         out[key] = RawPod(buckets=hist, sums=sums.get(key, {}), values=values.get(key, {}),
-                          dropped=tuple(dropped.get(key, ())))
+                          dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}))
     return out
 
 
@@ -259,7 +276,10 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
 
     requests = rate_of(e2e) if e2e else rate_of(ttft)
     ok_ttft = fraction_below(ttft_slo, ttft) if ttft else None
-    ok_itl = fraction_below(itl_slo, itl) if itl else None
+    tpot = raw.buckets.get(metrics.Signal.TPOT)
+    # The ITL objective is a per-request mean (genai-perf's ITL); per-token ITL only where nothing better exists.
+    per_request = tpot or itl
+    ok_itl = fraction_below(itl_slo, per_request) if per_request else None
     attainment = ok_ttft * ok_itl if ok_ttft is not None and ok_itl is not None else (ok_ttft or ok_itl)
     v = raw.values
     prompt, generated = v.get(metrics.Signal.PROMPT_TOKENS), v.get(metrics.Signal.GENERATION_TOKENS)
@@ -270,6 +290,7 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
     return observation.PodMetrics(
         ttft_p=quantile(q, ttft) if ttft else None,
         itl_p=quantile(q, itl) if itl else None,
+        tpot_p=quantile(q, tpot) if tpot else None,
         ttft_mean=mean(metrics.Signal.TTFT, ttft),
         itl_mean=mean(metrics.Signal.ITL, itl),
         running=v.get(metrics.Signal.RUNNING),
@@ -284,6 +305,8 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         slo_attainment=attainment,
         mean_input_tokens=prompt / requests if prompt is not None and requests else None,
         mean_output_tokens=generated / requests if generated is not None and requests else None,
+        in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)
+                   if metrics.Signal.RUNNING in raw.now else None),
     )
 
 

@@ -21,6 +21,8 @@ LABEL_ENGINE = PREFIX + "engine"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "infertune"
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+# When the operator took the pod out of the Service (drain timeouts count from here).
+ANNOTATION_UNSERVED_SINCE = PREFIX + "unserved-since"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 CONTAINER = "engine"

@@ -26,6 +26,17 @@ def revision_of(body: dict[str, Any]) -> str:
     return render.revision(spec, knobs)
 
 
+def ready_pod(emulator: kmock.KubernetesEmulator, deployment: dict[str, Any], name: str) -> None:
+    """Play the Deployment controller and kubelet: one Ready pod of this revision, labelled as its template."""
+    labels = dict(deployment["spec"]["template"]["metadata"]["labels"])
+    emulator.objects["v1/pods", "ns1", name] = {
+        "metadata": {"name": name, "namespace": "ns1", "labels": labels, "uid": f"uid-{name}",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:10Z"}]},
+    }
+
+
 def deployments(emulator: kmock.KubernetesEmulator) -> dict[str, dict[str, Any]]:
     return {
         key[2]: obj.raw for key, obj in emulator.objects.items()
@@ -85,7 +96,7 @@ async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
     body = seed(kmock)
     await run_operator()
     first = revision_of(body)
-    await eventually(lambda: deployments(kmock)[f"llm-{first}"])
+    ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{first}"]), "old-1")
     changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
     kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
     # kmock streams the patch to the operator's watch only when it goes through the API.
@@ -102,18 +113,22 @@ async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
 
 
 async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_operator) -> None:
-    body = seed(kmock)
+    body = seed(kmock, **{"scaling.drainTimeout": "1s"})
     first = revision_of(body)
     await run_operator()
-    await eventually(lambda: deployments(kmock)[f"llm-{first}"])
-    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
+    ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{first}"]), "old-1")
+    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0", "scaling.drainTimeout": "1s"})
     second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
     kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
     await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
                       json={"metadata": {"annotations": {"touch": "1"}}})
-    await eventually(lambda: deployments(kmock)[f"llm-{second}"])
-    # Play the Deployment controller: the new revision reports its pod Ready.
-    await kmock.patch(f"/apis/apps/v1/namespaces/ns1/deployments/llm-{second}", json={"status": {"readyReplicas": 1}})
+    new = await eventually(lambda: deployments(kmock)[f"llm-{second}"])
+    await asyncio.sleep(1.0)
+    assert f"llm-{first}" in deployments(kmock)  # the old revision serves while the new one loads
+    ready_pod(kmock, new, "new-1")
+    # The old pod leaves the Service first (drain), then its revision goes.
+    await eventually(lambda: "infertune.io/serving" not in kmock.objects["v1/pods", "ns1", "old-1"].raw["metadata"]["labels"])
+    assert "infertune.io/unserved-since" in kmock.objects["v1/pods", "ns1", "old-1"].raw["metadata"]["annotations"]
     await eventually(lambda: f"llm-{first}" not in deployments(kmock), timeout=10)
     status = await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"]["revision"] == second)
     assert status
@@ -138,3 +153,13 @@ async def test_dry_run_writes_nothing(kmock, run_operator) -> None:
     await asyncio.sleep(1.5)
     assert deployments(kmock) == {}
     assert "status" not in kmock.objects[RESOURCE, "ns1", "llm"].raw
+
+
+async def test_events_are_posted_once_per_decision(kmock, run_operator) -> None:
+    seed(kmock)
+    await run_operator()
+    await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"])
+    await asyncio.sleep(2.0)  # four more cycles
+    posted = [r for r in kmock if r.method == "POST" and "events" in str(r.url)]
+    reasons = sorted(r.data.get("reason") for r in posted)
+    assert reasons == ["RevisionCreated", "RevisionServing"], reasons

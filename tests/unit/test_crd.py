@@ -73,16 +73,23 @@ def test_status_declares_everything_the_operator_writes() -> None:
     # A status with every optional field set: each key must exist in the schema, or the API server prunes it.
     full = models.InferenceDeploymentStatus(
         observed_generation=3,
-        replicas=models.ReplicaStatus(desired=2, serving=2, standby=1, ready=3, display="2/2"),
+        replicas=models.ReplicaStatus(desired=2, desired_standby=1, serving=2, standby=1, ready=3, display="2/2"),
         config=models.ConfigStatus(revision="abc", max_batch_size=64, kv_cache_dtype=models.KvDtype.FP8, reason="r"),
         target=models.ConfigStatus(revision="def", max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8),
-        knee=models.KneeStatus(max_batch_size=96, goodput=1000, basis="measured", confidence=0.8),
+        previous=models.ConfigStatus(revision="xyz", max_batch_size=256, kv_cache_dtype=models.KvDtype.DEFAULT,
+                                     since="2026-01-01T00:00:00Z", predicted_itl_p95_ms=30, baseline_prefix_hit_rate=0.2,
+                                     verified=True, tuned=True),
+        demand=models.DemandStatus(rate=3, trend=0.1, error=0.5, updated="2026-01-01T00:00:00Z",
+                                   below_since="2026-01-01T00:00:00Z"),
+        knee=models.KneeStatus(max_batch_size=96, goodput=1000, basis="measured", confidence=0.8, itl_p95_ms=30,
+                               ttft_p95_ms=300, limited_by="slo", calibration=models.Calibration(samples=3)),
         observed=models.ObservedStatus(
             ttft_p95_ms=1, itl_p95_ms=2, output_tokens_per_second=3, request_rate=4, mbu=0.5, mbu_source="dcgm",
             kv_cache_usage=0.4, prefix_cache_hit_rate=0.1, queue_length=2, slo_attainment=0.99, estimated=("x",)),
         cost=models.CostStatus(cost_per_million_output_tokens=0.4, standby_share=0.2, hourly=5),
         cold_start_seconds=60,
-        rejected=("fp8: prefix cache collapsed",),
+        rejected=(models.Rejection(max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8, reason="prefix cache",
+                                   time="2026-01-01T00:00:00Z"),),
         decisions=(models.DecisionRecord(time="2026-01-01T00:00:00Z", kind="k", action="a", reason="r", applied=True),),
         conditions=(models.Condition(type="Ready", status="True", reason="Serving", last_transition_time="t"),),
     )

@@ -50,7 +50,7 @@ def test_first_cycle_plans_one_revision_and_records_why() -> None:
     assert len(d.revisions) == 1
     assert d.revisions[0].replicas == 2  # one serving + one standby
     assert d.status.config is not None and d.status.config.max_batch_size == 256
-    assert [e.reason for e in d.events] == ["RevisionServing", "RevisionCreated"]
+    assert [e.reason for e in d.events] == ["RevisionCreated", "RevisionServing"]
     assert d.status.decisions[-1].kind == "revision"
     ready = next(c for c in d.status.conditions if c.type == "Ready")
     assert ready.status == "False" and ready.reason == "ReplicasNotReady"
@@ -83,14 +83,23 @@ def test_spec_change_surges_the_new_revision_before_removing_the_old() -> None:
     progressing = next(c for c in d.status.conditions if c.type == "Progressing")
     assert progressing.reason == "RollingOut"
 
-    # The new revision becomes Ready: the old one is no longer planned (the shell deletes it).
+    # The new revision serves: the old pod leaves the Service and drains; its revision stays until drained.
     new = rev_facts(new_spec, knobs, ready=1)
     pods = (pod(old.revision, "p1"), pod(new_rev, "p2"))
     d2 = decide.decide(obs(new_spec, d.status, (old, new), pods, generation=2), now=NOW)
-    assert [p.revision for p in d2.revisions] == [new_rev]
-    assert d2.status.config is not None and d2.status.config.revision == new_rev
-    assert d2.status.target is None
-    assert "RevisionServing" in [e.reason for e in d2.events]
+    assert [x.revision for x in d2.revisions] == [new_rev, old.revision]
+    unserve = [x for x in d2.pod_patches if x.name == "p1"]
+    assert unserve and unserve[0].serving is False and unserve[0].unserved_since == "2026-01-01T00:00:00Z"
+
+    # Drained (no metrics here, so the drain timeout decides): the old revision is dropped from the plan.
+    later = NOW + datetime.timedelta(seconds=121)
+    drained = observation.PodFacts(name="p1", revision=old.revision, ready=True, serving=False, created=0,
+                                   unserved_since=NOW.timestamp())
+    d3 = decide.decide(obs(new_spec, d2.status, (old, new), (drained, pod(new_rev, "p2")), generation=2), now=later)
+    assert [x.revision for x in d3.revisions] == [new_rev]
+    assert d3.status.config is not None and d3.status.config.revision == new_rev
+    assert d3.status.target is None
+    assert "RevisionServing" in [e.reason for e in d3.events]
 
 
 def test_narrower_bounds_move_the_knobs_into_them() -> None:

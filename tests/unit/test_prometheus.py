@@ -29,8 +29,9 @@ POD_B = {"namespace": "ns", "pod": "b"}
 
 def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
     plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
-    # 3 histograms + 2 sums + 10 scalars, for every engine and any number of resources.
-    assert len(plan) == 15
+    # 4 histograms + 2 sums + 10 scalars + 2 in-flight, for every engine and any number of resources.
+    assert len(plan) == 18
+    assert "last_over_time" in plan["now", S.RUNNING]
     ttft = plan["buckets", S.TTFT]
     for name in ("vllm:time_to_first_token_seconds_bucket", "sglang:time_to_first_token_seconds_bucket",
                  "trtllm_time_to_first_token_seconds_bucket", '"time_to_first_token_seconds_bucket"'):
@@ -146,7 +147,7 @@ async def test_source_caches_one_snapshot_per_cycle() -> None:
     first = await source.snapshot(max_age=10)
     second = await source.snapshot(max_age=10)
     assert first is second
-    assert len(fake.calls) == 15
+    assert len(fake.calls) == 18
     assert first.ok and first.pods["ns", "a"].values[S.RUNNING] == 2.0
 
 
@@ -154,14 +155,14 @@ async def test_source_shares_a_snapshot_between_concurrent_callers() -> None:
     fake = FakeQuery()
     source = prometheus.Source(query=fake)
     await asyncio.gather(*(source.snapshot(max_age=10) for _ in range(50)))
-    assert len(fake.calls) == 15  # 50 resources, one batch
+    assert len(fake.calls) == 18  # 50 resources, one batch
 
 
 async def test_a_transient_error_is_retried() -> None:
     fake = FakeQuery(fail_first=3)
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert snap.ok
-    assert len(fake.calls) == 18  # 15 queries, 3 of them twice
+    assert len(fake.calls) == 21  # 18 queries, 3 of them twice
 
 
 async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
@@ -169,8 +170,8 @@ async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert not snap.ok
     assert "503" in snap.error
-    assert len(snap.failed_signals) == 15
-    assert len(fake.calls) == 30  # bounded: two attempts each
+    assert len(snap.failed_signals) == 18
+    assert len(fake.calls) == 36  # bounded: two attempts each
 
 
 async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:

@@ -11,7 +11,8 @@ class Signal(enum.StrEnum):
     """What the operator reads, independent of any engine's names."""
 
     TTFT = "ttft"  # histogram, seconds
-    ITL = "itl"  # histogram, seconds per output token
+    ITL = "itl"  # histogram, seconds between output tokens (one observation per token)
+    TPOT = "tpot"  # histogram, one observation per request: its mean time per output token (the SLO's ITL)
     E2E = "e2e"  # histogram, seconds; its _count rate is the request rate
     QUEUE = "queue"  # histogram, seconds
     RUNNING = "running"  # gauge, requests in the batch
@@ -35,7 +36,7 @@ class Kind(enum.StrEnum):
 
 
 KINDS: Mapping[Signal, Kind] = {
-    Signal.TTFT: Kind.HISTOGRAM, Signal.ITL: Kind.HISTOGRAM, Signal.E2E: Kind.HISTOGRAM, Signal.QUEUE: Kind.HISTOGRAM,
+    Signal.TTFT: Kind.HISTOGRAM, Signal.ITL: Kind.HISTOGRAM, Signal.TPOT: Kind.HISTOGRAM, Signal.E2E: Kind.HISTOGRAM, Signal.QUEUE: Kind.HISTOGRAM,
     Signal.RUNNING: Kind.GAUGE, Signal.WAITING: Kind.GAUGE, Signal.KV_USAGE: Kind.GAUGE,
     Signal.PREEMPTIONS: Kind.COUNTER, Signal.PROMPT_TOKENS: Kind.COUNTER, Signal.GENERATION_TOKENS: Kind.COUNTER,
     Signal.PREFIX_QUERIES: Kind.COUNTER, Signal.PREFIX_HITS: Kind.COUNTER, Signal.PREFIX_HIT_RATE: Kind.GAUGE,
@@ -71,6 +72,8 @@ def _s(*names: str, kind: Kind | None = None, scale: float = 1.0) -> Source:
 VLLM = Dialect("vllm", "/metrics", {
     Signal.TTFT: _s("vllm:time_to_first_token_seconds"),
     Signal.ITL: _s("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    # Per request since PR #24015 (2025-09): decode time / (generated tokens - 1).
+    Signal.TPOT: _s("vllm:request_time_per_output_token_seconds"),
     Signal.E2E: _s("vllm:e2e_request_latency_seconds"),
     Signal.QUEUE: _s("vllm:request_queue_time_seconds"),
     Signal.RUNNING: _s("vllm:num_requests_running"),
@@ -103,6 +106,7 @@ SGLANG = Dialect("sglang", "/metrics", {
 TRTLLM = Dialect("trtllm", "/prometheus/metrics", {
     Signal.TTFT: _s("trtllm_time_to_first_token_seconds"),
     Signal.ITL: _s("trtllm_time_per_output_token_seconds"),
+    Signal.TPOT: _s("trtllm_time_per_output_token_seconds"),  # one observation per request
     Signal.E2E: _s("trtllm_e2e_request_latency_seconds"),
     Signal.QUEUE: _s("trtllm_request_queue_time_seconds"),
     Signal.RUNNING: _s("trtllm_num_requests_running"),
@@ -131,6 +135,7 @@ NIM_1 = Dialect("nim-1", "/v1/metrics", {
 # the _sum of per-request length histograms.
 TGI = Dialect("tgi", "/metrics", {
     Signal.ITL: _s("tgi_request_mean_time_per_token_duration"),
+    Signal.TPOT: _s("tgi_request_mean_time_per_token_duration"),  # a per-request mean
     Signal.E2E: _s("tgi_request_duration"),
     Signal.QUEUE: _s("tgi_request_queue_duration"),
     Signal.RUNNING: _s("tgi_batch_current_size"),

@@ -335,7 +335,6 @@ class SimEngine:
         budget = c.token_budget - self._n_dec
         free = total - self._dec_blocks(n) - self._prefill_blocks
         chunks: list[tuple[Request, int]] = []
-        mutated = False
         for r in list(self.prefilling.values()):
             if budget <= 0 or r.state != PREFILL:
                 break
@@ -344,7 +343,7 @@ class SimEngine:
             while need > free:
                 victim = self._newest()
                 self._preempt(victim)
-                preempted = mutated = True
+                preempted = True
                 free = total - self._dec_blocks(n) - self._prefill_blocks
                 if victim is r:
                     break
@@ -356,7 +355,6 @@ class SimEngine:
             free -= need
             budget -= want
             chunks.append((r, want))
-            mutated = True
         if not preempted:
             self._admit(chunks, budget, free)
         if chunks:
@@ -572,10 +570,7 @@ class SimEngine:
     def _preempt(self, r: Request) -> None:
         """Recompute preemption: free its blocks and put it at the head of the queue."""
         bs = self.c.block_size
-        if r.state == DECODE:
-            tokens = r.off + self.step_no - 1
-        else:
-            tokens = r.computed
+        tokens = r.off + self.step_no - 1 if r.state == DECODE else r.computed
         r.saved_blocks = tokens // bs
         r.evict_mark = self._allocated
         r.free_before = max(0, self.c.kv_blocks - self.kv_blocks_used)

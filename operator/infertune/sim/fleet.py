@@ -178,9 +178,10 @@ class Fleet:
                 self._schedule(m)
         while heap and heap[0][0] <= until:
             _, version, name = heapq.heappop(heap)
-            m = self.members.get(name)
-            if m is None or m.version != version:
+            found = self.members.get(name)
+            if found is None or found.version != version:
                 continue
+            m = found
             t = m.engine.next_event_time()
             m.engine.advance(t)
             self._collect(m)

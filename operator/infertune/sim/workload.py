@@ -249,7 +249,9 @@ def ramp(start: float, end: float, *, duration: float) -> RateProfile:
     if start == 0 and end == 0:
         raise WorkloadError("a ramp from 0 to 0 requests per second sends nothing")
     return RateProfile(
-        lambda t: start + (end - start) * min(max(t / duration, 0.0), 1.0), max(start, end), f"ramp({start:g}->{end:g}/s)"
+        lambda t: start + (end - start) * min(max(t / duration, 0.0), 1.0),
+        max(start, end),
+        f"ramp({start:g}->{end:g}/s)",
     )
 
 
@@ -259,7 +261,9 @@ def spike(base: float, peak: float, *, at: float, length: float) -> RateProfile:
     _positive("spike rate", peak)
     if length <= 0 or at < 0:
         raise WorkloadError(f"spike needs at >= 0 and length > 0 seconds, got at={at}, length={length}")
-    return RateProfile(lambda t: peak if at <= t < at + length else base, max(base, peak), f"spike({base:g}/{peak:g}/s)")
+    return RateProfile(
+        lambda t: peak if at <= t < at + length else base, max(base, peak), f"spike({base:g}/{peak:g}/s)"
+    )
 
 
 def on_off(rate: float, *, on: float, off: float, off_rate: float = 0.0) -> RateProfile:

@@ -1,0 +1,108 @@
+"""Pure: which revisions run how many pods, which pods serve, stand by, drain or go — nothing in flight is cut."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+
+from infertune import conditions, models, observation
+
+# A pod that leaves is given this deletion cost so the ReplicaSet removes it, not a serving one
+# (controller.kubernetes.io/pod-deletion-cost: lower goes first; the default is 0).
+LEAVING_COST = -1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    revisions: tuple[observation.RevisionPlan, ...]
+    patches: tuple[observation.PodPatch, ...]
+    serving: int  # Ready pods serving after the patches
+    standby: int  # Ready pods kept warm after the patches
+    draining: int  # pods without the serving label that still have requests in flight
+    promoted: int
+    removed: int
+    switched: bool  # the target revision took over from an older one this cycle
+    rollout_done: bool
+
+
+def drained(pod: observation.PodFacts, in_flight: Mapping[str, float | None], *, drain_timeout: float,
+            now: float) -> bool:
+    """No request left on it (by the metrics), or it has been out of the Service longer than the drain timeout."""
+    load = in_flight.get(pod.name)
+    if load is not None and load < 0.5:
+        return True
+    return pod.unserved_since is not None and now - pod.unserved_since >= drain_timeout
+
+
+def plan(
+    *, target: str, knobs: models.Knobs, serving: int, standby: int,
+    revisions: tuple[observation.RevisionFacts, ...], pods: tuple[observation.PodFacts, ...],
+    in_flight: Mapping[str, float | None], drain_timeout: float, now: datetime.datetime,
+) -> Plan:
+    """Move the pods toward `serving` + `standby` Ready pods of the target revision.
+
+    Surge first: the target revision grows to full size while the old one keeps serving; once `serving`
+    target pods serve, the old pods leave the Service, finish what they hold, and their Deployment goes.
+    Inside the target revision standby pods are promoted by labelling them, surplus serving pods lose the
+    label (standing by, or draining when the pool is full), and a pod is deleted only once drained.
+    """
+    t = now.timestamp()
+    stamp = conditions.timestamp(now)
+    live = [p for p in pods if not p.deleting]
+    mine = [p for p in live if p.revision == target]
+    old = [p for p in live if p.revision != target]
+    patches: list[observation.PodPatch] = []
+
+    ready = sorted((p for p in mine if p.ready), key=lambda p: (p.ready_since or p.created, p.name))
+    serving_pods = [p for p in ready if p.serving]
+    # The pod out of the Service the shortest time is promoted first, and kept as standby first.
+    spare = sorted((p for p in ready if not p.serving), key=lambda p: -(p.unserved_since or 0.0))
+    promoted = 0
+    while len(serving_pods) < serving and spare:
+        p = spare.pop(0)
+        patches.append(observation.PodPatch(name=p.name, serving=True))
+        serving_pods.append(p)
+        promoted += 1
+    # Demote: the newest serving pods leave first (they hold the fewest long-running requests).
+    demoted: set[str] = set()
+    while len(serving_pods) > serving:
+        p = serving_pods.pop()
+        patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
+        demoted.add(p.name)
+        spare.insert(0, p)
+    keep, surplus = spare[:standby], spare[standby:]
+    for p in [*serving_pods, *keep]:
+        if p.deletion_cost < 0:
+            # Chosen to leave earlier, needed again now: the ReplicaSet must not pick it.
+            patches.append(observation.PodPatch(name=p.name, deletion_cost=0))
+    leaving = [p for p in surplus
+               if p.name not in demoted and drained(p, in_flight, drain_timeout=drain_timeout, now=t)]
+    waiting = [p for p in surplus if p not in leaving]
+    for p in leaving:
+        if p.deletion_cost != LEAVING_COST:
+            patches.append(observation.PodPatch(name=p.name, deletion_cost=LEAVING_COST))
+
+    # Old revisions serve until the target serves at full size; then their pods drain and they go.
+    switched = False
+    old_busy: set[str] = set()
+    if old and len(serving_pods) >= serving:
+        for p in old:
+            if p.serving:
+                patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
+                switched = True
+            if p.ready and (p.serving or not drained(p, in_flight, drain_timeout=drain_timeout, now=t)):
+                old_busy.add(p.revision)
+    else:
+        old_busy = {p.revision for p in old}
+    # The ReplicaSet removes not-Ready pods first, then the lowest deletion cost: asking for serving +
+    # standby + still-draining pods removes exactly the starting surplus and the drained leavers.
+    plans = [observation.RevisionPlan(revision=target, knobs=knobs, replicas=serving + standby + len(waiting))]
+    for r in revisions:
+        if r.revision != target and r.revision in old_busy and r.knobs is not None:
+            plans.append(observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=r.replicas))
+    return Plan(
+        revisions=tuple(plans), patches=tuple(patches), serving=len(serving_pods), standby=len(keep),
+        draining=len(waiting), promoted=promoted, removed=len(leaving), switched=switched,
+        rollout_done=not old_busy,
+    )
