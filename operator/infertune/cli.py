@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from infertune import catalog, crd, decide, models, render, validation
+from infertune import catalog, crd, decide, models, offline, render, validation
+from infertune.sim import commands as sim_commands
 
 EXIT_OK = 0
 EXIT_INVALID = 2
