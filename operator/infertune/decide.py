@@ -252,8 +252,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             target, why, tuned_now = new_knobs, reason, True
             out.record(now, "knobs", action, reason, applied=True, event="TuningChanged")
         elif mode is models.TuningMode.RECOMMEND:
-            last = prev.decisions[-1] if prev.decisions else None
-            if last is None or last.action != action or last.applied:
+            # Say it once per distinct recommendation, not every cycle the calibration moves a little.
+            said = prev.knee is not None and prev.knee.kv_cache_dtype is new_knobs.kv_cache_dtype and abs(
+                prev.knee.max_batch_size - new_knobs.max_batch_size) <= SAME_BATCH * new_knobs.max_batch_size
+            if not said or not any(r.kind == "knobs" and not r.applied for r in prev.decisions):
                 out.record(now, "knobs", action, f"recommendation only (tuning.mode recommend): {reason}",
                            applied=False, event="TuningRecommended")
 
@@ -292,7 +294,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if health.ok:
         # Requests waiting in engine queues are demand too: spread over a minute of service.
         demand = scaling.update_demand(prev.demand, rate + waiting / 60.0, now=now)
-        goal = scaling.targets(spec.scaling, demand, capacity=capacity, current=prev_desired, lead=cold, now=now)
+        goal = scaling.targets(spec.scaling, demand, capacity=capacity, current=prev_desired, lead=cold, now=now,
+                               measured=rate + waiting / 60.0)
         demand = demand.model_copy(update={"below_since": goal.below_since})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
     else:
@@ -377,7 +380,8 @@ def _propose(
         return None
     now_pred = knee.predict(spec, current, workload, cal)
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
-    violating = (measured is not None and measured > spec.slo.itl) or not now_pred.feasible
+    # Urgency comes from measurements only: the prior alone never restarts a server that has no traffic yet.
+    violating = measured is not None and measured > spec.slo.itl
     # Goodput per replica: throughput at a full batch, counted only when the SLO holds there.
     goodput_now = now_pred.output_tokens_per_s if now_pred.feasible else 0.0
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0

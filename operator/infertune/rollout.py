@@ -86,6 +86,15 @@ def plan(
     # Old revisions serve until the target serves at full size; then their pods drain and they go.
     switched = False
     old_busy: set[str] = set()
+    old_serving = [p for p in old if p.ready and p.serving]
+    if old and len(serving_pods) < serving:
+        # Mid-rollout demand still gets served: the old revision's standby pods are promoted too.
+        old_spare = sorted((p for p in old if p.ready and not p.serving), key=lambda p: -(p.unserved_since or 0.0))
+        while len(serving_pods) + len(old_serving) < serving and old_spare:
+            p = old_spare.pop(0)
+            patches.append(observation.PodPatch(name=p.name, serving=True))
+            old_serving.append(p)
+            promoted += 1
     if old and len(serving_pods) >= serving:
         for p in old:
             if p.serving:
@@ -102,7 +111,8 @@ def plan(
         if r.revision != target and r.revision in old_busy and r.knobs is not None:
             plans.append(observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=r.replicas))
     return Plan(
-        revisions=tuple(plans), patches=tuple(patches), serving=len(serving_pods), standby=len(keep),
+        revisions=tuple(plans), patches=tuple(patches),
+        serving=len(serving_pods) + (0 if switched else len(old_serving)), standby=len(keep),
         draining=len(waiting), promoted=promoted, removed=len(leaving), switched=switched,
         rollout_done=not old_busy,
     )

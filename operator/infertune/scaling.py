@@ -68,7 +68,7 @@ class Targets:
 
 def targets(
     spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, current: int, lead: float,
-    now: datetime.datetime,
+    now: datetime.datetime, measured: float | None = None,
 ) -> Targets:
     """Serving replicas for the forecast over the cold-start lead time, and standby for its error.
 
@@ -76,7 +76,9 @@ def targets(
     error of 1.5 req/s over the lead: ceil(1.65 x 1.5 / 2.4) = 2 standby.
     """
     usable = max(capacity * UTILIZATION, 1e-9)
-    expected = forecast(demand, lead=lead)
+    # Up at once: the latest measurement counts before smoothing catches up (Knative's panic mode does the
+    # same with a 6 s window); down only on the smoothed forecast, after scaleDownDelay.
+    expected = max(forecast(demand, lead=lead), measured or 0.0)
     need = min(spec.max_replicas, max(spec.min_replicas, math.ceil(expected / usable - 1e-9)))
     # The error of a rate forecast grows with the horizon like a random walk: per minute, times sqrt(minutes).
     spread = demand.error * math.sqrt(max(lead, 60.0) / 60.0)

@@ -1,0 +1,362 @@
+"""Test: decide() in synthetic-clock scenarios — knee, FP8 KV, verification and rollback, scaling, freezing."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+import specs
+from infertune import decide, knee, models, observation, render, validation
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+def spec_of(**changes: Any) -> models.InferenceDeploymentSpec:
+    base = {"model.architecture": "llama-3.1-8b", "accelerator.type": "h100-sxm-80gb",
+            "tuning.maxBatchSize": {"min": 1, "max": 1024}, "tuning.minChangeInterval": "10m",
+            "scaling.minReplicas": 1, "scaling.maxReplicas": 8, "scaling.standby": {"min": 0, "max": 2},
+            "scaling.coldStart": "60s", "scaling.scaleDownDelay": "2m", "scaling.drainTimeout": "30s"}
+    spec, problems = validation.parse(specs.spec(**{**base, **changes}))
+    assert spec is not None, problems
+    return spec
+
+
+class World:
+    """A tiny cluster the decisions are applied to: revisions, pods (Ready at once), metrics per pod."""
+
+    def __init__(self, spec: models.InferenceDeploymentSpec) -> None:
+        self.spec = spec
+        self.status = models.InferenceDeploymentStatus()
+        self.revisions: dict[str, observation.RevisionFacts] = {}
+        self.pods: dict[str, observation.PodFacts] = {}
+        self.serial = 0
+        self.metrics: observation.Metrics | None = observation.Metrics(pods={}, grace=0)
+        self.load: dict[str, observation.PodMetrics] = {}
+        self.decisions: list[observation.Decision] = []
+
+    def observe(self) -> observation.Observation:
+        metrics = self.metrics
+        if metrics is not None and metrics.available:
+            metrics = metrics.model_copy(update={"pods": {n: m for n, m in self.load.items() if n in self.pods}})
+        return observation.Observation(
+            name="llm", namespace="ns", generation=1, spec=self.spec, status=self.status,
+            revisions=tuple(self.revisions.values()), pods=tuple(self.pods.values()), metrics=metrics)
+
+    def step(self, t: float) -> observation.Decision:
+        d = decide.decide(self.observe(), now=at(t))
+        self.decisions.append(d)
+        self.status = d.status
+        for patch in d.pod_patches:
+            p = self.pods[patch.name]
+            update: dict[str, Any] = {}
+            if patch.serving is not None:
+                update["serving"] = patch.serving
+                update["unserved_since"] = None if patch.serving else t
+            if patch.deletion_cost is not None:
+                update["deletion_cost"] = patch.deletion_cost
+            self.pods[patch.name] = p.model_copy(update=update)
+        planned = {r.revision for r in d.revisions}
+        for name, p in list(self.pods.items()):
+            if p.revision not in planned:
+                del self.pods[name]
+        for rev in [r for r in self.revisions if r not in planned]:
+            del self.revisions[rev]
+        for plan in d.revisions:
+            mine = sorted((p for p in self.pods.values() if p.revision == plan.revision),
+                          key=lambda p: (p.ready, p.deletion_cost, -p.created))
+            while len(mine) > plan.replicas:  # ReplicaSet: not-Ready, then lowest deletion cost, newest first
+                del self.pods[mine.pop(0).name]
+            while len(mine) < plan.replicas:
+                self.serial += 1
+                pod = observation.PodFacts(name=f"p{self.serial}", revision=plan.revision, ready=True, serving=True,
+                                           created=at(t).timestamp(), ready_since=at(t).timestamp())
+                self.pods[pod.name] = pod
+                mine.append(pod)
+            self.revisions[plan.revision] = observation.RevisionFacts(
+                name=f"llm-{plan.revision}", revision=plan.revision, knobs=plan.knobs, replicas=plan.replicas,
+                ready_replicas=plan.replicas, created=0)
+        return d
+
+    def serving(self) -> list[observation.PodFacts]:
+        return [p for p in self.pods.values() if p.serving and p.ready]
+
+    def set_load(self, **per_pod: Any) -> None:
+        """The same metrics on every pod (what the twin would report at that load)."""
+        self.load = {p.name: observation.PodMetrics(**per_pod) for p in self.pods.values()}
+
+
+def load(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, *, running: float, rps: float,
+         scale: float = 1.0, in_flight: float | None = None, **extra: Any) -> dict[str, Any]:
+    """Metrics consistent with the physics at this occupancy (scaled): what a calibrated twin would show."""
+    p = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, models.Calibration(), concurrency=max(1, round(running)))
+    itl = p.itl_p / models.Calibration().itl_tail * scale
+    ttft = p.ttft_p / models.Calibration().ttft_tail * scale
+    return {"running": running, "waiting": 0.0, "requests_per_s": rps, "itl_mean": itl, "itl_p": itl * 1.2,
+            "tpot_p": itl * 1.05, "ttft_mean": ttft, "ttft_p": ttft * 1.8, "mean_input_tokens": 1000.0,
+            "mean_output_tokens": 200.0, "output_tokens_per_s": rps * 200, "slo_attainment": 0.99,
+            "kv_usage": 0.2, "prefix_hit_rate": 0.0, "in_flight": running if in_flight is None else in_flight,
+            **extra}
+
+
+def current(world: World) -> models.Knobs:
+    cfg = world.status.target or world.status.config
+    assert cfg is not None
+    return models.Knobs(max_batch_size=cfg.max_batch_size, kv_cache_dtype=cfg.kv_cache_dtype)
+
+
+def test_first_cycle_runs_the_engine_default_and_reports_the_prior_knee() -> None:
+    w = World(spec_of())
+    d = w.step(0)
+    assert d.status.config is not None and d.status.config.max_batch_size == 1024  # vLLM's default on an H100
+    assert d.status.knee is not None and d.status.knee.basis == "prior" and d.status.knee.confidence == 0.25
+    assert 8 <= d.status.knee.max_batch_size < 1024
+    assert [c.status for c in d.status.conditions if c.type == "Tuned"] == ["False"]
+
+
+def test_no_traffic_means_no_change() -> None:
+    w = World(spec_of())
+    for t in range(0, 3600, 15):
+        w.step(t)
+    assert current(w).max_batch_size == 1024
+    assert all(r.kind != "knobs" for r in w.status.decisions)
+
+
+def test_converges_to_the_knee_under_load_in_one_change() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 1800, 15):
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+    changes = [r for r in w.status.decisions if r.kind == "knobs"]
+    assert len(changes) == 1
+    expected = knee.search(spec, knee.PRIOR_WORKLOAD, models.Calibration(), kv=models.KvDtype.DEFAULT)
+    chosen = current(w).max_batch_size
+    assert abs(chosen - expected.knobs.max_batch_size) <= 0.2 * expected.knobs.max_batch_size
+    assert w.status.knee is not None and w.status.knee.basis == "measured" and w.status.knee.confidence >= 0.5
+    assert "predicted goodput" in changes[0].reason or "misses the ITL SLO" in changes[0].reason
+    # The new revision took over and the old one is gone.
+    assert len(w.revisions) == 1
+    assert any(c.type == "Tuned" and c.status == "True" for c in w.status.conditions)
+
+
+def test_a_slower_server_than_the_prior_gets_a_smaller_knee() -> None:
+    spec = spec_of()
+    fast, slow = World(spec), World(spec)
+    for w, scale in ((fast, 1.0), (slow, 1.4)):
+        w.step(0)
+        for t in range(15, 900, 15):
+            w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=scale))
+            w.step(t)
+    assert fast.status.knee is not None and slow.status.knee is not None
+    assert slow.status.knee.calibration.itl_scale > 1.2
+    assert slow.status.knee.max_batch_size < fast.status.knee.max_batch_size
+
+
+def test_changes_respect_the_min_change_interval() -> None:
+    spec = spec_of(**{"tuning.minChangeInterval": "30m"})
+    w = World(spec)
+    w.step(0)
+    times = []
+    for t in range(15, 3600, 15):
+        # A server that keeps disagreeing with the prior pushes for more changes; they are rate-limited.
+        w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=1.0 + (t % 600) / 1200))
+        w.step(t)
+        times += [t for r in w.decisions[-1].status.decisions[-1:] if r.kind == "knobs" and r.time == at(t).isoformat().replace("+00:00", "Z")]
+    tuned = [r for r in w.status.decisions if r.kind == "knobs"]
+    stamps = sorted(datetime.datetime.fromisoformat(r.time.replace("Z", "+00:00")) for r in tuned)
+    for a, b in zip(stamps, stamps[1:], strict=False):
+        assert (b - a).total_seconds() >= 1800
+
+
+def test_a_regression_after_a_change_is_rolled_back_and_remembered() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not any(r.kind == "knobs" for r in w.status.decisions):
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    bad = current(w)
+    # The new configuration turns out slower than predicted: its measured ITL misses the SLO.
+    for _ in range(30):
+        w.set_load(**load(spec, current(w), running=bad.max_batch_size * 0.8, rps=4.0, tpot_p=0.080, itl_p=0.09))
+        w.step(t)
+        t += 15
+    assert [r.max_batch_size for r in w.status.rejected] == [bad.max_batch_size]
+    assert "measured ITL p95 80.0 ms > SLO 40 ms" in w.status.rejected[0].reason
+    assert current(w).max_batch_size != bad.max_batch_size
+    assert any(r.kind == "rollback" for r in w.status.decisions)
+    degraded = next(c for c in w.status.conditions if c.type == "Degraded")
+    assert degraded.status == "True" and degraded.reason == "RolledBack"
+    # The knee stays below what was rejected.
+    assert w.status.knee is not None and w.status.knee.max_batch_size < bad.max_batch_size
+
+
+def test_fp8_kv_is_chosen_when_kv_limited_and_rejected_when_prefix_caching_collapses() -> None:
+    spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8", "accelerator.count": 2,
+                      "slo.itl": "100ms", "slo.ttft": "10s"})
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not any(r.kind == "knobs" for r in w.status.decisions) and t < 3600:
+        w.set_load(**load(spec, current(w), running=60, rps=2.0, kv_usage=0.97, preemptions_per_s=0.5,
+                          prefix_hit_rate=0.4))
+        w.step(t)
+        t += 15
+    assert current(w).kv_cache_dtype is models.KvDtype.FP8, w.status.decisions[-1]
+    chosen = w.status.target or w.status.config
+    assert chosen is not None and chosen.baseline_prefix_hit_rate == pytest.approx(0.4)
+    # After the switch the prefix cache hit rate falls to nothing (one vLLM version did this with FP8 KV).
+    for _ in range(40):
+        w.set_load(**load(spec, current(w), running=60, rps=2.0, kv_usage=0.5, prefix_hit_rate=0.01))
+        w.step(t)
+        t += 15
+    assert current(w).kv_cache_dtype is models.KvDtype.DEFAULT
+    assert any("prefix-cache hit rate fell from 40% to 1%" in r.reason for r in w.status.rejected)
+    # FP8 is not proposed again.
+    assert w.status.knee is not None and w.status.knee.kv_cache_dtype is models.KvDtype.DEFAULT
+
+
+def test_recommend_mode_reports_and_never_acts() -> None:
+    spec = spec_of(**{"tuning.mode": "recommend"})
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 1800, 15):
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+    assert current(w).max_batch_size == 1024
+    recommended = [r for r in w.status.decisions if r.kind == "knobs"]
+    assert recommended and all(not r.applied for r in recommended)
+    assert len(recommended) == 1  # not repeated every cycle
+    tuned = next(c for c in w.status.conditions if c.type == "Tuned")
+    assert tuned.reason == "Recommendation"
+
+
+def test_mode_off_leaves_the_knobs_alone() -> None:
+    spec = spec_of(**{"tuning.mode": "off"})
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 1800, 15):
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+    assert current(w).max_batch_size == 1024
+    assert not [r for r in w.status.decisions if r.kind == "knobs"]
+    assert next(c for c in w.status.conditions if c.type == "Tuned").reason == "TuningOff"
+
+
+@pytest.mark.parametrize(("metrics", "reason"), [
+    (None, "NoPrometheus"),
+    (observation.Metrics(available=False, reason="PrometheusUnavailable", message="HTTP 503"), "PrometheusUnavailable"),
+])
+def test_missing_metrics_freeze_everything_and_never_scale_down(metrics: observation.Metrics | None,
+                                                                 reason: str) -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):  # high load: scale up to 4
+        w.set_load(**load(spec, current(w), running=40, rps=40.0))
+        w.step(t)
+    before = w.status.replicas.desired
+    knobs_before = current(w)
+    assert before > 1
+    w.metrics = metrics
+    for t in range(600, 2400, 15):
+        w.step(t)
+    assert w.status.replicas.desired == before
+    assert current(w) == knobs_before
+    cond = next(c for c in w.status.conditions if c.type == "MetricsAvailable")
+    assert cond.status == "False" and cond.reason == reason
+    assert next(c for c in w.status.conditions if c.type == "Tuned").reason == "Frozen"
+
+
+def test_a_serving_pod_without_series_is_partial_metrics() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    w.metrics = observation.Metrics(pods={}, grace=30)
+    w.step(60)  # the pod has been Ready for 60 s with no series
+    cond = next(c for c in w.status.conditions if c.type == "MetricsAvailable")
+    assert cond.status == "False" and cond.reason == "PartialMetrics"
+
+
+def test_scale_up_at_once_and_down_only_after_the_delay_and_the_drain() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    for _ in range(20):
+        w.set_load(**load(spec, current(w), running=30, rps=30.0))
+        w.step(t)
+        t += 15
+    high = w.status.replicas.desired
+    assert high >= 3
+    # The load drops: replicas stay for scaleDownDelay (2 min), then serving pods are unlabelled first.
+    drop_at = t
+    removed_at = None
+    while t < drop_at + 900:
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=1.0))
+        d = w.step(t)
+        if d.status.replicas.desired < high and removed_at is None:
+            removed_at = t
+            unserved = [p for p in d.pod_patches if p.serving is False]
+            assert unserved, "scale-down starts by taking pods out of the Service"
+            assert not [p for p in d.pod_patches if p.deletion_cost is not None and p.name in {u.name for u in unserved}]
+        t += 15
+    assert removed_at is not None and removed_at - drop_at >= 120
+    # Pods out of the Service with requests still in flight are not deleted until the drain timeout.
+    assert all(p.serving or p.unserved_since is not None for p in w.pods.values())
+
+
+def test_standby_is_promoted_by_a_label_within_one_interval() -> None:
+    spec = spec_of(**{"scaling.standby": {"min": 1, "max": 2}})
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 300, 15):
+        w.set_load(**load(spec, current(w), running=5, rps=1.0))
+        w.step(t)
+    standby = [p for p in w.pods.values() if not p.serving]
+    assert len(standby) >= 1 and w.status.replicas.standby >= 1
+    # A burst: the standby pod is labelled serving in the very next decision.
+    w.set_load(**load(spec, current(w), running=60, rps=40.0))
+    d = w.step(300)
+    promoted = [p.name for p in d.pod_patches if p.serving is True]
+    assert set(promoted) & {p.name for p in standby}
+    assert any(e.reason == "StandbyPromoted" for e in d.events)
+
+
+def test_bounds_hold_under_any_load() -> None:
+    spec = spec_of(**{"scaling.minReplicas": 2, "scaling.maxReplicas": 3})
+    w = World(spec)
+    for t, rps in ((0, 0.0), (15, 1000.0), (30, 1000.0), (45, 1000.0)):
+        w.set_load(**load(spec, models.Knobs(max_batch_size=64), running=64, rps=rps))
+        w.step(t)
+        assert 2 <= w.status.replicas.desired <= 3
+    assert w.status.replicas.desired == 3
+
+
+def test_cold_start_is_measured_from_pod_timestamps() -> None:
+    spec = spec_of(**{"scaling.coldStart": "auto"})
+    pods = tuple(observation.PodFacts(name=f"p{i}", revision="r", ready=True, serving=True, created=100.0 * i,
+                                      ready_since=100.0 * i + s) for i, s in enumerate((40, 45, 50, 90, 42)))
+    obs = observation.Observation(name="llm", namespace="ns", generation=1, spec=spec,
+                                  status=models.InferenceDeploymentStatus(), pods=pods)
+    d = decide.decide(obs, now=at(1000))
+    assert d.status.cold_start_seconds == 90.0  # p90 of five samples is the largest
+
+
+def test_revision_names_are_stable_across_cycles() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    first = set(w.revisions)
+    for t in range(15, 300, 15):
+        w.step(t)
+    assert set(w.revisions) == first == {render.revision(spec, current(w))}
