@@ -108,11 +108,29 @@ class OperatorProcess:
 
 
 def install_operator_manifests(k8s: e2e_cluster.Kube) -> None:
-    """The generated CRD and the RBAC we ship (namespace, ServiceAccount, ClusterRole, binding, policy)."""
+    """The generated CRD, the RBAC we ship (namespace, ServiceAccount, ClusterRole, binding, policy), peering."""
     k8s.kubectl("apply", "-f", str(REPO / "crds" / "inferencedeployments.infertune.io.yaml"))
+    k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "crds.yaml"))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                "crd/inferencedeployments.infertune.io")
+                "crd/inferencedeployments.infertune.io", "crd/clusterkopfpeerings.kopf.dev")
     k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
+    k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "peering.yaml"))
+
+
+# The session's operator handles the e2e-* namespaces; tests that run their own operators (high availability,
+# faults) use namespaces outside that pattern so that exactly their operators act there.
+SESSION_NAMESPACES = "e2e-*"
+
+
+def start_operator(kubeconfig: Path, log: Path, *, prometheus_url: str | None, metrics_port: str,
+                   extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "infertune.cli", "run", "--kubeconfig", str(kubeconfig), "--interval", "1",
+            "--metrics-port", metrics_port, "--verbose", *extra]
+    if prometheus_url:
+        args += ["--prometheus-url", prometheus_url]
+    with log.open("ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO / "operator")})
 
 
 @pytest.fixture(scope="session")
@@ -124,13 +142,8 @@ def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
     kubeconfig = k8s.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SA, workdir / "kubeconfig")
     log = workdir / "operator.log"
     port = (prometheus.operator_target or "127.0.0.1:0").rsplit(":", 1)[1]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "infertune.cli", "run", "--kubeconfig", str(kubeconfig), "--interval", "1",
-             "--prometheus-url", prometheus.url, "--metrics-port", port, "--verbose"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
-        )
+    process = start_operator(kubeconfig, log, prometheus_url=prometheus.url, metrics_port=port,
+                             extra=("--namespace", SESSION_NAMESPACES))
     handle = OperatorProcess(process=process, kubeconfig=kubeconfig, log=log)
     yield handle
     process.terminate()

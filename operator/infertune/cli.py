@@ -151,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         standalone=not args.peering,
         priority=args.priority,
         peering_name=args.peering,
+        peering_lifetime=args.peering_lifetime,
     )
     _logging(args.log_format, args.verbose)
     return asyncio.run(operator_main.run(config, kubeconfig=args.kubeconfig, liveness=args.liveness))
@@ -203,7 +204,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     run.add_argument("--peering", help="kopf peering name for high availability (default: standalone)")
-    run.add_argument("--priority", type=int, default=0, help="kopf peering priority")
+    run.add_argument("--priority", type=int, default=0, help="kopf peering priority (the highest acts)")
+    run.add_argument("--peering-lifetime", type=int, default=60,
+                     help="seconds a silent instance keeps its claim before another takes over (default 60)")
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(fn=cmd_run)
 

@@ -176,6 +176,8 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     if config.peering_name:
         settings.peering.name = config.peering_name
         settings.peering.mandatory = True
+        settings.peering.clusterwide = not config.namespaces
+        settings.peering.lifetime = config.peering_lifetime
 
 
 def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:

@@ -711,3 +711,6 @@ class OperatorConfig(Base):
     standalone: bool = pydantic.Field(default=True, description="Run without kopf peering.")
     priority: int = pydantic.Field(default=0, description="kopf peering priority.")
     peering_name: str | None = pydantic.Field(default=None, description="kopf peering object name.")
+    peering_lifetime: int = pydantic.Field(
+        default=60, ge=5, le=3600, description="Seconds a silent peer keeps its claim (takeover time)."
+    )

@@ -1,4 +1,4 @@
-"""Twin: Prometheus text exposition of a simulated pod, one dialect table per engine (vLLM) plus DCGM."""
+"""Twin: Prometheus text exposition of a simulated pod, one dialect table per engine plus DCGM."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import dataclasses
 import enum
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union
 
 from prometheus_client import core, exposition, registry
 
+from infertune import runtimes
+from infertune.runtimes import metrics as op
 from infertune.sim import engine as sim_engine
 from infertune.sim import histogram
 
@@ -29,9 +32,16 @@ PROMPT_LEN = "request_prompt_tokens"
 GENERATION_LEN = "request_generation_tokens"
 RUNNING = "requests_running"
 WAITING = "requests_waiting"
+PAUSED = "requests_paused"  # waiting again after a preemption (TensorRT-LLM's paused requests)
+MAX_RUNNING = "max_running_requests"  # the max batch size the engine runs with
 KV_USAGE = "kv_cache_usage"  # 0-1
+KV_TOKENS_USED = "kv_cache_tokens_used"
+KV_TOKENS = "kv_cache_tokens"  # capacity
+KV_BLOCKS_USED = "kv_cache_blocks_used"
+KV_BLOCKS = "kv_cache_blocks"  # capacity
 PREFIX_QUERIES = "prefix_cache_queries"  # tokens
 PREFIX_HITS = "prefix_cache_hits"  # tokens
+PREFIX_HIT_RATE = "prefix_cache_hit_rate"  # 0-1, since the previous scrape
 PROMPT_TOKENS = "prompt_tokens"
 GENERATION_TOKENS = "generation_tokens"
 PREEMPTIONS = "preemptions"
@@ -46,6 +56,10 @@ class Kind(enum.StrEnum):
     HISTOGRAM = "histogram"
 
 
+Labels = tuple[tuple[str, str], ...]  # (label, PodIdentity field) or (label, "=constant")
+Buckets = Union[tuple[float, ...], Callable[[int], tuple[float, ...]], None]  # noqa: UP007 - a runtime alias
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricSpec:
     """How one signal appears in a dialect. Counters are named without `_total` (the wire adds it)."""
@@ -54,23 +68,47 @@ class MetricSpec:
     kind: Kind
     help: str
     scale: float = 1.0  # wire value = internal value x scale (0-1 -> percent: 100)
-    buckets: tuple[float, ...] | None = None  # histograms; None with token counts: 1-2-5 up to max_model_len
+    # Histograms: fixed bounds, or bounds from the model's max length (token counts); None: 1-2-5 up to it.
+    buckets: Buckets = None
     label: str | None = None  # the label of a signal with a dimension, e.g. finished_reason
+    labels: Labels | None = None  # this metric's own label set where the engine uses several (SGLang)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Dialect:
-    """An exporter's metric names, types, labels and buckets. Signals it lacks are simply absent.
+    """An exporter's metric names, types, labels, buckets and path. Signals it lacks are simply absent.
 
-    `labels` maps each label name to the PodIdentity field that gives its value; per_gpu dialects emit
-    one series per GPU (with the identity's gpu fields filled per index).
+    `labels` maps each label name to the PodIdentity field that gives its value (or a constant written
+    "=value"); per_gpu dialects emit one series per GPU (with the identity's gpu fields filled per index).
+    `enable_flag`: the engine exports nothing unless its command line carries this flag.
     """
 
     name: str
     path: str
-    labels: tuple[tuple[str, str], ...]
+    labels: Labels
     metrics: Mapping[str, MetricSpec]
     per_gpu: bool = False
+    enable_flag: str | None = None
+
+
+def _wire_name(d: op.Dialect, signal: op.Signal) -> str:
+    """The operator's newest name for a signal in its dialect, as a twin spec declares it.
+
+    Names come from runtimes/metrics.py so that what the twin exports and what the operator queries cannot
+    drift apart; counters drop `_total` because prometheus_client adds it on the wire.
+    """
+    source = d.sources[signal]
+    name = source.names[0]
+    if (source.kind or op.KINDS[signal]) is op.Kind.COUNTER:
+        name = name.removesuffix("_total")
+    return name
+
+
+def _spec(d: op.Dialect, signal: op.Signal, kind: Kind, help_: str, *, buckets: Buckets = None,
+          labels: Labels | None = None) -> MetricSpec:
+    """A spec named by the operator's table; its scale undoes the operator's (percent x 0.01 -> x 100)."""
+    return MetricSpec(_wire_name(d, signal), kind, help_, scale=1.0 / d.sources[signal].scale, buckets=buckets,
+                      labels=labels)
 
 
 # vLLM V1 (vllm/v1/metrics/loggers.py, reference §B): labels model_name and engine (the engine index).
@@ -86,59 +124,230 @@ _VLLM_LATENCY_BUCKETS = (
     960.0, 1920.0, 7680.0,
 )
 
-VLLM = Dialect(
-    name="vllm",
-    path="/metrics",
-    labels=(("model_name", "model_name"), ("engine", "engine")),
-    metrics={
-        TTFT: MetricSpec("vllm:time_to_first_token_seconds", Kind.HISTOGRAM, "Time to first token, seconds.",
-                         buckets=_VLLM_TTFT_BUCKETS),
-        ITL: MetricSpec("vllm:inter_token_latency_seconds", Kind.HISTOGRAM, "Inter-token latency, seconds.",
+
+def _vllm(d: op.Dialect) -> Dialect:
+    """vLLM V1's exposition under the names of `d` (vLLM itself, or NIM 2.x on a vLLM image)."""
+    s = op.Signal
+    return Dialect(
+        name=d.name,
+        path=d.path,
+        labels=(("model_name", "model_name"), ("engine", "engine")),
+        metrics={
+            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Inter-token latency, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Per-request mean time per output token, seconds.",
                         buckets=_VLLM_TPOT_BUCKETS),
-        TPOT: MetricSpec("vllm:request_time_per_output_token_seconds", Kind.HISTOGRAM,
-                         "Per-request mean time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-        E2E: MetricSpec("vllm:e2e_request_latency_seconds", Kind.HISTOGRAM, "End-to-end request latency, seconds.",
-                        buckets=_VLLM_LATENCY_BUCKETS),
-        QUEUE: MetricSpec("vllm:request_queue_time_seconds", Kind.HISTOGRAM, "Time waiting before admission, seconds.",
-                          buckets=_VLLM_LATENCY_BUCKETS),
-        PREFILL: MetricSpec("vllm:request_prefill_time_seconds", Kind.HISTOGRAM, "Prefill phase time, seconds.",
-                            buckets=_VLLM_LATENCY_BUCKETS),
-        DECODE: MetricSpec("vllm:request_decode_time_seconds", Kind.HISTOGRAM, "Decode phase time, seconds.",
-                           buckets=_VLLM_LATENCY_BUCKETS),
-        INFERENCE: MetricSpec("vllm:request_inference_time_seconds", Kind.HISTOGRAM, "Running phase time, seconds.",
-                              buckets=_VLLM_LATENCY_BUCKETS),
-        PROMPT_LEN: MetricSpec("vllm:request_prompt_tokens", Kind.HISTOGRAM, "Prompt tokens per request."),
-        GENERATION_LEN: MetricSpec("vllm:request_generation_tokens", Kind.HISTOGRAM, "Output tokens per request."),
-        RUNNING: MetricSpec("vllm:num_requests_running", Kind.GAUGE, "Requests in the running batch."),
-        WAITING: MetricSpec("vllm:num_requests_waiting", Kind.GAUGE, "Requests waiting for admission."),
-        KV_USAGE: MetricSpec("vllm:kv_cache_usage_perc", Kind.GAUGE, "KV cache usage, 1 means 100 percent."),
-        PREFIX_QUERIES: MetricSpec("vllm:prefix_cache_queries", Kind.COUNTER, "Prefix cache queries, in tokens."),
-        PREFIX_HITS: MetricSpec("vllm:prefix_cache_hits", Kind.COUNTER, "Prefix cache hits, in tokens."),
-        PROMPT_TOKENS: MetricSpec("vllm:prompt_tokens", Kind.COUNTER, "Prefill tokens processed."),
-        GENERATION_TOKENS: MetricSpec("vllm:generation_tokens", Kind.COUNTER, "Generation tokens processed."),
-        PREEMPTIONS: MetricSpec("vllm:num_preemptions", Kind.COUNTER, "Preemptions by the scheduler."),
-        REQUEST_SUCCESS: MetricSpec("vllm:request_success", Kind.COUNTER, "Finished requests by reason.",
-                                    label="finished_reason"),
-    },
+            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
+                       buckets=_VLLM_LATENCY_BUCKETS),
+            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time waiting before admission, seconds.",
+                         buckets=_VLLM_LATENCY_BUCKETS),
+            PREFILL: MetricSpec("vllm:request_prefill_time_seconds", Kind.HISTOGRAM, "Prefill phase time, seconds.",
+                                buckets=_VLLM_LATENCY_BUCKETS),
+            DECODE: MetricSpec("vllm:request_decode_time_seconds", Kind.HISTOGRAM, "Decode phase time, seconds.",
+                               buckets=_VLLM_LATENCY_BUCKETS),
+            INFERENCE: MetricSpec("vllm:request_inference_time_seconds", Kind.HISTOGRAM,
+                                  "Running phase time, seconds.", buckets=_VLLM_LATENCY_BUCKETS),
+            PROMPT_LEN: MetricSpec("vllm:request_prompt_tokens", Kind.HISTOGRAM, "Prompt tokens per request."),
+            GENERATION_LEN: MetricSpec("vllm:request_generation_tokens", Kind.HISTOGRAM, "Output tokens per request."),
+            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Requests in the running batch."),
+            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests waiting for admission."),
+            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "KV cache usage, 1 means 100 percent."),
+            PREFIX_QUERIES: _spec(d, s.PREFIX_QUERIES, Kind.COUNTER, "Prefix cache queries, in tokens."),
+            PREFIX_HITS: _spec(d, s.PREFIX_HITS, Kind.COUNTER, "Prefix cache hits, in tokens."),
+            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
+            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
+            PREEMPTIONS: _spec(d, s.PREEMPTIONS, Kind.COUNTER, "Preemptions by the scheduler."),
+            REQUEST_SUCCESS: MetricSpec("vllm:request_success", Kind.COUNTER, "Finished requests by reason.",
+                                        label="finished_reason"),
+        },
+    )
+
+
+# SGLang (python/sglang/srt/metrics/collector.py, TokenizerMetricsCollector and SchedulerMetricsCollector):
+# request histograms carry model_name and engine_type; scheduler gauges add the ranks, and only rank 0 of a
+# tensor-parallel group logs them. Exported only with --enable-metrics.
+_SGLANG_TTFT_BUCKETS = (
+    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0,
 )
+_SGLANG_ITL_BUCKETS = (
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
+    1.0, 2.0, 4.0, 6.0, 8.0,
+)
+_SGLANG_E2E_BUCKETS = (
+    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0, 600.0,
+    1200.0, 1800.0, 2400.0,
+)
+_SGLANG_QUEUE_BUCKETS = (
+    0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
+    200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0,
+    2500.0, 3000.0,
+)
+_SGLANG_SCHEDULER: Labels = (
+    ("model_name", "model_name"), ("engine_type", "=unified"), ("tp_rank", "=0"), ("pp_rank", "=0"),
+    ("moe_ep_rank", "=0"),
+)
+
+
+def _sglang(d: op.Dialect) -> Dialect:
+    """SGLang's exposition under the names of `d` (SGLang itself, or NIM 2.x on an SGLang image)."""
+    s, sched = op.Signal, _SGLANG_SCHEDULER
+    return Dialect(
+        name=d.name,
+        path=d.path,
+        labels=(("model_name", "model_name"), ("engine_type", "=unified")),
+        metrics={
+            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_SGLANG_TTFT_BUCKETS),
+            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Inter-token latency, seconds.", buckets=_SGLANG_ITL_BUCKETS),
+            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
+                       buckets=_SGLANG_E2E_BUCKETS),
+            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Queueing time, seconds.", buckets=_SGLANG_QUEUE_BUCKETS,
+                         labels=sched),
+            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
+            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
+            PREFIX_HITS: MetricSpec("sglang:cached_tokens", Kind.COUNTER, "Prompt tokens served from the cache."),
+            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Running requests.", labels=sched),
+            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests in the waiting queue.", labels=sched),
+            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "Share of the KV token pool in use, 0-1.", labels=sched),
+            KV_TOKENS_USED: MetricSpec("sglang:num_used_tokens", Kind.GAUGE, "KV pool tokens in use.", labels=sched),
+            KV_TOKENS: MetricSpec("sglang:max_total_num_tokens", Kind.GAUGE, "KV pool size, tokens.", labels=sched),
+            PREFIX_HIT_RATE: _spec(d, s.PREFIX_HIT_RATE, Kind.GAUGE, "Prefix cache hit rate, 0-1.", labels=sched),
+            PREEMPTIONS: _spec(d, s.PREEMPTIONS, Kind.COUNTER, "Requests retracted to free KV cache.",
+                               labels=sched),
+        },
+        enable_flag="--enable-metrics",
+    )
+
+
+# TensorRT-LLM trtllm-serve (tensorrt_llm/metrics/collector.py) at /prometheus/metrics: labels model_name and
+# engine_type; TTFT, TPOT, e2e and queue buckets are vLLM's; TPOT is one observation per request.
+_TRTLLM_PREFILL_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)
+
+
+def _trtllm(d: op.Dialect) -> Dialect:
+    s = op.Signal
+    return Dialect(
+        name=d.name,
+        path=d.path,
+        labels=(("model_name", "model_name"), ("engine_type", "=trtllm")),
+        metrics={
+            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            # One histogram carries both ITL and TPOT in the operator's table: it is per request.
+            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
+                       buckets=_VLLM_LATENCY_BUCKETS),
+            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time in the WAITING phase, seconds.",
+                         buckets=_VLLM_LATENCY_BUCKETS),
+            PREFILL: MetricSpec("trtllm_request_prefill_time_seconds", Kind.HISTOGRAM, "Prefill phase, seconds.",
+                                buckets=_TRTLLM_PREFILL_BUCKETS),
+            DECODE: MetricSpec("trtllm_request_decode_time_seconds", Kind.HISTOGRAM, "Decode phase, seconds.",
+                               buckets=_VLLM_LATENCY_BUCKETS),
+            INFERENCE: MetricSpec("trtllm_request_inference_time_seconds", Kind.HISTOGRAM,
+                                  "Inference duration, seconds.", buckets=_VLLM_LATENCY_BUCKETS),
+            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prompt tokens processed."),
+            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens produced."),
+            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Active requests."),
+            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Queued requests."),
+            PAUSED: _spec(d, s.PREEMPTIONS, Kind.GAUGE, "Requests paused to free KV cache."),
+            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "KV cache utilization, 0-1."),
+            KV_BLOCKS_USED: MetricSpec("trtllm_kv_cache_used_blocks", Kind.GAUGE, "KV cache blocks in use."),
+            KV_BLOCKS: MetricSpec("trtllm_kv_cache_max_blocks", Kind.GAUGE, "KV cache blocks in the pool."),
+            PREFIX_HIT_RATE: _spec(d, s.PREFIX_HIT_RATE, Kind.GAUGE, "KV cache hit rate, 0-1."),
+            REQUEST_SUCCESS: MetricSpec("trtllm_request_success", Kind.COUNTER, "Finished requests by reason.",
+                                        label="finished_reason"),
+        },
+    )
+
+
+# NIM 1.x (docs.nvidia.com/nim/large-language-models/latest/observability): unprefixed names at /v1/metrics,
+# per model; its histograms are vLLM V0's (time per output token observed per token there).
+def _nim_1(d: op.Dialect) -> Dialect:
+    s = op.Signal
+    return Dialect(
+        name=d.name,
+        path=d.path,
+        labels=(("model_name", "model_name"),),
+        metrics={
+            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
+                       buckets=_VLLM_LATENCY_BUCKETS),
+            PROMPT_LEN: MetricSpec("request_prompt_tokens", Kind.HISTOGRAM, "Prompt tokens per request."),
+            GENERATION_LEN: MetricSpec("request_generation_tokens", Kind.HISTOGRAM, "Output tokens per request."),
+            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Requests running on the GPU."),
+            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests waiting to be processed."),
+            MAX_RUNNING: MetricSpec("num_request_max", Kind.GAUGE, "Requests the model may run at once."),
+            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "GPU KV-cache usage, 1 means 100 percent."),
+            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
+            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
+        },
+    )
+
+
+# TGI (docs/source/reference/metrics.md; router/src/server.rs for buckets): no labels; durations in 35
+# geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s at the top); token lengths in 100
+# linear buckets up to the model's length. No TTFT, no KV usage, no prefix cache, no preemption series.
+_TGI_DURATION_BUCKETS = tuple(0.0001 * 1.5**k for k in range(1, 36))
+
+
+def _linear_100(limit: int) -> tuple[float, ...]:
+    """TGI's token-length buckets: limit/100 x 1..100 (8,192 tokens -> 81.92, 163.84, ... 8,192)."""
+    return tuple(limit / 100.0 * (k + 1) for k in range(100))
+
+
+def _tgi(d: op.Dialect) -> Dialect:
+    s = op.Signal
+    return Dialect(
+        name=d.name,
+        path=d.path,
+        labels=(),
+        metrics={
+            # One per request: the request's mean time per token (the operator reads it as ITL and TPOT).
+            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Mean time per token per request, seconds.",
+                        buckets=_TGI_DURATION_BUCKETS),
+            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "Total time spent on the request, seconds.",
+                       buckets=_TGI_DURATION_BUCKETS),
+            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time spent in the queue, seconds.",
+                         buckets=_TGI_DURATION_BUCKETS),
+            INFERENCE: MetricSpec("tgi_request_inference_duration", Kind.HISTOGRAM, "Request inference, seconds.",
+                                  buckets=_TGI_DURATION_BUCKETS),
+            PROMPT_LEN: _spec(d, s.PROMPT_TOKENS, Kind.HISTOGRAM, "Input tokens per request.", buckets=_linear_100),
+            GENERATION_LEN: _spec(d, s.GENERATION_TOKENS, Kind.HISTOGRAM, "Generated tokens per request.",
+                                  buckets=_linear_100),
+            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Current batch size."),
+            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Current queue size."),
+        },
+    )
+
+
+VLLM = _vllm(op.VLLM)
+SGLANG = _sglang(op.SGLANG)
+TRTLLM = _trtllm(op.TRTLLM)
+NIM_1 = _nim_1(op.NIM_1)
+NIM_2_VLLM = _vllm(op.NIM_2_VLLM)
+NIM_2_SGLANG = _sglang(op.NIM_2_SGLANG)
+TGI = _tgi(op.TGI)
 
 # NVIDIA dcgm-exporter in Kubernetes mode (reference §C): per-GPU labels plus the pod that holds the GPU.
 DCGM = Dialect(
-    name="dcgm",
-    path="/metrics",
+    name=op.DCGM.name,
+    path=op.DCGM.path,
     labels=(
         ("gpu", "gpu"), ("UUID", "uuid"), ("device", "device"), ("modelName", "gpu_model"), ("Hostname", "node"),
         ("container", "container"), ("namespace", "namespace"), ("pod", "pod"),
     ),
     metrics={
-        DRAM_ACTIVE: MetricSpec("DCGM_FI_PROF_DRAM_ACTIVE", Kind.GAUGE,
-                                "Ratio of cycles the device memory interface is active (0-1)."),
+        DRAM_ACTIVE: _spec(op.DCGM, op.Signal.DRAM_ACTIVE, Kind.GAUGE,
+                           "Ratio of cycles the device memory interface is active (0-1)."),
         GPU_UTIL: MetricSpec("DCGM_FI_DEV_GPU_UTIL", Kind.GAUGE, "GPU utilization (in %).", scale=100.0),
     },
     per_gpu=True,
 )
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (VLLM, DCGM)}
+# Engine dialects by runtime variant (runtimes.Runtime.variant), as the operator's BY_VARIANT.
+ENGINE_DIALECTS: tuple[Dialect, ...] = (VLLM, SGLANG, TRTLLM, NIM_1, NIM_2_VLLM, NIM_2_SGLANG, TGI)
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (*ENGINE_DIALECTS, DCGM)}
 
 
 def dialect(name: str) -> Dialect:
@@ -146,6 +355,20 @@ def dialect(name: str) -> Dialect:
         return DIALECTS[name]
     except KeyError:
         raise KeyError(f"unknown metrics dialect {name!r}; known: {', '.join(sorted(DIALECTS))}") from None
+
+
+def pod_dialects(variant: str, argv: Sequence[str], env: Mapping[str, str]) -> tuple[Dialect, ...]:
+    """What a pod of this engine variant exports at its metrics path, given its command line.
+
+    SGLang without --enable-metrics (in argv, or NIM 2.x's NIM_PASSTHROUGH_ARGS) exports no engine series;
+    DCGM's GPU series come from the node's exporter either way.
+    """
+    d = dialect(variant)
+    if d.enable_flag is not None:
+        args = [*argv, *shlex.split(env.get("NIM_PASSTHROUGH_ARGS", ""))]
+        if not runtimes.has_flag(args, d.enable_flag):
+            return (DCGM,)
+    return (d, DCGM)
 
 
 # ---------------------------------------------------------------------------------------------- samples
@@ -179,7 +402,7 @@ class PodIdentity:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sample:
     """A pod's signals at `time`: cumulative counters and histograms, gauges, and the raw totals that
-    rate-like gauges (DRAM active, GPU busy) are computed from against the previous sample."""
+    rate-like gauges (DRAM active, GPU busy, prefix hit rate) are computed from against the previous sample."""
 
     time: float
     values: Mapping[str, Value]
@@ -193,11 +416,16 @@ def sample(eng: sim_engine.SimEngine, *, now: float) -> Sample:
     """Read an engine's signals; advance it to `now` first so that they are current."""
     eng.advance(now)
     s = eng.stats
+    block = eng.c.block_size
     values: dict[str, Value] = {
         TTFT: s.ttft.copy(), ITL: s.itl.copy(), TPOT: s.tpot.copy(), E2E: s.e2e.copy(), QUEUE: s.queue.copy(),
         PREFILL: s.prefill.copy(), DECODE: s.decode.copy(), INFERENCE: s.inference.copy(),
         PROMPT_LEN: s.prompt_len.copy(), GENERATION_LEN: s.generation_len.copy(),
-        RUNNING: float(eng.num_running), WAITING: float(eng.num_waiting), KV_USAGE: eng.kv_usage,
+        RUNNING: float(eng.num_running), WAITING: float(eng.num_waiting),
+        PAUSED: float(sum(1 for r in eng.waiting if r.preemptions > 0)),
+        MAX_RUNNING: float(eng.replica.seq_limit), KV_USAGE: eng.kv_usage,
+        KV_BLOCKS_USED: float(eng.kv_blocks_used), KV_BLOCKS: float(eng.c.kv_blocks),
+        KV_TOKENS_USED: float(eng.kv_blocks_used * block), KV_TOKENS: float(eng.c.kv_blocks * block),
         PREFIX_QUERIES: float(s.prefix_queries), PREFIX_HITS: float(s.prefix_hits),
         PROMPT_TOKENS: float(s.prompt_tokens), GENERATION_TOKENS: float(s.generation_tokens),
         PREEMPTIONS: float(s.preemptions),
@@ -209,18 +437,32 @@ def sample(eng: sim_engine.SimEngine, *, now: float) -> Sample:
     )
 
 
+def _float(values: Mapping[str, Value], key: str) -> float:
+    value = values.get(key, 0.0)
+    return value if isinstance(value, float) else 0.0
+
+
 def _rates(current: Sample, previous: Sample | None) -> dict[str, float]:
-    """DRAM active = bytes moved / (elapsed x peak bandwidth); GPU busy = busy time / elapsed."""
+    """DRAM active = bytes moved / (elapsed x peak bandwidth); GPU busy = busy time / elapsed; prefix hit
+    rate = hits / queries since the previous scrape (what the engines' per-iteration gauges show)."""
     if previous is None or current.time <= previous.time:
         base_t, base_bytes, base_busy = 0.0, 0.0, 0.0
+        base_q, base_h = 0.0, 0.0
     else:
         base_t, base_bytes, base_busy = previous.time, previous.bytes_per_gpu, previous.busy_s
+        base_q, base_h = _float(previous.values, PREFIX_QUERIES), _float(previous.values, PREFIX_HITS)
+    queries = _float(current.values, PREFIX_QUERIES) - base_q
+    hits = _float(current.values, PREFIX_HITS) - base_h
+    if queries <= 0:  # no prompt since: the gauge keeps the lifetime ratio rather than drop to zero
+        queries, hits = _float(current.values, PREFIX_QUERIES), _float(current.values, PREFIX_HITS)
+    hit_rate = min(1.0, max(0.0, hits / queries)) if queries > 0 else 0.0
     dt = current.time - base_t
     if dt <= 0:
-        return {DRAM_ACTIVE: 0.0, GPU_UTIL: 0.0}
+        return {DRAM_ACTIVE: 0.0, GPU_UTIL: 0.0, PREFIX_HIT_RATE: hit_rate}
     return {
         DRAM_ACTIVE: min(1.0, max(0.0, (current.bytes_per_gpu - base_bytes) / (dt * current.peak_bytes_per_s))),
         GPU_UTIL: min(1.0, max(0.0, (current.busy_s - base_busy) / dt)),
+        PREFIX_HIT_RATE: hit_rate,
     }
 
 
@@ -237,6 +479,15 @@ def buckets_125(limit: int) -> tuple[float, ...]:
         exponent += 1
 
 
+def bounds(spec: MetricSpec, max_model_len: int) -> tuple[float, ...]:
+    """A histogram's finite `le` bounds for a model of this length."""
+    if spec.buckets is None:
+        return buckets_125(max_model_len)
+    if callable(spec.buckets):
+        return spec.buckets(max_model_len)
+    return spec.buckets
+
+
 # ---------------------------------------------------------------------------------------------- render
 
 
@@ -248,6 +499,10 @@ class _Collector(registry.Collector):
         return self._metrics
 
 
+def _label_value(fields: Mapping[str, str], source: str) -> str:
+    return source[1:] if source.startswith("=") else fields[source]
+
+
 def families(
     d: Dialect, current: Sample, identity: PodIdentity, *, previous: Sample | None = None
 ) -> list[core.Metric]:
@@ -256,23 +511,25 @@ def families(
     values.update(_rates(current, previous))
     gpus = range(identity.gpus) if d.per_gpu else (None,)
     label_sets = [identity.fields(g) for g in gpus]
-    names = [label for label, _ in d.labels]
     out: list[core.Metric] = []
     for signal, spec in d.metrics.items():
         value = values.get(signal)
         if value is None:
             continue
+        own = spec.labels if spec.labels is not None else d.labels
+        names = [label for label, _ in own]
         extra = [spec.label] if spec.label else []
         if spec.kind is Kind.HISTOGRAM:
             if not isinstance(value, histogram.LogHistogram):
                 raise TypeError(f"signal {signal} is not a histogram")
             hist = core.HistogramMetricFamily(spec.name, spec.help, labels=names)
-            bounds = spec.buckets or buckets_125(current.max_model_len)
-            counts = value.cumulative(bounds)
-            buckets = [(_le(b), c) for b, c in zip(bounds, counts, strict=True)]
+            les = bounds(spec, current.max_model_len)
+            counts = value.cumulative(les)
+            buckets = [(_le(b), c) for b, c in zip(les, counts, strict=True)]
             buckets.append(("+Inf", value.count))
             for fields in label_sets:
-                hist.add_metric([fields[source] for _, source in d.labels], buckets, sum_value=value.sum * spec.scale)
+                hist.add_metric([_label_value(fields, src) for _, src in own], buckets,
+                                sum_value=value.sum * spec.scale)
             out.append(hist)
             continue
         family: core.CounterMetricFamily | core.GaugeMetricFamily
@@ -281,7 +538,7 @@ def families(
         else:
             family = core.GaugeMetricFamily(spec.name, spec.help, labels=names + extra)
         for fields in label_sets:
-            labels = [fields[source] for _, source in d.labels]
+            labels = [_label_value(fields, src) for _, src in own]
             if isinstance(value, Mapping):
                 for key, v in value.items():
                     family.add_metric([*labels, key], v * spec.scale)
