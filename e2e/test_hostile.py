@@ -1,0 +1,178 @@
+"""Test: 40+ invalid or hostile resources against the real API server and operator — each stopped where it
+should be (schema, CEL rule, or the operator's own validation) with a readable message, nothing created."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e import cluster as e2e_cluster
+from e2e.conftest import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = yaml.safe_load((REPO / "manifests/samples/vllm-llama-3.1-8b-l40s.yaml").read_text())
+D = object()  # delete the field
+CUSTOM_MODEL = {"name": "x", "layers": 1, "hiddenSize": 1, "attentionHeads": 1, "kvHeads": 1, "headDim": 1,
+                "intermediateSize": 1, "parameters": 1e9, "vocabSize": 1, "maxContextTokens": 1}
+
+
+def resource(name: str, namespace: str, changes: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(SAMPLE)
+    body["metadata"] = {"name": name, "namespace": namespace}
+    for path, value in changes.items():
+        if path.startswith("metadata."):
+            body["metadata"][path.split(".", 1)[1]] = value
+            continue
+        node = body["spec"]
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is D:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return body
+
+
+# (name, changes, layer, text the refusal must contain). layer: schema | cel | operator.
+CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("missing model", {"model": D}, "schema", 'spec.model: Required value'),
+    ("missing image", {"engine.image": D}, "schema", "spec.engine.image: Required value"),
+    ("unknown engine", {"engine.kind": "llamacpp"}, "schema", 'spec.engine.kind: Unsupported value: "llamacpp"'),
+    ("negative port", {"engine.port": -1}, "schema", "spec.engine.port: Invalid value: -1"),
+    ("port too large", {"engine.port": 70000}, "schema", "spec.engine.port: Invalid value: 70000"),
+    ("huge replica count", {"scaling.maxReplicas": 10**12}, "schema", "spec.scaling.maxReplicas: Invalid value"),
+    ("too many gpus", {"accelerator.count": 65}, "schema", "spec.accelerator.count: Invalid value: 65"),
+    ("zero gpus", {"accelerator.count": 0}, "schema", "spec.accelerator.count: Invalid value: 0"),
+    ("negative price", {"accelerator.hourlyCost": -2}, "schema", "spec.accelerator.hourlyCost: Invalid value"),
+    ("duration without unit", {"slo.ttft": "1500"}, "schema", 'spec.slo.ttft: Invalid value: "1500"'),
+    ("duration as number", {"slo.ttft": 1.5}, "schema", "spec.slo.ttft: Invalid value"),
+    ("negative duration", {"slo.itl": "-40ms"}, "schema", 'spec.slo.itl: Invalid value: "-40ms"'),
+    ("zero duration", {"slo.itl": "0ms"}, "cel", "slo.itl must be longer than zero"),
+    ("percentile too low", {"slo.percentile": 49}, "schema", "spec.slo.percentile: Invalid value: 49"),
+    ("percentile too high", {"slo.percentile": 100}, "schema", "spec.slo.percentile: Invalid value: 100"),
+    ("batch bounds reversed", {"tuning.maxBatchSize": {"min": 64, "max": 8}}, "cel",
+     "maxBatchSize.min must not exceed maxBatchSize.max"),
+    ("batch bound zero", {"tuning.maxBatchSize": {"min": 0, "max": 8}}, "schema",
+     "spec.tuning.maxBatchSize.min: Invalid value: 0"),
+    ("initial outside bounds", {"tuning.initialMaxBatchSize": 1000}, "cel",
+     "initialMaxBatchSize must lie within maxBatchSize.min..max"),
+    ("unknown tuning mode", {"tuning.mode": "yolo"}, "schema", 'spec.tuning.mode: Unsupported value: "yolo"'),
+    ("unknown kv policy", {"tuning.kvCacheDtype": "int4"}, "schema", "spec.tuning.kvCacheDtype: Unsupported value"),
+    ("bad change interval", {"tuning.minChangeInterval": "soon"}, "schema", "spec.tuning.minChangeInterval"),
+    ("replica bounds reversed", {"scaling.minReplicas": 5}, "cel", "minReplicas must not exceed maxReplicas"),
+    ("standby above max replicas", {"scaling.standby": {"min": 0, "max": 9}}, "cel",
+     "standby.max must not exceed maxReplicas"),
+    ("standby bounds reversed", {"scaling.standby": {"min": 2, "max": 1}}, "cel",
+     "standby.min must not exceed standby.max"),
+    ("bad cold start", {"scaling.coldStart": "later"}, "schema", 'spec.scaling.coldStart: Invalid value: "later"'),
+    ("bad drain timeout", {"scaling.drainTimeout": "1y"}, "schema", "spec.scaling.drainTimeout"),
+    ("unknown field", {"slo.ttfb": "1s"}, "schema", 'unknown field "spec.slo.ttfb"'),
+    ("architecture and custom", {"model.custom": CUSTOM_MODEL}, "cel", "set exactly one of model.architecture"),
+    ("no gpu", {"accelerator.type": D}, "cel", "set exactly one of accelerator.type"),
+    ("nim settings on vllm", {"engine.nim": {"generation": 2}}, "cel", "engine.nim is only valid with engine.kind nim"),
+    ("name too long", {"metadata.name": "n" * 43}, "cel", "metadata.name must be at most 42 characters"),
+    ("long unicode model name", {"model.name": "модель-" * 40}, "schema", "spec.model.name"),
+    ("shell in image", {"engine.image": "vllm; rm -rf /"}, "schema", "spec.engine.image: Invalid value"),
+    ("argument too long", {"engine.args": ["x" * 5000]}, "schema", "spec.engine.args[0]: Too long"),
+    ("too many env vars", {"engine.env": [{"name": f"V{i}", "value": "1"} for i in range(200)]}, "schema",
+     "spec.engine.env: Too many"),
+    ("bad toleration operator", {"template.tolerations": [{"key": "k", "operator": "Maybe"}]}, "schema",
+     'spec.template.tolerations[0].operator: Unsupported value: "Maybe"'),
+    ("upper-case priority class", {"template.priorityClassName": "High"}, "schema", "spec.template.priorityClassName"),
+    ("custom gpu without bandwidth", {"accelerator.type": D, "accelerator.custom": {
+        "name": "x", "memoryGib": 80, "bandwidthGbps": 0, "tflopsBf16": 100}}, "schema",
+     "spec.accelerator.custom.bandwidthGbps: Invalid value: 0"),
+    # Past the schema: only the operator knows the catalog, the engines' flags, the hardware and the labels it owns.
+    ("unknown architecture", {"model.architecture": "gpt-5"}, "operator",
+     "spec.model.architecture: unknown model 'gpt-5'; known:"),
+    ("unknown gpu", {"accelerator.type": "tpu-v5"}, "operator", "spec.accelerator.type: unknown GPU 'tpu-v5'"),
+    ("owned flag in args", {"engine.args": ["--max-num-seqs=64"]}, "operator",
+     "spec.engine.args[0]: --max-num-seqs sets max_batch_size, which the operator owns"),
+    ("owned env var", {"engine.kind": "nim", "engine.nim": {"generation": 1},
+                       "engine.env": [{"name": "NIM_MAX_NUM_SEQS", "value": "8"}]}, "operator",
+     "spec.engine.env[0].name: NIM_MAX_NUM_SEQS sets max_batch_size"),
+    ("value and valueFrom", {"engine.env": [{"name": "A", "value": "1",
+                                             "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
+     "operator", "spec.engine.env[0]: set at most one of value and valueFrom"),
+    ("owned label", {"template.labels": {"infertune.io/serving": "false"}}, "operator",
+     "spec.template.labels: 'infertune.io/serving' is owned by the operator"),
+    ("owned annotation", {"template.annotations": {"infertune.io/unserved-since": "x"}}, "operator",
+     "spec.template.annotations: 'infertune.io/unserved-since' is owned by the operator"),
+    ("promql in a label value", {"template.labels": {"team": 'x"} or vector(1) #'}}, "operator",
+     "spec.template.labels: the value of 'team' is not a valid label value"),
+    ("gpu product in node selector", {"template.nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100"}},
+     "operator", "spec.template.nodeSelector: nvidia.com/gpu.product is set from the accelerator"),
+    ("fp8 weights on a100", {"accelerator.type": "a100-80gb", "model.weights": "fp8"}, "operator",
+     "spec.model.weights: fp8 weights need FP8 tensor cores, which a100-80gb lacks"),
+    ("model does not fit", {"model.architecture": "llama-3.1-70b"}, "operator", "short by"),
+    ("context longer than the model", {"model.maxModelLen": 10_000_000}, "operator",
+     "spec.model.maxModelLen: 10000000 exceeds llama-3.1-8b's context"),
+    ("budget below the batch", {"engine.maxNumBatchedTokens": 256}, "operator",
+     "spec.engine.maxNumBatchedTokens: vLLM needs a token budget of at least the largest batch"),
+]
+
+
+@pytest.fixture(scope="module")
+def ns(k8s: e2e_cluster.Kube) -> Any:
+    name = f"e2e-hostile-{uuid.uuid4().hex[:6]}"
+    k8s.kubectl("create", "namespace", name)
+    yield name
+    k8s.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def test_the_catalog_is_large_enough() -> None:
+    assert len(CASES) >= 40
+    assert {layer for _, _, layer, _ in CASES} == {"schema", "cel", "operator"}
+
+
+@pytest.mark.parametrize(("name", "changes", "layer", "text"), [c for c in CASES if c[2] != "operator"],
+                         ids=[c[0] for c in CASES if c[2] != "operator"])
+def test_the_api_server_refuses(k8s: e2e_cluster.Kube, operator: OperatorProcess, ns: str, name: str,
+                                changes: dict[str, Any], layer: str, text: str) -> None:
+    body = resource("hostile", ns, changes)
+    out = k8s.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
+    assert text in out, out
+    assert "created (server dry run)" not in out
+
+
+def test_the_operator_refuses_what_the_schema_cannot_know(k8s: e2e_cluster.Kube, operator: OperatorProcess,
+                                                          ns: str) -> None:
+    cases = [c for c in CASES if c[2] == "operator"]
+    names = {f"bad-{i}": c for i, c in enumerate(cases)}
+    for name, (_, changes, _, _) in names.items():
+        k8s.apply(resource(name, ns, changes))
+
+    def refused() -> dict[str, str] | None:
+        out = {}
+        for item in k8s.list("inferencedeployment", namespace=ns):
+            cond = next((c for c in item.get("status", {}).get("conditions", []) if c["type"] == "SpecValid"), None)
+            if cond is None or cond["status"] != "False":
+                return None
+            out[item["metadata"]["name"]] = cond["message"]
+        return out if len(out) == len(names) else None
+
+    messages = k8s.wait_for(refused, 90, message="SpecValid=False on every resource")
+    for name, (case, _, _, text) in names.items():
+        assert text in messages[name], f"{case}: {messages[name]}"
+    assert k8s.list("deployment", namespace=ns) == []
+    assert k8s.list("service", namespace=ns) == []
+
+
+def test_yaml_and_shell_metacharacters_in_args_reach_the_pod_verbatim(k8s: e2e_cluster.Kube,
+                                                                       operator: OperatorProcess) -> None:
+    ns = f"e2e-hostile-args-{uuid.uuid4().hex[:6]}"
+    k8s.kubectl("create", "namespace", ns)
+    hostile = ["--chat-template", "{% for m in messages %}{{ m['content'] }}{% endfor %}", "--x=a: b\n- c",
+               "$(rm -rf /)", "'\"`;|&", "ünïcødé ✓"]
+    k8s.apply(resource("args", ns, {"engine.args": hostile}))
+    dep = k8s.wait_for(lambda: next(iter(k8s.list("deployment", namespace=ns)), None), 60, message="the Deployment")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-len(hostile):] == hostile
+    k8s.kubectl("delete", "namespace", ns, "--wait=false")
