@@ -327,7 +327,7 @@ def connect(url: str, *, token: str | None = None, ca_file: str | None = None, t
     def query(promql: str, *, timeout: float) -> list[dict[str, Any]]:
         try:
             # The client's hints say int seconds; round up so a short budget never becomes 0 (no timeout).
-            result = client.custom_query(promql, params={"timeout": f"{max(timeout, 0.1):.1f}s"},
+            result = client.custom_query(promql, params={"timeout": f"{max(100, int(timeout * 1000))}ms"},
                                          timeout=max(1, math.ceil(timeout)))
         except prom_exceptions.PrometheusApiClientException as e:
             raise PrometheusError(str(e)[:300]) from None
