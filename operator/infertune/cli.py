@@ -225,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help="list the GPUs and models the operator knows")
     cat.set_defaults(fn=cmd_catalog)
 
+    # The twin's commands (sweep, simulate) and the offline analysis commands (knee, cost) live with their code.
+    sim_commands.register(sub)
+    offline.register(sub)
+
     return p
 
 

@@ -595,6 +595,8 @@ def _conditions(
         last = degraded[-1]
         conds = up(conds, C.DEGRADED, True, "RolledBack",
                    f"maxBatchSize {last.max_batch_size}/KV {last.kv_cache_dtype.value} rejected: {last.reason}")
+    else:
+        conds = up(conds, C.DEGRADED, False, "AsExpected", "no configuration rolled back in the last hour")
     return conds
 
 

@@ -74,9 +74,6 @@ class Operator:
         owner = render.Owner(name=name, namespace=namespace, uid=uid)
         try:
             await self._apply(owner, spec, decision, deployments)
-            status = status.model_copy(update={"conditions": conditions.upsert(
-                status.conditions, type=models.ConditionType.DEGRADED, status=False, reason="AsExpected",
-                message="", generation=generation, now=now)})
         except kube.NotOwnedError as e:
             status = status.model_copy(update={"conditions": conditions.upsert(
                 status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="NameConflict",

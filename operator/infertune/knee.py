@@ -151,8 +151,11 @@ def calibrate(
         update: dict[str, float] = {}
         if m.itl_mean and itl_mean > 0:
             update["itl_scale"] = _ewma(out.itl_scale, m.itl_mean / itl_mean, alpha)
-            if m.itl_p:
-                update["itl_tail"] = _ewma(out.itl_tail, max(1.0, m.itl_p / m.itl_mean), alpha)
+            # The SLO's ITL is a per-request mean: its tail comes from the per-request histogram. Per-token
+            # ITL spikes on every prefill chunk (p95 = 2.5x the mean on a chat load), per-request ITL does not.
+            per_request = m.tpot_p or m.itl_p
+            if per_request:
+                update["itl_tail"] = _ewma(out.itl_tail, max(1.0, per_request / m.itl_mean), alpha)
         ttft_mean = base.ttft_p / models.Calibration().ttft_tail
         if m.ttft_mean and ttft_mean > 0 and (m.waiting or 0) < 0.5:
             update["ttft_scale"] = _ewma(out.ttft_scale, m.ttft_mean / ttft_mean, alpha)

@@ -136,10 +136,13 @@ def test_converges_to_the_knee_under_load_in_one_change() -> None:
         w.step(t)
     changes = [r for r in w.status.decisions if r.kind == "knobs"]
     assert len(changes) == 1
-    expected = knee.search(spec, knee.PRIOR_WORKLOAD, models.Calibration(), kv=models.KvDtype.DEFAULT)
-    chosen = current(w).max_batch_size
-    assert abs(chosen - expected.knobs.max_batch_size) <= 0.2 * expected.knobs.max_batch_size
+    # The load reports a per-request ITL tail of 1.05 (the prior assumes 1.1), so the calibrated knee lies a
+    # little above the prior's; the change lands on the calibrated one.
+    prior = knee.search(spec, knee.PRIOR_WORKLOAD, models.Calibration(), kv=models.KvDtype.DEFAULT)
     assert w.status.knee is not None and w.status.knee.basis == "measured" and w.status.knee.confidence >= 0.5
+    chosen = current(w).max_batch_size
+    assert abs(chosen - w.status.knee.max_batch_size) <= 0.2 * w.status.knee.max_batch_size
+    assert w.status.knee.max_batch_size >= prior.knobs.max_batch_size
     assert "predicted goodput" in changes[0].reason or "misses the ITL SLO" in changes[0].reason
     # The new revision took over and the old one is gone.
     assert len(w.revisions) == 1
