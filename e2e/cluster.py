@@ -71,7 +71,7 @@ DEFAULT_NODES: tuple[NodePool, ...] = (
     NodePool("NVIDIA-H100-PCIe", 1),
     NodePool("NVIDIA-A100-SXM4-80GB", 1),
     NodePool("NVIDIA-B200", 1),
-    NodePool("NVIDIA-L40S", 1),
+    NodePool("NVIDIA-L40S", 2),
     NodePool("NVIDIA-L4", 1),
 )
 

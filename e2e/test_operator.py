@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from e2e import cluster as e2e_cluster
+from e2e import prometheus as e2e_prometheus
 from e2e.conftest import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +115,16 @@ def test_a_sample_converges_on_fake_gpu_nodes(k8s: e2e_cluster.Kube, ns: str, op
         assert column in header, table
     row = table.splitlines()[1].split()
     assert row[:5] == ["chat", "1/1", "0", "256", "default"], table
+
+
+def test_prometheus_scrapes_the_operators_own_metrics(k8s: e2e_cluster.Kube, ns: str, operator: OperatorProcess,
+                                                      prometheus: e2e_prometheus.Prometheus) -> None:
+    query = f'infertune_max_batch_size{{namespace="{ns}", name="chat"}}'
+    series = e2e_prometheus.wait_for_series(prometheus, query, timeout=60)
+    assert float(series[0]["value"][1]) == 256
+    serving = prometheus.query(f'infertune_replicas{{namespace="{ns}", name="chat", state="serving"}}')
+    assert [float(s["value"][1]) for s in serving] == [1.0]
+    assert prometheus.query("infertune_reconcile_duration_seconds_count")
 
 
 def test_operator_validation_stops_what_the_schema_cannot(k8s: e2e_cluster.Kube, ns: str,

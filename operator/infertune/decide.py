@@ -553,6 +553,8 @@ def _conditions(
                    "surges; the old revision serves until it is Ready")
     elif p.draining or p.promoted:
         conds = up(conds, C.PROGRESSING, True, "Scaling", f"{p.draining} pod(s) draining, {p.promoted} promoted")
+    elif not any(r.revision == cfg.revision for r in obs.revisions):
+        conds = up(conds, C.PROGRESSING, True, "PodsStarting", f"creating revision {cfg.revision}")
     elif starting := max(sum(1 for x in obs.pods if not x.ready and not x.deleting and x.revision == cfg.revision),
                          sum(r.replicas - r.ready_replicas for r in obs.revisions if r.revision == cfg.revision)):
         conds = up(conds, C.PROGRESSING, True, "PodsStarting", f"{starting} pod(s) starting (model loading)")

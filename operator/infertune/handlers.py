@@ -6,12 +6,14 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from infertune import conditions, decide, kube, models, observation, prometheus, render, validation
+from infertune import exporter as exporter_
 
 log = logging.getLogger("infertune")
 
@@ -28,6 +30,7 @@ class Operator:
     cluster: kube.Cluster
     kubeconfig: str | None = None
     metrics: prometheus.Source | None = None
+    exporter: exporter_.Exporter | None = None
     clock: Callable[[], datetime.datetime] = utcnow
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
     # The status this process last wrote, per object: a handler's body can predate the previous cycle's write.
@@ -37,7 +40,26 @@ class Operator:
         uid = body["metadata"]["uid"]
         # Change handlers and the timer may fire together for one object; one reconcile at a time.
         async with self.locks.setdefault(uid, asyncio.Lock()):
-            await self._reconcile(body, patch, logger)
+            started = time.perf_counter()
+            try:
+                await self._reconcile(body, patch, logger)
+            except kube.ApiError:
+                if self.exporter is not None:
+                    self.exporter.api_error()
+                raise
+            finally:
+                if self.exporter is not None:
+                    self.exporter.reconciled(time.perf_counter() - started)
+                    if self.metrics is not None:
+                        self.exporter.promql(self.metrics.queries_sent, self.metrics.errors)
+
+    def forget(self, body: kopf.Body) -> None:
+        """The resource was deleted: drop what this process keeps about it."""
+        meta = body["metadata"]
+        self.locks.pop(meta["uid"], None)
+        self.written.pop(meta["uid"], None)
+        if self.exporter is not None:
+            self.exporter.forget(meta["namespace"], meta["name"])
 
     async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
         meta = body["metadata"]
@@ -81,6 +103,10 @@ class Operator:
             if not conditions.is_true(previous.conditions, models.ConditionType.DEGRADED):
                 kopf.warn(body, reason="NameConflict", message=str(e))
         await self._write_status(namespace, name, uid, previous_raw, status)
+        if self.exporter is not None:
+            seen = {(r.time, r.kind, r.action) for r in previous.decisions}
+            fresh = [r for r in status.decisions if (r.time, r.kind, r.action) not in seen]
+            self.exporter.update(namespace, name, spec, status, pod_facts, fresh)
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
 
@@ -163,7 +189,6 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=models.GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{models.GROUP}/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
@@ -201,6 +226,28 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
 
     # A failed cycle (API server hiccup) is retried soon, not after kopf's default minute.
     backoff = min(max(operator.config.interval, 1.0), 30.0)
+    async def on_event(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            operator.forget(body)
+
+    # No finalizer for this one: it only lets go of what the process remembers.
+    kopf.on.event(*resource, registry=registry, id="forget")(on_event)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(*resource, registry=registry, id="reconcile", backoff=backoff)(on_change)
     kopf.timer(*resource, registry=registry, interval=operator.config.interval, id="cycle", backoff=backoff)(on_timer)
+    _without_finalizer(registry)
+
+
+def _without_finalizer(registry: kopf.OperatorRegistry) -> None:
+    """Let resources go without the operator: kopf gives timers a finalizer by default, which leaves an
+    InferenceDeployment (and its namespace) stuck Terminating whenever the operator is not running. The timer
+    only reconciles; nothing needs cleaning up before deletion (owner references collect the children), so
+    the timer is registered without one. kopf exposes no switch for this: the handler is replaced in place.
+    """
+    spawning = getattr(registry, "_spawning", None)
+    handlers_ = getattr(spawning, "_handlers", None)
+    if not isinstance(handlers_, list):
+        log.warning("kopf internals changed: timers keep their finalizer (delete resources before the operator)")
+        return
+    handlers_[:] = [dataclasses.replace(h, requires_finalizer=False) if getattr(h, "requires_finalizer", False)
+                    else h for h in handlers_]

@@ -6,7 +6,7 @@ import logging
 
 import kopf
 
-from infertune import handlers, kube, models, prometheus
+from infertune import exporter, handlers, kube, models, prometheus
 
 log = logging.getLogger("infertune")
 
@@ -23,7 +23,13 @@ async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, l
         query = prometheus.connect(config.prometheus_url, token=token, ca_file=config.prometheus_ca_file)
         source = prometheus.Source(query=query, window=config.metrics_window,
                                    budget=min(10.0, max(1.0, config.interval * 0.8)))
-    operator = handlers.Operator(config=config, cluster=cluster, kubeconfig=kubeconfig, metrics=source)
+    own_metrics = None
+    if config.metrics_port:
+        own_metrics = exporter.Exporter()
+        own_metrics.serve(config.metrics_port)
+        log.info("operator metrics on :%d/metrics", config.metrics_port)
+    operator = handlers.Operator(config=config, cluster=cluster, kubeconfig=kubeconfig, metrics=source,
+                                 exporter=own_metrics)
     registry = kopf.OperatorRegistry()
     handlers.register(operator, registry)
     settings = kopf.OperatorSettings()

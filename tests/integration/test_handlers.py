@@ -163,3 +163,12 @@ async def test_events_are_posted_once_per_decision(kmock, run_operator) -> None:
     posted = [r for r in kmock if r.method == "POST" and "events" in str(r.url)]
     reasons = sorted(r.data.get("reason") for r in posted)
     assert reasons == ["RevisionCreated", "RevisionServing"], reasons
+
+
+async def test_no_finalizer_is_added(kmock, run_operator) -> None:
+    # Without a finalizer a resource (and its namespace) can be deleted while the operator is not running.
+    seed(kmock)
+    await run_operator()
+    await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"])
+    await asyncio.sleep(1.0)
+    assert not kmock.objects[RESOURCE, "ns1", "llm"].raw["metadata"].get("finalizers")
