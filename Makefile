@@ -30,6 +30,7 @@ typecheck: venv
 
 crd: venv
 	$(BIN)/infertune crd > crds/inferencedeployments.infertune.io.yaml
+	$(BIN)/python -m infertune.crd_reference > docs/crd-reference.md
 
 binaries:
 	bash e2e/build-binaries.sh

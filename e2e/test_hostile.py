@@ -134,7 +134,7 @@ def test_the_catalog_is_large_enough() -> None:
 
 @pytest.mark.parametrize(("name", "changes", "layer", "text"), [c for c in CASES if c[2] != "operator"],
                          ids=[c[0] for c in CASES if c[2] != "operator"])
-def test_the_api_server_refuses(k8s: e2e_cluster.Kube, operator: OperatorProcess, ns: str, name: str,
+def test_the_api_server_refuses(k8s: e2e_cluster.Kube, operator: OperatorProcess, ns: str, *, name: str,
                                 changes: dict[str, Any], layer: str, text: str) -> None:
     body = resource("hostile", ns, changes)
     out = k8s.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)

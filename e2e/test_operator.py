@@ -153,8 +153,8 @@ def test_a_spec_change_rolls_out_a_new_revision(k8s: e2e_cluster.Kube, ns: str, 
         60, message="the new revision serving")
     assert obj["status"]["observedGeneration"] == 2
     new_revision = obj["status"]["config"]["revision"]
-    k8s.wait_for(lambda: [d["metadata"]["name"] for d in owned(k8s, "deployment", ns, "chat")] == [f"chat-{new_revision}"],
-                 30, message="the old revision removed")
+    k8s.wait_for(lambda: [d["metadata"]["name"] for d in owned(k8s, "deployment", ns, "chat")]
+                 == [f"chat-{new_revision}"], 30, message="the old revision removed")
     events = k8s.list("event", namespace=ns, selector=None)
     assert any(e.get("reason") == "RevisionCreated" and new_revision in e.get("message", "") for e in events)
 
@@ -180,6 +180,7 @@ def test_the_service_account_has_least_privilege(k8s: e2e_cluster.Kube, ns: str,
 def test_deleting_the_resource_removes_everything_it_owned(k8s: e2e_cluster.Kube, ns: str,
                                                            operator: OperatorProcess) -> None:
     k8s.kubectl("delete", "infd", "chat", "-n", ns, "--wait=true", "--timeout=60s")
-    k8s.wait_for(lambda: owned(k8s, "deployment", ns, "chat") == [] and k8s.get("service", "chat", namespace=ns) is None,
-                 60, message="Deployments and Service garbage-collected")
+    k8s.wait_for(lambda: owned(k8s, "deployment", ns, "chat") == []
+                 and k8s.get("service", "chat", namespace=ns) is None, 60,
+                 message="Deployments and Service garbage-collected")
     k8s.wait_for(lambda: owned(k8s, "pod", ns, "chat") == [], 90, message="pods gone after their grace period")

@@ -86,7 +86,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems = resource_problems(doc.body)
             if "spec" in doc.body:
                 problems += validation.parse(doc.body["spec"])[1]
-            name = (doc.body.get("metadata") or {}).get("name", "?") if isinstance(doc.body.get("metadata"), dict) else "?"
+            meta = doc.body.get("metadata")
+            name = meta.get("name", "?") if isinstance(meta, dict) else "?"
             if problems:
                 failed = True
                 for p in problems:
@@ -114,7 +115,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             knobs, _ = decide.initial_knobs(spec)
             replicas = spec.scaling.min_replicas + spec.scaling.standby.min
             out += render.manifests(owner, spec, knobs, replicas=replicas)
-    sys.stdout.write(f"# ownerReferences carry the placeholder uid {PLACEHOLDER_UID}; the operator sets the real one.\n")
+    sys.stdout.write(f"# ownerReferences carry the placeholder uid {PLACEHOLDER_UID}; "
+                     "the operator sets the real one.\n")
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
     return EXIT_OK
 
@@ -128,7 +130,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     print("GPUs (accelerator.type):")
     for g in catalog.GPUS.values():
         fp8 = f"{g.tflops_fp8:g}" if g.tflops_fp8 else "-"
-        print(f"  {g.name:16} {g.memory_gib:>5g} GiB {g.bandwidth_gbps:>6g} GB/s  bf16 {g.tflops_bf16:>5g}  fp8 {fp8:>5} TFLOPS")
+        print(f"  {g.name:16} {g.memory_gib:>5g} GiB {g.bandwidth_gbps:>6g} GB/s  "
+              f"bf16 {g.tflops_bf16:>5g}  fp8 {fp8:>5} TFLOPS")
     print("Models (model.architecture):")
     for m in catalog.MODELS.values():
         kv = m.kv_bytes_per_token(2) / 1024
@@ -197,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-window", type=_positive_float, default=60.0,
                      help="seconds of history behind rates and quantiles (default 60)")
     run.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable); all when absent")
-    run.add_argument("--interval", type=_positive_float, default=15.0, help="seconds between reconcile cycles (default 15)")
+    run.add_argument("--interval", type=_positive_float, default=15.0,
+                     help="seconds between reconcile cycles (default 15)")
     run.add_argument("--dry-run", action="store_true", help="decide and log, but change nothing")
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of the operator's /metrics (0: off)")

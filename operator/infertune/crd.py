@@ -128,7 +128,7 @@ def openapi_schema() -> dict[str, Any]:
     _condition_list(status)
     root: dict[str, Any] = {
         "type": "object",
-        "description": "An LLM inference server the operator keeps at the cheapest operating point that meets its SLOs.",
+        "description": "An LLM inference server kept at the cheapest operating point that meets its SLOs.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},

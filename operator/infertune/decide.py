@@ -218,8 +218,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         target, why = initial, f"{forced}; {initial_why}"
     verify_rollback = None
     if config is not None and not config.verified and not rolling and health.ok and config.tuned:
-        verify_rollback = _verify(spec, config, prev, obs, pm, t)
-    health_rollback = _health_check(spec, prev, obs, t) if rolling else None
+        verify_rollback = _verify(spec, config, obs=obs, pm=pm, t=t)
+    health_rollback = _health_check(spec, prev, obs=obs, t=t) if rolling else None
     rollback = health_rollback or verify_rollback
     rejected = list(prev.rejected)
     previous_config = prev.previous
@@ -243,7 +243,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     mode = spec.tuning.mode
     proposal = None
     if rollback is None and not forced:
-        proposal = _propose(spec, prev, current, best, kv_why, workload, cal, conf, served, health.ok, rolling, t)
+        proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
+                            conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t)
     if proposal is not None:
         new_knobs, reason = proposal
         action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
@@ -282,7 +283,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if verified_now and config is not None and not changed:
         new_cfg = new_cfg.model_copy(update={"verified": True}) if new_cfg.revision == config.revision else new_cfg
         out.record(now, "verify", f"kept maxBatchSize {config.max_batch_size}/KV {config.kv_cache_dtype.value}",
-                   _verify_note(spec, config, obs, pm), applied=True)
+                   _verify_note(spec, config, obs=obs, pm=pm), applied=True)
 
     # --- replicas and standby ------------------------------------------------------------------
     cold = _cold_start(spec, obs)
@@ -329,20 +330,22 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         config_out, target_out = config, new_cfg
 
     # --- status --------------------------------------------------------------------------------
-    observed = _observed(spec, obs, served, workload, current, health.ok, dialect)
+    observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
+                         dialect=dialect)
     ready = [x for x in live if x.ready]
     replicas = models.ReplicaStatus(
         desired=serving_n, desired_standby=standby_n, serving=p.serving, standby=p.standby, ready=len(ready),
         display=f"{p.serving}/{serving_n}",
     )
-    cost = _cost(spec, live, p.standby, observed.output_tokens_per_second)
+    cost = _cost(spec, live, standby=p.standby, output_tokens_per_s=observed.output_tokens_per_second)
     knee_status = models.KneeStatus(
         max_batch_size=best.knobs.max_batch_size, kv_cache_dtype=best.knobs.kv_cache_dtype,
         goodput=round(best.output_tokens_per_s, 1), itl_p95_ms=round(best.itl_p * 1000, 2),
         ttft_p95_ms=round(best.ttft_p * 1000, 1), limited_by="slo" if best.feasible else "slo-unreachable",
         basis=basis, confidence=conf, calibration=cal,
     )
-    conds = _conditions(spec, prev, obs, health, p, observed, target, best, mode, new_cfg, now)
+    conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
+                        mode=mode, cfg=new_cfg, now=now)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -363,7 +366,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 
 
 def _propose(
-    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, current: models.Knobs,
+    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
     served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float,
 ) -> tuple[models.Knobs, str] | None:
@@ -404,8 +407,8 @@ def _verifiable(config: models.ConfigStatus, t: float) -> bool:
     return since is not None and t - since >= VERIFY_SECONDS
 
 
-def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, prev: models.InferenceDeploymentStatus,
-            obs: observation.Observation, pm: dict[str, observation.PodMetrics], t: float) -> str | None:
+def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, *, obs: observation.Observation,
+            pm: dict[str, observation.PodMetrics], t: float) -> str | None:
     """After a tuned change has served a while: a regression (or FP8 collapsing the prefix cache) as a reason."""
     if not _verifiable(config, t):
         return None
@@ -426,7 +429,7 @@ def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, p
     return None
 
 
-def _verify_note(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, obs: observation.Observation,
+def _verify_note(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, *, obs: observation.Observation,
                  pm: dict[str, observation.PodMetrics]) -> str:
     mine = [pm[p.name] for p in obs.pods if p.revision == config.revision and p.name in pm]
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in mine])
@@ -436,7 +439,7 @@ def _verify_note(spec: models.InferenceDeploymentSpec, config: models.ConfigStat
     return f"{text} (SLO {spec.slo.itl * 1000:.0f} ms)"
 
 
-def _health_check(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus,
+def _health_check(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
                   obs: observation.Observation, t: float) -> str | None:
     """A rollout whose pods crash-loop or never become Ready is abandoned (the twin refuses FP8 on A100...)."""
     target = prev.target
@@ -468,7 +471,7 @@ def _cold_start(spec: models.InferenceDeploymentSpec, obs: observation.Observati
     return max(measured, previous) if previous and len(times) < 3 else measured
 
 
-def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation,
+def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation, *,
               served: list[observation.PodMetrics], workload: knee.Workload, knobs: models.Knobs, ok: bool,
               dialect: dialects.Dialect) -> models.ObservedStatus:
     if not ok or not served:
@@ -512,7 +515,7 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
     return out
 
 
-def _cost(spec: models.InferenceDeploymentSpec, live: list[observation.PodFacts], standby: int,
+def _cost(spec: models.InferenceDeploymentSpec, live: list[observation.PodFacts], *, standby: int,
           output_tokens_per_s: float | None) -> models.CostStatus | None:
     price = spec.accelerator.hourly_cost
     if price is None:
@@ -528,7 +531,7 @@ def _cost(spec: models.InferenceDeploymentSpec, live: list[observation.PodFacts]
 
 
 def _conditions(
-    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, obs: observation.Observation,
+    spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
 ) -> tuple[models.Condition, ...]:

@@ -10,6 +10,7 @@ import prometheus_client
 from infertune import __version__, models, observation, telemetry
 
 Key = tuple[str, str]  # (namespace, name)
+Family = prometheus_client.Gauge | prometheus_client.Counter | prometheus_client.Histogram
 
 
 class Exporter:
@@ -23,7 +24,7 @@ class Exporter:
     def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
         self.registry = registry or prometheus_client.CollectorRegistry()
         self._lock = threading.Lock()
-        self._families: dict[str, prometheus_client.Gauge | prometheus_client.Counter | prometheus_client.Histogram] = {}
+        self._families: dict[str, Family] = {}
         for m in telemetry.METRICS:
             name = m.name.removesuffix("_total") if m.type is telemetry.Type.COUNTER else m.name
             if m.type is telemetry.Type.COUNTER:
@@ -48,7 +49,7 @@ class Exporter:
         assert isinstance(family, prometheus_client.Counter)
         return family
 
-    def update(self, namespace: str, name: str, spec: models.InferenceDeploymentSpec,
+    def update(self, namespace: str, name: str, *, spec: models.InferenceDeploymentSpec,
                status: models.InferenceDeploymentStatus, pods: Iterable[observation.PodFacts],
                new_records: Iterable[models.DecisionRecord]) -> None:
         key = (namespace, name)

@@ -106,7 +106,7 @@ class Operator:
         if self.exporter is not None:
             seen = {(r.time, r.kind, r.action) for r in previous.decisions}
             fresh = [r for r in status.decisions if (r.time, r.kind, r.action) not in seen]
-            self.exporter.update(namespace, name, spec, status, pod_facts, fresh)
+            self.exporter.update(namespace, name, spec=spec, status=status, pods=pod_facts, new_records=fresh)
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
 
@@ -156,7 +156,8 @@ class Operator:
             meta = d["metadata"]
             if meta["name"] in keep or not kube.owned_by(d, owner.uid):
                 continue
-            await self.cluster.delete({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta}, owner_uid=owner.uid)
+            deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta}
+            await self.cluster.delete(deployment, owner_uid=owner.uid)
             # The revision's ConfigMap (TensorRT-LLM options) goes with it; absent for other engines.
             await self.cluster.delete({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}, owner_uid=owner.uid)
 

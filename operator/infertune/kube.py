@@ -103,7 +103,9 @@ def is_subset(desired: Any, actual: Any) -> bool:
     if isinstance(desired, list):
         return (isinstance(actual, list) and len(desired) == len(actual)
                 and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True)))
-    if (isinstance(desired, (int, float)) and isinstance(actual, str)) or (isinstance(desired, str) and isinstance(actual, (int, float))):
+    numeric = (int, float)
+    if (isinstance(desired, numeric) and isinstance(actual, str)) or (isinstance(desired, str)
+                                                                     and isinstance(actual, numeric)):
         return str(desired) == str(actual)
     return bool(desired == actual)
 

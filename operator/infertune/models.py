@@ -83,7 +83,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CATALOG_KEY = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 # A qualified label/annotation key: optional DNS prefix, then a name of at most 63 characters.
-LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+             r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
 
@@ -420,7 +421,8 @@ class ScalingSpec(Base):
         description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period.",
     )
     scale_down_delay: Duration = pydantic.Field(
-        default="5m", validate_default=True, description="Demand must stay low this long before serving replicas are removed."
+        default="5m", validate_default=True,
+        description="Demand must stay low this long before serving replicas are removed."
     )
 
     @pydantic.model_validator(mode="after")
@@ -594,7 +596,8 @@ class KneeStatus(Base):
 
 
 class ObservedStatus(Base):
-    ttft_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed TTFT at the SLO percentile, ms.")
+    ttft_p95_ms: float | None = pydantic.Field(
+        default=None, ge=0, description="Observed TTFT at the SLO percentile, ms.")
     itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed ITL at the SLO percentile, ms.")
     output_tokens_per_second: float | None = pydantic.Field(default=None, ge=0, description="All serving pods.")
     request_rate: float | None = pydantic.Field(default=None, ge=0, description="Requests per second.")
@@ -632,7 +635,8 @@ class CostStatus(Base):
     cost_per_million_output_tokens: float | None = pydantic.Field(
         default=None, ge=0, description="GPU cost of serving and standby pods over output tokens, per million."
     )
-    standby_share: float | None = pydantic.Field(default=None, ge=0, le=1, description="Share of cost spent on standby.")
+    standby_share: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="Share of cost spent on standby.")
     hourly: float | None = pydantic.Field(default=None, ge=0, description="Current GPU cost per hour.")
 
 

@@ -101,7 +101,9 @@ def common_labels(owner: Owner, spec: models.InferenceDeploymentSpec) -> dict[st
     }
 
 
-def revision_labels(owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, rev: str) -> dict[str, str]:
+def revision_labels(
+    owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, rev: str
+) -> dict[str, str]:
     return {
         **common_labels(owner, spec),
         LABEL_REVISION: rev,

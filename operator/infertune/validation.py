@@ -95,14 +95,16 @@ def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
         if spec.model.weights is models.Precision.FP8 and not gpu.supports_fp8:
             problems.append(Problem("spec.model.weights", f"fp8 weights need FP8 tensor cores, which {gpu.name} lacks"))
         if spec.tuning.kv_cache_dtype is models.KvCachePolicy.FP8 and not gpu.supports_fp8:
-            problems.append(Problem("spec.tuning.kvCacheDtype", f"an FP8 KV cache needs an FP8-capable GPU; {gpu.name} is not"))
+            problems.append(Problem("spec.tuning.kvCacheDtype",
+                                    f"an FP8 KV cache needs an FP8-capable GPU; {gpu.name} is not"))
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.FP8 and not runtime.fp8_kv:
         problems.append(Problem(
             "spec.tuning.kvCacheDtype",
             f"{runtime.variant} sets the KV cache dtype through its model profile, not a knob the operator owns; "
             "use kvCacheDtype auto or default",
         ))
-    if shape is not None and spec.model.max_model_len is not None and spec.model.max_model_len > shape.max_context_tokens:
+    longest = spec.model.max_model_len
+    if shape is not None and longest is not None and longest > shape.max_context_tokens:
         problems.append(Problem(
             "spec.model.maxModelLen",
             f"{spec.model.max_model_len} exceeds {shape.name}'s context of {shape.max_context_tokens} tokens",
@@ -152,7 +154,8 @@ def _owned_template(spec: models.InferenceDeploymentSpec, gpu: models.GpuSpec | 
     for key in spec.template.labels:
         if key.startswith(OWNED_LABEL_PREFIXES):
             problems.append(Problem(
-                "spec.template.labels", f"{key!r} is owned by the operator (keys under {', '.join(OWNED_LABEL_PREFIXES)})"
+                "spec.template.labels",
+                f"{key!r} is owned by the operator (keys under {', '.join(OWNED_LABEL_PREFIXES)})",
             ))
     for key in spec.template.annotations:
         if key.startswith(OWNED_ANNOTATION_PREFIXES):
@@ -160,7 +163,8 @@ def _owned_template(spec: models.InferenceDeploymentSpec, gpu: models.GpuSpec | 
     if gpu is not None and gpu.product_label and GPU_PRODUCT_LABEL in spec.template.node_selector:
         problems.append(Problem(
             "spec.template.nodeSelector",
-            f"{GPU_PRODUCT_LABEL} is set from the accelerator ({gpu.product_label}); choose the GPU with accelerator.type",
+            f"{GPU_PRODUCT_LABEL} is set from the accelerator ({gpu.product_label}); "
+            "choose the GPU with accelerator.type",
         ))
     return problems
 

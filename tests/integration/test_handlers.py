@@ -127,10 +127,12 @@ async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_oper
     assert f"llm-{first}" in deployments(kmock)  # the old revision serves while the new one loads
     ready_pod(kmock, new, "new-1")
     # The old pod leaves the Service first (drain), then its revision goes.
-    await eventually(lambda: "infertune.io/serving" not in kmock.objects["v1/pods", "ns1", "old-1"].raw["metadata"]["labels"])
+    old_pod = kmock.objects["v1/pods", "ns1", "old-1"]
+    await eventually(lambda: "infertune.io/serving" not in old_pod.raw["metadata"]["labels"])
     assert "infertune.io/unserved-since" in kmock.objects["v1/pods", "ns1", "old-1"].raw["metadata"]["annotations"]
     await eventually(lambda: f"llm-{first}" not in deployments(kmock), timeout=10)
-    status = await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"]["revision"] == second)
+    resource = kmock.objects[RESOURCE, "ns1", "llm"]
+    status = await eventually(lambda: resource.raw["status"]["config"]["revision"] == second)
     assert status
 
 

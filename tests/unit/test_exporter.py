@@ -37,7 +37,7 @@ POD = observation.PodFacts(name="p1", revision="r", ready=True, serving=True, cr
 
 def test_gauges_follow_the_status_and_stale_label_sets_go() -> None:
     e = exporter.Exporter()
-    e.update("ns", "llm", SPEC, status("Serving"), [POD], [])
+    e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[POD], new_records=[])
     v = samples(e)
     assert find(v, "infertune_max_batch_size", namespace="ns", name="llm") == [64.0]
     assert find(v, "infertune_kv_cache_fp8", name="llm") == [1.0]
@@ -45,7 +45,7 @@ def test_gauges_follow_the_status_and_stale_label_sets_go() -> None:
     assert find(v, "infertune_condition", type="Ready", reason="Serving") == [1.0]
     assert find(v, "infertune_pod_info", pod="p1", role="serving") == [1.0]
     assert find(v, "infertune_slo_itl_seconds", name="llm") == [0.04]
-    e.update("ns", "llm", SPEC, status("ReplicasNotReady", batch=96), [], [])
+    e.update("ns", "llm", spec=SPEC, status=status("ReplicasNotReady", batch=96), pods=[], new_records=[])
     v = samples(e)
     assert find(v, "infertune_condition", type="Ready", reason="Serving") == []
     assert find(v, "infertune_condition", type="Ready", reason="ReplicasNotReady") == [1.0]
@@ -55,7 +55,7 @@ def test_gauges_follow_the_status_and_stale_label_sets_go() -> None:
 
 def test_counters_count_new_decisions_and_start_at_zero() -> None:
     e = exporter.Exporter()
-    e.update("ns", "llm", SPEC, status("Serving"), [], [])
+    e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[], new_records=[])
     assert find(samples(e), "infertune_rollbacks_total", name="llm") == [0.0]
     records = [
         models.DecisionRecord(time="t", kind="knobs", action="maxBatchSize 1024 -> 96", applied=True,
@@ -63,7 +63,7 @@ def test_counters_count_new_decisions_and_start_at_zero() -> None:
         models.DecisionRecord(time="t", kind="rollback", action="maxBatchSize 96 -> 1024", applied=True,
                               reason="measured ITL p95 80 ms > SLO 40 ms"),
     ]
-    e.update("ns", "llm", SPEC, status("Serving"), [], records)
+    e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[], new_records=records)
     v = samples(e)
     assert find(v, "infertune_decisions_total", kind="knobs", reason="goodput_gain") == [1.0]
     assert find(v, "infertune_decisions_total", kind="rollback", reason="latency_regression") == [1.0]
@@ -72,8 +72,8 @@ def test_counters_count_new_decisions_and_start_at_zero() -> None:
 
 def test_forget_removes_every_series_of_the_resource() -> None:
     e = exporter.Exporter()
-    e.update("ns", "llm", SPEC, status("Serving"), [POD], [])
-    e.update("ns", "other", SPEC, status("Serving"), [], [])
+    e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[POD], new_records=[])
+    e.update("ns", "other", spec=SPEC, status=status("Serving"), pods=[], new_records=[])
     e.forget("ns", "llm")
     v = samples(e)
     assert not [k for k in v if dict(k[1]).get("name") == "llm"]

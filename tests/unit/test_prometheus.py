@@ -82,7 +82,8 @@ def test_histogram_buckets_sorted_with_inf() -> None:
     assert pods["ns", "a"].buckets[S.TTFT] == tuple(BUCKETS)
 
 
-@pytest.mark.parametrize(("q", "expected"), [(0.25, 0.1), (0.5, 0.3), (0.75, 0.5), (0.8, 0.7), (0.875, 1.0), (0.99, 1.0)])
+@pytest.mark.parametrize(("q", "expected"),
+                         [(0.25, 0.1), (0.5, 0.3), (0.75, 0.5), (0.8, 0.7), (0.875, 1.0), (0.99, 1.0)])
 def test_quantile_interpolates_like_prometheus(q: float, expected: float) -> None:
     assert prometheus.quantile(q, BUCKETS) == pytest.approx(expected)
 
@@ -185,7 +186,7 @@ async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     mode = "ok"
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         if self.mode == "500":
             self.send_response(500)
             self.end_headers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -41,7 +42,7 @@ def env_of(c: dict[str, Any]) -> dict[str, str]:
 def has_flag(args: list[str], flag: str, value: str | None = None) -> bool:
     if value is None:
         return flag in args
-    return any(a == flag and b == value for a, b in zip(args, args[1:], strict=False))
+    return any(a == flag and b == value for a, b in itertools.pairwise(args))
 
 
 FLAG_TABLE: list[tuple[str, dict[str, Any], list[tuple[str, str | None]]]] = [
@@ -176,7 +177,8 @@ def test_template_overrides_are_merged() -> None:
     assert pod["metadata"]["labels"]["team"] == "search"
     assert pod["metadata"]["annotations"]["note"] == "x"
     assert pod["spec"]["nodeSelector"] == {"zone": "a", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}
+    assert toleration in pod["spec"]["tolerations"]
     assert pod["spec"]["priorityClassName"] == "high"
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     c = pod["spec"]["containers"][0]
@@ -208,7 +210,8 @@ def test_revision_depends_on_pods_not_on_price_slo_or_scaling() -> None:
     assert render.revision(a, KNOBS) == render.revision(full_spec(**{"slo.itl": "80ms"}), KNOBS)
     assert render.revision(a, KNOBS) == render.revision(full_spec(**{"scaling.maxReplicas": 3}), KNOBS)
     assert render.revision(a, KNOBS) != render.revision(a, models.Knobs(max_batch_size=97))
-    assert render.revision(a, KNOBS) != render.revision(full_spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"}), KNOBS)
+    newer = full_spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
+    assert render.revision(a, KNOBS) != render.revision(newer, KNOBS)
     assert len(render.revision(a, KNOBS)) == 10
 
 

@@ -36,7 +36,8 @@ class Kind(enum.StrEnum):
 
 
 KINDS: Mapping[Signal, Kind] = {
-    Signal.TTFT: Kind.HISTOGRAM, Signal.ITL: Kind.HISTOGRAM, Signal.TPOT: Kind.HISTOGRAM, Signal.E2E: Kind.HISTOGRAM, Signal.QUEUE: Kind.HISTOGRAM,
+    Signal.TTFT: Kind.HISTOGRAM, Signal.ITL: Kind.HISTOGRAM, Signal.TPOT: Kind.HISTOGRAM,
+    Signal.E2E: Kind.HISTOGRAM, Signal.QUEUE: Kind.HISTOGRAM,
     Signal.RUNNING: Kind.GAUGE, Signal.WAITING: Kind.GAUGE, Signal.KV_USAGE: Kind.GAUGE,
     Signal.PREEMPTIONS: Kind.COUNTER, Signal.PROMPT_TOKENS: Kind.COUNTER, Signal.GENERATION_TOKENS: Kind.COUNTER,
     Signal.PREFIX_QUERIES: Kind.COUNTER, Signal.PREFIX_HITS: Kind.COUNTER, Signal.PREFIX_HIT_RATE: Kind.GAUGE,

@@ -1,0 +1,160 @@
+"""Bench: operator overhead at 1, 100 and 1,000 InferenceDeployments on the local cluster (kwok pods are cheap).
+
+Measures, per size: reconcile throughput with the operator saturated (interval 1 s), the cycle time that implies
+(N / reconciles per second: how long one pass over every resource takes), reconcile latency p50/p99, the
+operator's resident memory, and PromQL queries per second (which must not grow with N: one batch per cycle).
+The twin plays every pod and Prometheus scrapes it, so each reconcile reads real metrics.
+
+    .venv/bin/python bench/operator_overhead.py [--sizes 1,100,1000] [--out docs/scale.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import parser as prom_parser
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "operator")]
+
+from e2e import cluster as e2e_cluster  # noqa: E402
+from e2e import conftest  # noqa: E402
+from e2e import prometheus as e2e_prometheus  # noqa: E402
+
+NS = "bench-overhead"
+# Two fake L4 nodes with room for every pod of the largest size.
+BENCH_NODES = (e2e_cluster.NodePool("NVIDIA-L4", 2, gpus=1000),)
+
+
+def resource(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "infertune.io/v1alpha1", "kind": "InferenceDeployment",
+        "metadata": {"name": f"llm-{i:04d}", "namespace": NS},
+        "spec": {
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "architecture": "llama-3.1-8b"},
+            "engine": {"kind": "vllm", "image": "vllm/vllm-openai:v0.11.0"},
+            "accelerator": {"type": "l4", "hourlyCost": 0.8},
+            "slo": {"ttft": "2s", "itl": "80ms"},
+            "scaling": {"minReplicas": 1, "maxReplicas": 2, "drainTimeout": "1s"},
+            "template": {"annotations": {e2e_cluster.READY_DELAY_ANNOTATION: "1s"}},
+        },
+    }
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in prom_parser.text_string_to_metric_families(text):
+        for s in family.samples:
+            if not s.labels or s.name.startswith("infertune_reconcile_duration_seconds_bucket"):
+                key = s.name + ("" if not s.labels else "{le=" + s.labels.get("le", "") + "}")
+                out[key] = s.value
+    return out
+
+
+def quantile(q: float, before: dict[str, float], after: dict[str, float]) -> float:
+    name = "infertune_reconcile_duration_seconds_bucket{le="
+    buckets = sorted((float(k[len(name):-1]), after[k] - before.get(k, 0.0)) for k in after if k.startswith(name))
+    total = buckets[-1][1] if buckets else 0.0
+    for le, count in buckets:
+        if count >= q * total:
+            return le
+    return float("nan")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: float) -> dict[str, Any]:
+    have = len(k8s.list("inferencedeployment", namespace=NS))
+    if n > have:
+        docs = [resource(i) for i in range(have, n)]
+        for chunk in range(0, len(docs), 200):
+            k8s.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs[chunk:chunk + 200]), timeout=300)
+    started = time.monotonic()
+    k8s.wait_for(lambda: sum(1 for o in k8s.list("inferencedeployment", namespace=NS)
+                             if (o.get("status") or {}).get("config")) >= n, 900, interval=5.0,
+                 message=f"{n} resources reconciled once")
+    first_pass = time.monotonic() - started
+    time.sleep(10)
+    before, t0 = scrape(metrics_url), time.monotonic()
+    time.sleep(seconds)
+    after, t1 = scrape(metrics_url), time.monotonic()
+    span = t1 - t0
+    count = "infertune_reconcile_duration_seconds_count"
+    reconciles = after[count] - before[count]
+    queries = after.get("infertune_promql_queries_total", 0) - before.get("infertune_promql_queries_total", 0)
+    rate = reconciles / span
+    return {
+        "resources": n,
+        "first_pass_s": round(first_pass, 1),
+        "reconciles_per_s": round(rate, 1),
+        "cycle_s": round(n / rate, 2) if rate else None,
+        "reconcile_p50_s": quantile(0.5, before, after),
+        "reconcile_p99_s": quantile(0.99, before, after),
+        "promql_queries_per_s": round(queries / span, 2),
+        "operator_rss_mib": round(rss_mib(pid), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", default="1,100,1000")
+    p.add_argument("--seconds", type=float, default=60.0, help="measuring window per size")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "operator_overhead.json")
+    args = p.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+
+    info = e2e_cluster.up()
+    k8s = info.kube
+    e2e_cluster.apply_yaml(e2e_cluster.node_manifests(BENCH_NODES))
+    conftest.install_operator_manifests(k8s)
+    k8s.kubectl("create", "namespace", NS, check=False)
+    work = e2e_cluster.STATE / "bench-overhead"
+    work.mkdir(parents=True, exist_ok=True)
+    port = e2e_prometheus.free_port()
+    # Scraping a thousand pods every second would measure Prometheus, not the operator.
+    prom = e2e_prometheus.start(workdir=work / "prometheus", operator_target=f"127.0.0.1:{port}",
+                                scrape_interval="10s", evaluation_interval="10s")
+    twin_port = e2e_prometheus.free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    twin = subprocess.Popen([sys.executable, "-m", "infertune.sim.live", "--kubeconfig", str(info.kubeconfig),
+                             "--port", str(twin_port), "--targets-dir", str(prom.targets_dir), "--tick", "1"],
+                            stdout=(work / "twin.log").open("wb"), stderr=subprocess.STDOUT, env=env)
+    kubeconfig = k8s.service_account_kubeconfig(conftest.OPERATOR_NAMESPACE, conftest.OPERATOR_SA,
+                                                work / "operator.kubeconfig")
+    operator = conftest.start_operator(kubeconfig, work / "operator.log", prometheus_url=prom.url,
+                                       metrics_port=str(port), extra=("--namespace", NS))
+    results = []
+    try:
+        for n in sizes:
+            row = measure(k8s, n, f"http://127.0.0.1:{port}/metrics", operator.pid, args.seconds)
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    finally:
+        operator.terminate()
+        twin.terminate()
+        prom.stop()
+        k8s.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
