@@ -534,7 +534,11 @@ def up(*, nodes: tuple[NodePool, ...] | None = None, timeout: float = 120.0) -> 
                 f"component logs: {logs}"
             )
     if pools:
-        apply_yaml(node_manifests(pools))
+        # Only nodes that are missing: a node's podCIDR cannot change, and a reused cluster keeps its own.
+        existing = {n["metadata"]["name"] for n in kubectl_json("get", "nodes")["items"]}
+        missing = [n for n in node_manifests(pools) if n["metadata"]["name"] not in existing]
+        if missing:
+            apply_yaml(missing)
     names = {node_name(p.product, i) for p in pools for i in range(p.count)}
     wait_for(lambda: _ready_nodes() >= names, timeout, message=f"{len(names)} fake GPU nodes Ready")
     # Admission needs the namespace's default ServiceAccount before it accepts a pod; the controller

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +34,36 @@ def sample(path: Path, ready_delay: str) -> dict[str, Any]:
     return body
 
 
+def _load(port: int, name: str, rate: float) -> None:
+    """Ask the twin for Poisson traffic on the sample's Service."""
+    body = json.dumps({"rate": rate, "input": {"mean": 1000, "cv": 0.5}, "output": {"mean": 200, "cv": 0.5}})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/load/{DEMO_NAMESPACE}/{name}",
+                                             data=body.encode(), method="POST",
+                                             headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(request, timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__)
     parser.add_argument("--sample", type=Path, default=REPO / "manifests/samples/vllm-llama-3.1-8b-l40s.yaml")
     parser.add_argument("--ready-delay", default="20s", help="emulated model load time per pod (default 20s)")
     parser.add_argument("--interval", default="2", help="operator reconcile interval in seconds")
+    parser.add_argument("--rate", type=float, default=4.0, help="requests per second the twin sends (default 4)")
     parser.add_argument("--exit-when-ready", action="store_true", help="stop once the resource is Ready")
+    parser.add_argument("--exit-when-tuned", action="store_true",
+                        help="stop once the operator has measured the sample and reports its knee")
     args = parser.parse_args(argv)
 
     print("== control plane (built from the Go module proxy on first use, cached afterwards)")
+    was_up = e2e_cluster.is_up()
     info = e2e_cluster.up()
     k8s = info.kube
     workdir = e2e_cluster.STATE / "demo"
@@ -49,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     print("== Prometheus")
     prom = e2e_prometheus.start(workdir=workdir / "prometheus", operator_target=f"127.0.0.1:{port}")
     print(f"   {prom.url}")
+    twin_port = e2e_prometheus.free_port()
+    print(f"== the digital twin playing the model servers (127.0.0.1:{twin_port}, log: {workdir / 'twin.log'})")
+    twin = subprocess.Popen(
+        [sys.executable, "-m", "infertune.sim.live", "--kubeconfig", str(info.kubeconfig), "--port", str(twin_port),
+         "--targets-dir", str(prom.targets_dir)],
+        stdout=(workdir / "twin.log").open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+    )
     print("== CRD and RBAC from manifests/")
     conftest.install_operator_manifests(k8s)
     kubeconfig = k8s.service_account_kubeconfig(conftest.OPERATOR_NAMESPACE, conftest.OPERATOR_SA,
@@ -75,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         name = body["metadata"]["name"]
         print(f"== {args.sample.relative_to(REPO)} as {DEMO_NAMESPACE}/{name} (model load: {args.ready_delay})")
         k8s.apply(body)
+        _load(twin_port, name, args.rate)
+        print(f"   {args.rate:g} requests/s of chat traffic (1,000 tokens in, 200 out) on its Service")
         print(f"   watch it yourself: KUBECONFIG={info.kubeconfig} kubectl get infd -n {DEMO_NAMESPACE} -w")
         last = ""
         while not stopping:
@@ -93,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
             if ready and args.exit_when_ready:
                 print("== Ready")
                 break
+            knee = (obj.get("status") or {}).get("knee") or {}
+            if args.exit_when_tuned and knee.get("basis") == "measured" and (obj["status"].get("observed") or {}).get(
+                    "requestRate"):
+                print(f"== measured: knee at maxBatchSize {knee['maxBatchSize']} "
+                      f"(confidence {knee['confidence']}), {obj['status']['observed']}")
+                break
             time.sleep(1)
     finally:
         print("== shutting down")
@@ -101,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             operator.wait(timeout=15)
         if operator.poll() is None:
             operator.kill()
+        twin.terminate()
         prom.stop()
-        e2e_cluster.down()
+        if was_up:
+            k8s.kubectl("delete", "namespace", DEMO_NAMESPACE, "--wait=false", check=False)
+        else:
+            e2e_cluster.down()
     return 0
 
 

@@ -169,7 +169,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     live = [p for p in obs.pods if not p.deleting]
     serving_pods = [p for p in live if p.ready and p.serving]
     pm = health.pods
-    served = [pm[p.name] for p in serving_pods if p.name in pm]
+    # A pod younger than the metrics window reports rates over a partly empty window (a 5 s old pod shows a
+    # tenth of its real rate over 60 s): its numbers would mislead the calibration and the demand estimate.
+    grace = obs.metrics.grace if obs.metrics is not None else 0.0
+    served = [pm[p.name] for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
     workload = _workload(served) or knee.PRIOR_WORKLOAD
     measured_workload = _workload(served) is not None
 

@@ -107,8 +107,10 @@ async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
     await eventually(lambda: deployments(kmock)[f"llm-{second}"])
     # The old revision serves until the new one is Ready (never in the emulator: no kubelet).
     assert f"llm-{first}" in deployments(kmock)
-    status = kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]
-    assert status["config"]["revision"] == first and status["target"]["revision"] == second
+    # The Deployment is applied before the status is written: wait for the status too.
+    status = await eventually(lambda: (s := kmock.objects[RESOURCE, "ns1", "llm"].raw["status"])
+                              and s.get("target", {}).get("revision") == second and s)
+    assert status["config"]["revision"] == first
     assert condition(kmock, "Progressing")["reason"] == "RollingOut"
 
 
