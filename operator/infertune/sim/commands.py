@@ -2,9 +2,201 @@
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import math
+import sys
+from typing import Any, TextIO
+
+import pydantic
+
+from infertune import catalog, cli, models, perfmodel
+from infertune.sim import policies as sim_policies
+from infertune.sim import scenario as sim_scenario
+from infertune.sim import simulate as sim_simulate
+from infertune.sim import sweep as sim_sweep
+
+SWEEP_KEYS = ("concurrency", "ttft_ms_mean", "ttft_ms_p95", "itl_ms_mean", "itl_ms_p95", "output_tokens_per_s",
+              "requests_per_s", "mbu")
 
 
 def register(sub: Any) -> None:
     """Add this module's subcommands to the `infertune` parser."""
-    del sub  # sweep and simulate are registered here as they are written
+    s = sub.add_parser("sweep", help="closed-loop concurrency sweep of one replica on the twin (like genai-perf)")
+    s.add_argument("--model", required=True, help="catalog key of the model, e.g. llama-3.1-70b")
+    s.add_argument("--gpu", required=True, help="catalog key of the GPU, e.g. h100-sxm-80gb")
+    s.add_argument("--gpus", default="1", help="GPUs per replica (tensor parallel), default 1")
+    s.add_argument("--weights", choices=[p.value for p in models.Precision], default="bf16")
+    s.add_argument("--kv-dtype", choices=[k.value for k in models.KvDtype], default="default")
+    s.add_argument("--max-batch-size", help="the engine's max batch size (default: vLLM's for the GPU)")
+    s.add_argument("--isl", required=True, help="input tokens per request")
+    s.add_argument("--osl", required=True, help="output tokens per request")
+    s.add_argument("--concurrency", default="1,5,25,50", help="comma-separated client counts (default 1,5,25,50)")
+    s.add_argument("--max-throughput", action="store_true",
+                   help="instead: output tokens/s at an infinite request rate (like trtllm-bench)")
+    s.add_argument("--ttft-slo", help="TTFT objective for the plot, e.g. 1500ms")
+    s.add_argument("--itl-slo", help="ITL objective for the plot, e.g. 40ms")
+    s.add_argument("--plot", metavar="FILE.png", help="draw the frontier (throughput against ITL and TTFT)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(fn=cmd_sweep)
+
+    m = sub.add_parser("simulate", help="run policies side by side on a scenario in simulated time")
+    m.add_argument("scenario", metavar="SCENARIO.yaml")
+    m.add_argument("--policy", default=",".join(sim_policies.DEFAULT),
+                   help=f"comma-separated, from {', '.join(sim_policies.NAMES)} (default: all but "
+                   "infertune-nostandby)")
+    m.add_argument("--json", action="store_true", help="print a JSON list with one object per policy")
+    m.add_argument("--plot", metavar="FILE.png", help="draw replicas, latency and batch size over time")
+    m.set_defaults(fn=cmd_simulate)
+
+
+# ---------------------------------------------------------------------------------------------- sweep
+
+
+def _count(flag: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise cli.UsageError(f"{flag}: expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise cli.UsageError(f"{flag}: must be at least 1, got {value}")
+    return value
+
+
+def _duration(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        seconds = models.parse_duration(text)
+    except ValueError as e:
+        raise cli.UsageError(f"{flag}: {e}") from None
+    if seconds <= 0:
+        raise cli.UsageError(f"{flag}: must be longer than zero, got {text!r}")
+    return seconds
+
+
+def sweep_replica(args: argparse.Namespace) -> perfmodel.Replica:
+    """The replica the sweep flags describe; UsageError naming the flag on bad input."""
+    try:
+        gpu = catalog.gpu(args.gpu)
+    except catalog.UnknownKeyError as e:
+        raise cli.UsageError(f"--gpu: {e}") from None
+    try:
+        shape = catalog.model(args.model)
+    except catalog.UnknownKeyError as e:
+        raise cli.UsageError(f"--model: {e}") from None
+    gpus = _count("--gpus", args.gpus)
+    batch = None if args.max_batch_size is None else _count("--max-batch-size", args.max_batch_size)
+    if args.kv_dtype == "fp8" and not gpu.supports_fp8:
+        raise cli.UsageError(f"--kv-dtype: an FP8 KV cache needs FP8 support, which {gpu.name} lacks")
+    base = perfmodel.Replica(gpu=gpu, model=shape, gpus=gpus, weights=models.Precision(args.weights),
+                             kv_dtype=models.KvDtype(args.kv_dtype))
+    # vLLM refuses a token budget below the batch: raise the budget with the batch, as the operator does.
+    try:
+        replica = base if batch is None else perfmodel.Replica.model_validate({
+            **base.model_dump(), "max_num_seqs": batch, "max_num_batched_tokens": max(batch, base.token_budget)})
+    except pydantic.ValidationError as e:
+        raise cli.UsageError(f"--max-batch-size: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    if replica.weights is models.Precision.FP8 and not gpu.supports_fp8:
+        raise cli.UsageError(f"--weights: fp8 weights need FP8 tensor cores, which {gpu.name} lacks")
+    try:
+        perfmodel.coefficients(replica)
+    except perfmodel.ModelDoesNotFit as e:
+        raise cli.UsageError(f"--gpu: {e}") from None
+    return replica
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    replica = sweep_replica(args)
+    isl, osl = _count("--isl", args.isl), _count("--osl", args.osl)
+    ttft_slo, itl_slo = _duration("--ttft-slo", args.ttft_slo), _duration("--itl-slo", args.itl_slo)
+    capacity = perfmodel.kv_capacity_tokens(replica)
+    if isl + osl > capacity:
+        raise cli.UsageError(f"--isl/--osl: {isl} + {osl} tokens exceed the KV cache of one replica "
+                             f"({capacity} tokens); use more --gpus, --kv-dtype fp8 or shorter requests")
+    if args.max_throughput:
+        tps = sim_sweep.max_throughput(replica, isl=isl, osl=osl)
+        print(json.dumps({"output_tokens_per_s": round(tps, 1)}) if args.json
+              else f"max throughput: {tps:.0f} output tokens/s")
+        return cli.EXIT_OK
+    try:
+        levels = [_count("--concurrency", c.strip()) for c in args.concurrency.split(",") if c.strip()]
+    except cli.UsageError:
+        raise cli.UsageError(f"--concurrency: expected positive whole numbers separated by commas, "
+                             f"got {args.concurrency!r}") from None
+    if not levels:
+        raise cli.UsageError("--concurrency: no levels given")
+    points = sim_sweep.sweep(replica, isl=isl, osl=osl, concurrencies=levels)
+    rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in p.as_dict().items() if k in SWEEP_KEYS}
+            for p in points]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'concurrency':>11} {'TTFT mean':>10} {'TTFT p95':>9} {'ITL mean':>9} {'ITL p95':>8} "
+              f"{'tok/s':>8} {'req/s':>7} {'MBU':>5}")
+        for p in points:
+            print(f"{p.concurrency:>11} {p.ttft_ms_mean:>10.0f} {p.ttft_ms_p95:>9.0f} {p.itl_ms_mean:>9.1f} "
+                  f"{p.itl_ms_p95:>8.1f} {p.output_tokens_per_s:>8.0f} {p.requests_per_s:>7.2f} {p.mbu:>5.2f}")
+    if args.plot:
+        sim_sweep.plot_frontier(points, args.plot, slo_ttft_ms=None if ttft_slo is None else ttft_slo * 1000,
+                                slo_itl_ms=None if itl_slo is None else itl_slo * 1000,
+                                title=f"{replica.model.name} {replica.weights.value} on {replica.gpus} x "
+                                f"{replica.gpu.name}, {isl}/{osl} tokens")
+    return cli.EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+
+
+class Bar:
+    """A one-line progress bar on a terminal (stderr); silent otherwise."""
+
+    def __init__(self, stream: TextIO, *, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.on = stream.isatty()
+        self.last = ""
+
+    def __call__(self, policy: str, done: float, total: float) -> None:
+        if not self.on:
+            return
+        share = min(1.0, done / total) if total > 0 else 1.0
+        filled = math.floor(share * self.width)
+        line = f"\r{policy:<20} [{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%}"
+        if line != self.last:
+            self.stream.write(line)
+            self.stream.flush()
+            self.last = line
+
+    def close(self) -> None:
+        if self.on and self.last:
+            self.stream.write("\r" + " " * len(self.last) + "\r")
+            self.stream.flush()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.policy.split(",") if n.strip()]
+    unknown = [n for n in names if n not in sim_policies.NAMES]
+    if unknown or not names:
+        raise cli.UsageError(f"--policy: unknown policy {unknown[0] if unknown else args.policy!r}; "
+                             f"known: {', '.join(sim_policies.NAMES)}")
+    try:
+        scenario = sim_scenario.load(args.scenario)
+    except sim_scenario.ScenarioError as e:
+        raise cli.UsageError(str(e)) from None
+    bar = Bar(sys.stderr)
+    try:
+        results = sim_simulate.run(scenario, names, progress=bar)
+    except sim_scenario.ScenarioError as e:
+        raise cli.UsageError(f"{args.scenario}: {e}") from None
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps([r.summary() for r in results], indent=2))
+    else:
+        print(f"{scenario.name}: {results[0].requests} requests over "
+              f"{models.format_duration(scenario.duration)} simulated")
+        print(sim_simulate.table(results))
+    if args.plot:
+        sim_simulate.plot(results, args.plot, slo=scenario.slo, title=scenario.name)
+    return cli.EXIT_OK

@@ -1,0 +1,438 @@
+"""Twin: the `infertune simulate` scenario file — a frozen model, its loader, its spec and its arrival stream."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Annotated, Any, Literal
+
+import pydantic
+import yaml
+
+from infertune import catalog, decide, knee, models, perfmodel, validation
+from infertune.sim import workload
+
+# A placeholder image per engine: the twin never pulls it, but the revision hash covers the image.
+IMAGES: dict[models.EngineKind, str] = {
+    models.EngineKind.VLLM: "vllm/vllm-openai:v0.11.0",
+    models.EngineKind.SGLANG: "lmsysorg/sglang:v0.5.2",
+    models.EngineKind.TRTLLM: "nvcr.io/nvidia/tensorrt-llm/release:1.0.0",
+    models.EngineKind.NIM: "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8.0",
+    models.EngineKind.TGI: "ghcr.io/huggingface/text-generation-inference:3.3.4",
+}
+
+# A validator error that belongs to a field inside the model it checks: "<<peak>>required for pattern spike"
+# is reported at ...arrival.peak (pydantic puts model-validator errors on the model itself).
+_MARK = "<<"
+_END = ">>"
+
+
+class ScenarioError(ValueError):
+    """A bad scenario; the message names the file and the field path, e.g. `workload.synthetic.arrival.rate`."""
+
+
+def _at(field: str, message: str) -> ValueError:
+    return ValueError(f"{_MARK}{field}{_END}{message}")
+
+
+def _non_negative_duration(value: object) -> float:
+    if value in (0, "0"):
+        return 0.0
+    seconds = models.parse_duration(value)
+    if seconds < 0:
+        raise ValueError(f"must not be negative, got {value!r}")
+    return seconds
+
+
+# `0s` allowed: offsets such as a spike's start or a diurnal phase.
+Offset = Annotated[
+    float,
+    pydantic.BeforeValidator(_non_negative_duration),
+    pydantic.PlainSerializer(models.format_duration, return_type=str),
+]
+
+
+def _ref_kind(value: Any) -> str:
+    return "key" if isinstance(value, str) else "numbers"
+
+
+# A catalog key or the numbers inline; the tags never show in error paths (see `_path`).
+ModelRef = Annotated[
+    Annotated[str, pydantic.Tag("key")] | Annotated[models.ModelShape, pydantic.Tag("numbers")],
+    pydantic.Discriminator(_ref_kind),
+]
+GpuRef = Annotated[
+    Annotated[str, pydantic.Tag("key")] | Annotated[models.GpuSpec, pydantic.Tag("numbers")],
+    pydantic.Discriminator(_ref_kind),
+]
+_TAGS = {"key", "numbers"}
+
+
+class Cost(models.Base):
+    gpu_hourly: float = pydantic.Field(ge=0, le=10_000, description="Price of one GPU-hour.")
+
+
+class Tuning(models.Base):
+    """The spec's tuning, less initialMaxBatchSize (the scenario's `initial` carries it)."""
+
+    mode: models.TuningMode = models.TuningMode.AUTO
+    max_batch_size: models.BatchBounds = pydantic.Field(default_factory=models.BatchBounds)
+    kv_cache_dtype: models.KvCachePolicy = models.KvCachePolicy.AUTO
+    min_change_interval: models.Duration = pydantic.Field(default="30m", validate_default=True)
+
+
+class Initial(models.Base):
+    """The deployment as it runs when the scenario starts; absent values are the engine's defaults."""
+
+    max_batch_size: int | None = pydantic.Field(default=None, ge=1, le=65536)
+    kv_cache_dtype: models.KvDtype | None = None
+    replicas: int | None = pydantic.Field(default=None, ge=1, le=1000)
+
+
+class Length(models.Base):
+    mean: float = pydantic.Field(ge=1, le=10_000_000, description="Mean tokens.")
+    dist: Literal["lognormal", "fixed"] = "lognormal"
+    cv: float = pydantic.Field(default=1.0, ge=0, le=10, description="Coefficient of variation (lognormal).")
+    max: int | None = pydantic.Field(default=None, ge=1, le=10_000_000, description="Clip longer draws to this.")
+
+    @pydantic.model_validator(mode="after")
+    def _max_above_mean(self) -> Length:
+        if self.max is not None and self.max < self.mean:
+            raise _at("max", f"must be at least the mean ({self.mean:g}), got {self.max}")
+        return self
+
+    def sampler(self) -> workload.Length:
+        if self.dist == "fixed":
+            tokens = round(self.mean)
+            return workload.Fixed(tokens if self.max is None else min(tokens, self.max))
+        return workload.LogNormal(self.mean, self.cv, high=self.max)
+
+
+Pattern = Literal["poisson", "diurnal", "ramp", "spike", "onoff"]
+# Which optional keys each pattern takes (required ones are checked separately).
+_PATTERN_KEYS: dict[str, set[str]] = {
+    "poisson": set(),
+    "diurnal": {"amplitude", "period", "phase"},
+    "ramp": {"peak", "at", "length"},
+    "spike": {"peak", "at", "length"},
+    "onoff": {"on", "off", "off_rate"},
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {"ramp": ("peak",), "spike": ("peak", "at", "length"), "onoff": ("on", "off")}
+
+
+class Arrival(models.Base):
+    """The request rate over time; `rate` is the steady, mean, starting, base or burst rate by pattern."""
+
+    pattern: Pattern = "poisson"
+    rate: float = pydantic.Field(gt=0, le=1_000_000, description="Requests per second.")
+    peak: float | None = pydantic.Field(default=None, gt=0, le=1_000_000, description="ramp: end rate; spike: rate.")
+    amplitude: float | None = pydantic.Field(default=None, ge=0, le=1, description="diurnal: 0..1 (default 0.5).")
+    period: models.Duration | None = pydantic.Field(default=None, description="diurnal: default the duration.")
+    phase: Offset | None = pydantic.Field(default=None, description="diurnal: shift of the sine (default 0s).")
+    at: Offset | None = pydantic.Field(default=None, description="ramp/spike: when it starts.")
+    length: models.Duration | None = pydantic.Field(default=None, description="ramp/spike: how long it lasts.")
+    on: models.Duration | None = pydantic.Field(default=None, description="onoff: burst length.")
+    off: Offset | None = pydantic.Field(default=None, description="onoff: pause length.")
+    off_rate: float | None = pydantic.Field(default=None, ge=0, le=1_000_000, description="onoff: rate in pauses.")
+
+    @pydantic.model_validator(mode="after")
+    def _keys_fit_the_pattern(self) -> Arrival:
+        allowed = _PATTERN_KEYS[self.pattern]
+        for field in ("peak", "amplitude", "period", "phase", "at", "length", "on", "off", "off_rate"):
+            if getattr(self, field) is not None and field not in allowed:
+                takes = ", ".join(sorted(_camel(k) for k in allowed)) or "none"
+                raise _at(_camel(field), f"not a key of pattern {self.pattern} (it takes: {takes})")
+        for field in _REQUIRED.get(self.pattern, ()):
+            if getattr(self, field) is None:
+                raise _at(_camel(field), f"required for pattern {self.pattern}")
+        return self
+
+    def profile(self, *, duration: float, scale: float) -> workload.RateProfile:
+        """The rate profile with every rate multiplied by `scale` (the workload's rateScale)."""
+        rate = self.rate * scale
+        if self.pattern == "poisson":
+            return workload.constant(rate)
+        if self.pattern == "diurnal":
+            amplitude = 0.5 if self.amplitude is None else self.amplitude
+            return workload.diurnal(rate, amplitude=amplitude, period=self.period or duration, phase=self.phase or 0.0)
+        if self.pattern == "spike":
+            assert self.peak is not None and self.at is not None and self.length is not None
+            return workload.spike(rate, self.peak * scale, at=self.at, length=self.length)
+        if self.pattern == "onoff":
+            assert self.on is not None and self.off is not None
+            return workload.on_off(rate, on=self.on, off=self.off, off_rate=(self.off_rate or 0.0) * scale)
+        assert self.peak is not None
+        start, end = self.at or 0.0, self.peak * scale
+        span = self.length or max(duration - start, 1.0)
+        # Flat at `rate` until `at`, linear to `peak` over `length`, then flat.
+        return workload.RateProfile(lambda t: rate + (end - rate) * min(max((t - start) / span, 0.0), 1.0),
+                                    max(rate, end), f"ramp({rate:g}->{end:g}/s)")
+
+
+class Synthetic(models.Base):
+    arrival: Arrival
+    input: Length = pydantic.Field(default_factory=lambda: Length(mean=1000, cv=1.0))
+    output: Length = pydantic.Field(default_factory=lambda: Length(mean=200, cv=1.0))
+
+
+class Workload(models.Base):
+    trace: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=4096,
+        description="Azure-format CSV, relative to the scenario file's folder.",
+    )
+    rate_scale: float = pydantic.Field(default=1.0, gt=0, le=10_000, description="Multiply the request rate.")
+    rate_scale_method: Literal["superpose", "compress"] = "superpose"
+    synthetic: Synthetic | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> Workload:
+        if (self.trace is None) == (self.synthetic is None):
+            raise ValueError("set exactly one of trace and synthetic")
+        return self
+
+
+class Peers(models.Base):
+    """Overrides for the peers' user-chosen targets (their algorithms keep the published defaults)."""
+
+    concurrency_target: float | None = pydantic.Field(
+        default=None, gt=0, le=100_000,
+        description="Requests per pod for hpa (running) and kpa (in flight); default: the load-tested SLO concurrency.",
+    )
+
+
+class Scenario(models.Base):
+    name: str = pydantic.Field(min_length=1, max_length=validation.MAX_NAME_LENGTH,
+                               pattern=validation.NAME_PATTERN.pattern)
+    model: ModelRef
+    gpu: GpuRef
+    gpus_per_replica: int = pydantic.Field(default=1, ge=1, le=64)
+    weights: models.Precision = models.Precision.BF16
+    engine: models.EngineKind = models.EngineKind.VLLM
+    slo: models.SloSpec
+    cost: Cost | None = None
+    cold_start: models.Duration = pydantic.Field(default="300s", validate_default=True)
+    duration: models.Duration
+    seed: int = pydantic.Field(default=1, ge=0, le=2**31)
+    interval: models.Duration = pydantic.Field(default="15s", validate_default=True)
+    window: models.Duration = pydantic.Field(default="60s", validate_default=True)
+    prefix_hit_rate: float = pydantic.Field(default=0.0, ge=0, le=1)
+    scaling: models.ScalingSpec = pydantic.Field(default_factory=models.ScalingSpec)
+    tuning: Tuning = pydantic.Field(default_factory=Tuning)
+    initial: Initial = pydantic.Field(default_factory=Initial)
+    workload: Workload
+    peers: Peers = pydantic.Field(default_factory=Peers)
+
+    @pydantic.field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | models.ModelShape) -> str | models.ModelShape:
+        if isinstance(value, str) and value not in catalog.MODELS:
+            _unknown(value, catalog.MODELS, "model")
+        return value
+
+    @pydantic.field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, value: str | models.GpuSpec) -> str | models.GpuSpec:
+        if isinstance(value, str) and value not in catalog.GPUS:
+            _unknown(value, catalog.GPUS, "GPU")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        b = self.tuning.max_batch_size
+        first = self.initial.max_batch_size
+        if first is not None and not b.min <= first <= b.max:
+            raise _at("initial.maxBatchSize", f"must lie within tuning.maxBatchSize {b.min}..{b.max}, got {first}")
+        n = self.initial.replicas
+        s = self.scaling
+        if n is not None and not s.min_replicas <= n <= s.max_replicas:
+            raise _at("initial.replicas",
+                      f"must lie within scaling.minReplicas..maxReplicas ({s.min_replicas}..{s.max_replicas}), got {n}")
+        kv = self.initial.kv_cache_dtype
+        policy = self.tuning.kv_cache_dtype
+        if kv is not None and (policy.value != kv.value and policy is not models.KvCachePolicy.AUTO):
+            raise _at("initial.kvCacheDtype", f"{kv.value} contradicts tuning.kvCacheDtype {policy.value}")
+        if self.window < self.interval:
+            raise _at("window", f"must be at least the interval ({models.format_duration(self.interval)})")
+        spec = to_spec(self)
+        for problem in validation.check(spec):
+            raise _at(_SPEC_PATHS.get(problem.path, problem.path), problem.message)
+        knobs = initial_knobs(self, spec)
+        try:
+            perfmodel.coefficients(knee.replica(spec, knobs))
+        except perfmodel.ModelDoesNotFit as e:
+            raise _at("gpu", str(e)) from None
+        except pydantic.ValidationError as e:
+            raise _at("initial.kvCacheDtype", e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return self
+
+
+# Where a spec problem lives in the scenario file.
+_SPEC_PATHS = {
+    "spec.accelerator": "gpu",
+    "spec.accelerator.type": "gpu",
+    "spec.model.architecture": "model",
+    "spec.model.weights": "weights",
+    "spec.tuning.kvCacheDtype": "tuning.kvCacheDtype",
+}
+
+
+def _camel(field: str) -> str:
+    head, *rest = field.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _unknown(key: str, known: dict[str, Any], what: str) -> None:
+    raise ValueError(f"unknown {what} {key!r}; known: {', '.join(sorted(known))}")
+
+
+# ---------------------------------------------------------------------------------------------- derived
+
+
+def to_spec(s: Scenario) -> models.InferenceDeploymentSpec:
+    """The InferenceDeployment spec that decide() sees for this scenario."""
+    if isinstance(s.model, str):
+        model = models.ModelSpec(name=s.model, architecture=s.model, weights=s.weights)
+    else:
+        model = models.ModelSpec(name=s.model.name, custom=s.model, weights=s.weights)
+    hourly = s.cost.gpu_hourly if s.cost is not None else None
+    if isinstance(s.gpu, str):
+        accelerator = models.AcceleratorSpec(type=s.gpu, count=s.gpus_per_replica, hourly_cost=hourly)
+    else:
+        accelerator = models.AcceleratorSpec(custom=s.gpu, count=s.gpus_per_replica, hourly_cost=hourly)
+    t = s.tuning
+    tuning = models.TuningSpec(mode=t.mode, max_batch_size=t.max_batch_size, kv_cache_dtype=t.kv_cache_dtype,
+                               min_change_interval=models.format_duration(t.min_change_interval),
+                               initial_max_batch_size=s.initial.max_batch_size)
+    return models.InferenceDeploymentSpec(
+        model=model, engine=models.EngineSpec(kind=s.engine, image=IMAGES[s.engine]), accelerator=accelerator,
+        slo=s.slo, tuning=tuning, scaling=s.scaling,
+    )
+
+
+def initial_knobs(s: Scenario, spec: models.InferenceDeploymentSpec | None = None) -> models.Knobs:
+    """The knobs the deployment runs when the scenario starts: `initial`, else the engine's defaults."""
+    knobs, _ = decide.initial_knobs(spec or to_spec(s))
+    if s.initial.kv_cache_dtype is not None:
+        knobs = knobs.model_copy(update={"kv_cache_dtype": s.initial.kv_cache_dtype})
+    return knobs
+
+
+def arrivals(s: Scenario) -> list[workload.Arrival]:
+    """The arrival stream, seeded by the scenario's seed, cut to its duration."""
+    w = s.workload
+    if w.synthetic is not None:
+        syn = w.synthetic
+        profile = syn.arrival.profile(duration=s.duration, scale=w.rate_scale)
+        return workload.synthetic(profile, duration=s.duration, isl=syn.input.sampler(), osl=syn.output.sampler(),
+                                  seed=s.seed)
+    assert w.trace is not None
+    try:
+        trace = workload.load_trace(w.trace)
+        if w.rate_scale != 1.0:
+            trace = workload.scale_rate(trace, w.rate_scale, method=w.rate_scale_method, seed=s.seed)
+    except workload.WorkloadError as e:
+        raise ScenarioError(f"workload.trace: {e}") from None
+    return workload.window(trace, duration=s.duration)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part in _TAGS:
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(error: Any) -> tuple[str, str]:
+    """A pydantic error as (extra path, message) in the house's words."""
+    kind, ctx, text = error["type"], error.get("ctx") or {}, error["msg"].removeprefix("Value error, ")
+    if text.startswith(_MARK) and _END in text:
+        field, text = text[len(_MARK):].split(_END, 1)
+        return field, text
+    got = error.get("input")
+    shown = f", got {got!r}" if isinstance(got, str | int | float) and not isinstance(got, bool) else ""
+    if kind == "extra_forbidden":
+        return "", "unknown key"
+    if kind == "missing":
+        return "", "required key is missing"
+    if kind == "greater_than":
+        bound = ctx.get("gt")
+        return "", f"must be more than {'zero' if bound == 0 else bound}{shown}"
+    if kind == "greater_than_equal":
+        return "", f"must be at least {ctx.get('ge')}{shown}"
+    if kind in ("less_than_equal", "less_than"):
+        return "", f"must be at most {ctx.get('le', ctx.get('lt'))}{shown}"
+    if kind in ("enum", "literal_error"):
+        return "", f"must be one of {ctx.get('expected', '?')}{shown}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "", f"must be a whole number{shown}"
+    if kind in ("float_parsing", "float_type"):
+        return "", f"must be a number{shown}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "", "must be a mapping"
+    return "", text
+
+
+def problems(error: pydantic.ValidationError) -> list[str]:
+    """Every error of a validation as `field.path: message`."""
+    out = []
+    for e in error.errors(include_url=False):
+        extra, text = _message(e)
+        path = ".".join(p for p in (_path(tuple(e["loc"])), extra) if p)
+        out.append(f"{path or 'scenario'}: {text}")
+    return out
+
+
+def parse(raw: Any, *, base: pathlib.Path | None = None) -> Scenario:
+    """A scenario from a mapping; a relative trace is resolved against `base` and must exist."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"scenario: must be a mapping, got {type(raw).__name__}")
+    try:
+        s = Scenario.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise ScenarioError("; ".join(problems(error))) from None
+    trace = s.workload.trace
+    if trace is not None:
+        path = pathlib.Path(trace)
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        if not path.is_file():
+            raise ScenarioError(f"workload.trace: no such file {trace!r} (relative to {base or '.'})")
+        s = s.model_copy(update={"workload": s.workload.model_copy(update={"trace": str(path)})})
+    return s
+
+
+def load(path: str | pathlib.Path) -> Scenario:
+    """Read and validate a scenario file; errors name the file and the field (or the YAML line)."""
+    p = pathlib.Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError(f"{p}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{p}: not a text file (invalid UTF-8)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ScenarioError(f"{p}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    try:
+        return parse(raw, base=p.resolve().parent)
+    except ScenarioError as e:
+        raise ScenarioError(f"{p}: {e}") from None
+
+
+def peak_rate(stream: list[workload.Arrival], *, window: float = 60.0) -> float:
+    """The highest request rate over any `window` seconds (a sliding count), requests/s."""
+    if not stream:
+        return 0.0
+    best, lo = 0, 0
+    for hi, a in enumerate(stream):
+        while stream[lo].time <= a.time - window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best / window

@@ -1,0 +1,196 @@
+"""Test: the simulate scenario file — the issue's example, defaults, the spec it becomes, and named bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+
+from infertune import models
+from infertune.sim import scenario
+
+# The issue's example, with a synthetic workload (a trace is added per test).
+EXAMPLE: dict[str, Any] = {
+    "name": "chat-70b",
+    "model": "llama-3.1-70b",
+    "gpu": "h100-sxm-80gb",
+    "gpusPerReplica": 1,
+    "weights": "fp8",
+    "engine": "vllm",
+    "slo": {"ttft": "1500ms", "itl": "40ms"},
+    "cost": {"gpuHourly": 2.50},
+    "coldStart": "300s",
+    "duration": "1h",
+    "seed": 1,
+    "scaling": {"minReplicas": 1, "maxReplicas": 16, "standby": {"min": 0, "max": 4}},
+    "initial": {"maxBatchSize": 1024, "kvCacheDtype": "default", "replicas": 2},
+    "workload": {
+        "rateScale": 4,
+        "synthetic": {
+            "arrival": {"pattern": "poisson", "rate": 10},
+            "input": {"mean": 1000, "dist": "lognormal", "cv": 1.0},
+            "output": {"mean": 200, "dist": "lognormal", "cv": 1.0},
+        },
+    },
+}
+DELETE = object()
+TRACE = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+    f"2023-11-16 18:15:{s:02d}.0000000,{100 + s},{10 + s}\n" for s in range(0, 40, 2))
+
+
+def changed(**paths: Any) -> dict[str, Any]:
+    """EXAMPLE with dotted-path changes; DELETE removes a key."""
+    out = copy.deepcopy(EXAMPLE)
+    for path, value in paths.items():
+        node = out
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if value is DELETE:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def test_the_issue_example_parses_into_a_spec() -> None:
+    s = scenario.parse(EXAMPLE)
+    assert (s.cold_start, s.duration, s.interval, s.window) == (300.0, 3600.0, 15.0, 60.0)
+    spec = scenario.to_spec(s)
+    assert spec.model.architecture == "llama-3.1-70b" and spec.model.weights is models.Precision.FP8
+    assert spec.accelerator.type == "h100-sxm-80gb" and spec.accelerator.hourly_cost == 2.5
+    assert spec.tuning.initial_max_batch_size == 1024 and spec.scaling.standby.max == 4
+    assert scenario.initial_knobs(s) == models.Knobs(max_batch_size=1024)
+
+
+def test_defaults_are_the_engines() -> None:
+    s = scenario.parse(changed(initial=DELETE, **{"tuning": {"minChangeInterval": "5m"}}))
+    assert scenario.initial_knobs(s) == models.Knobs(max_batch_size=1024)  # vLLM's default on an H100
+    assert scenario.to_spec(s).tuning.min_change_interval == 300.0
+    l40s = scenario.parse(changed(initial=DELETE, gpu="l40s", model="llama-3.1-8b", weights="bf16"))
+    assert scenario.initial_knobs(l40s).max_batch_size == 256
+
+
+def test_inline_model_and_gpu_numbers() -> None:
+    gpu = {"name": "my-gpu", "memoryGib": 80, "bandwidthGbps": 3000, "tflopsBf16": 900, "tflopsFp8": 1800}
+    s = scenario.parse(changed(gpu=gpu))
+    assert isinstance(s.gpu, models.GpuSpec) and scenario.to_spec(s).accelerator.custom == s.gpu
+
+
+def test_synthetic_arrivals_are_seeded_and_rate_scaled() -> None:
+    short = changed(duration="2m")
+    a, b = scenario.arrivals(scenario.parse(short)), scenario.arrivals(scenario.parse(short))
+    assert a == b
+    assert 40 * 120 * 0.85 < len(a) < 40 * 120 * 1.15  # 10 req/s x rateScale 4
+    other = scenario.arrivals(scenario.parse(changed(duration="2m", seed=2)))
+    assert other != a
+
+
+@pytest.mark.parametrize(("pattern", "extra", "early", "late"), [
+    ("spike", {"peak": 30, "at": "90s", "length": "30s"}, 10, 30),
+    ("ramp", {"peak": 40, "at": "30s", "length": "60s"}, 10, 40),
+    ("onoff", {"on": "30s", "off": "30s"}, 10, 0),
+])
+def test_patterns_shape_the_rate(pattern: str, extra: dict[str, Any], early: float, late: float) -> None:
+    arrival = {"pattern": pattern, "rate": 10, **extra}
+    s = scenario.parse(changed(duration="2m", **{"workload.rateScale": 1, "workload.synthetic.arrival": arrival}))
+    stream = scenario.arrivals(s)
+    first = sum(1 for a in stream if a.time < 20) / 20
+    last = sum(1 for a in stream if 95 <= a.time < 115) / 20
+    assert abs(first - early) < 0.5 * early + 2
+    assert abs(last - late) < 0.3 * late + 2
+
+
+def test_trace_paths_are_relative_to_the_scenario_file(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "t.csv").write_text(TRACE)
+    raw = changed(**{"workload": {"trace": "traces/t.csv", "rateScale": 2}})
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    s = scenario.load(path)
+    assert s.workload.trace == str(tmp_path / "traces" / "t.csv")
+    stream = scenario.arrivals(s)
+    assert len(stream) == 40  # 20 rows superposed twice
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(scenario.ScenarioError, match=r"bad.yaml: line 3 not valid YAML"):
+        scenario.load(path)
+    with pytest.raises(scenario.ScenarioError, match="cannot read"):
+        scenario.load(tmp_path / "missing.yaml")
+
+
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("zero rate", changed(**{"workload.synthetic.arrival.rate": 0}),
+     "workload.synthetic.arrival.rate: must be more than zero"),
+    ("unknown top-level key", changed(replicas=3), "replicas: unknown key"),
+    ("unknown nested key", changed(**{"slo.p95": "1s"}), "slo.p95: unknown key"),
+    ("unknown model key", changed(model="llama-9b"), "model: unknown model 'llama-9b'; known: "),
+    ("unknown GPU key", changed(gpu="tpu-v5"), "gpu: unknown GPU 'tpu-v5'; known: "),
+    ("inline GPU without numbers", changed(gpu={"name": "g"}), "gpu.memoryGib: required key is missing"),
+    ("weights not a precision", changed(weights="fp4"), "weights: must be one of"),
+    ("trace and synthetic", changed(**{"workload.trace": "t.csv"}),
+     "workload: set exactly one of trace and synthetic"),
+    ("neither trace nor synthetic", changed(**{"workload.synthetic": DELETE}),
+     "workload: set exactly one of trace and synthetic"),
+    ("spike without its peak", changed(**{"workload.synthetic.arrival": {"pattern": "spike", "rate": 1}}),
+     "workload.synthetic.arrival.peak: required for pattern spike"),
+    ("key of another pattern", changed(**{"workload.synthetic.arrival.amplitude": 0.5}),
+     "workload.synthetic.arrival.amplitude: not a key of pattern poisson"),
+    ("unknown pattern", changed(**{"workload.synthetic.arrival.pattern": "burst"}),
+     "workload.synthetic.arrival.pattern: must be one of"),
+    ("duration without a unit", changed(**{"slo.itl": "40"}), "slo.itl: expected a duration with a unit"),
+    ("zero cold start", changed(coldStart="0s"), "coldStart: must be longer than zero"),
+    ("negative rate scale", changed(**{"workload.rateScale": -1}), "workload.rateScale: must be more than zero"),
+    ("negative length cv", changed(**{"workload.synthetic.input.cv": -0.5}),
+     "workload.synthetic.input.cv: must be at least 0"),
+    ("length cap below the mean", changed(**{"workload.synthetic.output.max": 50}),
+     "workload.synthetic.output.max: must be at least the mean"),
+    ("replica bounds reversed", changed(**{"scaling.minReplicas": 5, "scaling.maxReplicas": 2}),
+     "scaling: minReplicas (5) must not exceed maxReplicas (2)"),
+    ("initial batch outside the bounds", changed(**{"tuning.maxBatchSize": {"min": 8, "max": 512}}),
+     "initial.maxBatchSize: must lie within tuning.maxBatchSize 8..512"),
+    ("initial replicas above the maximum", changed(**{"initial.replicas": 40}),
+     "initial.replicas: must lie within scaling.minReplicas..maxReplicas (1..16)"),
+    ("initial FP8 KV against the policy", changed(**{"initial.kvCacheDtype": "fp8", "tuning.kvCacheDtype": "default"}),
+     "initial.kvCacheDtype: fp8 contradicts tuning.kvCacheDtype default"),
+    ("FP8 weights without FP8 tensor cores", changed(gpu="a100-80gb"), "weights: fp8 weights need FP8 tensor cores"),
+    ("a model that does not fit", changed(model="llama-3.1-405b", weights="bf16", gpu="l4", initial=DELETE),
+     "gpu: llama-3.1-405b (bf16 weights) needs"),
+    ("window shorter than the interval", changed(window="10s"), "window: must be at least the interval (15s)"),
+    ("seed not a number", changed(seed="abc"), "seed: must be a whole number, got 'abc'"),
+    ("name not a DNS label", changed(name="Chat_70B"), "name: String should match pattern"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(raw, msg) for _, raw, msg in BAD], ids=[n for n, _, _ in BAD])
+def test_bad_scenarios_name_the_field(raw: dict[str, Any], expected: str) -> None:
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.parse(raw)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_trace_file_is_named(tmp_path: pathlib.Path) -> None:
+    raw = changed(**{"workload": {"trace": "nope.csv"}})
+    with pytest.raises(scenario.ScenarioError, match=r"workload.trace: no such file 'nope.csv'"):
+        scenario.parse(raw, base=tmp_path)
+
+
+def test_a_bad_trace_row_is_named(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "t.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:00.0,abc,1\n")
+    s = scenario.parse(changed(**{"workload": {"trace": "t.csv"}}), base=tmp_path)
+    with pytest.raises(scenario.ScenarioError, match=r"workload.trace: t.csv line 2: ContextTokens 'abc'"):
+        scenario.arrivals(s)
+
+
+def test_peak_rate_is_the_busiest_minute() -> None:
+    s = scenario.parse(changed(duration="5m", **{
+        "workload.rateScale": 1,
+        "workload.synthetic.arrival": {"pattern": "spike", "rate": 2, "peak": 20, "at": "2m", "length": "90s"}}))
+    assert 17 < scenario.peak_rate(scenario.arrivals(s)) < 24
