@@ -197,7 +197,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         if fp8_ok and spec.tuning.kv_cache_dtype is not models.KvCachePolicy.DEFAULT else None
     kv_usage = _weighted([(m.kv_usage, m.requests_per_s or 1.0) for m in served])
     preempting = any((m.preemptions_per_s or 0) > 0 for m in served)
-    kv_limited = knee_default.limited_by == "kv_cache" or (kv_usage or 0) >= 0.9 or preempting
+    # KV-limited: FP8's doubled capacity lets the knee grow (the default knee stops where the KV cache fills
+    # and requests queue for blocks), or the running pods already fill their cache or preempt.
+    kv_limited = (knee_fp8 is not None and knee_fp8.knobs.max_batch_size > knee_default.knobs.max_batch_size * 1.1) \
+        or (kv_usage or 0) >= 0.9 or preempting
     kv_heavy = knee_default.kv_share >= KV_HEAVY
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.FP8 and knee_fp8 is not None:
         best, kv_why = knee_fp8, "tuning.kvCacheDtype fp8"
@@ -290,7 +293,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 
     # --- replicas and standby ------------------------------------------------------------------
     cold = _cold_start(spec, obs)
-    capacity = knee.predict(spec, target, workload, cal).requests_per_s
+    at_target = knee.predict(spec, target, workload, cal)
+    capacity = at_target.requests_per_s
     rate = sum((m.requests_per_s or 0.0) for m in served)
     waiting = sum((m.waiting or 0.0) for m in served)
     prev_desired = prev.replicas.desired or spec.scaling.min_replicas
@@ -298,7 +302,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if health.ok:
         # Requests waiting in engine queues are demand too: spread over a minute of service.
         demand = scaling.update_demand(prev.demand, rate + waiting / 60.0, now=now)
-        goal = scaling.targets(spec.scaling, demand, capacity=capacity, current=prev_desired, lead=cold, now=now,
+        # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
+        # may make late half of the requests the percentile allows (2.5% for p95).
+        goal = scaling.targets(spec.scaling, demand, capacity=capacity, slots=at_target.batch,
+                               wait_budget=max(0.1, spec.slo.ttft * (1 - knee.MARGIN) - at_target.ttft_p),
+                               miss=(1 - spec.slo.percentile / 100) / 2, current=prev_desired, lead=cold, now=now,
                                measured=rate + waiting / 60.0)
         demand = demand.model_copy(update={"below_since": goal.below_since})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
@@ -386,8 +394,9 @@ def _propose(
         return None
     now_pred = knee.predict(spec, current, workload, cal)
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
-    # Urgency comes from measurements only: the prior alone never restarts a server that has no traffic yet.
-    violating = measured is not None and measured > spec.slo.itl
+    # Urgency comes from measurements only (the prior alone never restarts a server that has no traffic yet),
+    # and from a clear miss: within 10% of the objective is noise a smaller batch would not fix.
+    violating = measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE)
     # Goodput per replica: throughput at a full batch, counted only when the SLO holds there.
     goodput_now = now_pred.output_tokens_per_s if now_pred.feasible else 0.0
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0

@@ -91,24 +91,18 @@ class Dialect:
     enable_flag: str | None = None
 
 
-def _wire_name(d: op.Dialect, signal: op.Signal) -> str:
+def _name(d: op.Dialect, signal: op.Signal) -> str:
     """The operator's newest name for a signal in its dialect, as a twin spec declares it.
 
     Names come from runtimes/metrics.py so that what the twin exports and what the operator queries cannot
-    drift apart; counters drop `_total` because prometheus_client adds it on the wire.
+    drift apart; counters drop `_total` because prometheus_client adds it on the wire. (Units agree too: a test
+    checks each spec's scale against the operator's.)
     """
     source = d.sources[signal]
     name = source.names[0]
     if (source.kind or op.KINDS[signal]) is op.Kind.COUNTER:
         name = name.removesuffix("_total")
     return name
-
-
-def _spec(d: op.Dialect, signal: op.Signal, kind: Kind, help_: str, *, buckets: Buckets = None,
-          labels: Labels | None = None) -> MetricSpec:
-    """A spec named by the operator's table; its scale undoes the operator's (percent x 0.01 -> x 100)."""
-    return MetricSpec(_wire_name(d, signal), kind, help_, scale=1.0 / d.sources[signal].scale, buckets=buckets,
-                      labels=labels)
 
 
 # vLLM V1 (vllm/v1/metrics/loggers.py, reference §B): labels model_name and engine (the engine index).
@@ -127,37 +121,35 @@ _VLLM_LATENCY_BUCKETS = (
 
 def _vllm(d: op.Dialect) -> Dialect:
     """vLLM V1's exposition under the names of `d` (vLLM itself, or NIM 2.x on a vLLM image)."""
-    s = op.Signal
+    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
+    latency = _VLLM_LATENCY_BUCKETS
     return Dialect(
         name=d.name,
         path=d.path,
         labels=(("model_name", "model_name"), ("engine", "engine")),
         metrics={
-            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
-            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Inter-token latency, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Per-request mean time per output token, seconds.",
-                        buckets=_VLLM_TPOT_BUCKETS),
-            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
-                       buckets=_VLLM_LATENCY_BUCKETS),
-            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time waiting before admission, seconds.",
-                         buckets=_VLLM_LATENCY_BUCKETS),
-            PREFILL: MetricSpec("vllm:request_prefill_time_seconds", Kind.HISTOGRAM, "Prefill phase time, seconds.",
-                                buckets=_VLLM_LATENCY_BUCKETS),
-            DECODE: MetricSpec("vllm:request_decode_time_seconds", Kind.HISTOGRAM, "Decode phase time, seconds.",
-                               buckets=_VLLM_LATENCY_BUCKETS),
-            INFERENCE: MetricSpec("vllm:request_inference_time_seconds", Kind.HISTOGRAM,
-                                  "Running phase time, seconds.", buckets=_VLLM_LATENCY_BUCKETS),
-            PROMPT_LEN: MetricSpec("vllm:request_prompt_tokens", Kind.HISTOGRAM, "Prompt tokens per request."),
-            GENERATION_LEN: MetricSpec("vllm:request_generation_tokens", Kind.HISTOGRAM, "Output tokens per request."),
-            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Requests in the running batch."),
-            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests waiting for admission."),
-            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "KV cache usage, 1 means 100 percent."),
-            PREFIX_QUERIES: _spec(d, s.PREFIX_QUERIES, Kind.COUNTER, "Prefix cache queries, in tokens."),
-            PREFIX_HITS: _spec(d, s.PREFIX_HITS, Kind.COUNTER, "Prefix cache hits, in tokens."),
-            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
-            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
-            PREEMPTIONS: _spec(d, s.PREEMPTIONS, Kind.COUNTER, "Preemptions by the scheduler."),
-            REQUEST_SUCCESS: MetricSpec("vllm:request_success", Kind.COUNTER, "Finished requests by reason.",
+            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            ITL: MetricSpec(_name(d, s.ITL), h, "Inter-token latency, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            TPOT: MetricSpec(_name(d, s.TPOT), h, "Per-request mean time per output token, seconds.",
+                             buckets=_VLLM_TPOT_BUCKETS),
+            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
+            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time waiting before admission, seconds.", buckets=latency),
+            PREFILL: MetricSpec("vllm:request_prefill_time_seconds", h, "Prefill phase time, seconds.",
+                                buckets=latency),
+            DECODE: MetricSpec("vllm:request_decode_time_seconds", h, "Decode phase time, seconds.", buckets=latency),
+            INFERENCE: MetricSpec("vllm:request_inference_time_seconds", h, "Running phase time, seconds.",
+                                  buckets=latency),
+            PROMPT_LEN: MetricSpec("vllm:request_prompt_tokens", h, "Prompt tokens per request."),
+            GENERATION_LEN: MetricSpec("vllm:request_generation_tokens", h, "Output tokens per request."),
+            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Requests in the running batch."),
+            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests waiting for admission."),
+            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "KV cache usage, 1 means 100 percent."),
+            PREFIX_QUERIES: MetricSpec(_name(d, s.PREFIX_QUERIES), c, "Prefix cache queries, in tokens."),
+            PREFIX_HITS: MetricSpec(_name(d, s.PREFIX_HITS), c, "Prefix cache hits, in tokens."),
+            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
+            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
+            PREEMPTIONS: MetricSpec(_name(d, s.PREEMPTIONS), c, "Preemptions by the scheduler."),
+            REQUEST_SUCCESS: MetricSpec("vllm:request_success", c, "Finished requests by reason.",
                                         label="finished_reason"),
         },
     )
@@ -190,29 +182,27 @@ _SGLANG_SCHEDULER: Labels = (
 
 def _sglang(d: op.Dialect) -> Dialect:
     """SGLang's exposition under the names of `d` (SGLang itself, or NIM 2.x on an SGLang image)."""
-    s, sched = op.Signal, _SGLANG_SCHEDULER
+    s, h, g, c, sched = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER, _SGLANG_SCHEDULER
     return Dialect(
         name=d.name,
         path=d.path,
         labels=(("model_name", "model_name"), ("engine_type", "=unified")),
         metrics={
-            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_SGLANG_TTFT_BUCKETS),
-            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Inter-token latency, seconds.", buckets=_SGLANG_ITL_BUCKETS),
-            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
-                       buckets=_SGLANG_E2E_BUCKETS),
-            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Queueing time, seconds.", buckets=_SGLANG_QUEUE_BUCKETS,
-                         labels=sched),
-            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
-            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
-            PREFIX_HITS: MetricSpec("sglang:cached_tokens", Kind.COUNTER, "Prompt tokens served from the cache."),
-            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Running requests.", labels=sched),
-            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests in the waiting queue.", labels=sched),
-            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "Share of the KV token pool in use, 0-1.", labels=sched),
-            KV_TOKENS_USED: MetricSpec("sglang:num_used_tokens", Kind.GAUGE, "KV pool tokens in use.", labels=sched),
-            KV_TOKENS: MetricSpec("sglang:max_total_num_tokens", Kind.GAUGE, "KV pool size, tokens.", labels=sched),
-            PREFIX_HIT_RATE: _spec(d, s.PREFIX_HIT_RATE, Kind.GAUGE, "Prefix cache hit rate, 0-1.", labels=sched),
-            PREEMPTIONS: _spec(d, s.PREEMPTIONS, Kind.COUNTER, "Requests retracted to free KV cache.",
-                               labels=sched),
+            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_SGLANG_TTFT_BUCKETS),
+            ITL: MetricSpec(_name(d, s.ITL), h, "Inter-token latency, seconds.", buckets=_SGLANG_ITL_BUCKETS),
+            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=_SGLANG_E2E_BUCKETS),
+            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Queueing time, seconds.", buckets=_SGLANG_QUEUE_BUCKETS,
+                              labels=sched),
+            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
+            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
+            PREFIX_HITS: MetricSpec("sglang:cached_tokens", c, "Prompt tokens served from the cache."),
+            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Running requests.", labels=sched),
+            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests in the waiting queue.", labels=sched),
+            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "Share of the KV token pool in use, 0-1.", labels=sched),
+            KV_TOKENS_USED: MetricSpec("sglang:num_used_tokens", g, "KV pool tokens in use.", labels=sched),
+            KV_TOKENS: MetricSpec("sglang:max_total_num_tokens", g, "KV pool size, tokens.", labels=sched),
+            PREFIX_HIT_RATE: MetricSpec(_name(d, s.PREFIX_HIT_RATE), g, "Prefix cache hit rate, 0-1.", labels=sched),
+            PREEMPTIONS: MetricSpec(_name(d, s.PREEMPTIONS), c, "Requests retracted to free KV cache.", labels=sched),
         },
         enable_flag="--enable-metrics",
     )
@@ -226,35 +216,33 @@ _TRTLLM_PREFILL_BUCKETS = (
 
 
 def _trtllm(d: op.Dialect) -> Dialect:
-    s = op.Signal
+    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
+    latency = _VLLM_LATENCY_BUCKETS
     return Dialect(
         name=d.name,
         path=d.path,
         labels=(("model_name", "model_name"), ("engine_type", "=trtllm")),
         metrics={
-            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
             # One histogram carries both ITL and TPOT in the operator's table: it is per request.
-            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
-                       buckets=_VLLM_LATENCY_BUCKETS),
-            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time in the WAITING phase, seconds.",
-                         buckets=_VLLM_LATENCY_BUCKETS),
-            PREFILL: MetricSpec("trtllm_request_prefill_time_seconds", Kind.HISTOGRAM, "Prefill phase, seconds.",
+            TPOT: MetricSpec(_name(d, s.TPOT), h, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
+            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time in the WAITING phase, seconds.", buckets=latency),
+            PREFILL: MetricSpec("trtllm_request_prefill_time_seconds", h, "Prefill phase, seconds.",
                                 buckets=_TRTLLM_PREFILL_BUCKETS),
-            DECODE: MetricSpec("trtllm_request_decode_time_seconds", Kind.HISTOGRAM, "Decode phase, seconds.",
-                               buckets=_VLLM_LATENCY_BUCKETS),
-            INFERENCE: MetricSpec("trtllm_request_inference_time_seconds", Kind.HISTOGRAM,
-                                  "Inference duration, seconds.", buckets=_VLLM_LATENCY_BUCKETS),
-            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prompt tokens processed."),
-            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens produced."),
-            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Active requests."),
-            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Queued requests."),
-            PAUSED: _spec(d, s.PREEMPTIONS, Kind.GAUGE, "Requests paused to free KV cache."),
-            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "KV cache utilization, 0-1."),
-            KV_BLOCKS_USED: MetricSpec("trtllm_kv_cache_used_blocks", Kind.GAUGE, "KV cache blocks in use."),
-            KV_BLOCKS: MetricSpec("trtllm_kv_cache_max_blocks", Kind.GAUGE, "KV cache blocks in the pool."),
-            PREFIX_HIT_RATE: _spec(d, s.PREFIX_HIT_RATE, Kind.GAUGE, "KV cache hit rate, 0-1."),
-            REQUEST_SUCCESS: MetricSpec("trtllm_request_success", Kind.COUNTER, "Finished requests by reason.",
+            DECODE: MetricSpec("trtllm_request_decode_time_seconds", h, "Decode phase, seconds.", buckets=latency),
+            INFERENCE: MetricSpec("trtllm_request_inference_time_seconds", h, "Inference duration, seconds.",
+                                  buckets=latency),
+            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prompt tokens processed."),
+            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens produced."),
+            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Active requests."),
+            WAITING: MetricSpec(_name(d, s.WAITING), g, "Queued requests."),
+            PAUSED: MetricSpec(_name(d, s.PREEMPTIONS), g, "Requests paused to free KV cache."),
+            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "KV cache utilization, 0-1."),
+            KV_BLOCKS_USED: MetricSpec("trtllm_kv_cache_used_blocks", g, "KV cache blocks in use."),
+            KV_BLOCKS: MetricSpec("trtllm_kv_cache_max_blocks", g, "KV cache blocks in the pool."),
+            PREFIX_HIT_RATE: MetricSpec(_name(d, s.PREFIX_HIT_RATE), g, "KV cache hit rate, 0-1."),
+            REQUEST_SUCCESS: MetricSpec("trtllm_request_success", c, "Finished requests by reason.",
                                         label="finished_reason"),
         },
     )
@@ -263,24 +251,24 @@ def _trtllm(d: op.Dialect) -> Dialect:
 # NIM 1.x (docs.nvidia.com/nim/large-language-models/latest/observability): unprefixed names at /v1/metrics,
 # per model; its histograms are vLLM V0's (time per output token observed per token there).
 def _nim_1(d: op.Dialect) -> Dialect:
-    s = op.Signal
+    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
     return Dialect(
         name=d.name,
         path=d.path,
         labels=(("model_name", "model_name"),),
         metrics={
-            TTFT: _spec(d, s.TTFT, Kind.HISTOGRAM, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
-            ITL: _spec(d, s.ITL, Kind.HISTOGRAM, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "End-to-end request latency, seconds.",
-                       buckets=_VLLM_LATENCY_BUCKETS),
-            PROMPT_LEN: MetricSpec("request_prompt_tokens", Kind.HISTOGRAM, "Prompt tokens per request."),
-            GENERATION_LEN: MetricSpec("request_generation_tokens", Kind.HISTOGRAM, "Output tokens per request."),
-            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Requests running on the GPU."),
-            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Requests waiting to be processed."),
-            MAX_RUNNING: MetricSpec("num_request_max", Kind.GAUGE, "Requests the model may run at once."),
-            KV_USAGE: _spec(d, s.KV_USAGE, Kind.GAUGE, "GPU KV-cache usage, 1 means 100 percent."),
-            PROMPT_TOKENS: _spec(d, s.PROMPT_TOKENS, Kind.COUNTER, "Prefill tokens processed."),
-            GENERATION_TOKENS: _spec(d, s.GENERATION_TOKENS, Kind.COUNTER, "Generation tokens processed."),
+            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
+            ITL: MetricSpec(_name(d, s.ITL), h, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
+            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.",
+                            buckets=_VLLM_LATENCY_BUCKETS),
+            PROMPT_LEN: MetricSpec("request_prompt_tokens", h, "Prompt tokens per request."),
+            GENERATION_LEN: MetricSpec("request_generation_tokens", h, "Output tokens per request."),
+            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Requests running on the GPU."),
+            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests waiting to be processed."),
+            MAX_RUNNING: MetricSpec("num_request_max", g, "Requests the model may run at once."),
+            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "GPU KV-cache usage, 1 means 100 percent."),
+            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
+            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
         },
     )
 
@@ -288,7 +276,16 @@ def _nim_1(d: op.Dialect) -> Dialect:
 # TGI (docs/source/reference/metrics.md; router/src/server.rs for buckets): no labels; durations in 35
 # geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s at the top); token lengths in 100
 # linear buckets up to the model's length. No TTFT, no KV usage, no prefix cache, no preemption series.
-_TGI_DURATION_BUCKETS = tuple(0.0001 * 1.5**k for k in range(1, 36))
+def _geometric(start: float, factor: float, n: int) -> tuple[float, ...]:
+    """start x factor, x factor again, ... n times, multiplied step by step as TGI does (same float bits)."""
+    out, value = [], start
+    for _ in range(n):
+        value *= factor
+        out.append(value)
+    return tuple(out)
+
+
+_TGI_DURATION_BUCKETS = _geometric(0.0001, 1.5, 35)
 
 
 def _linear_100(limit: int) -> tuple[float, ...]:
@@ -297,26 +294,26 @@ def _linear_100(limit: int) -> tuple[float, ...]:
 
 
 def _tgi(d: op.Dialect) -> Dialect:
-    s = op.Signal
+    s, h, g = op.Signal, Kind.HISTOGRAM, Kind.GAUGE
+    duration = _TGI_DURATION_BUCKETS
     return Dialect(
         name=d.name,
         path=d.path,
         labels=(),
         metrics={
-            # One per request: the request's mean time per token (the operator reads it as ITL and TPOT).
-            TPOT: _spec(d, s.TPOT, Kind.HISTOGRAM, "Mean time per token per request, seconds.",
-                        buckets=_TGI_DURATION_BUCKETS),
-            E2E: _spec(d, s.E2E, Kind.HISTOGRAM, "Total time spent on the request, seconds.",
-                       buckets=_TGI_DURATION_BUCKETS),
-            QUEUE: _spec(d, s.QUEUE, Kind.HISTOGRAM, "Time spent in the queue, seconds.",
-                         buckets=_TGI_DURATION_BUCKETS),
-            INFERENCE: MetricSpec("tgi_request_inference_duration", Kind.HISTOGRAM, "Request inference, seconds.",
-                                  buckets=_TGI_DURATION_BUCKETS),
-            PROMPT_LEN: _spec(d, s.PROMPT_TOKENS, Kind.HISTOGRAM, "Input tokens per request.", buckets=_linear_100),
-            GENERATION_LEN: _spec(d, s.GENERATION_TOKENS, Kind.HISTOGRAM, "Generated tokens per request.",
-                                  buckets=_linear_100),
-            RUNNING: _spec(d, s.RUNNING, Kind.GAUGE, "Current batch size."),
-            WAITING: _spec(d, s.WAITING, Kind.GAUGE, "Current queue size."),
+            # TGI observes each request's inference time / generated tokens; the twin's per-request TPOT leaves
+            # out the prefill (one step of ~50 ms against 200 x 20 ms of decode: 1% lower).
+            TPOT: MetricSpec(_name(d, s.TPOT), h, "Mean time per token per request, seconds.", buckets=duration),
+            E2E: MetricSpec(_name(d, s.E2E), h, "Total time spent on the request, seconds.", buckets=duration),
+            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time spent in the queue, seconds.", buckets=duration),
+            INFERENCE: MetricSpec("tgi_request_inference_duration", h, "Request inference, seconds.",
+                                  buckets=duration),
+            # The operator reads token rates from these histograms' _sum: counted when a request ends.
+            PROMPT_LEN: MetricSpec(_name(d, s.PROMPT_TOKENS), h, "Input tokens per request.", buckets=_linear_100),
+            GENERATION_LEN: MetricSpec(_name(d, s.GENERATION_TOKENS), h, "Generated tokens per request.",
+                                       buckets=_linear_100),
+            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Current batch size."),
+            WAITING: MetricSpec(_name(d, s.WAITING), g, "Current queue size."),
         },
     )
 
@@ -338,8 +335,8 @@ DCGM = Dialect(
         ("container", "container"), ("namespace", "namespace"), ("pod", "pod"),
     ),
     metrics={
-        DRAM_ACTIVE: _spec(op.DCGM, op.Signal.DRAM_ACTIVE, Kind.GAUGE,
-                           "Ratio of cycles the device memory interface is active (0-1)."),
+        DRAM_ACTIVE: MetricSpec(_name(op.DCGM, op.Signal.DRAM_ACTIVE), Kind.GAUGE,
+                                "Ratio of cycles the device memory interface is active (0-1)."),
         GPU_UTIL: MetricSpec("DCGM_FI_DEV_GPU_UTIL", Kind.GAUGE, "GPU utilization (in %).", scale=100.0),
     },
     per_gpu=True,
@@ -357,7 +354,7 @@ def dialect(name: str) -> Dialect:
         raise KeyError(f"unknown metrics dialect {name!r}; known: {', '.join(sorted(DIALECTS))}") from None
 
 
-def pod_dialects(variant: str, argv: Sequence[str], env: Mapping[str, str]) -> tuple[Dialect, ...]:
+def pod_dialects(variant: str, argv: Sequence[str], *, env: Mapping[str, str]) -> tuple[Dialect, ...]:
     """What a pod of this engine variant exports at its metrics path, given its command line.
 
     SGLang without --enable-metrics (in argv, or NIM 2.x's NIM_PASSTHROUGH_ARGS) exports no engine series;

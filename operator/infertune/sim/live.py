@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from infertune import catalog, kube, knee, models, perfmodel, render, validation
+from infertune import catalog, knee, kube, models, perfmodel, render, validation
 from infertune.runtimes import registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, workload
@@ -61,6 +61,7 @@ class LivePod:
     uid: str
     engine: sim_engine.SimEngine | None = None
     exporter: exposition.PodExporter | None = None
+    metrics_path: str = "/metrics"  # where its engine serves Prometheus text (TensorRT-LLM: /prometheus/metrics)
     deleting: bool = False
     refused: str = ""  # why the twin would not run it (the engine would crash on start)
 
@@ -164,8 +165,9 @@ class LiveTwin:
                 cm = await self.cluster.request(
                     "GET", f"/api/v1/namespaces/{live.namespace}/configmaps/{volume['configMap']['name']}")
                 files.update(cm.get("data") or {})
+        argv = [*container.get("command", []), *container.get("args", [])]
         try:
-            read = runtime.read([*container.get("command", []), *container.get("args", [])], env, files)
+            read = runtime.read(argv, env, files)
             load = self.loads.get((live.namespace, live.owner), Load())
             replica = pod_replica(spec, read, prefix_cache_hit_rate=load.prefix_hit_rate)
             eng = sim_engine.SimEngine(replica, name=live.name, start=now)
@@ -177,10 +179,12 @@ class LiveTwin:
         live.engine = eng
         node = pod["spec"].get("nodeName") or "node"
         gpu = catalog.resolve_gpu(spec.accelerator)
+        # The engine's own dialect at its own path: what a scrape of the real server would return.
+        live.metrics_path = exposition.dialect(runtime.variant).path
         live.exporter = exposition.PodExporter(eng, exposition.PodIdentity(
             model_name=spec.model.name, pod=live.name, namespace=live.namespace, node=node,
             gpu_model=exposition.gpu_model_name(gpu.product_label), gpus=spec.accelerator.count,
-        ))
+        ), dialects=exposition.pod_dialects(runtime.variant, argv, env=env))
         log.info("pod %s/%s serving: maxBatchSize %s, KV %s", live.namespace, live.name,
                  replica.max_num_seqs, replica.kv_dtype.value)
 
@@ -250,7 +254,8 @@ class LiveTwin:
     def _write_targets(self) -> None:
         targets = [
             {"targets": [self.address], "labels": {
-                "namespace": p.namespace, "pod": p.name, "__metrics_path__": f"/pods/{p.namespace}/{p.name}/metrics"}}
+                "namespace": p.namespace, "pod": p.name,
+                "__metrics_path__": f"/pods/{p.namespace}/{p.name}{p.metrics_path}"}}
             for p in sorted(self.pods.values(), key=lambda p: (p.namespace, p.name)) if p.engine is not None
         ]
         if targets == self._targets:
@@ -261,9 +266,10 @@ class LiveTwin:
         os.replace(tmp, self.targets_dir / "twin.json")  # atomic: Prometheus never reads half a file
         self._targets = targets
 
-    def metrics(self, namespace: str, pod: str) -> str | None:
+    def metrics(self, namespace: str, pod: str, path: str = "/metrics") -> str | None:
+        """The pod's exposition, or None when it does not serve one at `path`."""
         live = self.pods.get((namespace, pod))
-        if live is None or live.exporter is None:
+        if live is None or live.exporter is None or path != live.metrics_path:
             return None
         return live.exporter.scrape(self.now())
 
@@ -306,9 +312,10 @@ def app(twin: LiveTwin) -> web.Application:
 
     @routes.get("/pods/{namespace}/{pod}/{tail:.*}")
     async def pod_metrics(request: web.Request) -> web.Response:
-        text = twin.metrics(request.match_info["namespace"], request.match_info["pod"])
+        text = twin.metrics(request.match_info["namespace"], request.match_info["pod"],
+                            "/" + request.match_info["tail"])
         if text is None:
-            raise web.HTTPNotFound(text="no such serving pod\n")
+            raise web.HTTPNotFound(text="no such serving pod, or not its metrics path\n")
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     @routes.get("/stats")
