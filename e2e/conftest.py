@@ -82,7 +82,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[e2e_prometh
     """Prometheus on a free port, scraping file_sd targets from a fresh temp directory (`.targets_dir`) and
     the operator's /metrics at `.operator_target` (127.0.0.1 and a port reserved free for the operator)."""
     prom = e2e_prometheus.start(
-        workdir=e2e_cluster.STATE / "prometheus-e2e",
+        workdir=tmp_path_factory.mktemp("prometheus"),
         targets_dir=tmp_path_factory.mktemp("prometheus-targets"),
         operator_target=f"127.0.0.1:{e2e_prometheus.free_port()}",
     )

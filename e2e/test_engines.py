@@ -183,13 +183,11 @@ def test_each_engine_converges_with_its_flags_and_its_metrics(
               f"  Tuned {tuned.get('reason')}: {tuned.get('message')}\n  argv {argv}\n  env {env}")
 
 
-# What the issue asks of an engine that lacks a signal, checked on TGI (no KV usage). An operator-side gap
-# today (decide.py); strict xfail turns into a failure the day it is fixed, and then the marker goes.
+# What the issue asks of an engine that lacks a signal, checked on TGI (no KV usage): the Tuned condition says
+# that the FP8 decision is off.
 TGI = next(e for e in ENGINES if e.variant == "tgi")
 
 
-@pytest.mark.xfail(strict=True, reason="decide.py says 'exports no KV usage, so no FP8 decision' only in a "
-                   "knob change's reason, never in a condition")
 def test_no_fp8_decision_without_kv_usage_is_said_in_a_condition(k8s: e2e_cluster.Kube, engines_ns: str,
                                                                  twin: TwinProcess) -> None:
     obj = wait_converged(k8s, TGI, ns=engines_ns, twin=twin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ def test_prometheus_scrapes_each_twin_pod(k8s: e2e_cluster.Kube, namespace: str,
                         and len(ps) == 2 and all(e2e_cluster.is_ready(p) for p in ps) and ps, 60,
                         message="two Ready pods")
     names = sorted(p["metadata"]["name"] for p in pods)
+    # Traffic goes through the Service: wait until its EndpointSlice lists both pods as ready.
+    k8s.wait_for(lambda: sorted(e["targetRef"]["name"] for s in k8s.list(
+        "endpointslice", namespace=namespace, selector="kubernetes.io/service-name=twin")
+        for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")) == names, 30,
+        message="both pods in the Service's endpoints")
+    time.sleep(1.0)  # the twin reads endpoints every 0.5 s
     twin.set_load(namespace, "twin", rate=4.0, input={"mean": 500, "cv": 0.3}, output={"mean": 50, "cv": 0.3})
 
     query = f'vllm:num_requests_running{{namespace="{namespace}"}}'

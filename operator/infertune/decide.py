@@ -206,7 +206,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         best, kv_why = knee_fp8, "tuning.kvCacheDtype fp8"
     elif (knee_fp8 is not None and (kv_limited or kv_heavy)
           and knee_fp8.output_tokens_per_s >= knee_default.output_tokens_per_s * (1 + GAIN_THRESHOLD)
-          and knee_fp8.feasible and (not dialect.lacks(dialects.Signal.KV_USAGE) or not health.ok)):
+          and knee_fp8.feasible and not dialect.lacks(dialects.Signal.KV_USAGE)):
         best = knee_fp8
         kv_why = (f"FP8 KV: {'KV-limited' if kv_limited else f'KV is {knee_default.kv_share:.0%} of each step'}, "
                   f"{knee_fp8.output_tokens_per_s:.0f} vs {knee_default.output_tokens_per_s:.0f} tok/s")
@@ -342,7 +342,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 
     # --- status --------------------------------------------------------------------------------
     observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
-                         dialect=dialect)
+                         dialect=dialect, cal=cal)
     ready = [x for x in live if x.ready]
     replicas = models.ReplicaStatus(
         desired=serving_n, desired_standby=standby_n, serving=p.serving, standby=p.standby, ready=len(ready),
@@ -356,7 +356,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         basis=basis, confidence=conf, calibration=cal,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
-                        mode=mode, cfg=new_cfg, now=now)
+                        mode=mode, cfg=new_cfg, now=now, dialect=dialect)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -483,7 +483,7 @@ def _cold_start(spec: models.InferenceDeploymentSpec, obs: observation.Observati
     return max(measured, previous) if previous and len(times) < 3 else measured
 
 
-def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation, *,
+def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation, *, cal: models.Calibration,
               served: list[observation.PodMetrics], workload: knee.Workload, knobs: models.Knobs, ok: bool,
               dialect: dialects.Dialect) -> models.ObservedStatus:
     if not ok or not served:
@@ -509,8 +509,10 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
             estimated.append("mbu")
     ttft = avg([m.ttft_p for m in served])
     if ttft is None and dialect.lacks(dialects.Signal.TTFT):
+        # TGI exports no TTFT: the calibrated model at the batch the pods actually run (not a full one).
         estimated.append("ttft")
-        ttft = knee.predict(spec, knobs, workload, models.Calibration()).ttft_p
+        running = avg([m.running for m in served]) or 1.0
+        ttft = knee.predict(spec, knobs, workload, cal, concurrency=max(1, round(running))).ttft_p
     out = models.ObservedStatus(
         ttft_p95_ms=None if ttft is None else round(ttft * 1000, 1),
         itl_p95_ms=None if (itl := avg([m.itl_p or m.tpot_p for m in served])) is None else round(itl * 1000, 2),
@@ -546,6 +548,7 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
+    dialect: dialects.Dialect,
 ) -> tuple[models.Condition, ...]:
     gen = obs.generation
     C = models.ConditionType
@@ -589,6 +592,9 @@ def _conditions(
                    f"{spec.slo.itl * 1000:.0f} ms (objective {goal:.0%})")
     at_knee = (abs(target.max_batch_size - best.knobs.max_batch_size) <= SAME_BATCH * target.max_batch_size
                and target.kv_cache_dtype is best.knobs.kv_cache_dtype)
+    blind = ""
+    if spec.tuning.kv_cache_dtype is models.KvCachePolicy.AUTO and dialect.lacks(dialects.Signal.KV_USAGE):
+        blind = f"; no FP8 KV decision: {dialect.name} exports no KV usage"
     if mode is models.TuningMode.OFF:
         conds = up(conds, C.TUNED, False, "TuningOff", "tuning.mode off: the knobs stay as the spec sets them")
     elif not best.feasible:
@@ -602,11 +608,11 @@ def _conditions(
                    f"recommend maxBatchSize {best.knobs.max_batch_size}, KV {best.knobs.kv_cache_dtype.value}")
     elif at_knee:
         conds = up(conds, C.TUNED, True, "AtKnee",
-                   f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the knee")
+                   f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the knee{blind}")
     else:
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
-                   "waiting for confidence or tuning.minChangeInterval")
+                   f"waiting for confidence or tuning.minChangeInterval{blind}")
     degraded = [r for r in (prev.rejected or ()) if _ts(r.time) and now.timestamp() - (_ts(r.time) or 0) < 3600]
     if degraded:
         last = degraded[-1]

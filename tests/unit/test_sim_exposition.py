@@ -116,7 +116,7 @@ def test_a_dialect_without_a_signal_leaves_it_out() -> None:
 
 
 def test_unknown_dialect() -> None:
-    with pytest.raises(KeyError, match="known: dcgm, vllm"):
+    with pytest.raises(KeyError, match="unknown metrics dialect 'tgi-old'"):
         exposition.dialect("tgi-old")
 
 
