@@ -295,8 +295,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     cold = _cold_start(spec, obs)
     at_target = knee.predict(spec, target, workload, cal)
     capacity = at_target.requests_per_s
-    rate = sum((m.requests_per_s or 0.0) for m in served)
-    waiting = sum((m.waiting or 0.0) for m in served)
+    # Demand is what every pod served in the window, old revision and young pods included: during a rollout
+    # the serving set changes hands, but the requests keep coming.
+    rate = sum((m.requests_per_s or 0.0) for m in pm.values())
+    waiting = sum((m.waiting or 0.0) for m in pm.values())
     prev_desired = prev.replicas.desired or spec.scaling.min_replicas
     demand = prev.demand
     if health.ok:
@@ -304,10 +306,14 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         demand = scaling.update_demand(prev.demand, rate + waiting / 60.0, now=now)
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
         # may make late half of the requests the percentile allows (2.5% for p95).
+        # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
+        # nothing to scale down slowly (the old revision serves until these are Ready).
+        fresh = changed and tuned_now
         goal = scaling.targets(spec.scaling, demand, capacity=capacity, slots=at_target.batch,
                                wait_budget=max(0.1, spec.slo.ttft * (1 - knee.MARGIN) - at_target.ttft_p),
-                               miss=(1 - spec.slo.percentile / 100) / 2, current=prev_desired, lead=cold, now=now,
-                               measured=rate + waiting / 60.0)
+                               miss=(1 - spec.slo.percentile / 100) / 2, current=0 if fresh else prev_desired,
+                               lead=cold, now=now, measured=rate + waiting / 60.0,
+                               window=obs.metrics.window if obs.metrics is not None else 60.0)
         demand = demand.model_copy(update={"below_since": goal.below_since})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
     else:
@@ -397,8 +403,10 @@ def _propose(
     # Urgency comes from measurements only (the prior alone never restarts a server that has no traffic yet),
     # and from a clear miss: within 10% of the objective is noise a smaller batch would not fix.
     violating = measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE)
-    # Goodput per replica: throughput at a full batch, counted only when the SLO holds there.
-    goodput_now = now_pred.output_tokens_per_s if now_pred.feasible else 0.0
+    # Goodput per replica: throughput at a full batch, counted only when the SLO holds there. A running
+    # configuration is judged by what it measures; the prediction only stands in when nothing is measured.
+    holds = measured <= spec.slo.itl * (1 + REGRESSION_TOLERANCE) if measured is not None else now_pred.feasible
+    goodput_now = now_pred.output_tokens_per_s if holds else 0.0
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
     if not best.feasible:
         return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing

@@ -131,7 +131,7 @@ class Operator:
                                                  itl_slo=spec.slo.itl)
             ignored += [f"{p.name} {d}" for d in raw.dropped]
         message = f"ignored: {'; '.join(ignored[:5])}" if ignored else ""
-        return observation.Metrics(pods=out, grace=grace, message=message)
+        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, message=message)
 
     async def _apply(
         self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,

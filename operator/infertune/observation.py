@@ -72,6 +72,7 @@ class Metrics(models.Base):
     mbu_source: Literal["dcgm", "estimated"] | None = None
     estimated: tuple[str, ...] = ()
     grace: float = 60.0  # seconds a newly Ready pod may lack series (scrape and rate windows fill up)
+    window: float = 60.0  # seconds the rates are measured over (their Poisson noise shrinks with it)
 
 
 class Observation(models.Base):

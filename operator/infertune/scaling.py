@@ -11,13 +11,15 @@ from infertune import conditions, models
 # Smoothing horizons. The rate reacts within a minute (a 60 s EWMA follows a 2x step to 86% in 2 minutes),
 # the trend over two, and the forecast error is remembered for five, so a burst keeps its standby a while.
 RATE_TAU = 60.0
-TREND_TAU = 120.0
+TREND_TAU = 300.0
 ERROR_TAU = 300.0
 # Offline sizing (`infertune knee`), where only a throughput is known: plan at 80% of it. The operator itself
 # sizes with the queueing model below, which knows the batch slots and the TTFT budget.
 UTILIZATION = 0.8
 # One-sided 95%: 1.65 standard deviations of the forecast error over the lead time.
 STANDBY_Z = 1.65
+# The smoothed error is a mean absolute deviation; a normal's standard deviation is 1.25 times that.
+MEAN_ABS_TO_SIGMA = 0.8
 
 
 def _seconds(stamp: str | None) -> float | None:
@@ -115,6 +117,7 @@ def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: flo
 def targets(
     spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float, wait_budget: float,
     miss: float, current: int, lead: float, now: datetime.datetime, measured: float | None = None,
+    window: float = 60.0,
 ) -> Targets:
     """Serving replicas for the forecast over the cold-start lead time, and standby for its error.
 
@@ -128,8 +131,12 @@ def targets(
     sized = replicas_for(expected, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
                          limit=spec.max_replicas)
     need = min(spec.max_replicas, max(spec.min_replicas, sized))
-    # The error of a rate forecast grows with the horizon like a random walk: per minute, times sqrt(minutes).
-    spread = demand.error * math.sqrt(max(lead, 60.0) / 60.0)
+    # Part of the forecast error is only the Poisson noise of counting requests over the metrics window
+    # (8 req/s over 60 s: sqrt(480) / 60 = 0.37 req/s); the Erlang sizing above absorbs that already. What
+    # is left is real change, and it grows with the horizon like a random walk: per minute, times sqrt(minutes).
+    noise = math.sqrt(max(expected, 0.0) / max(window, 1.0))
+    surprise = math.sqrt(max(0.0, (demand.error / MEAN_ABS_TO_SIGMA) ** 2 - noise**2))
+    spread = surprise * math.sqrt(max(lead, 60.0) / 60.0)
     # maxReplicas bounds serving replicas; the standby pool has its own bounds on top.
     standby = min(spec.standby.max, max(spec.standby.min, math.ceil(STANDBY_Z * spread / max(capacity, 1e-9) - 1e-9)))
     why = (f"forecast {expected:.2f} req/s over {lead:.0f} s at {capacity:.2f} req/s and {slots:.0f} slots "
