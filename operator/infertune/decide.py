@@ -362,7 +362,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         basis=basis, confidence=conf, calibration=cal,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
-                        mode=mode, cfg=new_cfg, now=now, dialect=dialect)
+                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -556,7 +556,7 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
-    dialect: dialects.Dialect,
+    dialect: dialects.Dialect, rejected: list[models.Rejection],
 ) -> tuple[models.Condition, ...]:
     gen = obs.generation
     C = models.ConditionType
@@ -621,7 +621,7 @@ def _conditions(
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
                    f"waiting for confidence or tuning.minChangeInterval{blind}")
-    degraded = [r for r in (prev.rejected or ()) if _ts(r.time) and now.timestamp() - (_ts(r.time) or 0) < 3600]
+    degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < 3600]
     if degraded:
         last = degraded[-1]
         conds = up(conds, C.DEGRADED, True, "RolledBack",

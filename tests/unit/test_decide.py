@@ -40,6 +40,7 @@ class World:
         self.metrics: observation.Metrics | None = observation.Metrics(pods={}, grace=0)
         self.load: dict[str, observation.PodMetrics] = {}
         self.decisions: list[observation.Decision] = []
+        self.crash_after: float | None = None  # pods of revisions created after this time crash-loop
 
     def observe(self) -> observation.Observation:
         metrics = self.metrics
@@ -75,8 +76,11 @@ class World:
                 del self.pods[mine.pop(0).name]
             while len(mine) < plan.replicas:
                 self.serial += 1
-                pod = observation.PodFacts(name=f"p{self.serial}", revision=plan.revision, ready=True, serving=True,
-                                           created=at(t).timestamp(), ready_since=at(t).timestamp())
+                crash = self.crash_after is not None and t >= self.crash_after
+                pod = observation.PodFacts(name=f"p{self.serial}", revision=plan.revision, ready=not crash,
+                                           serving=True, created=at(t).timestamp(),
+                                           ready_since=None if crash else at(t).timestamp(),
+                                           restarts=5 if crash else 0)
                 self.pods[pod.name] = pod
                 mine.append(pod)
             self.revisions[plan.revision] = observation.RevisionFacts(
@@ -363,3 +367,22 @@ def test_revision_names_are_stable_across_cycles() -> None:
     for t in range(15, 300, 15):
         w.step(t)
     assert set(w.revisions) == first == {render.revision(spec, current(w))}
+
+
+def test_a_change_whose_pods_crash_loop_is_rolled_back() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    w.crash_after = 0.0  # every revision created from now on crash-loops (its engine refuses the config)
+    before = current(w)
+    t = 15
+    while not any(r.kind == "rollback" for r in w.status.decisions) and t < 3600:
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    assert any(r.kind == "rollback" for r in w.status.decisions)
+    assert "restarted 5 times" in w.status.rejected[-1].reason
+    assert current(w) == before and w.status.target is None
+    degraded = next(c for c in w.status.conditions if c.type == "Degraded")
+    assert degraded.status == "True"
+    assert any(e.reason == "Rollback" and e.type == "Warning" for d in w.decisions for e in d.events)
