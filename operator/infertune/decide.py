@@ -249,8 +249,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     mode = spec.tuning.mode
     proposal = None
     if rollback is None and not forced:
+        pressure = (kv_usage or 0) >= 0.9 or preempting
         proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
-                            conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t)
+                            conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t,
+                            kv_pressure=pressure)
     if proposal is not None:
         new_knobs, reason = proposal
         action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
@@ -298,12 +300,14 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
     # the serving set changes hands, but the requests keep coming.
     rate = sum((m.requests_per_s or 0.0) for m in pm.values())
+    # Queued requests are a backlog, not a rate: new capacity drains them over the cold-start lead time
+    # (2,000 waiting over 300 s adds 6.7 req/s, not the 33 req/s of draining them in a minute).
     waiting = sum((m.waiting or 0.0) for m in pm.values())
     prev_desired = prev.replicas.desired or spec.scaling.min_replicas
     demand = prev.demand
     if health.ok:
-        # Requests waiting in engine queues are demand too: spread over a minute of service.
-        demand = scaling.update_demand(prev.demand, rate + waiting / 60.0, now=now)
+        backlog = waiting / max(cold, 60.0)
+        demand = scaling.update_demand(prev.demand, rate + backlog, now=now)
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
         # may make late half of the requests the percentile allows (2.5% for p95).
         # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
@@ -312,7 +316,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         goal = scaling.targets(spec.scaling, demand, capacity=capacity, slots=at_target.batch,
                                wait_budget=max(0.1, spec.slo.ttft * (1 - knee.MARGIN) - at_target.ttft_p),
                                miss=(1 - spec.slo.percentile / 100) / 2, current=0 if fresh else prev_desired,
-                               lead=cold, now=now, measured=rate + waiting / 60.0,
+                               lead=cold, now=now, measured=rate + backlog,
                                window=obs.metrics.window if obs.metrics is not None else 60.0)
         demand = demand.model_copy(update={"below_since": goal.below_since})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
@@ -385,7 +389,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 def _propose(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
-    served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float,
+    served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float, kv_pressure: bool = False,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
     if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
@@ -410,9 +414,24 @@ def _propose(
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
     if not best.feasible:
         return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing
+    # Clearly above (1.5x): near the knee, noise in the calibration must not restart engines back and forth.
+    # And not when the running configuration has been measured with its batch nearly full inside the SLO:
+    # that is the knee proven, whatever the model says.
+    fullest = max((m.running or 0.0 for m in served), default=0.0)
+    proven = measured is not None and measured <= spec.slo.itl and fullest >= 0.8 * current.max_batch_size
+    above = current.max_batch_size > best.knobs.max_batch_size * 1.5 and not proven
     if violating and conf >= URGENT_CONFIDENCE:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
                f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
+    elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
+          and current.kv_cache_dtype is models.KvDtype.DEFAULT and conf >= URGENT_CONFIDENCE):
+        # A full KV cache (or preemptions) is measured, not predicted: FP8 KV doubles what fits.
+        why = "the KV cache is full or preempting: FP8 KV doubles its capacity"
+    elif above and conf >= MIN_CONFIDENCE:
+        # Above the knee the SLO holds only while load is light: a burst fills the batch past the knee and
+        # every request slows. At the knee, excess load queues instead, and replicas are sized for it.
+        why = (f"maxBatchSize {current.max_batch_size} is above the knee: a full batch would miss the ITL SLO "
+               f"(predicted {now_pred.itl_p * 1000:.1f} ms)")
     elif gain >= GAIN_THRESHOLD and conf >= MIN_CONFIDENCE:
         why = f"predicted goodput +{gain:.0%} per replica"
     else:

@@ -53,7 +53,7 @@ class Workload:
 PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 # Predictions must clear the SLO by this share: a 40 ms ITL objective is planned at 38 ms. The prediction
 # is already a p95 (the measured tail ratio times the mean), so the margin only absorbs calibration noise.
-MARGIN = 0.05
+MARGIN = 0.025
 # vLLM captures CUDA graphs for batch sizes in steps of 8; a knee between them buys nothing.
 GRANULE = 8
 
@@ -146,6 +146,10 @@ def calibrate(
     for m in points:
         if not m.requests_per_s or m.running is None or m.running < 0.5:
             continue
+        # Only steady operation teaches the model: with requests queued, preemptions or a full KV cache the
+        # batch churns (recomputed prefills, evictions) and the step time is not the physics of that batch.
+        if (m.waiting or 0) >= 0.5 or (m.preemptions_per_s or 0) > 0 or (m.kv_usage or 0) >= 0.9:
+            continue
         running = max(1, round(m.running))
         base = predict(spec, knobs, workload, models.Calibration(), concurrency=running)
         itl_mean = base.itl_p / models.Calibration().itl_tail
@@ -158,7 +162,7 @@ def calibrate(
             if per_request:
                 update["itl_tail"] = _ewma(out.itl_tail, max(1.0, per_request / m.itl_mean), alpha)
         ttft_mean = base.ttft_p / models.Calibration().ttft_tail
-        if m.ttft_mean and ttft_mean > 0 and (m.waiting or 0) < 0.5:
+        if m.ttft_mean and ttft_mean > 0:
             update["ttft_scale"] = _ewma(out.ttft_scale, m.ttft_mean / ttft_mean, alpha)
             if m.ttft_p:
                 update["ttft_tail"] = _ewma(out.ttft_tail, max(1.0, m.ttft_p / m.ttft_mean), alpha)

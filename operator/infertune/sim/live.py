@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--targets-dir", type=Path, required=True, help="Prometheus file_sd directory")
+    parser.add_argument("--tick", type=float, default=0.05,
+                        help="seconds between steps of the engines (default 0.05; larger for many idle pods)")
+    parser.add_argument("--sync", type=float, default=0.5, help="seconds between reads of the cluster")
     parser.add_argument("--load", action="append", default=[], metavar="NS/NAME=RATE",
                         help="a Poisson load in requests/s on a resource's Service (repeatable)")
     args = parser.parse_args(argv)
@@ -388,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--load {item!r}: expected NS/NAME=RATE ({e})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(kubeconfig=args.kubeconfig, host=args.host, port=args.port,
+        if not 0 < args.tick <= 10 or not 0 < args.sync <= 60:
+            parser.error("--tick must be within (0, 10] s and --sync within (0, 60] s")
+        asyncio.run(serve(kubeconfig=args.kubeconfig, host=args.host, port=args.port, tick_every=args.tick,
+                          sync_every=args.sync,
                           targets_dir=args.targets_dir, loads=loads))
     return 0
 
