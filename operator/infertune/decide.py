@@ -445,7 +445,13 @@ def _propose(
         why = f"predicted goodput +{gain:.0%} per replica"
     else:
         return None
-    return best.knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size} ({kv_why}): predicted ITL p95 "
+    knobs = best.knobs
+    if violating and config is not None and config.tuned and knobs.max_batch_size < current.max_batch_size * 0.7:
+        # A tuned knee that misses under load is corrected by at most 30% at a time: one overloaded window
+        # skews the calibration, and the verification after the change tells whether to go further.
+        knobs = current.model_copy(update={"max_batch_size": max(1, math.floor(current.max_batch_size * 0.7))})
+        why += f"; stepping down 30% toward the knee at {best.knobs.max_batch_size}"
+    return knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size} ({kv_why}): predicted ITL p95 "
                         f"{best.itl_p * 1000:.1f} ms, TTFT p95 {best.ttft_p * 1000:.0f} ms, "
                         f"{best.output_tokens_per_s:.0f} tok/s per replica (confidence {conf:.2f})")
 
