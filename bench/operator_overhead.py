@@ -121,7 +121,17 @@ def main(argv: list[str] | None = None) -> int:
 
     info = e2e_cluster.up()
     k8s = info.kube
-    e2e_cluster.apply_yaml(e2e_cluster.node_manifests(BENCH_NODES))
+    nodes = e2e_cluster.node_manifests(BENCH_NODES)
+    for i, node in enumerate(nodes):
+        # Own names and pod ranges, so they sit beside the e2e cluster's nodes of the same product.
+        name = f"bench-l4-{i}"
+        node["metadata"]["name"] = name
+        node["metadata"]["labels"]["kubernetes.io/hostname"] = name
+        node["spec"]["podCIDR"] = f"10.{200 + i}.0.0/20"
+    existing = {n["metadata"]["name"] for n in k8s.list("node")}
+    missing = [n for n in nodes if n["metadata"]["name"] not in existing]
+    if missing:
+        e2e_cluster.apply_yaml(missing)
     conftest.install_operator_manifests(k8s)
     k8s.kubectl("create", "namespace", NS, check=False)
     work = e2e_cluster.STATE / "bench-overhead"
