@@ -523,6 +523,8 @@ def up(*, nodes: tuple[NodePool, ...] | None = None, timeout: float = 120.0) -> 
             f"--kwok-controller-binary={bin_dir / 'kwok'}",
             # RBAC and admission on: the operator's own ServiceAccount must be refused what it isn't granted.
             "--kube-authorization=true", "--kube-admission=true",
+            # A /16 of Service IPs: the default /24 holds 253 Services, and the scale benchmark creates 1,000.
+            "--extra-args=kube-apiserver=service-cluster-ip-range=10.96.0.0/16",
             f"--kubeconfig={KUBECONFIG}", f"--wait={int(timeout)}s", f"--timeout={int(timeout)}s",
         ]
         _log("kwokctl " + shlex.join(args))

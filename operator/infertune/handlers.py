@@ -102,6 +102,13 @@ class Operator:
         owner = render.Owner(name=name, namespace=namespace, uid=uid)
         try:
             await self._apply(owner, spec, decision, deployments)
+        except kube.ApiError as e:
+            # Say what failed where people look, then let kopf retry the cycle.
+            status = status.model_copy(update={"conditions": conditions.upsert(
+                status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="ApiError",
+                message=str(e)[:1024], generation=generation, now=now)})
+            await self._write_status(namespace, name, uid, previous_raw, status)
+            raise
         except kube.NotOwnedError as e:
             status = status.model_copy(update={"conditions": conditions.upsert(
                 status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="NameConflict",
