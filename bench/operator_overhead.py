@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     twin_port = e2e_prometheus.free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     twin = subprocess.Popen([sys.executable, "-m", "infertune.sim.live", "--kubeconfig", str(info.kubeconfig),
-                             "--port", str(twin_port), "--targets-dir", str(prom.targets_dir), "--tick", "1", "--sync", "2"],
+                             "--port", str(twin_port), "--targets-dir", str(prom.targets_dir),
+                             "--tick", "1", "--sync", "2"],
                             stdout=(work / "twin.log").open("wb"), stderr=subprocess.STDOUT, env=env)
     kubeconfig = k8s.service_account_kubeconfig(conftest.OPERATOR_NAMESPACE, conftest.OPERATOR_SA,
                                                 work / "operator.kubeconfig")

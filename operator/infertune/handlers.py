@@ -34,6 +34,8 @@ class Operator:
     exporter: exporter_.Exporter | None = None
     clock: Callable[[], datetime.datetime] = utcnow
     locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    # Per object: the generation and revisions whose Service and config were last made sure of, and when.
+    ensured: dict[str, tuple[int, frozenset[str], float]] = dataclasses.field(default_factory=dict)
     # Per object: the latest status decided (the next decision builds on it: a handler's body can predate the
     # previous cycle), what the API server holds, and when it was last written.
     latest: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -62,6 +64,7 @@ class Operator:
         meta = body["metadata"]
         self.locks.pop(meta["uid"], None)
         self.latest.pop(meta["uid"], None)
+        self.ensured.pop(meta["uid"], None)
         self.written.pop(meta["uid"], None)
         self.written_at.pop(meta["uid"], None)
         if self.exporter is not None:
@@ -87,6 +90,8 @@ class Operator:
             await self._write_status(namespace, name, uid, previous_raw, status)
             return
 
+        # Read, not a watch cache: a cache that lags a just-created revision or pod would let a cycle remove
+        # the old revision while it still serves (kopf indexes have no "expectations" to guard that).
         deployments, pods = await self.cluster.facts(namespace, name)
         pod_facts = tuple(p for p in map(kube.pod_facts, pods) if p is not None)
         obs = observation.Observation(
@@ -101,7 +106,7 @@ class Operator:
             return
         owner = render.Owner(name=name, namespace=namespace, uid=uid)
         try:
-            await self._apply(owner, spec, decision, deployments)
+            await self._apply(owner, spec, decision, deployments, generation=generation)
         except kube.ApiError as e:
             # Say what failed where people look, then let kopf retry the cycle.
             status = status.model_copy(update={"conditions": conditions.upsert(
@@ -150,7 +155,7 @@ class Operator:
 
     async def _apply(
         self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
-        deployments: list[dict[str, Any]],
+        deployments: list[dict[str, Any]], *, generation: int,
     ) -> None:
         # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
         for p in decision.pod_patches:
@@ -163,10 +168,23 @@ class Operator:
                 annotations[render.ANNOTATION_DELETION_COST] = str(p.deletion_cost) if p.deletion_cost else None
             await self.cluster.patch_pod(owner.namespace, p.name, labels=labels, annotations=annotations)
         keep = set()
+        known = {d["metadata"]["name"]: d for d in deployments}
+        # Service and per-revision config change only with the spec or the set of revisions: made sure of
+        # then, and every ENSURE_EVERY seconds (someone may have deleted them), not on every cycle.
+        revisions = frozenset(p.revision for p in decision.revisions)
+        last = self.ensured.get(owner.uid)
+        ensure = (last is None or last[:2] != (generation, revisions)
+                  or time.monotonic() - last[2] >= ENSURE_EVERY)
         for plan in decision.revisions:
             for manifest in render.manifests(owner, spec, plan.knobs, replicas=plan.replicas):
-                await self.cluster.apply(manifest, owner_uid=owner.uid)
+                if manifest["kind"] == "Deployment":
+                    current = known.get(manifest["metadata"]["name"])
+                    await self.cluster.apply(manifest, owner_uid=owner.uid, known=current)
+                elif ensure:
+                    await self.cluster.apply(manifest, owner_uid=owner.uid)
             keep.add(render.revision_name(owner, plan.revision))
+        if ensure:
+            self.ensured[owner.uid] = (generation, revisions, time.monotonic())
         for d in deployments:
             meta = d["metadata"]
             if meta["name"] in keep or not kube.owned_by(d, owner.uid):
@@ -199,6 +217,8 @@ class Operator:
         self.written[uid] = new
         self.written_at[uid] = now
 
+
+ENSURE_EVERY = 300.0
 
 # Status fields that only report measurements (and the smoothing state behind them).
 MEASUREMENTS = frozenset({"observed", "cost", "demand", "knee", "coldStartSeconds"})

@@ -39,8 +39,11 @@ class Cluster(Protocol):
         """The owned Deployments and their pods (label infertune.io/deployment=name)."""
         ...
 
-    async def apply(self, manifest: dict[str, Any], *, owner_uid: str) -> str:
-        """Create, or patch when it differs; 'created', 'patched' or 'unchanged'. Raises NotOwnedError."""
+    async def apply(self, manifest: dict[str, Any], *, owner_uid: str, known: dict[str, Any] | None = None) -> str:
+        """Create, or patch when it differs; 'created', 'patched' or 'unchanged'. Raises NotOwnedError.
+
+        `known` is the object as just read elsewhere (a watch cache): compared without reading it again.
+        """
         ...
 
     async def delete(self, manifest: dict[str, Any], *, owner_uid: str) -> bool:
@@ -151,9 +154,11 @@ class KubeCluster:
 
         return [d for d in deployments.get("items", []) if ours(d)], [p for p in pods.get("items", []) if ours(p)]
 
-    async def apply(self, manifest: dict[str, Any], *, owner_uid: str) -> str:
+    async def apply(self, manifest: dict[str, Any], *, owner_uid: str, known: dict[str, Any] | None = None) -> str:
         base = collection_path(manifest)
         name = manifest["metadata"]["name"]
+        if known is not None and owned_by(known, owner_uid) and is_subset(manifest, known):
+            return "unchanged"
         try:
             current = await self.request("GET", f"{base}/{name}")
         except ApiError as e:
