@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         twin.terminate()
         prom.stop()
         k8s.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+        # The extra L4 nodes would otherwise stay beside the e2e cluster's own and skew its node counts.
+        k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--wait=false", check=False)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")

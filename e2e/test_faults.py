@@ -163,5 +163,8 @@ def test_a_deleted_gpu_node_is_replaced_by_pods_elsewhere(env: Env, k8s: e2e_clu
     finally:
         for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
             node["metadata"].pop(key, None)
-        node.pop("status", None)
+        # The GPU capacity lives in the node's status, which a create keeps: without it the node would come
+        # back with no nvidia.com/gpu and the other tests could not schedule there.
+        status = node.get("status") or {}
+        node["status"] = {k: status[k] for k in ("capacity", "allocatable") if k in status}
         k8s.apply(node)  # give the node back to the other tests (kwok re-adopts it)

@@ -49,9 +49,15 @@ class Operator:
             started = time.perf_counter()
             try:
                 await self._reconcile(body, patch, logger)
-            except kube.ApiError:
+            except kube.ApiError as e:
                 if self.exporter is not None:
                     self.exporter.api_error()
+                # Deleted while the cycle ran (its namespace or the resource itself): nothing to retry.
+                if e.status == 404 and not await self.cluster.exists(body["metadata"]["namespace"],
+                                                                     body["metadata"]["name"], uid):
+                    logger.info("the resource is gone; cycle abandoned")
+                    self.forget(body)
+                    return
                 raise
             finally:
                 if self.exporter is not None:
@@ -108,11 +114,13 @@ class Operator:
         try:
             await self._apply(owner, spec, decision, deployments, generation=generation)
         except kube.ApiError as e:
-            # Say what failed where people look, then let kopf retry the cycle.
-            status = status.model_copy(update={"conditions": conditions.upsert(
-                status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="ApiError",
+            # Say what failed where people look, then let kopf retry the cycle. Only the condition is written:
+            # the decision itself (its records, its target) is made again by the retry, whose events are then
+            # posted once; writing it now would record a decision whose event never went out.
+            failed = previous.model_copy(update={"conditions": conditions.upsert(
+                previous.conditions, type=models.ConditionType.DEGRADED, status=True, reason="ApiError",
                 message=str(e)[:1024], generation=generation, now=now)})
-            await self._write_status(namespace, name, uid, previous_raw, status)
+            await self._write_status(namespace, name, uid, previous_raw, failed)
             raise
         except kube.NotOwnedError as e:
             status = status.model_copy(update={"conditions": conditions.upsert(

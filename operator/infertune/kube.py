@@ -54,6 +54,10 @@ class Cluster(Protocol):
                         annotations: dict[str, str | None]) -> None:
         ...
 
+    async def exists(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether this InferenceDeployment (this uid, not a namesake created since) is still there."""
+        ...
+
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch the resource's status subresource."""
         ...
@@ -173,10 +177,13 @@ class KubeCluster:
             )
         if is_subset(manifest, current):
             return "unchanged"
-        # A merge patch guarded by the resourceVersion just read: a concurrent writer makes it fail, not clobber.
+        # A merge patch of our fields only, guarded by the uid just checked for ownership: an object deleted and
+        # re-created by someone else in between fails the patch (uid is immutable) instead of being changed.
+        # Not guarded by resourceVersion: the Deployment controller writes status every few seconds during a
+        # rollout, and each write would fail our patch with a 409 for nothing.
         meta = {**manifest["metadata"]}
-        if current["metadata"].get("resourceVersion"):
-            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if current["metadata"].get("uid"):
+            meta["uid"] = current["metadata"]["uid"]
         patch = {**manifest, "metadata": meta}
         await self.request("PATCH", f"{base}/{name}", body=patch, content_type="application/merge-patch+json",
                            query={"fieldManager": FIELD_MANAGER})
@@ -204,6 +211,17 @@ class KubeCluster:
                 return False
             raise
         return True
+
+    async def exists(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether this InferenceDeployment (this uid, not a namesake created since) is still there."""
+        path = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}/{name}"
+        try:
+            current = await self.request("GET", path)
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return bool(current and current.get("metadata", {}).get("uid") == uid)
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         path = f"/apis/{models.GROUP}/{models.VERSION}/namespaces/{namespace}/{models.PLURAL}/{name}/status"

@@ -176,3 +176,25 @@ async def test_no_finalizer_is_added(kmock, run_operator) -> None:
     await eventually(lambda: kmock.objects[RESOURCE, "ns1", "llm"].raw["status"]["config"])
     await asyncio.sleep(1.0)
     assert not kmock.objects[RESOURCE, "ns1", "llm"].raw["metadata"].get("finalizers")
+
+
+async def test_a_failed_write_shows_in_degraded_and_the_retry_decides_and_posts_once(kmock, run_operator) -> None:
+    body = seed(kmock)
+    rev = revision_of(body)
+    # The API server refuses the first Deployment create (an admission webhook timing out, say).
+    kmock["post"][kmock.resource("apps/v1/deployments")][:1] << 500
+    await run_operator()
+    await eventually(lambda: deployments(kmock)[f"llm-{rev}"])
+    await eventually(lambda: condition(kmock, "Degraded")["status"] == "False")
+    await asyncio.sleep(1.0)
+    writes = [r.data["status"] for r in kmock if r.method == "PATCH" and str(r.url.path).endswith("/llm/status")]
+    # The failed cycle wrote only the condition, with what failed where on-call looks; the retry, a second
+    # later, made the decision and recorded it.
+    failed = writes[0]
+    degraded = next(c for c in failed["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "ApiError"
+    assert "POST /apis/apps/v1/namespaces/ns1/deployments: HTTP 500" in degraded["message"]
+    assert not failed.get("decisions") and "config" not in failed
+    assert any(w.get("config", {}).get("revision") == rev for w in writes[1:])
+    posted = [r.data.get("reason") for r in kmock if r.method == "POST" and "events" in str(r.url)]
+    assert posted.count("RevisionCreated") == 1, posted
