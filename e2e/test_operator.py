@@ -122,7 +122,9 @@ def test_prometheus_scrapes_the_operators_own_metrics(k8s: e2e_cluster.Kube, ns:
     query = f'infertune_max_batch_size{{namespace="{ns}", name="chat"}}'
     series = e2e_prometheus.wait_for_series(prometheus, query, timeout=60)
     assert float(series[0]["value"][1]) == 256
-    serving = prometheus.query(f'infertune_replicas{{namespace="{ns}", name="chat", state="serving"}}')
+    # The previous test saw Ready=True; the scrape that shows it may still be up to an interval away.
+    serving = e2e_prometheus.wait_for_series(
+        prometheus, f'infertune_replicas{{namespace="{ns}", name="chat", state="serving"}} == 1', timeout=30)
     assert [float(s["value"][1]) for s in serving] == [1.0]
     assert prometheus.query("infertune_reconcile_duration_seconds_count")
 

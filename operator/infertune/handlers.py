@@ -41,6 +41,8 @@ class Operator:
     latest: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     written: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     written_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Objects deleted whose timer has not yet been stopped (see on_timer).
+    gone: set[str] = dataclasses.field(default_factory=set)
 
     async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
         uid = body["metadata"]["uid"]
@@ -68,6 +70,7 @@ class Operator:
     def forget(self, body: kopf.Body) -> None:
         """The resource was deleted: drop what this process keeps about it."""
         meta = body["metadata"]
+        self.gone.add(meta["uid"])
         self.locks.pop(meta["uid"], None)
         self.latest.pop(meta["uid"], None)
         self.ensured.pop(meta["uid"], None)
@@ -280,7 +283,15 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
     async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
         await operator.reconcile(body, patch, logger)
 
-    async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+    async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, stopped: Any = None, **_: Any) -> None:
+        uid = body["metadata"]["uid"]
+        if uid in operator.gone:
+            # kopf stops a timer when it sees the deletion timestamp, which an object without a finalizer never
+            # shows: left running, this timer would re-create the children that garbage collection just
+            # removed (a Deployment with an owner that no longer exists, once a second, for ever).
+            _stop_timer(stopped, logger)
+            operator.gone.discard(uid)
+            return
         await operator.reconcile(body, patch, logger)
 
     # A failed cycle (API server hiccup) is retried soon, not after kopf's default minute.
@@ -295,6 +306,16 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
         decorator(*resource, registry=registry, id="reconcile", backoff=backoff)(on_change)
     kopf.timer(*resource, registry=registry, interval=operator.config.interval, id="cycle", backoff=backoff)(on_timer)
     _without_finalizer(registry)
+
+
+def _stop_timer(stopped: Any, logger: logging.Logger | Any) -> None:
+    """Stop the calling timer for good, through the stopper kopf hands it (a read-only view of it)."""
+    setter = getattr(stopped, "_setter", None)
+    reason = getattr(getattr(kopf, "DaemonStoppingReason", None), "RESOURCE_DELETED", None)
+    if setter is None or reason is None or not callable(getattr(setter, "set", None)):
+        logger.warning("kopf internals changed: the timer of a deleted resource keeps running (idle)")
+        return
+    setter.set(reason=reason)
 
 
 def _without_finalizer(registry: kopf.OperatorRegistry) -> None:

@@ -198,3 +198,17 @@ async def test_a_failed_write_shows_in_degraded_and_the_retry_decides_and_posts_
     assert any(w.get("config", {}).get("revision") == rev for w in writes[1:])
     posted = [r.data.get("reason") for r in kmock if r.method == "POST" and "events" in str(r.url)]
     assert posted.count("RevisionCreated") == 1, posted
+
+
+async def test_the_cycle_stops_once_the_resource_is_deleted(kmock, run_operator) -> None:
+    # Without a finalizer kopf never sees a deletion timestamp; the timer must still stop, or it would keep
+    # re-creating the children that garbage collection removes.
+    body = seed(kmock)
+    await run_operator()
+    await eventually(lambda: deployments(kmock)[f"llm-{revision_of(body)}"])
+    await kmock.delete("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm")
+    await asyncio.sleep(1.5)  # the DELETED event, and the one timer tick that stops
+    before = len(list(kmock))
+    await asyncio.sleep(2.0)  # four intervals
+    after = [(r.method, str(r.url.path)) for r in list(kmock)[before:]]
+    assert not [r for r in after if "/ns1/" in r[1]], after
