@@ -44,13 +44,14 @@ class Operator:
     # Objects deleted whose timer has not yet been stopped (see on_timer).
     gone: set[str] = dataclasses.field(default_factory=set)
 
-    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
+    async def reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any,
+                        cached: Facts | None = None) -> None:
         uid = body["metadata"]["uid"]
         # Change handlers and the timer may fire together for one object; one reconcile at a time.
         async with self.locks.setdefault(uid, asyncio.Lock()):
             started = time.perf_counter()
             try:
-                await self._reconcile(body, patch, logger)
+                await self._reconcile(body, patch, logger, cached)
             except kube.ApiError as e:
                 if self.exporter is not None:
                     self.exporter.api_error()
@@ -79,7 +80,8 @@ class Operator:
         if self.exporter is not None:
             self.exporter.forget(meta["namespace"], meta["name"])
 
-    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any) -> None:
+    async def _reconcile(self, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger | Any,
+                         cached: Facts | None) -> None:
         meta = body["metadata"]
         name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
         generation = int(meta.get("generation") or 0)
@@ -99,21 +101,35 @@ class Operator:
             await self._write_status(namespace, name, uid, previous_raw, status)
             return
 
-        # Read, not a watch cache: a cache that lags a just-created revision or pod would let a cycle remove
-        # the old revision while it still serves (kopf indexes have no "expectations" to guard that).
-        deployments, pods = await self.cluster.facts(namespace, name)
-        pod_facts = tuple(p for p in map(kube.pod_facts, pods) if p is not None)
-        obs = observation.Observation(
-            name=name, namespace=namespace, generation=generation, spec=spec, status=previous,
-            revisions=tuple(r for r in map(kube.revision_facts, deployments) if r is not None),
-            pods=pod_facts, metrics=await self._metrics(namespace, spec, pod_facts),
-        )
-        decision = decide.decide(obs, now=now)
+        owner = render.Owner(name=name, namespace=namespace, uid=uid)
+
+        async def decide_from(facts: Facts) -> tuple[observation.Decision, tuple[observation.PodFacts, ...]]:
+            deployments, pods = facts
+            pod_facts = tuple(p for p in map(kube.pod_facts, pods) if p is not None)
+            obs = observation.Observation(
+                name=name, namespace=namespace, generation=generation, spec=spec, status=previous,
+                revisions=tuple(r for r in map(kube.revision_facts, deployments) if r is not None),
+                pods=pod_facts, metrics=await self._metrics(namespace, spec, pod_facts),
+            )
+            return decide.decide(obs, now=now), pod_facts
+
+        # A steady cycle decides from the watch caches (no API request: 1,000 resources at a 15 s interval
+        # would otherwise LIST 133 times a second). A cache can lag a just-created revision or pod, so a
+        # decision that would write anything is made again from a fresh read before it acts: the old
+        # revision is never removed, nor a pod relabelled, on a stale picture.
+        facts = cached
+        if facts is not None:
+            decision, pod_facts = await decide_from(facts)
+            if _writes(owner, spec, decision, facts[0]):
+                facts = None
+        if facts is None:
+            facts = await self.cluster.facts(namespace, name)
+            decision, pod_facts = await decide_from(facts)
+        deployments = facts[0]
         status = decision.status
         if self.config.dry_run:
             logger.info(f"dry run: would run {[(p.revision, p.replicas) for p in decision.revisions]}")
             return
-        owner = render.Owner(name=name, namespace=namespace, uid=uid)
         try:
             await self._apply(owner, spec, decision, deployments, generation=generation)
         except kube.ApiError as e:
@@ -231,6 +247,27 @@ class Operator:
 
 ENSURE_EVERY = 300.0
 
+# An object's owned Deployments and pods, as the API server (or a watch cache of it) holds them.
+Facts = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _writes(owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
+            deployments: list[dict[str, Any]]) -> bool:
+    """Whether applying the decision would change a pod or a Deployment (Service and config aside)."""
+    if decision.pod_patches:
+        return True
+    known = {d["metadata"]["name"]: d for d in deployments}
+    keep = set()
+    for plan in decision.revisions:
+        for manifest in render.manifests(owner, spec, plan.knobs, replicas=plan.replicas):
+            if manifest["kind"] != "Deployment":
+                continue
+            current = known.get(manifest["metadata"]["name"])
+            if current is None or not kube.owned_by(current, owner.uid) or not kube.is_subset(manifest, current):
+                return True
+        keep.add(render.revision_name(owner, plan.revision))
+    return any(name not in keep and kube.owned_by(d, owner.uid) for name, d in known.items())
+
 # Status fields that only report measurements (and the smoothing state behind them).
 MEASUREMENTS = frozenset({"observed", "cost", "demand", "knee", "coldStartSeconds"})
 STATUS_REFRESH = 30.0
@@ -245,6 +282,10 @@ def _nulls_for_removed(old: Any, new: Any) -> Any:
     return new
 
 
+DEPLOYMENT_INDEX = "infertune_deployments"
+POD_INDEX = "infertune_pods"
+
+
 def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) -> None:
     """kopf settings: progress in annotations (the status schema stays ours), quick retries, posting."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
@@ -255,6 +296,11 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 90
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
+    # The watch caches of Deployments and pods hold only what the operator manages: filtered by the API
+    # server, so a cluster's 10,000 other pods are never streamed to (or kept by) the operator.
+    owned = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+    settings.watching.label_selectors["apps", "v1", "deployments"] = owned
+    settings.watching.label_selectors["", "v1", "pods"] = owned
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority
     if config.peering_name:
@@ -280,10 +326,28 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
 
     kopf.on.login(registry=registry)(login)
 
-    async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-        await operator.reconcile(body, patch, logger)
+    def by_owner(body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> Any:
+        owner = labels.get(render.LABEL_DEPLOYMENT)
+        return {(namespace, owner): dict(body)} if owner else None
 
-    async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, stopped: Any = None, **_: Any) -> None:
+    # Watch caches of the owned Deployments and pods, keyed by (namespace, InferenceDeployment). The label
+    # selector is sent to the API server (settings.watching.label_selectors in configure()): the operator
+    # never streams pods it does not own.
+    owned = {render.LABEL_MANAGED_BY: render.MANAGED_BY}
+    kopf.index("apps", "v1", "deployments", registry=registry, id=DEPLOYMENT_INDEX, labels=owned)(by_owner)
+    kopf.index("v1", "pods", registry=registry, id=POD_INDEX, labels=owned)(by_owner)
+
+    def cached(body: kopf.Body, kwargs: dict[str, Any]) -> Facts | None:
+        deployments, pods = kwargs.get(DEPLOYMENT_INDEX), kwargs.get(POD_INDEX)
+        if deployments is None or pods is None:
+            return None
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        return [dict(d) for d in deployments.get(key, [])], [dict(p) for p in pods.get(key, [])]
+
+    async def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **kwargs: Any) -> None:
+        await operator.reconcile(body, patch, logger, cached(body, kwargs))
+
+    async def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, stopped: Any = None, **kwargs: Any) -> None:
         uid = body["metadata"]["uid"]
         if uid in operator.gone:
             # kopf stops a timer when it sees the deletion timestamp, which an object without a finalizer never
@@ -292,7 +356,7 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
             _stop_timer(stopped, logger)
             operator.gone.discard(uid)
             return
-        await operator.reconcile(body, patch, logger)
+        await operator.reconcile(body, patch, logger, cached(body, kwargs))
 
     # A failed cycle (API server hiccup) is retried soon, not after kopf's default minute.
     backoff = min(max(operator.config.interval, 1.0), 30.0)

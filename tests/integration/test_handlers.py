@@ -115,6 +115,8 @@ async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
 
 
 async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_operator) -> None:
+    # The pods are put straight into the emulator, so they never reach the operator's watch cache: every
+    # decision to act here is made again from a fresh read, which is what keeps the old revision serving.
     body = seed(kmock, **{"scaling.drainTimeout": "1s"})
     first = revision_of(body)
     await run_operator()
@@ -212,3 +214,32 @@ async def test_the_cycle_stops_once_the_resource_is_deleted(kmock, run_operator)
     await asyncio.sleep(2.0)  # four intervals
     after = [(r.method, str(r.url.path)) for r in list(kmock)[before:]]
     assert not [r for r in after if "/ns1/" in r[1]], after
+
+
+async def test_a_steady_cycle_reads_the_watch_cache_not_the_api_server(kmock, run_operator) -> None:
+    """Once the revision exists and nothing is to change, cycles decide from the watch caches: no LIST."""
+    body = seed(kmock)
+    operator = await run_operator()
+    rev = revision_of(body)
+    await eventually(lambda: deployments(kmock)[f"llm-{rev}"])
+    await asyncio.sleep(1.5)  # the Deployment's ADDED event reaches the cache
+    reads, cycles, cached_cycles = 0, 0, 0
+    facts, reconcile = operator.cluster.facts, operator.reconcile
+
+    async def counting_facts(namespace: str, name: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await facts(namespace, name)
+
+    async def counting_reconcile(body: Any, patch: Any, logger: Any, cached: Any = None) -> None:
+        nonlocal cycles, cached_cycles
+        cycles += 1
+        cached_cycles += cached is not None and bool(cached[0])
+        await reconcile(body, patch, logger, cached)
+
+    operator.cluster.facts = counting_facts  # type: ignore[method-assign]
+    operator.reconcile = counting_reconcile  # type: ignore[method-assign]
+    await asyncio.sleep(3)  # six cycles at 0.5 s
+    assert cycles >= 3 and cached_cycles == cycles
+    assert reads == 0
+    assert set(deployments(kmock)) == {f"llm-{rev}"}
