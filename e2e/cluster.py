@@ -441,6 +441,29 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def restart_component(name: str, *, down_for: float = 5.0, timeout: float = 60.0) -> int:
+    """Stop one control-plane component (SIGTERM, as a rolling upgrade would) and start it again after
+    `down_for` s with the same command line, working directory and environment; returns the new pid, which is
+    written to its pid file so that `down` stops it. For fault tests: kwokctl can only stop the whole cluster."""
+    pid_file = _cluster_dir() / "pids" / f"{name}.pid"
+    pid = int(pid_file.read_text().strip())
+    if not _alive(pid) or not _our_process(pid):
+        raise RuntimeError(f"{name} (pid {pid}) is not a live process of this cluster")
+    proc_dir = Path(f"/proc/{pid}")
+    argv = [a.decode() for a in (proc_dir / "cmdline").read_bytes().split(b"\0") if a]
+    cwd = os.readlink(proc_dir / "cwd")
+    env = dict(e.decode(errors="replace").split("=", 1) for e in (proc_dir / "environ").read_bytes().split(b"\0")
+               if b"=" in e)
+    _kill({name: pid})
+    time.sleep(down_for)
+    with (_cluster_dir() / "logs" / f"{name}.log").open("ab") as log:
+        new = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    pid_file.write_text(f"{new.pid}\n")
+    if name == "kube-apiserver":
+        wait_for(is_up, timeout, interval=0.5, message="kube-apiserver serving again")
+    return new.pid
+
+
 def _our_process(pid: int) -> bool:
     """A pid from a pid file is ours only if its command line still points into our state directory or
     binary directory: pids are recycled, and a stranger's process must never be signalled."""
