@@ -480,6 +480,13 @@ def _component_pids() -> dict[str, int]:
             if not n.startswith("prometheus") and _alive(p) and _our_process(p)}
 
 
+def dead_components() -> list[str]:
+    """Control-plane components with a pid file whose process is gone (a cluster that answers /readyz can
+    still have lost its controller manager: then nothing creates pods)."""
+    live = _component_pids()
+    return sorted(n for n in recorded_pids() if not n.startswith("prometheus") and n not in live)
+
+
 def _kill(pids: Mapping[str, int], timeout: float = 10.0) -> list[str]:
     """SIGTERM, then SIGKILL after `timeout` s, each of `pids` still alive; returns the names it stopped."""
     live = {n: p for n, p in pids.items() if _alive(p)}
@@ -527,11 +534,13 @@ def up(*, nodes: tuple[NodePool, ...] | None = None, timeout: float = 120.0) -> 
     started = time.monotonic()
     pools = configured_nodes() if nodes is None else nodes
     bin_dir = binaries()
-    if is_up():
+    dead = dead_components()
+    if is_up() and not dead:
         _log("cluster already up; reusing it")
     else:
         if _cluster_dir().exists():
-            _log("removing a stopped or broken cluster left in .e2e/")
+            why = f" ({', '.join(dead)} not running)" if dead else ""
+            _log(f"removing a stopped or broken cluster left in .e2e/{why}")
             down(stop_prometheus=False)
         STATE.mkdir(parents=True, exist_ok=True)
         KUBECONFIG.unlink(missing_ok=True)
@@ -548,6 +557,10 @@ def up(*, nodes: tuple[NodePool, ...] | None = None, timeout: float = 120.0) -> 
             "--kube-authorization=true", "--kube-admission=true",
             # A /16 of Service IPs: the default /24 holds 253 Services, and the scale benchmark creates 1,000.
             "--extra-args=kube-apiserver=service-cluster-ip-range=10.96.0.0/16",
+            # One controller manager and one scheduler, nothing to elect: with leader election on, each exits
+            # when the API server is away for a few seconds (a restart), and nothing here would restart them.
+            "--extra-args=kube-controller-manager=leader-elect=false",
+            "--extra-args=kube-scheduler=leader-elect=false",
             f"--kubeconfig={KUBECONFIG}", f"--wait={int(timeout)}s", f"--timeout={int(timeout)}s",
         ]
         _log("kwokctl " + shlex.join(args))

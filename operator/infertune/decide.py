@@ -99,7 +99,10 @@ def _metrics_health(obs: observation.Observation, now: float) -> _Metrics:
     if missing:
         return _Metrics(False, "PartialMetrics",
                         f"no series for serving pod(s) {', '.join(sorted(missing)[:5])}; decisions frozen", m.pods)
-    return _Metrics(True, "MetricsFound", f"{len(m.pods)} pod(s) reporting", m.pods)
+    # Garbage the adapter dropped (NaN, negative, absurd) is named here, so whoever is paged sees why a pod's
+    # KV usage or load is missing from the picture.
+    ignored = f"; ignored: {'; '.join(m.ignored[:5])}" if m.ignored else ""
+    return _Metrics(True, "MetricsFound", f"{len(m.pods)} pod(s) reporting{ignored}", m.pods)
 
 
 def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
@@ -329,6 +332,10 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                                window=obs.metrics.window if obs.metrics is not None else 60.0)
         demand = demand.model_copy(update={"below_since": goal.below_since})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
+        if obs.metrics is not None and obs.metrics.ignored and serving_n < prev_desired:
+            # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
+            # take it away: the dropped value could have been the load.
+            serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({obs.metrics.ignored[0]})"
     else:
         # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply).
         serving_n = min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired))

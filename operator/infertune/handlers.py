@@ -177,8 +177,7 @@ class Operator:
             out[p.name] = prometheus.pod_metrics(raw, percentile=spec.slo.percentile, ttft_slo=spec.slo.ttft,
                                                  itl_slo=spec.slo.itl)
             ignored += [f"{p.name} {d}" for d in raw.dropped]
-        message = f"ignored: {'; '.join(ignored[:5])}" if ignored else ""
-        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, message=message)
+        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored))
 
     async def _apply(
         self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,

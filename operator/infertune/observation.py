@@ -69,6 +69,7 @@ class Metrics(models.Base):
     available: bool = True
     reason: str = "MetricsFound"
     message: str = ""
+    ignored: tuple[str, ...] = ()  # garbage dropped from owned pods' series, "<pod> <signal>: <why>"
     mbu_source: Literal["dcgm", "estimated"] | None = None
     estimated: tuple[str, ...] = ()
     grace: float = 60.0  # seconds a newly Ready pod may lack series (scrape and rate windows fill up)

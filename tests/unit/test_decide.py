@@ -283,6 +283,37 @@ def test_missing_metrics_freeze_everything_and_never_scale_down(metrics: observa
     assert next(c for c in w.status.conditions if c.type == "Tuned").reason == "Frozen"
 
 
+def test_garbage_metrics_are_named_and_hold_a_scale_down_but_not_a_scale_up() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):  # moderate load: a few replicas, below maxReplicas 8
+        w.set_load(**load(spec, current(w), running=30, rps=12.0))
+        w.step(t)
+    high = w.status.replicas.desired
+    assert 1 < high < 8
+    # The load falls (a scale-down would follow after 2 minutes) while one pod reports a NaN queue.
+    w.metrics = observation.Metrics(pods={}, grace=0, ignored=("p1 waiting: not a finite number ('NaN')",))
+    for t in range(600, 1500, 15):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5))
+        w.step(t)
+    assert w.status.replicas.desired == high
+    cond = next(c for c in w.status.conditions if c.type == "MetricsAvailable")
+    assert cond.status == "True" and "ignored: p1 waiting: not a finite number" in cond.message
+    # More load still adds capacity while the garbage lasts.
+    for t in range(1500, 2100, 15):
+        w.set_load(**load(spec, current(w), running=60, rps=80.0))
+        w.step(t)
+    assert w.status.replicas.desired > high
+    # Once the series are clean again the low load scales down as usual.
+    raised = w.status.replicas.desired
+    w.metrics = observation.Metrics(pods={}, grace=0)
+    for t in range(2100, 3300, 15):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=0.0))
+        w.step(t)
+    assert w.status.replicas.desired < raised
+
+
 def test_a_serving_pod_without_series_is_partial_metrics() -> None:
     spec = spec_of()
     w = World(spec)
