@@ -90,6 +90,18 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
                              if (o.get("status") or {}).get("config")) >= n, 900, interval=5.0,
                  message=f"{n} resources reconciled once")
     first_pass = time.monotonic() - started
+
+    def settled() -> bool:
+        # Steady state: every resource Ready with its first rollout done (no target revision pending).
+        items = k8s.list("inferencedeployment", namespace=NS)
+        return len(items) >= n and all(
+            not (o.get("status") or {}).get("target")
+            and any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in (o.get("status") or {}).get("conditions", []))
+            for o in items)
+
+    k8s.wait_for(settled, 900, interval=5.0, message=f"{n} resources Ready and steady")
+    settle = time.monotonic() - started
     time.sleep(10)
     before, t0 = scrape(metrics_url), time.monotonic()
     time.sleep(seconds)
@@ -99,9 +111,12 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
     reconciles = after[count] - before[count]
     queries = after.get("infertune_promql_queries_total", 0) - before.get("infertune_promql_queries_total", 0)
     rate = reconciles / span
+    if reconciles <= 0:
+        raise RuntimeError(f"the operator reconciled nothing in {span:.0f} s at {n} resources; see its log")
     return {
         "resources": n,
         "first_pass_s": round(first_pass, 1),
+        "all_ready_s": round(settle, 1),
         "reconciles_per_s": round(rate, 1),
         "cycle_s": round(n / rate, 2) if rate else None,
         "reconcile_p50_s": quantile(0.5, before, after),
@@ -128,11 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         node["metadata"]["name"] = name
         node["metadata"]["labels"]["kubernetes.io/hostname"] = name
         node["spec"]["podCIDR"] = f"10.{200 + i}.0.0/20"
-    existing = {n["metadata"]["name"] for n in k8s.list("node")}
-    missing = [n for n in nodes if n["metadata"]["name"] not in existing]
-    if missing:
-        e2e_cluster.apply_yaml(missing)
+        # Room for every pod of the largest size: the default 110 pods per node would leave most of 1,000
+        # resources with unschedulable pods, and the bench would measure rollouts that never finish.
+        for key in ("capacity", "allocatable"):
+            node["status"][key]["pods"] = "1100"
+    # Nodes left by an interrupted run may carry other capacities; these are the bench's own, so start afresh.
+    k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--ignore-not-found", check=False)
+    e2e_cluster.apply_yaml(nodes)
     conftest.install_operator_manifests(k8s)
+    # A previous run's namespace may still be terminating: its resources would look reconciled already.
+    k8s.wait_for(lambda: (ns := k8s.get("namespace", NS)) is None or ns["status"].get("phase") == "Active",
+                 600, interval=2.0, message=f"namespace {NS} deleted by a previous run")
     k8s.kubectl("create", "namespace", NS, check=False)
     work = e2e_cluster.STATE / "bench-overhead"
     work.mkdir(parents=True, exist_ok=True)
@@ -149,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     kubeconfig = k8s.service_account_kubeconfig(conftest.OPERATOR_NAMESPACE, conftest.OPERATOR_SA,
                                                 work / "operator.kubeconfig")
     operator = conftest.start_operator(kubeconfig, work / "operator.log", prometheus_url=prom.url,
-                                       metrics_port=str(port), extra=("--namespace", NS))
+                                       metrics_port=str(port), extra=("--namespace", NS),
+                                       # As deployed (INFO): DEBUG logs every timer call, 285 MB at 1,000.
+                                       verbose=False)
     results = []
     try:
         for n in sizes:

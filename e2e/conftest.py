@@ -123,9 +123,9 @@ SESSION_NAMESPACES = "e2e-*"
 
 
 def start_operator(kubeconfig: Path, log: Path, *, prometheus_url: str | None, metrics_port: str,
-                   extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+                   extra: tuple[str, ...] = (), verbose: bool = True) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "infertune.cli", "run", "--kubeconfig", str(kubeconfig), "--interval", "1",
-            "--metrics-port", metrics_port, "--verbose", *extra]
+            "--metrics-port", metrics_port, *(["--verbose"] if verbose else []), *extra]
     if prometheus_url:
         args += ["--prometheus-url", prometheus_url]
     with log.open("ab") as out:

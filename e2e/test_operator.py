@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import yaml
 from e2e import cluster as e2e_cluster
 from e2e import prometheus as e2e_prometheus
 from e2e.conftest import OperatorProcess
+from infertune import kube, models, render, validation
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((REPO / "manifests/samples/vllm-llama-3.1-8b-l40s.yaml").read_text())
@@ -39,8 +41,9 @@ def resource(name: str, namespace: str, **spec_changes: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ns(k8s: e2e_cluster.Kube) -> Iterator[str]:
-    name = "e2e-operator"
-    k8s.kubectl("create", "namespace", name, check=False)
+    # Unique per run: the last run's namespace may still be terminating, with its objects in it.
+    name = f"e2e-operator-{uuid.uuid4().hex[:6]}"
+    k8s.kubectl("create", "namespace", name)
     yield name
     k8s.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
@@ -108,6 +111,16 @@ def test_a_sample_converges_on_fake_gpu_nodes(k8s: e2e_cluster.Kube, ns: str, op
     assert obj["status"]["replicas"]["display"] == "1/1"
     assert obj["status"]["config"]["maxBatchSize"] == 256
     assert condition(obj, "SpecValid")["status"] == "True"  # type: ignore[index]
+    # What the operator renders must count as applied once the real API server has stored it (it drops empty
+    # lists, adds defaults): otherwise every steady cycle re-reads and patches the Deployment.
+    spec, problems = validation.parse(obj["spec"])
+    assert spec is not None, problems
+    knobs = models.Knobs(max_batch_size=obj["status"]["config"]["maxBatchSize"],
+                         kv_cache_dtype=obj["status"]["config"]["kvCacheDtype"])
+    owner_ref = render.Owner(name="chat", namespace=ns, uid=obj["metadata"]["uid"])
+    rendered = next(m for m in render.manifests(owner_ref, spec, knobs, replicas=1) if m["kind"] == "Deployment")
+    stored = k8s.get("deployment", rendered["metadata"]["name"], namespace=ns)
+    assert stored is not None and kube.is_subset(rendered, stored)
 
     table = k8s.kubectl("get", "infd", "chat", "-n", ns)
     header = table.splitlines()[0].split()

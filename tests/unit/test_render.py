@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import specs
-from infertune import models, render, validation
+from infertune import kube, models, render, validation
 
 OWNER = render.Owner(name="llm", namespace="ns1", uid="uid-1")
 KNOBS = models.Knobs(max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8)
@@ -246,3 +246,27 @@ def test_reading_a_launch_back_gives_every_knob_the_engine_has(variant: str, cha
         if runtime.lacks(knob) or (knob == "kv_cache_dtype" and not runtime.fp8_kv):
             continue
         assert read.get(knob) == getattr(knobs, knob), f"{variant}: {knob} read back as {read.get(knob)!r}"
+
+
+def _as_the_api_server_stores_it(obj: Any) -> Any:
+    """What comes back from a real API server: empty lists and maps are dropped."""
+    if isinstance(obj, dict):
+        return {k: _as_the_api_server_stores_it(v) for k, v in obj.items() if v not in ([], {})}
+    if isinstance(obj, list):
+        return [_as_the_api_server_stores_it(v) for v in obj]
+    return obj
+
+
+def test_a_stored_deployment_counts_as_applied_so_steady_cycles_write_nothing() -> None:
+    spec, problems = validation.parse(specs.spec())  # no env vars, no tolerations: empty lists in the manifest
+    assert spec is not None, problems
+    deployment = next(m for m in render.manifests(OWNER, spec, KNOBS, replicas=1) if m["kind"] == "Deployment")
+    assert [] in deployment["spec"]["template"]["spec"]["containers"][0].values()
+    stored = _as_the_api_server_stores_it(deployment)
+    assert kube.is_subset(deployment, stored)
+    changed = _as_the_api_server_stores_it(deployment)
+    changed["spec"]["replicas"] = 2
+    assert not kube.is_subset(deployment, changed)
+    changed = _as_the_api_server_stores_it(deployment)
+    changed["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}]
+    assert not kube.is_subset(deployment, changed)  # an empty list wanted, a non-empty one found
