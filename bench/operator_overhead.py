@@ -151,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--ignore-not-found", check=False)
     e2e_cluster.apply_yaml(nodes)
     conftest.install_operator_manifests(k8s)
-    # A previous run's namespace may still be terminating: its resources would look reconciled already.
-    k8s.wait_for(lambda: (ns := k8s.get("namespace", NS)) is None or ns["status"].get("phase") == "Active",
-                 600, interval=2.0, message=f"namespace {NS} deleted by a previous run")
-    k8s.kubectl("create", "namespace", NS, check=False)
+    # An interrupted run may have left its namespace (or be deleting it): its resources would look reconciled
+    # already. Start from an empty one.
+    k8s.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false")
+    k8s.wait_for(lambda: k8s.get("namespace", NS) is None, 900, interval=2.0,
+                 message=f"namespace {NS} of a previous run deleted")
+    k8s.kubectl("create", "namespace", NS)
     work = e2e_cluster.STATE / "bench-overhead"
     work.mkdir(parents=True, exist_ok=True)
     port = e2e_prometheus.free_port()
