@@ -458,7 +458,7 @@ def restart_component(name: str, *, down_for: float = 5.0, timeout: float = 60.0
     time.sleep(down_for)
     with (_cluster_dir() / "logs" / f"{name}.log").open("ab") as log:
         new = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    pid_file.write_text(f"{new.pid}\n")
+    pid_file.write_text(str(new.pid))  # kwokctl reads the bare number (a newline makes it lose the process)
     if name == "kube-apiserver":
         wait_for(is_up, timeout, interval=0.5, message="kube-apiserver serving again")
     return new.pid
