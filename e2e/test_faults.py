@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import http.server
+import json
 import signal
 import subprocess
 import threading
@@ -276,3 +277,57 @@ def test_kube_apiserver_restarted_mid_rollout_the_operator_reconnects_without_du
     env.k8s.kubectl("patch", "infd", "api", "-n", env.ns, "--type=merge", "-p", '{"spec": {"maxReplicas": 3}}')
     env.k8s.wait_for(lambda: env.get("api")["status"].get("observedGeneration") == env.get("api")["metadata"][
         "generation"], 60, message="the next change handled")
+
+
+def test_a_tuned_revision_whose_pods_fail_is_rolled_back_and_remembered(env: Env, twin: TwinProcess) -> None:
+    body = resource("crash", env.ns, ready_delay="2s", minReplicas=1, maxReplicas=1, drainTimeout="30s")
+    body["spec"]["accelerator"]["type"] = "h100-sxm-80gb"  # vLLM's default there is 1024: far from the knee
+    body["spec"]["tuning"] = {"mode": "auto", "maxBatchSize": {"min": 1, "max": 1024}, "kvCacheDtype": "default",
+                              "minChangeInterval": "1m"}
+    env.k8s.apply(body)
+    env.k8s.wait_for(lambda: (s := env.get("crash").get("status")) and s["replicas"]["serving"] == 1, 120,
+                     message="serving")
+    good = env.get("crash")["status"]["config"]
+    twin.set_load(env.ns, "crash", rate=12.0, input={"mean": 1000, "cv": 0.5}, output={"mean": 200, "cv": 0.5})
+    # A kubelet whose engine will not start with the tuned knobs (the twin's FP8-on-A100 case): every pod of any
+    # other revision fails at once (phase Failed, exit 1), and the ReplicaSet's replacements fail too.
+    failed: set[str] = set()
+    tried: dict[str, Any] = {}
+
+    def rolled_back() -> dict[str, Any] | None:
+        for pod in env.k8s.list("pod", namespace=env.ns):
+            meta = pod["metadata"]
+            rev = meta.get("labels", {}).get("infertune.io/revision")
+            if rev and rev != good["revision"] and meta["name"] not in failed and not meta.get("deletionTimestamp"):
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                container = pod["spec"]["containers"][0]["name"]
+                status = {"phase": "Failed", "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "PodFailed", "lastTransitionTime": now}],
+                    "containerStatuses": [{"name": container, "image": pod["spec"]["containers"][0]["image"],
+                                           "ready": False, "restartCount": 0, "imageID": "", "started": False,
+                                           "state": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                    "startedAt": now, "finishedAt": now}}}]}
+                env.k8s.kubectl("patch", "pod", meta["name"], "-n", env.ns, "--subresource=status",
+                                "--type=merge", "-p", json.dumps({"status": status}))
+                failed.add(meta["name"])
+                tried.setdefault("labels", meta.get("labels", {}))
+        s = env.get("crash").get("status") or {}
+        return s if s.get("rejected") else None
+
+    status = env.k8s.wait_for(rolled_back, 420, interval=1.0, message="the failed tuned revision rolled back")
+    assert failed, "no tuned revision was tried"
+    rejected = status["rejected"][0]
+    assert str(rejected["maxBatchSize"]) == tried["labels"]["infertune.io/max-batch-size"], (rejected, tried)
+    assert "of the new revision failed" in rejected["reason"], rejected
+    degraded = env.condition("crash", "Degraded")
+    assert degraded is not None and degraded["status"] == "True" and degraded["reason"] == "RolledBack", degraded
+    events = [e for e in env.k8s.list("event", namespace=env.ns) if e.get("reason") == "Rollback"]
+    assert events and events[0]["type"] == "Warning", events
+    # Back on the last good revision, serving, with only its Deployment left.
+    env.k8s.wait_for(lambda: (s := env.get("crash")["status"])["config"]["revision"] == good["revision"]
+                     and not s.get("target") and s["replicas"]["serving"] == 1, 120, message="the good revision")
+    env.k8s.wait_for(lambda: [d["metadata"]["name"] for d in env.k8s.list("deployment", namespace=env.ns)]
+                     == [f"crash-{good['revision']}"], 120, message="the failed revision removed")
+    stats = twin.stats()[f"{env.ns}/crash"]
+    twin.set_load(env.ns, "crash", rate=0.0)
+    assert stats["finished"] > 0 and stats["dropped"] == 0, stats

@@ -509,7 +509,9 @@ def _health_check(spec: models.InferenceDeploymentSpec, prev: models.InferenceDe
     mine = [p for p in obs.pods if p.revision == target.revision and not p.deleting]
     crashing = [p for p in mine if p.restarts >= CRASH_RESTARTS or p.failed]
     if crashing:
-        return f"pod {crashing[0].name} of the new revision restarted {crashing[0].restarts} times"
+        p = crashing[0]
+        return (f"pod {p.name} of the new revision failed" if p.failed
+                else f"pod {p.name} of the new revision restarted {p.restarts} times")
     since = _ts(target.since)
     budget = STARTUP_BUDGET_COLD_STARTS * _cold_start(spec, obs)
     if since is not None and t - since > max(budget, 600.0) and not any(p.ready for p in mine):

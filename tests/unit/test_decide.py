@@ -41,6 +41,7 @@ class World:
         self.load: dict[str, observation.PodMetrics] = {}
         self.decisions: list[observation.Decision] = []
         self.crash_after: float | None = None  # pods of revisions created after this time crash-loop
+        self.fail = False  # ... or fail outright (phase Failed) instead of restarting
 
     def observe(self) -> observation.Observation:
         metrics = self.metrics
@@ -80,7 +81,8 @@ class World:
                 pod = observation.PodFacts(name=f"p{self.serial}", revision=plan.revision, ready=not crash,
                                            serving=True, created=at(t).timestamp(),
                                            ready_since=None if crash else at(t).timestamp(),
-                                           restarts=5 if crash else 0)
+                                           restarts=5 if crash and not self.fail else 0,
+                                           failed=crash and self.fail)
                 self.pods[pod.name] = pod
                 mine.append(pod)
             self.revisions[plan.revision] = observation.RevisionFacts(
@@ -400,11 +402,13 @@ def test_revision_names_are_stable_across_cycles() -> None:
     assert set(w.revisions) == first == {render.revision(spec, current(w))}
 
 
-def test_a_change_whose_pods_crash_loop_is_rolled_back() -> None:
+@pytest.mark.parametrize(("fail", "reason"), [(False, "restarted 5 times"), (True, "of the new revision failed")])
+def test_a_change_whose_pods_crash_loop_is_rolled_back(fail: bool, reason: str) -> None:
     spec = spec_of()
     w = World(spec)
     w.step(0)
     w.crash_after = 0.0  # every revision created from now on crash-loops (its engine refuses the config)
+    w.fail = fail
     before = current(w)
     t = 15
     while not any(r.kind == "rollback" for r in w.status.decisions) and t < 3600:
@@ -412,7 +416,7 @@ def test_a_change_whose_pods_crash_loop_is_rolled_back() -> None:
         w.step(t)
         t += 15
     assert any(r.kind == "rollback" for r in w.status.decisions)
-    assert "restarted 5 times" in w.status.rejected[-1].reason
+    assert reason in w.status.rejected[-1].reason
     assert current(w) == before and w.status.target is None
     degraded = next(c for c in w.status.conditions if c.type == "Degraded")
     assert degraded.status == "True"
