@@ -36,7 +36,7 @@ binaries:
 	bash e2e/build-binaries.sh
 
 e2e: venv binaries
-	$(BIN)/pytest -q -m e2e e2e
+	$(BIN)/pytest -q -m e2e e2e --durations=12
 
 cluster-up: venv binaries
 	$(BIN)/python -m e2e.cluster up
