@@ -54,6 +54,9 @@ def test_prometheus_scrapes_each_twin_pod(k8s: e2e_cluster.Kube, namespace: str,
     dram = prometheus.query(f'DCGM_FI_PROF_DRAM_ACTIVE{{namespace="{namespace}"}}')
     assert {s["metric"]["pod"] for s in dram} == set(names)
 
-    stats = twin.stats()[f"{namespace}/twin"]
-    assert stats["finished"] > 0 and stats["dropped"] == 0 and stats["unrouted"] == 0
+    # Tokens flow as soon as the first requests decode; the first completions follow (50 tokens each), later
+    # on a loaded machine.
+    stats = k8s.wait_for(lambda: (st := twin.stats()[f"{namespace}/twin"])["finished"] > 0 and st, 60,
+                         message="requests finished")
     twin.set_load(namespace, "twin", rate=0.0)
+    assert stats["dropped"] == 0 and stats["unrouted"] == 0, stats
