@@ -120,18 +120,20 @@ class Operator:
         facts = cached
         if facts is not None:
             decision, pod_facts = await decide_from(facts)
-            if _writes(owner, spec, decision, facts[0]):
+            rendered = _render(owner, spec, decision)
+            if _writes(owner, decision, rendered, facts[0]):
                 facts = None
         if facts is None:
             facts = await self.cluster.facts(namespace, name)
             decision, pod_facts = await decide_from(facts)
+            rendered = _render(owner, spec, decision)
         deployments = facts[0]
         status = decision.status
         if self.config.dry_run:
             logger.info(f"dry run: would run {[(p.revision, p.replicas) for p in decision.revisions]}")
             return
         try:
-            await self._apply(owner, spec, decision, deployments, generation=generation)
+            await self._apply(owner, decision, rendered, deployments, generation=generation)
         except kube.ApiError as e:
             # Say what failed where people look, then let kopf retry the cycle. Only the condition is written:
             # the decision itself (its records, its target) is made again by the retry, whose events are then
@@ -180,7 +182,7 @@ class Operator:
         return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored))
 
     async def _apply(
-        self, owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
+        self, owner: render.Owner, decision: observation.Decision, rendered: Rendered,
         deployments: list[dict[str, Any]], *, generation: int,
     ) -> None:
         # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
@@ -201,14 +203,14 @@ class Operator:
         last = self.ensured.get(owner.uid)
         ensure = (last is None or last[:2] != (generation, revisions)
                   or time.monotonic() - last[2] >= ENSURE_EVERY)
-        for plan in decision.revisions:
-            for manifest in render.manifests(owner, spec, plan.knobs, replicas=plan.replicas):
+        for revision_name, manifests in rendered:
+            for manifest in manifests:
                 if manifest["kind"] == "Deployment":
                     current = known.get(manifest["metadata"]["name"])
                     await self.cluster.apply(manifest, owner_uid=owner.uid, known=current)
                 elif ensure:
                     await self.cluster.apply(manifest, owner_uid=owner.uid)
-            keep.add(render.revision_name(owner, plan.revision))
+            keep.add(revision_name)
         if ensure:
             self.ensured[owner.uid] = (generation, revisions, time.monotonic())
         for d in deployments:
@@ -250,22 +252,31 @@ ENSURE_EVERY = 300.0
 Facts = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
-def _writes(owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision,
+# Each planned revision's Deployment name and manifests, rendered once per decision.
+Rendered = list[tuple[str, list[dict[str, Any]]]]
+
+
+def _render(owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision) -> Rendered:
+    return [(render.revision_name(owner, plan.revision),
+             render.manifests(owner, spec, plan.knobs, replicas=plan.replicas)) for plan in decision.revisions]
+
+
+def _writes(owner: render.Owner, decision: observation.Decision, rendered: Rendered,
             deployments: list[dict[str, Any]]) -> bool:
     """Whether applying the decision would change a pod or a Deployment (Service and config aside)."""
     if decision.pod_patches:
         return True
     known = {d["metadata"]["name"]: d for d in deployments}
-    keep = set()
-    for plan in decision.revisions:
-        for manifest in render.manifests(owner, spec, plan.knobs, replicas=plan.replicas):
+    for _, manifests in rendered:
+        for manifest in manifests:
             if manifest["kind"] != "Deployment":
                 continue
             current = known.get(manifest["metadata"]["name"])
             if current is None or not kube.owned_by(current, owner.uid) or not kube.is_subset(manifest, current):
                 return True
-        keep.add(render.revision_name(owner, plan.revision))
+    keep = {name for name, _ in rendered}
     return any(name not in keep and kube.owned_by(d, owner.uid) for name, d in known.items())
+
 
 # Status fields that only report measurements (and the smoothing state behind them).
 MEASUREMENTS = frozenset({"observed", "cost", "demand", "knee", "coldStartSeconds"})
