@@ -430,6 +430,15 @@ def _propose(
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
     if not best.feasible:
         return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing
+    back = prev.previous
+    if back is not None and config is not None and config.tuned and not violating and not kv_pressure:
+        # The model undoing its own last change (9 -> 13 on a predicted gain, then 13 -> 8 on a predicted miss)
+        # is the calibration moving, not the server: only a measured violation (or a full KV cache) goes back
+        # there. The verification after each change rolls back a measured regression anyway.
+        new, old = best.knobs.max_batch_size, back.max_batch_size
+        undo = new <= old * (1 + SAME_BATCH) if current.max_batch_size > old else new >= old * (1 - SAME_BATCH)
+        if undo:
+            return None
     # Clearly above (1.5x): near the knee, noise in the calibration must not restart engines back and forth.
     # And not when the running configuration has been measured with its batch nearly full inside the SLO:
     # that is the knee proven, whatever the model says.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from infertune import catalog, models, observation, perfmodel
 from infertune.runtimes import registry
@@ -54,7 +55,20 @@ PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 # Predictions must clear the SLO by this share: a 40 ms ITL objective is planned at 38 ms. The prediction
 # is already a p95 (the measured tail ratio times the mean), so the margin only absorbs calibration noise.
 MARGIN = 0.05
-# vLLM captures CUDA graphs for batch sizes in steps of 8; a knee between them buys nothing.
+# The calibrated ITL tail (per-request p95 over mean) is measured under open load, where most of the spread
+# comes from how full the batch happened to be while a request decoded. A full batch is the worst case of
+# that spread, so at a full batch only the spread from prefill chunks landing in a request's steps is left:
+# closed-loop runs on the twin at a full batch show p95/mean 1.05 (70B FP8 on H100, 1,000-token prompts, batch
+# 8) and 1.11 (Qwen 72B on H200, 6,000-token prompts). Planning a full batch at the open-load tail (1.1 to
+# 1.2 measured) on top of the margin put the knee a third below the batch the twin really sustains.
+FULL_BATCH_TAIL = 1.05
+# The context lengths of running requests vary: the Azure conversation trace's input + half its output has a
+# coefficient of variation of 0.87 (19,366 requests). A full batch must fit the KV cache at its one-sided 95%.
+CONTEXT_CV = 0.87
+KV_FIT_Z = 1.65
+# vLLM captures CUDA graphs for batch sizes in steps of 8, so 37 runs at the cost of 40; rounding big knees
+# down to a multiple of 8 costs at most a tenth of the batch (from 80 up). Small ones are kept exact: rounding
+# 23 down to 16 threw away 30% of the throughput.
 GRANULE = 8
 
 
@@ -83,17 +97,34 @@ def predict(
     r = replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
                                    osl=workload.osl)
-    itl_p = op.itl_s * cal.itl_scale * cal.itl_tail
+    full = concurrency is None or concurrency >= knobs.max_batch_size
+    itl_p = op.itl_s * cal.itl_scale * (min(cal.itl_tail, FULL_BATCH_TAIL) if full else cal.itl_tail)
     ttft_p = op.ttft_s * cal.ttft_scale * cal.ttft_tail
     # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
     c = perfmodel.coefficients(r)
     kv_bytes = op.batch * (workload.isl + workload.osl / 2.0) * c.kv_bytes_per_token
-    feasible = itl_p <= spec.slo.itl * (1 - MARGIN) and ttft_p <= spec.slo.ttft * (1 - MARGIN)
+    feasible = itl_p <= spec.slo.itl * (1 - MARGIN) and ttft_p <= spec.slo.ttft * (1 - MARGIN) and (
+        not full or kv_fits(c, knobs.max_batch_size, workload))
     return Prediction(
         knobs=knobs, batch=op.batch, limited_by=op.limited_by, itl_p=itl_p, ttft_p=ttft_p,
         output_tokens_per_s=op.output_tokens_per_s, requests_per_s=op.requests_per_s, kv_usage=op.kv_usage,
         mbu=op.mbu, kv_share=kv_bytes / (kv_bytes + c.weight_bytes), feasible=feasible,
     )
+
+
+def kv_fits(c: perfmodel.Coefficients, batch: int, workload: Workload) -> bool:
+    """Whether a full batch of requests of this shape fits the KV cache 95% of the time, not just on average.
+
+    The contexts of `batch` running requests sum to batch x mean with a relative spread of cv / sqrt(batch).
+    70B FP8 on one H100 with the FP8 KV cache holds 17 chat requests of 1,100 tokens on average; 12 need
+    12 x 1,100 x (1 + 1.65 x 0.87 / sqrt(12)) = 18,700 tokens, which fits; 16 would need 24,000 and queue for
+    blocks whenever a few long prompts meet (TTFT in seconds). One request always gets its chance.
+    """
+    if batch <= 1:
+        return True
+    per_seq = workload.isl + workload.osl / 2.0 + c.block_size / 2.0
+    need = batch * per_seq * (1.0 + KV_FIT_Z * CONTEXT_CV / math.sqrt(batch))
+    return need <= c.kv_blocks * c.block_size
 
 
 def search(
@@ -127,7 +158,7 @@ def search(
             lo = mid
         else:
             hi = mid
-    chosen = lo - lo % GRANULE if lo >= 2 * GRANULE else lo
+    chosen = lo - lo % GRANULE if lo >= 10 * GRANULE else lo
     return at(max(low, chosen))
 
 
@@ -135,14 +166,24 @@ def calibrate(
     cal: models.Calibration, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
     points: list[observation.PodMetrics],
 ) -> models.Calibration:
-    """Fold this cycle's measurements of the running configuration into the calibration (EWMA, alpha 0.3).
+    """Fold this cycle's measurements of the running configuration into the calibration (one EWMA step).
 
-    A pod at 30 running requests with 24 ms mean ITL, where the prior says 20 ms, moves itl_scale from
-    1.0 to 0.7 x 1.0 + 0.3 x 1.2 = 1.06. TTFT is calibrated only without a queue (waiting < 0.5), so
-    queueing from too few replicas is not mistaken for slow prefill.
+    The pods' ratios (measured over the physics at each pod's own occupancy) are averaged first, weighted by
+    request rate, then moved into the calibration with alpha 0.2: a pod at 30 running requests with 24 ms mean
+    ITL, where the prior says 20 ms, moves itl_scale from 1.0 to 0.8 x 1.0 + 0.2 x 1.2 = 1.04. One step per
+    cycle, not per pod: with ten pods a per-pod step would keep only the last cycle (1 - 0.8^10 = 89% of it)
+    and the knee would follow every noisy minute. TTFT is calibrated only without a queue (waiting < 0.5),
+    so queueing from too few replicas is not mistaken for slow prefill.
     """
-    alpha = 0.3
-    out = cal
+    sums: dict[str, list[float]] = {}
+
+    def add(key: str, value: float, weight: float) -> None:
+        acc = sums.setdefault(key, [0.0, 0.0])
+        acc[0] += value * weight
+        acc[1] += weight
+
+    used = 0
+    fullest = cal.max_occupancy
     for m in points:
         if not m.requests_per_s or m.running is None or m.running < 0.5:
             continue
@@ -151,29 +192,31 @@ def calibrate(
         if (m.waiting or 0) >= 0.5 or (m.preemptions_per_s or 0) > 0 or (m.kv_usage or 0) >= 0.9:
             continue
         running = max(1, round(m.running))
-        base = predict(spec, knobs, workload, models.Calibration(), concurrency=running)
-        itl_mean = base.itl_p / models.Calibration().itl_tail
-        update: dict[str, float] = {}
-        if m.itl_mean and itl_mean > 0:
-            update["itl_scale"] = _ewma(out.itl_scale, m.itl_mean / itl_mean, alpha)
+        # The uncalibrated physics with no tails: its "p95" is the model's mean.
+        base = predict(spec, knobs, workload, MEANS, concurrency=running)
+        w = m.requests_per_s
+        if m.itl_mean and base.itl_p > 0:
+            add("itl_scale", m.itl_mean / base.itl_p, w)
             # The SLO's ITL is a per-request mean: its tail comes from the per-request histogram. Per-token
             # ITL spikes on every prefill chunk (p95 = 2.5x the mean on a chat load), per-request ITL does not.
             per_request = m.tpot_p or m.itl_p
             if per_request:
-                update["itl_tail"] = _ewma(out.itl_tail, max(1.0, per_request / m.itl_mean), alpha)
-        ttft_mean = base.ttft_p / models.Calibration().ttft_tail
-        if m.ttft_mean and ttft_mean > 0:
-            update["ttft_scale"] = _ewma(out.ttft_scale, m.ttft_mean / ttft_mean, alpha)
+                add("itl_tail", max(1.0, per_request / m.itl_mean), w)
+        if m.ttft_mean and base.ttft_p > 0:
+            add("ttft_scale", m.ttft_mean / base.ttft_p, w)
             if m.ttft_p:
-                update["ttft_tail"] = _ewma(out.ttft_tail, max(1.0, m.ttft_p / m.ttft_mean), alpha)
-        out = out.model_copy(update={
-            **{k: min(SCALE_LIMITS[1], max(SCALE_LIMITS[0], v)) for k, v in update.items()},
-            "samples": out.samples + 1,
-            "max_occupancy": max(out.max_occupancy, m.running),
-        })
-    return out
+                add("ttft_tail", max(1.0, m.ttft_p / m.ttft_mean), w)
+        used += 1
+        fullest = max(fullest, m.running)
+    if not used:
+        return cal
+    update = {k: min(SCALE_LIMITS[1], max(SCALE_LIMITS[0], _ewma(getattr(cal, k), total / weight, ALPHA)))
+              for k, (total, weight) in sums.items() if weight > 0}
+    return cal.model_copy(update={**update, "samples": cal.samples + used, "max_occupancy": fullest})
 
 
+ALPHA = 0.2
+MEANS = models.Calibration(itl_tail=1.0, ttft_tail=1.0)
 # A measured scale outside 0.3x..3x the physics means the model does not describe this server at all.
 SCALE_LIMITS = (0.3, 3.0)
 

@@ -379,7 +379,7 @@ class TuningSpec(Base):
         description="auto: FP8 KV cache when it pays and the GPU and engine support it; fp8: always; default: never.",
     )
     min_change_interval: Duration = pydantic.Field(
-        default="30m", validate_default=True,
+        default="10m", validate_default=True,
         description="Knob changes restart the engine, so at most one per this interval.",
     )
 

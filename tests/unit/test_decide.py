@@ -101,9 +101,9 @@ class World:
 def load(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, *, running: float, rps: float,
          scale: float = 1.0, in_flight: float | None = None, **extra: Any) -> dict[str, Any]:
     """Metrics consistent with the physics at this occupancy (scaled): what a calibrated twin would show."""
-    p = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, models.Calibration(), concurrency=max(1, round(running)))
-    itl = p.itl_p / models.Calibration().itl_tail * scale
-    ttft = p.ttft_p / models.Calibration().ttft_tail * scale
+    p = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, knee.MEANS, concurrency=max(1, round(running)))
+    itl = p.itl_p * scale
+    ttft = p.ttft_p * scale
     return {"running": running, "waiting": 0.0, "requests_per_s": rps, "itl_mean": itl, "itl_p": itl * 1.2,
             "tpot_p": itl * 1.05, "ttft_mean": ttft, "ttft_p": ttft * 1.8, "mean_input_tokens": 1000.0,
             "mean_output_tokens": 200.0, "output_tokens_per_s": rps * 200, "slo_attainment": 0.99,
@@ -421,3 +421,79 @@ def test_a_change_whose_pods_crash_loop_is_rolled_back(fail: bool, reason: str) 
     degraded = next(c for c in w.status.conditions if c.type == "Degraded")
     assert degraded.status == "True"
     assert any(e.reason == "Rollback" and e.type == "Warning" for d in w.decisions for e in d.events)
+
+
+def test_the_model_never_undoes_its_last_change_without_a_measured_violation() -> None:
+    spec = spec_of(**{"slo.itl": "25ms"})
+    w = World(spec)
+    w.step(0)
+    t = 15
+
+    def run(until: float, running: float = 100, **kw: Any) -> set[int]:
+        nonlocal t
+        seen = set()
+        while t < until:
+            w.set_load(**load(spec, current(w), running=running, rps=8.0, **kw))
+            w.step(t)
+            seen.add(current(w).max_batch_size)
+            t += 15
+        return seen
+
+    # Down from the engine's 1,024 on a server slower than the prior, then up once it measures as the prior says.
+    run(900, scale=1.6, tpot_p=0.020)
+    first = current(w).max_batch_size
+    assert first < 1024
+    run(2400, tpot_p=0.018)
+    second = current(w).max_batch_size
+    assert second > first * 1.1, (first, second)
+    # Now the calibration swings back (the server looks slow to the model again) while the measured per-request
+    # ITL stays inside the 25 ms objective (at 60 running, so the bigger batch is not proven full either): going
+    # back to the first knee would be the model undoing itself.
+    assert run(4800, running=60, scale=1.6, tpot_p=0.020) == {second}
+    assert w.status.knee is not None and w.status.knee.max_batch_size <= first * 1.1
+    # A measured violation does go back.
+    run(6000, scale=1.6, tpot_p=0.040)
+    assert current(w).max_batch_size < second
+
+
+def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() -> None:
+    # 70B FP8 on one H100 with the FP8 KV cache: about 17 chat requests fit on average, 12 at the 95th percentile.
+    spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8"})
+    r = knee.replica(spec, models.Knobs(max_batch_size=16, kv_cache_dtype=models.KvDtype.FP8))
+    c = knee.perfmodel.coefficients(r)
+    per_seq = knee.PRIOR_WORKLOAD.isl + knee.PRIOR_WORKLOAD.osl / 2 + c.block_size / 2
+    average = c.kv_blocks * c.block_size / per_seq
+    assert 15 <= average <= 20
+    assert knee.kv_fits(c, 12, knee.PRIOR_WORKLOAD)
+    assert not knee.kv_fits(c, 16, knee.PRIOR_WORKLOAD)
+    assert knee.kv_fits(c, 1, knee.Workload(isl=100_000, osl=10))  # one request always gets its chance
+    best = knee.search(spec, knee.PRIOR_WORKLOAD, models.Calibration(), kv=models.KvDtype.FP8)
+    assert best.knobs.max_batch_size <= 13 and knee.kv_fits(c, best.knobs.max_batch_size, knee.PRIOR_WORKLOAD)
+
+
+def test_a_full_batch_is_planned_at_the_mean_times_at_most_1_05() -> None:
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=32, kv_cache_dtype=models.KvDtype.DEFAULT)
+    wide = models.Calibration(itl_tail=1.4)
+    mean = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, knee.MEANS).itl_p
+    # Below a full batch the measured open-load tail applies; at a full batch only the prefill spread is left.
+    assert knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, wide).itl_p == pytest.approx(mean * knee.FULL_BATCH_TAIL)
+    half = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, knee.MEANS, concurrency=16).itl_p
+    assert knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, wide, concurrency=16).itl_p == pytest.approx(half * 1.4)
+    # A measured tail below the cap is used as it is.
+    narrow = models.Calibration(itl_tail=1.02)
+    assert knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, narrow).itl_p == pytest.approx(mean * 1.02)
+
+
+def test_one_cycle_of_many_pods_is_one_calibration_step() -> None:
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=64, kv_cache_dtype=models.KvDtype.DEFAULT)
+    slow = observation.PodMetrics(**load(spec, knobs, running=30, rps=3.0, scale=1.5))
+    one = knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD, [slow])
+    ten = knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD, [slow] * 10)
+    # 0.8 x 1.0 + 0.2 x 1.5 = 1.1, whether one pod reported it or ten.
+    assert one.itl_scale == pytest.approx(1.1) and ten.itl_scale == pytest.approx(1.1)
+    assert ten.samples == 10 and one.samples == 1
+    # A cycle of only unusable points (queued, preempting) changes nothing.
+    queued = observation.PodMetrics(**load(spec, knobs, running=30, rps=3.0, scale=1.5, waiting=4.0))
+    assert knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD, [queued]) == models.Calibration()

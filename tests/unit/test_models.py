@@ -27,7 +27,7 @@ def test_base_spec_defaults() -> None:
     assert problems == [] and spec is not None
     assert spec.slo.ttft == 1.5 and spec.slo.itl == 0.04 and spec.slo.percentile == 95
     assert spec.tuning.mode is models.TuningMode.AUTO
-    assert spec.tuning.min_change_interval == 1800
+    assert spec.tuning.min_change_interval == 600
     assert spec.scaling.cold_start is None  # auto: measured
     assert spec.engine.port == 8000
 

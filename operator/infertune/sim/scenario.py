@@ -77,7 +77,7 @@ class Tuning(models.Base):
     mode: models.TuningMode = models.TuningMode.AUTO
     max_batch_size: models.BatchBounds = pydantic.Field(default_factory=models.BatchBounds)
     kv_cache_dtype: models.KvCachePolicy = models.KvCachePolicy.AUTO
-    min_change_interval: models.Duration = pydantic.Field(default="30m", validate_default=True)
+    min_change_interval: models.Duration = pydantic.Field(default="10m", validate_default=True)
 
 
 class Initial(models.Base):
