@@ -226,7 +226,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if forced:
         target, why = initial, f"{forced}; {initial_why}"
     verify_rollback = None
-    if config is not None and not config.verified and not rolling and health.ok and config.tuned:
+    # A saturated engine admits a prefill chunk into every step and every request's ITL grows (58 -> 120 ms at
+    # a 3x burst on the twin) whatever the max batch size: what is measured while requests queue judges the
+    # replica count, not the knobs. Verification waits, and no knob change is urged by it.
+    overloaded = sum(m.waiting or 0.0 for m in served) > 0.5 * max(1, len(served))
+    if config is not None and not config.verified and not rolling and health.ok and config.tuned and not overloaded:
         verify_rollback = _verify(spec, config, obs=obs, pm=pm, t=t)
     health_rollback = _health_check(spec, prev, obs=obs, t=t) if rolling else None
     rollback = health_rollback or verify_rollback
@@ -247,7 +251,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         verify_rollback = None  # nothing to go back to; keep it and say so
         out.record(now, "verify", "kept: no earlier configuration to return to", rollback, applied=False)
     verified_now = (config is not None and not config.verified and not rolling and verify_rollback is None
-                    and rollback is None and _verifiable(config, t) and config.tuned)
+                    and rollback is None and _verifiable(config, t) and config.tuned and not overloaded)
 
     mode = spec.tuning.mode
     proposal = None
@@ -255,7 +259,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         pressure = (kv_usage or 0) >= 0.9 or preempting
         proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
                             conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t,
-                            kv_pressure=pressure)
+                            kv_pressure=pressure, overloaded=overloaded)
     if proposal is not None:
         new_knobs, reason = proposal
         action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
@@ -325,12 +329,38 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         # more than half a batch per serving pod.
         if queued <= 0.5 * at_target.batch * max(1, len(serving_pods)):
             queued = 0.0
-        goal = scaling.targets(spec.scaling, demand, capacity=capacity, slots=at_target.batch,
-                               wait_budget=budget,
-                               miss=(1 - spec.slo.percentile / 100) / 2, current=0 if fresh else prev_desired,
-                               lead=cold, now=now, measured=rate + backlog + queued / max(budget, 1.0),
-                               window=obs.metrics.window if obs.metrics is not None else 60.0)
-        demand = demand.model_copy(update={"below_since": goal.below_since})
+        window = obs.metrics.window if obs.metrics is not None else 60.0
+
+        smoothed = demand
+
+        def sized(measured: float) -> scaling.Targets:
+            return scaling.targets(spec.scaling, smoothed, capacity=capacity, slots=at_target.batch,
+                                   wait_budget=budget, miss=(1 - spec.slo.percentile / 100) / 2,
+                                   current=0 if fresh else prev_desired, lead=cold, now=now, measured=measured,
+                                   window=window)
+
+        # Two readings of a queue. Its growth since the last cycle is arrivals the replicas could not take: the
+        # part of a burst the window's average has not caught up with yet (150 more queued than 15 s ago is
+        # 10 req/s more demand). The queue itself is work waiting now, to be served within the TTFT budget
+        # (150 queued against a 1.1 s budget ask for 136 req/s): standby pods are promoted for it at once, but
+        # new pods start for it only while it still grows with no standby left. Once the promoted pods drain
+        # it, pods started now would be Ready one cold start later, after the burst is served: 2 serving and
+        # 3 standby facing 150 queued promote to 5 and stop there instead of starting 14. With no standby, a
+        # growing queue behind a FIFO makes every later arrival late too; only more capacity, sooner, helps.
+        last = prev.demand
+        since = _ts(last.updated) if last is not None else None
+        dt = t - since if since is not None else 0.0
+        last_queued = last.queued if last is not None else 0.0
+        growth = max(0.0, queued - last_queued) / dt if dt > 0 else 0.0
+        goal = sized(rate + backlog + growth)
+        if queued > 0:
+            promotable = len(serving_pods) + sum(1 for x in live if x.ready and not x.serving)
+            fast = sized(rate + backlog + queued / max(budget, 1.0))
+            if fast.serving > goal.serving:
+                standby_ready = promotable - len(serving_pods)
+                limit = fast.serving if queued > last_queued and not standby_ready else promotable
+                goal = dataclasses.replace(fast, serving=max(goal.serving, min(fast.serving, limit)))
+        demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
         if obs.metrics is not None and obs.metrics.ignored and serving_n < prev_desired:
             # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
@@ -406,6 +436,7 @@ def _propose(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
     served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float, kv_pressure: bool = False,
+    overloaded: bool = False,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
     if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
@@ -422,7 +453,9 @@ def _propose(
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
     # Urgency comes from measurements only (the prior alone never restarts a server that has no traffic yet),
     # and from a clear miss: within 10% of the objective is noise a smaller batch would not fix.
-    violating = measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE)
+    # ... but not while requests queue (see `overloaded` in decide): replicas fix that, and restarting engines
+    # in the middle of a burst would only make it worse.
+    violating = measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE) and not overloaded
     # Goodput per replica: throughput at a full batch, counted only when the SLO holds there. A running
     # configuration is judged by what it measures; the prediction only stands in when nothing is measured.
     holds = measured <= spec.slo.itl * (1 + REGRESSION_TOLERANCE) if measured is not None else now_pred.feasible

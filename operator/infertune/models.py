@@ -629,6 +629,10 @@ class DemandStatus(Base):
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when fewer serving replicas would do (scale-down waits scaling.scaleDownDelay).",
     )
+    queued: float = pydantic.Field(
+        default=0, ge=0, description="Requests queued beyond the batch slots at the last update (its growth is "
+        "the part of a burst the rate window has not caught up with)."
+    )
 
 
 class CostStatus(Base):

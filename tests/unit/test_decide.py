@@ -289,8 +289,8 @@ def test_garbage_metrics_are_named_and_hold_a_scale_down_but_not_a_scale_up() ->
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    for t in range(15, 600, 15):  # moderate load: a few replicas, below maxReplicas 8
-        w.set_load(**load(spec, current(w), running=30, rps=12.0))
+    for t in range(15, 600, 15):  # moderate load (40 req/s in all): a few replicas, below maxReplicas 8
+        w.set_load(**load(spec, current(w), running=30, rps=40.0 / max(1, len(w.serving()))))
         w.step(t)
     high = w.status.replicas.desired
     assert 1 < high < 8
@@ -497,3 +497,53 @@ def test_one_cycle_of_many_pods_is_one_calibration_step() -> None:
     # A cycle of only unusable points (queued, preempting) changes nothing.
     queued = observation.PodMetrics(**load(spec, knobs, running=30, rps=3.0, scale=1.5, waiting=4.0))
     assert knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD, [queued]) == models.Calibration()
+
+
+def test_a_queue_promotes_standby_at_once_but_starts_cold_pods_only_while_it_grows_with_no_standby_left() -> None:
+    spec = spec_of(**{"scaling.standby": {"min": 2, "max": 2}, "scaling.maxReplicas": 8})
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 300, 15):
+        w.set_load(**load(spec, current(w), running=5, rps=1.0))
+        w.step(t)
+    serving = len(w.serving())
+    assert len([p for p in w.pods.values() if not p.serving]) == 2
+    assert w.status.knee is not None
+    slots = knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, w.status.knee.calibration).batch
+    # Five minutes later (the operator was away) every serving pod has 60% of a batch queued: a queue that
+    # barely grew per second, but must be served within the TTFT budget. Both standby pods are promoted this
+    # cycle, and no cold pod is started for a queue they may drain (it would be Ready a cold start later).
+    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=1.6 * slots, waiting=0.6 * slots))
+    d = w.step(600)
+    assert len([p for p in d.pod_patches if p.serving is True]) == 2
+    assert d.status.replicas.desired == serving + 2
+    # 15 s later the queue has doubled with no standby left: arrivals outrun the replicas, cold pods start.
+    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=2.2 * slots, waiting=1.2 * slots))
+    d = w.step(615)
+    assert d.status.replicas.desired > serving + 2
+
+
+def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not any(r.kind == "knobs" for r in w.status.decisions) and t < 1800:
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    tuned = current(w)
+    # Minutes later, a burst queues requests and every step carries a prefill chunk: ITL 80 ms, 40 waiting.
+    t += 900
+    for _ in range(40):
+        w.set_load(**load(spec, current(w), running=tuned.max_batch_size, rps=4.0, tpot_p=0.080, itl_p=0.09,
+                          waiting=40.0, in_flight=tuned.max_batch_size + 40.0))
+        w.step(t)
+        t += 15
+    assert current(w) == tuned
+    # The same miss with nothing queued is the batch's doing: it is corrected.
+    for _ in range(40):
+        w.set_load(**load(spec, current(w), running=tuned.max_batch_size, rps=4.0, tpot_p=0.080, itl_p=0.09))
+        w.step(t)
+        t += 15
+    assert current(w).max_batch_size < tuned.max_batch_size

@@ -1,0 +1,43 @@
+"""Test: serving replicas and the standby pool from the demand forecast (pure)."""
+
+from __future__ import annotations
+
+import datetime
+
+from infertune import models, scaling
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+SPEC = models.ScalingSpec.model_validate({"minReplicas": 1, "maxReplicas": 16, "standby": {"min": 0, "max": 4}})
+
+
+def _targets(rate: float, error: float) -> scaling.Targets:
+    demand = models.DemandStatus(rate=rate, trend=0.0, error=error, updated="2026-01-01T00:00:00Z")
+    # 70B FP8 on two H100s at its knee: 7.9 req/s per replica with 57 batch slots, 1.1 s of TTFT to queue in.
+    return scaling.targets(SPEC, demand, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=0,
+                           lead=60.0, now=NOW, window=60.0)
+
+
+def test_a_small_forecast_error_within_the_serving_slack_keeps_no_pod_warm() -> None:
+    # 16 req/s with a 0.8 req/s error (1.65 sigma beyond the counting noise: 1.4 req/s): three replicas serve
+    # 16 and 17.4 alike (up to 20); rounding 0.18 of a replica up to a whole idle pod would cost a third more
+    # GPUs all day.
+    t = _targets(16.0, 0.8)
+    assert t.serving == 3 == scaling.replicas_for(16.0, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, limit=16)
+    assert t.standby == 0
+
+
+def test_standby_covers_what_the_upper_forecast_needs_beyond_the_serving_replicas() -> None:
+    # A 3 req/s error (sigma 3.75, most of it real change beyond the counting noise) over a one-minute lead:
+    # the upper forecast 16 + 1.65 x 3.7 = 22 req/s needs a fourth replica, kept warm on standby.
+    t = _targets(16.0, 3.0)
+    assert (t.serving, t.standby) == (3, 1)
+    # ... within its bounds.
+    assert _targets(16.0, 60.0).standby == 4
+
+
+def test_standby_min_holds_even_without_error() -> None:
+    spec = SPEC.model_copy(update={"standby": models.StandbySpec.model_validate({"min": 2, "max": 4})})
+    demand = models.DemandStatus(rate=16.0, updated="2026-01-01T00:00:00Z")
+    t = scaling.targets(spec, demand, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=0, lead=60.0,
+                        now=NOW)
+    assert t.standby == 2
