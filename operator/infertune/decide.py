@@ -30,6 +30,8 @@ PREFIX_COLLAPSE = 0.5
 CRASH_RESTARTS = 3
 STARTUP_BUDGET_COLD_STARTS = 3.0
 DEFAULT_COLD_START = 120.0
+# Pods started for a growing queue clear what will be queued when they are Ready within this long.
+DRAIN_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -339,27 +341,32 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                                    current=0 if fresh else prev_desired, lead=cold, now=now, measured=measured,
                                    window=window)
 
-        # Two readings of a queue. Its growth since the last cycle is arrivals the replicas could not take: the
-        # part of a burst the window's average has not caught up with yet (150 more queued than 15 s ago is
-        # 10 req/s more demand). The queue itself is work waiting now, to be served within the TTFT budget
-        # (150 queued against a 1.1 s budget ask for 136 req/s): standby pods are promoted for it at once, but
-        # new pods start for it only while it still grows with no standby left. Once the promoted pods drain
-        # it, pods started now would be Ready one cold start later, after the burst is served: 2 serving and
-        # 3 standby facing 150 queued promote to 5 and stop there instead of starting 14. With no standby, a
-        # growing queue behind a FIFO makes every later arrival late too; only more capacity, sooner, helps.
+        # Three readings of a queue. Its growth since the last cycle is arrivals the replicas could not take:
+        # the part of a burst the window's average has not caught up with yet (150 more queued than 15 s ago
+        # is 10 req/s more demand). The queue itself is work waiting now, to be served within the TTFT budget:
+        # only standby pods can do that, so they are promoted for it at once (150 queued against a 1.1 s
+        # budget ask for 136 req/s), and no cold pod starts for it: 2 serving and 3 standby facing 150 queued
+        # promote to 5 instead of starting 14 that would be Ready after the burst is served. With no standby
+        # left and the queue still growing, pods started now meet the queue as it will be one cold start
+        # later, behind which every arrival waits (FIFO); they are sized to clear that within a minute:
+        # 100 queued growing 8/s over a 300 s cold start is 2,500 then, 42 req/s more; 90 growing 0.3/s is
+        # 180 then, 3 req/s more.
         last = prev.demand
         since = _ts(last.updated) if last is not None else None
         dt = t - since if since is not None else 0.0
-        last_queued = last.queued if last is not None else 0.0
-        growth = max(0.0, queued - last_queued) / dt if dt > 0 else 0.0
+        growth = max(0.0, queued - (last.queued if last is not None else 0.0)) / dt if dt > 0 else 0.0
         goal = sized(rate + backlog + growth)
         if queued > 0:
-            promotable = len(serving_pods) + sum(1 for x in live if x.ready and not x.serving)
-            fast = sized(rate + backlog + queued / max(budget, 1.0))
-            if fast.serving > goal.serving:
-                standby_ready = promotable - len(serving_pods)
-                limit = fast.serving if queued > last_queued and not standby_ready else promotable
-                goal = dataclasses.replace(fast, serving=max(goal.serving, min(fast.serving, limit)))
+            standby_ready = sum(1 for x in live if x.ready and not x.serving)
+            if standby_ready:
+                fast = sized(rate + backlog + queued / max(budget, 1.0))
+                promotable = len(serving_pods) + standby_ready
+                if fast.serving > goal.serving:
+                    goal = dataclasses.replace(fast, serving=max(goal.serving, min(fast.serving, promotable)))
+            elif growth > 0:
+                ahead = sized(rate + growth + (queued + growth * cold) / DRAIN_SECONDS)
+                if ahead.serving > goal.serving:
+                    goal = ahead
         demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
         if obs.metrics is not None and obs.metrics.ignored and serving_n < prev_desired:
@@ -456,10 +463,10 @@ def _propose(
     # ... but not while requests queue (see `overloaded` in decide): replicas fix that, and restarting engines
     # in the middle of a burst would only make it worse.
     violating = measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE) and not overloaded
-    # Goodput per replica: throughput at a full batch, counted only when the SLO holds there. A running
-    # configuration is judged by what it measures; the prediction only stands in when nothing is measured.
-    holds = measured <= spec.slo.itl * (1 + REGRESSION_TOLERANCE) if measured is not None else now_pred.feasible
-    goodput_now = now_pred.output_tokens_per_s if holds else 0.0
+    # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
+    # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
+    # predicted above the knee is the 1.5x rule's call below.
+    goodput_now = 0.0 if violating else now_pred.output_tokens_per_s
     gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
     if not best.feasible:
         return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing
