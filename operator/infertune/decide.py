@@ -178,8 +178,16 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     # tenth of its real rate over 60 s): its numbers would mislead the calibration and the demand estimate.
     grace = obs.metrics.grace if obs.metrics is not None else 0.0
     served = [pm[p.name] for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
-    workload = _workload(served) or knee.PRIOR_WORKLOAD
+    # While no pod has served a whole window (right after a scale-up), the last measured request shape stands:
+    # falling back to the prior's 1,000/200 made a 600/60 load look a third as cheap to serve for a cycle
+    # (14.6 -> 4.3 req/s per replica) and the replicas jumped 1 -> 3. Young pods' own token means are biased
+    # (their short requests finish first), so they are not asked.
     measured_workload = _workload(served) is not None
+    remembered = prev.knee
+    hits = (prev.observed.prefix_cache_hit_rate if prev.observed is not None else None) or 0.0
+    workload = _workload(served) or (
+        knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens, prefix_hit_rate=min(0.95, hits))
+        if remembered is not None and remembered.input_tokens and remembered.output_tokens else knee.PRIOR_WORKLOAD)
 
     # --- calibrate on the pods of the configuration that serves -----------------------------------
     cal = prev.knee.calibration if prev.knee is not None else models.Calibration()
@@ -417,6 +425,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         goodput=round(best.output_tokens_per_s, 1), itl_p95_ms=round(best.itl_p * 1000, 2),
         ttft_p95_ms=round(best.ttft_p * 1000, 1), limited_by="slo" if best.feasible else "slo-unreachable",
         basis=basis, confidence=conf, calibration=cal,
+        input_tokens=workload.isl if workload is not knee.PRIOR_WORKLOAD else None,
+        output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected)

@@ -593,6 +593,10 @@ class KneeStatus(Base):
     basis: Literal["prior", "measured"] = pydantic.Field(description="Physics prior, or calibrated on live metrics.")
     confidence: float = pydantic.Field(ge=0, le=1, description="0 (a guess) to 1 (well measured).")
     calibration: Calibration = pydantic.Field(default_factory=Calibration, description="Corrections to the prior.")
+    input_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="Mean prompt tokens per request the knee was computed for (last measured).")
+    output_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="Mean output tokens per request the knee was computed for (last measured).")
 
 
 class ObservedStatus(Base):

@@ -547,3 +547,30 @@ def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> N
         w.step(t)
         t += 15
     assert current(w).max_batch_size < tuned.max_batch_size
+
+
+def test_the_last_measured_request_shape_stands_while_every_pod_is_young() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.metrics = observation.Metrics(pods={}, grace=60)
+    w.step(0)
+    # A minute of a 600/60 load on a pod older than the metrics window: the knee remembers the shape.
+    for t in range(15, 135, 15):
+        w.set_load(**{**load(spec, current(w), running=20, rps=10.0), "mean_input_tokens": 600.0,
+                      "mean_output_tokens": 60.0})
+        w.step(t)
+    assert w.status.knee is not None and (w.status.knee.input_tokens, w.status.knee.output_tokens) == (600, 60)
+    # Every pod replaced by a young one (rates over a partly empty window, token means biased to short
+    # requests): replicas are still sized at 600/60's capacity, not at the prior's 1,000/200.
+    for name, p in list(w.pods.items()):
+        w.pods[name] = p.model_copy(update={"created": at(130).timestamp(), "ready_since": at(130).timestamp()})
+    w.set_load(**{**load(spec, current(w), running=20, rps=100.0), "mean_input_tokens": 300.0,
+                  "mean_output_tokens": 20.0})
+    d = w.step(135)
+    assert d.status.knee is not None and (d.status.knee.input_tokens, d.status.knee.output_tokens) == (600, 60)
+    cal = d.status.knee.calibration
+    per_replica = knee.predict(spec, current(w), knee.Workload(isl=600, osl=60), cal).requests_per_s
+    prior = knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, cal).requests_per_s
+    assert per_replica > 2 * prior
+    scaled = next(r for r in reversed(d.status.decisions) if r.kind == "replicas")
+    assert f"at {per_replica:.2f} req/s" in scaled.reason
