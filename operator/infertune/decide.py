@@ -377,12 +377,19 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                     goal = ahead
         demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
-        if obs.metrics is not None and obs.metrics.ignored and serving_n < prev_desired:
+        if obs.metrics is not None and obs.metrics.ignored:
             # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
-            # take it away: the dropped value could have been the load.
-            serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({obs.metrics.ignored[0]})"
+            # take it away: the dropped value could have been the load. The scale-down delay starts over, so
+            # the first clean cycle after garbage that comes and goes does not remove replicas at once: demand
+            # must look low for a whole scaleDownDelay of clean metrics.
+            demand = demand.model_copy(update={"below_since": None})
+            if serving_n < prev_desired:
+                serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({obs.metrics.ignored[0]})"
     else:
-        # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply).
+        # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply), and the
+        # scale-down delay starts over once the metrics are back.
+        if demand is not None:
+            demand = demand.model_copy(update={"below_since": None})
         serving_n = min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired))
         standby_n = min(spec.scaling.standby.max, max(spec.scaling.standby.min, prev.replicas.desired_standby))
         scale_why = f"frozen: {health.message}"

@@ -574,3 +574,30 @@ def test_the_last_measured_request_shape_stands_while_every_pod_is_young() -> No
     assert per_replica > 2 * prior
     scaled = next(r for r in reversed(d.status.decisions) if r.kind == "replicas")
     assert f"at {per_replica:.2f} req/s" in scaled.reason
+
+
+def test_after_garbage_the_scale_down_waits_a_whole_delay_of_clean_metrics() -> None:
+    spec = spec_of()  # scaleDownDelay 2 minutes
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):
+        w.set_load(**load(spec, current(w), running=30, rps=40.0 / max(1, len(w.serving()))))
+        w.step(t)
+    high = w.status.replicas.desired
+    assert high > 1
+    # Three minutes of low load with garbage in the picture: held (longer than the delay itself).
+    w.metrics = observation.Metrics(pods={}, grace=0, ignored=("p1 running: negative (-3)",))
+    for t in range(600, 780, 15):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=0.0))
+        w.step(t)
+    assert w.status.replicas.desired == high
+    # The garbage goes: the delay starts now, not when the load fell under the garbage.
+    w.metrics = observation.Metrics(pods={}, grace=0)
+    for t in range(780, 885, 15):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=0.0))
+        w.step(t)
+        assert w.status.replicas.desired == high, t
+    for t in range(885, 1200, 15):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=0.0))
+        w.step(t)
+    assert w.status.replicas.desired < high
