@@ -601,3 +601,26 @@ def test_after_garbage_the_scale_down_waits_a_whole_delay_of_clean_metrics() -> 
         w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=0.0))
         w.step(t)
     assert w.status.replicas.desired < high
+
+
+def test_a_knee_predicted_a_little_below_the_running_batch_is_no_infinite_gain() -> None:
+    spec = spec_of(**{"slo.itl": "25ms"})
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not any(r.kind == "knobs" for r in w.status.decisions) and t < 1800:
+        w.set_load(**load(spec, current(w), running=100, rps=8.0, tpot_p=0.018))
+        w.step(t)
+        t += 15
+    tuned = current(w)
+    # The server now looks 15% slower to the model, so the knee sits a little below the running batch, while
+    # the measured per-request ITL stays inside the 25 ms objective. Predicted-infeasible is not "no goodput":
+    # a knee within 1.5x of the running batch is calibration noise, not a reason to restart engines.
+    seen = set()
+    for _ in range(120):
+        w.set_load(**load(spec, current(w), running=60, rps=8.0, scale=1.15, tpot_p=0.020))
+        w.step(t)
+        seen.add(current(w))
+        t += 15
+    assert w.status.knee is not None and w.status.knee.max_batch_size < tuned.max_batch_size * 0.9
+    assert seen == {tuned}
