@@ -18,8 +18,10 @@ SAMPLE = ROOT / "manifests" / "samples" / "vllm-llama-3.1-8b-l40s.yaml"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cycles", type=int, default=2000)
+    parser.add_argument("--cycles", type=int, default=2000, help="timed reconciles (at least 1)")
     args = parser.parse_args()
+    if args.cycles < 1:
+        parser.error(f"--cycles must be at least 1, got {args.cycles}")
     spec_raw = yaml.safe_load(SAMPLE.read_text())["spec"]
     spec, problems = validation.parse(dict(spec_raw))
     assert spec is not None, problems
