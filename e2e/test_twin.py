@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import yaml
 from e2e import cluster as e2e_cluster
 from e2e import prometheus as e2e_prometheus
 from e2e.conftest import OperatorProcess, TwinProcess
+from infertune import prometheus as prom_adapter
+from infertune.runtimes import metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,3 +64,45 @@ def test_prometheus_scrapes_each_twin_pod(k8s: e2e_cluster.Kube, namespace: str,
                          message="requests finished")
     twin.set_load(namespace, "twin", rate=0.0)
     assert stats["dropped"] == 0 and stats["unrouted"] == 0, stats
+
+
+def test_the_batched_snapshot_sends_every_bucket_of_a_busy_pod_and_one_of_an_idle_pod(
+        k8s: e2e_cluster.Kube, namespace: str, operator: OperatorProcess, twin: TwinProcess,
+        prometheus: e2e_prometheus.Prometheus) -> None:
+    """The snapshot's histogram queries on the real Prometheus: a pod with traffic keeps all its buckets (its
+    quantiles need them); an idle pod answers with its +Inf bucket alone, at rate 0 (idle, not missing)."""
+    k8s.apply(sample("busy", namespace, replicas=1))
+    k8s.apply(sample("idle", namespace, replicas=1))
+
+    def ready(name: str) -> str | None:
+        ps = k8s.list("pod", namespace=namespace, selector=f"infertune.io/deployment={name}")
+        return ps[0]["metadata"]["name"] if len(ps) == 1 and e2e_cluster.is_ready(ps[0]) else None
+
+    busy = k8s.wait_for(lambda: ready("busy"), 60, message="the busy pod Ready")
+    idle = k8s.wait_for(lambda: ready("idle"), 60, message="the idle pod Ready")
+    k8s.wait_for(lambda: sorted(e["targetRef"]["name"] for s in k8s.list(
+        "endpointslice", namespace=namespace, selector="kubernetes.io/service-name=busy")
+        for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")) == [busy], 30,
+        message="the busy pod in its Service's endpoints")
+    time.sleep(1.0)
+    twin.set_load(namespace, "busy", rate=4.0, input={"mean": 300, "cv": 0.3}, output={"mean": 20, "cv": 0.3})
+    source = prom_adapter.Source(query=prom_adapter.connect(prometheus.url), window=30.0)
+
+    def snap() -> prom_adapter.Snapshot | None:
+        s = asyncio.run(source.snapshot(max_age=0.0))
+        b = s.pods.get((namespace, busy))
+        i = s.pods.get((namespace, idle))
+        ok = (s.ok and b is not None and i is not None and metrics.Signal.TTFT in b.buckets
+              and b.buckets[metrics.Signal.TTFT][-1][1] > 0 and metrics.Signal.TTFT in i.buckets)
+        return s if ok else None
+
+    s = k8s.wait_for(snap, 90, interval=2.0, message="the busy pod's TTFT observed and the idle pod's +Inf bucket")
+    twin.set_load(namespace, "busy", rate=0.0)
+    b, i = s.pods[(namespace, busy)], s.pods[(namespace, idle)]
+    assert len(b.buckets[metrics.Signal.TTFT]) > 5, b.buckets
+    for signal in (metrics.Signal.TTFT, metrics.Signal.ITL, metrics.Signal.E2E):
+        assert i.buckets[signal] == ((math.inf, 0.0),), (signal, i.buckets[signal])
+    quiet = prom_adapter.pod_metrics(i, percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert quiet.requests_per_s == 0.0 and quiet.ttft_p is None
+    loud = prom_adapter.pod_metrics(b, percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert loud.requests_per_s and loud.requests_per_s > 0 and loud.ttft_p is not None

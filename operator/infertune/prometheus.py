@@ -92,10 +92,20 @@ def _window(seconds: float) -> str:
 
 
 def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
-    """Bucket rates by pod and `le` for every dialect at once; `or` keeps the first name a pod has."""
+    """Bucket rates by pod and `le` for every dialect at once; `or` keeps the first name a pod has.
+
+    A pod that observed nothing in the window (idle, or a standby pod by design) sends only its +Inf bucket, at
+    rate 0: every other bucket of it is 0 too and says nothing. vLLM's TTFT histogram has 21 buckets, so
+    1,000 idle pods send 4 x 1,000 series instead of 4 x 21,000 (about 80 MB less to decode per snapshot).
+    """
     w = _window(window)
-    parts = [f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\"}}[{w}]))"
-             for n, k in _names(signal, dialects) if k is metrics.Kind.HISTOGRAM]
+    parts = []
+    for n, k in _names(signal, dialects):
+        if k is not metrics.Kind.HISTOGRAM:
+            continue
+        every = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\"}}[{w}]))"
+        total = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\", le=\"+Inf\"}}[{w}]))"
+        parts.append(f"({every} and on ({BY}) ({total} > 0)) or {total}")
     return " or ".join(parts) or None
 
 
