@@ -624,3 +624,20 @@ def test_a_knee_predicted_a_little_below_the_running_batch_is_no_infinite_gain()
         t += 15
     assert w.status.knee is not None and w.status.knee.max_batch_size < tuned.max_batch_size * 0.9
     assert seen == {tuned}
+
+
+def test_the_knee_search_is_remembered_for_unchanged_inputs_and_redone_when_one_moves() -> None:
+    spec = spec_of()
+    cal = models.Calibration()
+    first = knee.search(spec, knee.PRIOR_WORKLOAD, cal, kv=models.KvDtype.DEFAULT)
+    hits = knee._search.cache_info().hits
+    # A fresh parse of the same spec with other pod labels: the same frontier, answered from memory.
+    relabelled = spec_of(**{"template.labels": {"team": "a"}})
+    again = knee.search(relabelled, knee.PRIOR_WORKLOAD, cal, kv=models.KvDtype.DEFAULT)
+    assert again == first and knee._search.cache_info().hits == hits + 1
+    # A tighter SLO, a slower measured ITL, longer prompts: each is searched again and lowers the knee.
+    for other in (knee.search(spec_of(**{"slo.itl": "20ms"}), knee.PRIOR_WORKLOAD, cal, kv=models.KvDtype.DEFAULT),
+                  knee.search(spec, knee.PRIOR_WORKLOAD, cal.model_copy(update={"itl_scale": 2.0}),
+                              kv=models.KvDtype.DEFAULT),
+                  knee.search(spec, knee.Workload(isl=8000, osl=200), cal, kv=models.KvDtype.DEFAULT)):
+        assert other.knobs.max_batch_size < first.knobs.max_batch_size
