@@ -72,6 +72,12 @@ def quantile(q: float, before: dict[str, float], after: dict[str, float]) -> flo
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used (its /proc stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -103,9 +109,9 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
     k8s.wait_for(settled, 900, interval=5.0, message=f"{n} resources Ready and steady")
     settle = time.monotonic() - started
     time.sleep(10)
-    before, t0 = scrape(metrics_url), time.monotonic()
+    before, t0, cpu0 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
     time.sleep(seconds)
-    after, t1 = scrape(metrics_url), time.monotonic()
+    after, t1, cpu1 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
     span = t1 - t0
     count = "infertune_reconcile_duration_seconds_count"
     reconciles = after[count] - before[count]
@@ -122,6 +128,10 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
         "reconcile_p50_s": quantile(0.5, before, after),
         "reconcile_p99_s": quantile(0.99, before, after),
         "promql_queries_per_s": round(queries / span, 2),
+        # The operator's own CPU per reconcile (Prometheus, the API server and the twin share the 2 cores):
+        # 1,000 / (reconciles per CPU-second) is the pass a dedicated core would give.
+        "operator_cpu_share": round((cpu1 - cpu0) / span, 2),
+        "cpu_ms_per_reconcile": round(1000 * (cpu1 - cpu0) / reconciles, 2),
         "operator_rss_mib": round(rss_mib(pid), 1),
     }
 

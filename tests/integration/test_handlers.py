@@ -203,13 +203,13 @@ async def test_a_failed_write_shows_in_degraded_and_the_retry_decides_and_posts_
 
 
 async def test_the_cycle_stops_once_the_resource_is_deleted(kmock, run_operator) -> None:
-    # Without a finalizer kopf never sees a deletion timestamp; the timer must still stop, or it would keep
+    # Without a finalizer kopf never sees a deletion timestamp; the cycle must still stop, or it would keep
     # re-creating the children that garbage collection removes.
     body = seed(kmock)
     await run_operator()
     await eventually(lambda: deployments(kmock)[f"llm-{revision_of(body)}"])
     await kmock.delete("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm")
-    await asyncio.sleep(1.5)  # the DELETED event, and the one timer tick that stops
+    await asyncio.sleep(1.5)  # the DELETED event, and the one cycle that stops
     before = len(list(kmock))
     await asyncio.sleep(2.0)  # four intervals
     after = [(r.method, str(r.url.path)) for r in list(kmock)[before:]]
@@ -231,11 +231,11 @@ async def test_a_steady_cycle_reads_the_watch_cache_not_the_api_server(kmock, ru
         reads += 1
         return await facts(namespace, name)
 
-    async def counting_reconcile(body: Any, patch: Any, logger: Any, cached: Any = None) -> None:
+    async def counting_reconcile(body: Any, logger: Any, cached: Any = None) -> None:
         nonlocal cycles, cached_cycles
         cycles += 1
         cached_cycles += cached is not None and bool(cached[0])
-        await reconcile(body, patch, logger, cached)
+        await reconcile(body, logger, cached)
 
     operator.cluster.facts = counting_facts  # type: ignore[method-assign]
     operator.reconcile = counting_reconcile  # type: ignore[method-assign]

@@ -6,6 +6,7 @@ import asyncio
 import http.server
 import json
 import math
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -229,3 +230,50 @@ def test_the_http_client_turns_failures_into_prometheus_errors(fake_prometheus: 
 def test_the_http_client_returns_the_vector(fake_prometheus: tuple[str, type[_Handler]]) -> None:
     url, _ = fake_prometheus
     assert prometheus.connect(url)("up", timeout=1) == vec((POD_A, 1))
+
+
+def test_a_failed_request_is_described_without_its_url(fake_prometheus: tuple[str, type[_Handler]]) -> None:
+    """The query is kilobytes of URL: the condition's message keeps the cause and drops the address."""
+    url, handler = fake_prometheus
+    handler.mode = "slow"
+    with pytest.raises(prometheus.PrometheusError) as raised:
+        prometheus.connect(url, timeout=1)('sum by (namespace, pod) (rate({__name__="x"}[60s]))', timeout=1)
+    message = str(raised.value)
+    assert "ReadTimeoutError: Read timed out" in message
+    assert "query" not in message and "127.0.0.1" not in message and len(message) < 120
+
+
+async def test_the_failure_message_does_not_depend_on_which_query_failed_first() -> None:
+    """Which query times out first is a race; the message names the first failed signal in name order."""
+    plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
+
+    def failing(promql: str, *, timeout: float) -> list[dict[str, Any]]:
+        time.sleep(random.uniform(0, 0.01))  # the threads finish in a different order each time
+        raise prometheus.PrometheusError(f"failed: {promql[:60]}")
+
+    for _ in range(3):
+        snap = await prometheus.Source(query=failing, attempts=1, window=60).snapshot(max_age=0)
+        part, signal = snap.failed_signals[0].split(":")
+        assert snap.failed_signals[0] == "buckets:e2e"
+        assert snap.error == f"failed: {plan[part, metrics.Signal(signal)][:60]}"
+
+
+async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
+    clock = [0.0]
+    fake = FakeQuery({"num_requests_running": vec((POD_A, 2))})
+    source = prometheus.Source(query=fake, budget=5.0, clock=lambda: clock[0])
+    first = await source.snapshot(max_age=5)
+    assert len(fake.calls) == 18
+    fake.delay = 0.3  # the next batch takes a while
+    clock[0] = 6.0  # past max_age, within max_age + budget
+    started = time.monotonic()
+    again = await source.snapshot(max_age=5)
+    assert again is first and time.monotonic() - started < 0.1  # served at once, not after the queries
+    assert source._refresh is not None
+    fresh = await source._refresh
+    assert fresh is not first and len(fake.calls) == 36
+    assert await source.snapshot(max_age=5) is fresh
+    clock[0] = 20.0  # far too old to serve: the caller waits for the new one
+    fake.delay = 0.0
+    newest = await source.snapshot(max_age=5)
+    assert newest is not fresh and len(fake.calls) == 54
