@@ -344,25 +344,47 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
 
     kopf.on.login(registry=registry)(login)
 
-    def by_owner(body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> Any:
+    def keyed(body: kopf.Body, labels: kopf.Labels, namespace: str | None,
+              trim: Callable[[kopf.Body], dict[str, Any]]) -> Any:
         owner = labels.get(render.LABEL_DEPLOYMENT)
         if not owner:
             return None
-        # The cache keeps only what a cycle reads. managedFields (about half of an object's bytes) goes from
-        # both; a pod keeps its node and status, not its spec (containers, args, env: kube.pod_facts reads none
-        # of it). A Deployment stays whole: its spec is compared with the rendered one.
-        trimmed = dict(body)
+        trimmed = trim(body)
+        # managedFields is about half of an object's bytes, and no cycle reads it.
         trimmed["metadata"] = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
-        if "containers" in (body.get("spec") or {}):  # a pod (a Deployment's containers are under template)
-            trimmed["spec"] = {"nodeName": (body.get("spec") or {}).get("nodeName")}
         return {(namespace, owner): trimmed}
+
+    def pod(body: kopf.Body) -> dict[str, Any]:
+        # kube.pod_facts reads the node, the phase, the Ready condition and restart counts: not the spec
+        # (containers, args, env), images, container IDs or states: 190 of the 980 bytes of a bench pod's
+        # status are kept, and 40 of its 2,460 bytes of spec.
+        status = body.get("status") or {}
+        return {**body, "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")}, "status": {
+            "phase": status.get("phase"),
+            "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "Ready"],
+            "containerStatuses": [{"restartCount": c.get("restartCount")}
+                                  for c in status.get("containerStatuses") or []],
+        }}
+
+    def deployment(body: kopf.Body) -> dict[str, Any]:
+        # Its spec is compared with the rendered one, so it stays whole; kube.revision_facts reads its ready
+        # replicas, not its conditions (620 bytes).
+        status = body.get("status") or {}
+        return {**body, "status": {k: status[k] for k in ("replicas", "readyReplicas") if k in status}}
+
+    def deployments_by_owner(body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> Any:
+        return keyed(body, labels, namespace, deployment)
+
+    def pods_by_owner(body: kopf.Body, labels: kopf.Labels, namespace: str | None, **_: Any) -> Any:
+        return keyed(body, labels, namespace, pod)
 
     # Watch caches of the owned Deployments and pods, keyed by (namespace, InferenceDeployment). The label
     # selector is sent to the API server (settings.watching.label_selectors in configure()): the operator
     # never streams pods it does not own.
     owned = {render.LABEL_MANAGED_BY: render.MANAGED_BY}
-    kopf.index("apps", "v1", "deployments", registry=registry, id=DEPLOYMENT_INDEX, labels=owned)(by_owner)
-    kopf.index("v1", "pods", registry=registry, id=POD_INDEX, labels=owned)(by_owner)
+    kopf.index("apps", "v1", "deployments", registry=registry, id=DEPLOYMENT_INDEX,
+               labels=owned)(deployments_by_owner)
+    kopf.index("v1", "pods", registry=registry, id=POD_INDEX, labels=owned)(pods_by_owner)
 
     def cached(body: kopf.Body, kwargs: dict[str, Any]) -> Facts | None:
         deployments, pods = kwargs.get(DEPLOYMENT_INDEX), kwargs.get(POD_INDEX)

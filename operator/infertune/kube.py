@@ -63,9 +63,16 @@ class Cluster(Protocol):
         ...
 
 
+API_CONNECTIONS = 16
+
+
 async def load_configuration(kubeconfig: str | None = None) -> kclient.Configuration:
     """In-cluster credentials, else the kubeconfig file (the explicit path, then $KUBECONFIG, then ~/.kube/config)."""
     configuration = kclient.Configuration()
+    # The client's default pool opens up to 100 TLS connections when 1,000 resources write at once, and each
+    # keeps a 256 KiB TLS read buffer: 26 MB held for requests of a few milliseconds each. 16 in flight serve
+    # over 1,000 requests a second at 15 ms apiece, more than any cycle asks for.
+    configuration.connection_pool_maxsize = API_CONNECTIONS
     if kubeconfig is None:
         try:
             kconfig.load_incluster_config(client_configuration=configuration)
