@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import logging
 
 import kopf
@@ -11,8 +14,42 @@ from infertune import exporter, handlers, kube, models, prometheus
 log = logging.getLogger("infertune")
 
 
+# glibc's mallopt parameter for the number of malloc arenas (malloc.h).
+M_ARENA_MAX = -8
+ARENAS = 2
+TRIM_EVERY = 60.0
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return lib if lib is not None and hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+
+
+async def keep_memory_small(every: float = TRIM_EVERY) -> None:
+    """Give freed heap back to the kernel every minute (glibc only; elsewhere a no-op).
+
+    glibc keeps what a burst freed (1,000 resources created at once) as the process's resident size, and gives
+    each thread that ever allocated its own arena: the Prometheus query threads and the /metrics server's
+    threads each kept theirs. On an operator holding 1,000 resources, one malloc_trim took 326 MiB down to
+    307 MiB; with two arenas, the trim every minute and at most 32 reconciles at once, the same bench ends at
+    242 MiB instead of 320 (bench/operator_overhead.py; docs/scale.md).
+    """
+    libc = _libc()
+    if libc is None:
+        return
+    libc.mallopt(M_ARENA_MAX, ARENAS)
+    while True:
+        await asyncio.sleep(every)
+        libc.malloc_trim(0)
+
+
 async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, liveness: str | None = None) -> int:
     """Run the operator; returns the exit status."""
+    keeper = asyncio.create_task(keep_memory_small())
     cluster = await kube.KubeCluster.connect(kubeconfig)
     source = None
     if config.prometheus_url:
@@ -53,5 +90,6 @@ async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, l
             liveness_endpoint=liveness,
         )
     finally:
+        keeper.cancel()
         await cluster.close()
     return 0
