@@ -50,7 +50,7 @@ class Operator:
 
     async def reconcile(self, body: kopf.Body, logger: logging.Logger | Any, cached: Facts | None = None) -> None:
         uid = body["metadata"]["uid"]
-        # Change handlers and the timer may fire together for one object; one reconcile at a time.
+        # Change handlers and the cycle may fire together for one object; one reconcile at a time.
         async with self.locks.setdefault(uid, asyncio.Lock()), self.slots:
             started = time.perf_counter()
             try:
@@ -422,15 +422,14 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
                 # just removed (a Deployment with an owner that no longer exists, once a second, for ever).
                 operator.gone.discard(uid)
                 return
+            delay = backoff
             try:
                 await operator.reconcile(body, logger, cached(body, kwargs))
                 delay = operator.config.interval
             except kube.ApiError as e:  # the API server refused or failed: Degraded says so already
                 logger.warning(f"cycle failed, retrying in {backoff:g} s: {e}"[:2048])
-                delay = backoff
             except Exception:  # anything else is a bug: its traceback, and the loop goes on
                 logger.exception(f"cycle failed, retrying in {backoff:g} s")
-                delay = backoff
 
     async def on_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         if type == "DELETED":
@@ -448,15 +447,15 @@ def register(operator: Operator, registry: kopf.OperatorRegistry) -> None:
 
 
 def _without_finalizer(registry: kopf.OperatorRegistry) -> None:
-    """Let resources go without the operator: kopf gives timers a finalizer by default, which leaves an
-    InferenceDeployment (and its namespace) stuck Terminating whenever the operator is not running. The timer
+    """Let resources go without the operator: kopf gives daemons a finalizer by default, which leaves an
+    InferenceDeployment (and its namespace) stuck Terminating whenever the operator is not running. The cycle
     only reconciles; nothing needs cleaning up before deletion (owner references collect the children), so
-    the timer is registered without one. kopf exposes no switch for this: the handler is replaced in place.
+    the cycle is registered without one. kopf exposes no switch for this: the handler is replaced in place.
     """
     spawning = getattr(registry, "_spawning", None)
     handlers_ = getattr(spawning, "_handlers", None)
     if not isinstance(handlers_, list):
-        log.warning("kopf internals changed: timers keep their finalizer (delete resources before the operator)")
+        log.warning("kopf internals changed: the cycle keeps its finalizer (delete resources before the operator)")
         return
     handlers_[:] = [dataclasses.replace(h, requires_finalizer=False) if getattr(h, "requires_finalizer", False)
                     else h for h in handlers_]
