@@ -163,9 +163,8 @@ def test_garbage_metrics_are_ignored_with_a_reason_and_never_scale_down(env: Env
                      message="two or more serving under load, metrics flowing")
     # Settled: the first minutes refine the model (prior, then measured request shape), and a replica count
     # may come down once for that. The garbage arrives on a count that has held longer than scaleDownDelay.
-    before = _steady_desired(env, "junk", hold=40.0, timeout=240.0)
-    assert before >= 2, f"the load should hold two or more replicas: {env.get('junk')['status']['replicas']}"
-    garbage_from = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    steady = _steady_desired(env, "junk", hold=40.0, timeout=240.0)
+    assert steady >= 2, f"the load should hold two or more replicas: {env.get('junk')['status']['replicas']}"
     pod = next(p["metadata"]["name"] for p in env.k8s.list("pod", namespace=env.ns)
                if p["metadata"].get("labels", {}).get("infertune.io/serving") == "true")
     servers = [_exporter(GARBAGE), _exporter(INTRUDER)]
@@ -174,8 +173,20 @@ def test_garbage_metrics_are_ignored_with_a_reason_and_never_scale_down(env: Env
         for server, path, name in zip(servers, files, (pod, "intruder-0"), strict=True):
             e2e_prometheus.write_target(env.targets, path.stem, f"127.0.0.1:{server.server_address[1]}",
                                         {"namespace": env.ns, "pod": name})
-        cond = env.k8s.wait_for(lambda: (c := env.condition("junk", "MetricsAvailable")) and "ignored" in
-                                c["message"] and c, 60, message="the garbage named in MetricsAvailable")
+        def noticed() -> dict[str, Any] | None:
+            status = env.get("junk").get("status") or {}
+            c = next((c for c in status.get("conditions", []) if c["type"] == "MetricsAvailable"), None)
+            return status if c is not None and "ignored" in c["message"] else None
+
+        # The count the garbage must hold is the one written with the first status that names it: a count that
+        # had held 40 s can still come down just before (a knob change moves capacity, and its scale-down delay
+        # may end while Prometheus is finding the new targets); from here on nothing may take replicas away.
+        noticed_status = env.k8s.wait_for(noticed, 60, message="the garbage named in MetricsAvailable")
+        # Events carry whole seconds: from the next one on, a ScaledDown event is one the garbage let through.
+        garbage_from = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(seconds=1)
+        before = noticed_status["replicas"]["desired"]
+        assert before >= 2, noticed_status["replicas"]
+        cond = next(c for c in noticed_status["conditions"] if c["type"] == "MetricsAvailable")
         assert cond["status"] == "True", cond
         assert pod in cond["message"] and "intruder" not in cond["message"], cond
         # Then the load goes away: on clean metrics this scales down after scaleDownDelay (30 s). Only once the
