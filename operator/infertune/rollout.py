@@ -83,11 +83,21 @@ def plan(
         if p.deletion_cost != LEAVING_COST:
             patches.append(observation.PodPatch(name=p.name, deletion_cost=LEAVING_COST))
 
-    # Old revisions serve until the target serves at full size; then their pods drain and they go.
+    # Old revisions serve until the target serves at full size; then their pods drain and go one by one.
     switched = False
-    old_busy: set[str] = set()
+    keep_old: dict[str, int] = {}  # pods each old revision still needs
+    gone_old: list[observation.PodFacts] = []
     old_serving = [p for p in old if p.ready and p.serving]
-    if old and len(serving_pods) < serving:
+    if old and len(serving_pods) >= serving:
+        for p in old:
+            if p.serving:
+                patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
+                switched = True
+            if p.ready and (p.serving or not drained(p, in_flight, drain_timeout=drain_timeout, now=t)):
+                keep_old[p.revision] = keep_old.get(p.revision, 0) + 1
+            elif p.ready:
+                gone_old.append(p)
+    elif old:
         # Mid-rollout demand still gets served: the old revision's standby pods are promoted too.
         old_spare = sorted((p for p in old if p.ready and not p.serving), key=lambda p: -(p.unserved_since or 0.0))
         while len(serving_pods) + len(old_serving) < serving and old_spare:
@@ -95,24 +105,30 @@ def plan(
             patches.append(observation.PodPatch(name=p.name, serving=True))
             old_serving.append(p)
             promoted += 1
-    if old and len(serving_pods) >= serving:
+        # An old pod neither serving nor needed for the standby pool the target lacks leaves once drained: the
+        # first rollout of a 70B chat service left 12 idle 1,024-batch pods up for 5 minutes while the new
+        # revision grew from 8 to 10 pods (1 pod-hour of GPUs for nothing). An old revision with pods still
+        # starting keeps all of its pods: those may serve before the target's do, and the ReplicaSet would
+        # remove them before any drained pod.
+        starting_revs = {p.revision for p in old if not p.ready}
+        for p in old_spare[max(0, standby - len(keep)):]:
+            if p.revision not in starting_revs and drained(p, in_flight, drain_timeout=drain_timeout, now=t):
+                gone_old.append(p)
         for p in old:
-            if p.serving:
-                patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
-                switched = True
-            if p.ready and (p.serving or not drained(p, in_flight, drain_timeout=drain_timeout, now=t)):
-                old_busy.add(p.revision)
-    else:
-        old_busy = {p.revision for p in old}
+            keep_old[p.revision] = keep_old.get(p.revision, 0) + (0 if p in gone_old else 1)
+        keep_old = {r: n for r, n in keep_old.items() if n > 0}
+    for p in gone_old:
+        if p.deletion_cost != LEAVING_COST:
+            patches.append(observation.PodPatch(name=p.name, deletion_cost=LEAVING_COST))
     # The ReplicaSet removes not-Ready pods first, then the lowest deletion cost: asking for serving +
     # standby + still-draining pods removes exactly the starting surplus and the drained leavers.
     plans = [observation.RevisionPlan(revision=target, knobs=knobs, replicas=serving + standby + len(waiting))]
     for r in revisions:
-        if r.revision != target and r.revision in old_busy and r.knobs is not None:
-            plans.append(observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=r.replicas))
+        if r.revision != target and r.revision in keep_old and r.knobs is not None:
+            plans.append(observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=keep_old[r.revision]))
     return Plan(
         revisions=tuple(plans), patches=tuple(patches),
         serving=len(serving_pods) + (0 if switched else len(old_serving)), standby=len(keep),
-        draining=len(waiting), promoted=promoted, removed=len(leaving), switched=switched,
-        rollout_done=not old_busy,
+        draining=len(waiting), promoted=promoted, removed=len(leaving) + len(gone_old), switched=switched,
+        rollout_done=not keep_old,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 import specs
-from infertune import decide, models, observation, render, validation
+from infertune import decide, models, observation, render, rollout, validation
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -129,3 +129,47 @@ def test_condition_transition_time_moves_only_on_a_flip() -> None:
     assert c2[0].last_transition_time == conditions.timestamp(t1)
     c3 = conditions.upsert(c2, type="Ready", status=True, reason="C", message="", generation=1, now=t2)
     assert c3[0].last_transition_time == conditions.timestamp(t2)
+
+
+def _plan(pods: tuple[observation.PodFacts, ...], *, serving: int, standby: int = 0,
+          in_flight: dict[str, float | None] | None = None) -> rollout.Plan:
+    old_knobs = models.Knobs(max_batch_size=1024, kv_cache_dtype=models.KvDtype.DEFAULT)
+    new_knobs = models.Knobs(max_batch_size=13, kv_cache_dtype=models.KvDtype.FP8)
+    revisions = (
+        observation.RevisionFacts(name="llm-old", revision="old", knobs=old_knobs,
+                                  replicas=sum(1 for p in pods if p.revision == "old"), ready_replicas=0, created=0),
+        observation.RevisionFacts(name="llm-new", revision="new", knobs=new_knobs,
+                                  replicas=sum(1 for p in pods if p.revision == "new"), ready_replicas=0, created=0),
+    )
+    return rollout.plan(target="new", knobs=new_knobs, serving=serving, standby=standby, revisions=revisions,
+                        pods=pods, in_flight=in_flight or {p.name: 0.0 for p in pods}, drain_timeout=120,
+                        now=NOW)
+
+
+def test_idle_old_pods_leave_mid_rollout_once_drained() -> None:
+    # 8 new pods serve and 2 more start; 5 old pods are out of the Service, one still finishing a request.
+    pods = (*(pod("new", f"n{i}") for i in range(8)), *(pod("new", f"s{i}", ready=False) for i in range(2)),
+            *(pod("old", f"o{i}", serving=False) for i in range(5)))
+    p = _plan(pods, serving=10, in_flight={**{f"o{i}": 0.0 for i in range(5)}, "o4": 2.0})
+    # Two old pods serve again until the target's starting pods are Ready; the drained rest go, the busy one stays.
+    assert {x.name for x in p.patches if x.serving is True} == {"o0", "o1"}
+    assert {x.name for x in p.patches if x.deletion_cost == rollout.LEAVING_COST} == {"o2", "o3"}
+    assert {r.revision: r.replicas for r in p.revisions} == {"new": 10, "old": 3}
+    assert not p.rollout_done and p.serving == 10
+
+
+def test_old_pods_still_starting_keep_their_revision_whole() -> None:
+    pods = (*(pod("new", f"n{i}") for i in range(8)), pod("new", "s0", ready=False),
+            pod("old", "o0", serving=False), pod("old", "o1", ready=False, serving=False))
+    p = _plan(pods, serving=9)
+    assert {r.revision: r.replicas for r in p.revisions}["old"] == 2
+    assert not [x for x in p.patches if x.deletion_cost == rollout.LEAVING_COST and x.name.startswith("o")]
+
+
+def test_after_the_switch_the_old_revision_shrinks_pod_by_pod_as_they_drain() -> None:
+    pods = (*(pod("new", f"n{i}") for i in range(3)), *(pod("old", f"o{i}", serving=False) for i in range(3)))
+    p = _plan(pods, serving=3, in_flight={"o0": 1.0, "o1": 0.0, "o2": 0.0, **{f"n{i}": 0.0 for i in range(3)}})
+    assert {r.revision: r.replicas for r in p.revisions} == {"new": 3, "old": 1}
+    assert {x.name for x in p.patches if x.deletion_cost == rollout.LEAVING_COST} == {"o1", "o2"}
+    done = _plan(pods[:3], serving=3)
+    assert done.rollout_done and [r.revision for r in done.revisions] == ["new"]
