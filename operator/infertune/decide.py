@@ -215,10 +215,17 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     kv_limited = (knee_fp8 is not None and knee_fp8.knobs.max_batch_size > knee_default.knobs.max_batch_size * 1.1) \
         or (kv_usage or 0) >= 0.9 or preempting
     kv_heavy = knee_default.kv_share >= KV_HEAVY
+    # FP8 must promise 10% more goodput when it alone would restart the engines (default KV already at the
+    # default knee); when the engines restart anyway (far from the knee) or already run FP8, it only has to be
+    # no worse. Otherwise a knee near the bar flips 50/default <-> 62/fp8 from one minute to the next, and the
+    # first change to 50/default was followed by a second restart for FP8 ten minutes later.
+    restart_anyway = current.kv_cache_dtype is models.KvDtype.FP8 or abs(
+        knee_default.knobs.max_batch_size - current.max_batch_size) > SAME_BATCH * current.max_batch_size
+    fp8_bar = 1.0 if restart_anyway else 1 + GAIN_THRESHOLD
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.FP8 and knee_fp8 is not None:
         best, kv_why = knee_fp8, "tuning.kvCacheDtype fp8"
     elif (knee_fp8 is not None and (kv_limited or kv_heavy)
-          and knee_fp8.output_tokens_per_s >= knee_default.output_tokens_per_s * (1 + GAIN_THRESHOLD)
+          and knee_fp8.output_tokens_per_s >= knee_default.output_tokens_per_s * fp8_bar
           and knee_fp8.feasible and not dialect.lacks(dialects.Signal.KV_USAGE)):
         best = knee_fp8
         kv_why = (f"FP8 KV: {'KV-limited' if kv_limited else f'KV is {knee_default.kv_share:.0%} of each step'}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import itertools
 from typing import Any
@@ -641,3 +642,36 @@ def test_the_knee_search_is_remembered_for_unchanged_inputs_and_redone_when_one_
                               kv=models.KvDtype.DEFAULT),
                   knee.search(spec, knee.Workload(isl=8000, osl=200), cal, kv=models.KvDtype.DEFAULT)):
         assert other.knobs.max_batch_size < first.knobs.max_batch_size
+
+
+@pytest.mark.parametrize(("initial", "fp8_gain", "expected"), [
+    (None, 1.05, models.KvDtype.FP8),  # the engines restart anyway (1,024 -> 50): FP8 needs only to be no worse
+    (50, 1.05, models.KvDtype.DEFAULT),  # already at the default knee: 5% is not worth a restart
+    (50, 1.15, models.KvDtype.FP8),  # ... 15% is
+])
+def test_fp8_must_pay_for_a_restart_only_when_it_alone_would_cause_one(
+        monkeypatch: pytest.MonkeyPatch, initial: int | None, fp8_gain: float, expected: models.KvDtype) -> None:
+    changes: dict[str, Any] = {"model.architecture": "llama-3.1-70b", "model.weights": "fp8"}
+    if initial is not None:
+        changes["tuning.initialMaxBatchSize"] = initial
+    spec = spec_of(**changes)
+    real = knee.search
+
+    def fake(spec: models.InferenceDeploymentSpec, workload: knee.Workload, cal: models.Calibration, *,
+             kv: models.KvDtype, ceiling: int | None = None) -> knee.Prediction:
+        # The default knee at 50 with KV 35% of each step's bytes; FP8's knee at 52 with `fp8_gain` the goodput.
+        p = real(spec, workload, cal, kv=models.KvDtype.DEFAULT)
+        if kv is models.KvDtype.DEFAULT:
+            return dataclasses.replace(p, knobs=models.Knobs(max_batch_size=50, kv_cache_dtype=kv), batch=50,
+                                       output_tokens_per_s=1000.0, kv_share=0.35, feasible=True)
+        return dataclasses.replace(p, knobs=models.Knobs(max_batch_size=52, kv_cache_dtype=kv), batch=52,
+                                   output_tokens_per_s=1000.0 * fp8_gain, kv_share=0.2, feasible=True)
+
+    monkeypatch.setattr(knee, "search", fake)
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 1800, 15):
+        w.set_load(**load(spec, current(w), running=min(40, current(w).max_batch_size), rps=4.0))
+        w.step(t)
+    assert current(w).kv_cache_dtype is expected, [r.reason for r in w.status.decisions if r.kind == "knobs"]
+    assert len([r for r in w.status.decisions if r.kind == "knobs"]) <= 1
