@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import math
+from collections.abc import Callable
 
 from infertune import catalog, conditions, knee, models, observation, render, rollout, scaling
 from infertune.runtimes import metrics as dialects
@@ -18,6 +20,8 @@ MIN_CONFIDENCE = 0.5
 URGENT_CONFIDENCE = 0.25
 # A batch size within 10% of the current one is the same operating point (and not worth a restart).
 SAME_BATCH = 0.10
+# A change made for goodput must save replicas worth its restart within this long (see _propose).
+PAYBACK_SECONDS = 900.0
 # After a change the new configuration is measured this long before it is kept (or rolled back).
 VERIFY_SECONDS = 300.0
 # Measured per-request ITL above SLO x 1.1 while the prediction promised it fits is a regression.
@@ -271,12 +275,15 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                     and rollback is None and _verifiable(config, t) and config.tuned and not overloaded)
 
     mode = spec.tuning.mode
+    cold = _cold_start(spec, obs)
     proposal = None
     if rollback is None and not forced:
         pressure = (kv_usage or 0) >= 0.9 or preempting
         proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
                             conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t,
-                            kv_pressure=pressure, overloaded=overloaded)
+                            kv_pressure=pressure, overloaded=overloaded,
+                            replicas_at=functools.partial(_replicas_at, spec, prev.demand, cold),
+                            replicas_cold=cold)
     if proposal is not None:
         new_knobs, reason = proposal
         action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
@@ -318,7 +325,6 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                    _verify_note(spec, config, obs=obs, pm=pm), applied=True)
 
     # --- replicas and standby ------------------------------------------------------------------
-    cold = _cold_start(spec, obs)
     at_target = knee.predict(spec, target, workload, cal)
     capacity = at_target.requests_per_s
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
@@ -420,6 +426,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if p.rollout_done:
         config_out, target_out = new_cfg, None
         if config is None or config.revision != new_cfg.revision:
+            config_out = new_cfg.model_copy(update={"serving_since": conditions.timestamp(now)})
             out.events.append(observation.Event(type="Normal", reason="RevisionServing",
                                                 message=f"revision {new_cfg.revision} serves: {new_cfg.reason}"))
     else:
@@ -467,7 +474,8 @@ def _propose(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
     served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float, kv_pressure: bool = False,
-    overloaded: bool = False,
+    overloaded: bool = False, replicas_at: Callable[[knee.Prediction], tuple[int, float]] | None = None,
+    replicas_cold: float = 0.0,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
     if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
@@ -509,6 +517,11 @@ def _propose(
     fullest = max((m.running or 0.0 for m in served), default=0.0)
     proven = measured is not None and measured <= spec.slo.itl and fullest >= 0.8 * current.max_batch_size
     above = current.max_batch_size > best.knobs.max_batch_size * 1.5 and not proven
+    if config is not None and config.tuned and not config.verified and not violating and not kv_pressure:
+        # A tuned configuration is measured before the model moves on from it: the calibration it inherited
+        # came from the previous knobs' pods (75 running overloaded put the ITL tail at 1.48, and the moment
+        # 49 took over the model called it "above the knee at 25"; measured, 49 ran at 36 ms inside 40 ms).
+        return None
     if violating and conf >= URGENT_CONFIDENCE:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
                f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
@@ -523,6 +536,17 @@ def _propose(
                f"(predicted {now_pred.itl_p * 1000:.1f} ms)")
     elif gain >= GAIN_THRESHOLD and conf >= MIN_CONFIDENCE:
         why = f"predicted goodput +{gain:.0%} per replica"
+        if replicas_at is not None:
+            # More goodput per replica pays only in replicas it saves, and a restart costs a cold start of every
+            # new replica: the saving must repay that within PAYBACK_SECONDS. Chasing the knee up as a trace's
+            # requests shortened restarted the engines twice more in 20 minutes for no replica saved; a change
+            # in the middle of a 3x spike surged 5 pods x 300 s to save 1 pod for the 6 minutes left of it.
+            # 4 replicas instead of 5 at a 300 s cold start: 1 x 900 s < 4 x 300 s, not worth it; at 60 s it is.
+            need_now, rate = replicas_at(now_pred)
+            need_best, _ = replicas_at(best)
+            if (need_now - need_best) * PAYBACK_SECONDS < need_best * replicas_cold:
+                return None
+            why += f", serving the forecast {rate:.2f} req/s with {need_best} replicas instead of {need_now}"
     else:
         return None
     knobs = best.knobs
@@ -536,8 +560,20 @@ def _propose(
                         f"{best.output_tokens_per_s:.0f} tok/s per replica (confidence {conf:.2f})")
 
 
+def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, lead: float,
+                 at: knee.Prediction) -> tuple[int, float]:
+    """Serving replicas the demand forecast needs at a predicted operating point (the sizing decide() uses)."""
+    rate = scaling.forecast(demand, lead=lead) if demand is not None else 0.0
+    budget = max(0.1, spec.slo.ttft * (1 - knee.MARGIN) - at.ttft_p)
+    n = scaling.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=budget,
+                             miss=(1 - spec.slo.percentile / 100) / 2, limit=spec.scaling.max_replicas)
+    return n, rate
+
+
 def _verifiable(config: models.ConfigStatus, t: float) -> bool:
-    since = _ts(config.since)
+    # Measured for VERIFY_SECONDS once its own pods serve: a rollout that took 11 minutes (the demand grew
+    # while the new pods loaded) must not be judged on the old revision's last minutes.
+    since = _ts(config.serving_since or config.since)
     return since is not None and t - since >= VERIFY_SECONDS
 
 

@@ -556,6 +556,10 @@ class ConfigStatus(Base):
     since: str | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When it was chosen."
     )
+    serving_since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="When its revision took over serving (verification and further tuning count from here).",
+    )
     predicted_itl_p95_ms: float | None = pydantic.Field(
         default=None, ge=0, description="ITL the tuner predicted for it, ms (checked after the change)."
     )

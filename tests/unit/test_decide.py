@@ -663,15 +663,89 @@ def test_fp8_must_pay_for_a_restart_only_when_it_alone_would_cause_one(
         p = real(spec, workload, cal, kv=models.KvDtype.DEFAULT)
         if kv is models.KvDtype.DEFAULT:
             return dataclasses.replace(p, knobs=models.Knobs(max_batch_size=50, kv_cache_dtype=kv), batch=50,
-                                       output_tokens_per_s=1000.0, kv_share=0.35, feasible=True)
+                                       output_tokens_per_s=1000.0, requests_per_s=5.0, kv_share=0.35,
+                                       feasible=True)
         return dataclasses.replace(p, knobs=models.Knobs(max_batch_size=52, kv_cache_dtype=kv), batch=52,
-                                   output_tokens_per_s=1000.0 * fp8_gain, kv_share=0.2, feasible=True)
+                                   output_tokens_per_s=1000.0 * fp8_gain, requests_per_s=5.0 * fp8_gain,
+                                   kv_share=0.2, feasible=True)
 
     monkeypatch.setattr(knee, "search", fake)
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=min(40, current(w).max_batch_size), rps=4.0))
+        # 20 req/s in all: 5 replicas at 5 req/s each, 4 at 5.75 (FP8's extra 15% saves one).
+        w.set_load(**load(spec, current(w), running=min(40, current(w).max_batch_size), rps=20.0 / len(w.pods)))
         w.step(t)
     assert current(w).kv_cache_dtype is expected, [r.reason for r in w.status.decisions if r.kind == "knobs"]
     assert len([r for r in w.status.decisions if r.kind == "knobs"]) <= 1
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_goodput_gain_restarts_the_engines_only_when_it_saves_replicas(monkeypatch: pytest.MonkeyPatch,
+                                                                          busy: bool) -> None:
+    spec = spec_of(**{"tuning.initialMaxBatchSize": 40})
+    running = models.Knobs(max_batch_size=40, kv_cache_dtype=models.KvDtype.DEFAULT)
+    real = knee.search
+
+    def fake(spec: models.InferenceDeploymentSpec, workload: knee.Workload, cal: models.Calibration, *,
+             kv: models.KvDtype, ceiling: int | None = None) -> knee.Prediction:
+        # A knee at 60 serving 50% more per replica than the running 40 (FP8 no better, so default KV).
+        now = knee.predict(spec, running, workload, cal)
+        if kv is models.KvDtype.FP8:
+            return dataclasses.replace(real(spec, workload, cal, kv=kv), output_tokens_per_s=0.0, feasible=False)
+        return dataclasses.replace(now, knobs=models.Knobs(max_batch_size=60, kv_cache_dtype=kv), batch=60,
+                                   output_tokens_per_s=now.output_tokens_per_s * 1.5,
+                                   requests_per_s=now.requests_per_s * 1.5, kv_share=0.1, feasible=True)
+
+    monkeypatch.setattr(knee, "search", fake)
+    capacity = knee.predict(spec, running, knee.PRIOR_WORKLOAD, knee.MEANS).requests_per_s
+    # Busy: 3.5 replicas' worth at 40 (4 or 5 replicas) fits 3 at 60; quiet: a third of one replica either way.
+    total = capacity * (3.5 if busy else 0.3)
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 1800, 15):
+        w.set_load(**load(spec, current(w), running=20, rps=total / len(w.pods)))
+        w.step(t)
+    changes = [r for r in w.status.decisions if r.kind == "knobs"]
+    if busy:
+        assert current(w).max_batch_size == 60 and len(changes) == 1
+        assert "predicted goodput +50% per replica, serving the forecast" in changes[0].reason
+    else:
+        assert current(w).max_batch_size == 40 and not changes
+
+
+def test_a_tuned_configuration_is_measured_on_its_own_pods_before_the_model_moves_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = spec_of(**{"tuning.minChangeInterval": "1m"})
+    real = knee.search
+    knee_at = {"batch": 40}
+
+    def fake(spec: models.InferenceDeploymentSpec, workload: knee.Workload, cal: models.Calibration, *,
+             kv: models.KvDtype, ceiling: int | None = None) -> knee.Prediction:
+        p = real(spec, workload, cal, kv=models.KvDtype.DEFAULT)
+        if kv is models.KvDtype.FP8:
+            return dataclasses.replace(p, output_tokens_per_s=0.0, feasible=False)
+        return dataclasses.replace(p, knobs=models.Knobs(max_batch_size=knee_at["batch"], kv_cache_dtype=kv),
+                                   batch=knee_at["batch"], feasible=True)
+
+    monkeypatch.setattr(knee, "search", fake)
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while current(w).max_batch_size != 40 and t < 900:
+        w.set_load(**load(spec, current(w), running=30, rps=3.0))
+        w.step(t)
+        t += 15
+    first = t - 15
+    assert current(w).max_batch_size == 40 and w.status.config is not None
+    assert w.status.config.serving_since == w.status.config.since  # the World's pods are Ready at once
+    # The model now calls 40 "above the knee" (at 20): a minute is the interval, but 40 serves unjudged for 5.
+    knee_at["batch"] = 20
+    while current(w).max_batch_size == 40 and t < 1800:
+        w.set_load(**load(spec, current(w), running=30, rps=3.0))
+        w.step(t)
+        t += 15
+    second = t - 15
+    assert current(w).max_batch_size == 20
+    assert second - first >= decide.VERIFY_SECONDS
+    assert any(r.kind == "verify" and r.applied for r in w.status.decisions)
