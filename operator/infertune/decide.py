@@ -34,6 +34,8 @@ PREFIX_COLLAPSE = 0.5
 CRASH_RESTARTS = 3
 STARTUP_BUDGET_COLD_STARTS = 3.0
 DEFAULT_COLD_START = 120.0
+# A standby pod is started for a forecast that has asked for it this long (see decide).
+STANDBY_SETTLE = 60.0
 # Pods started for a growing queue clear what will be queued when they are Ready within this long.
 DRAIN_SECONDS = 60.0
 
@@ -309,6 +311,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             reason=why, since=conditions.timestamp(now), tuned=tuned_now,
             predicted_itl_p95_ms=round(best.itl_p * 1000, 2) if tuned_now else None,
             baseline_prefix_hit_rate=_weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in served]),
+            baseline_itl_p95_ms=None if (b := _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0)
+                                                          for m in served])) is None else round(b * 1000, 2),
             verified=rollback is not None or not tuned_now,
         )
         if tuned_now and config is not None:
@@ -388,8 +392,25 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                 ahead = sized(rate + growth + (queued + growth * cold) / DRAIN_SECONDS)
                 if ahead.serving > goal.serving:
                     goal = ahead
-        demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued})
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
+        # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
+        # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
+        # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.
+        # A burst does not wait for this: the queue promotes what is Ready and starts serving pods at once.
+        wanted = prev.demand.standby_wanted if prev.demand is not None else None
+        prev_standby = prev.replicas.desired_standby
+        if standby_n > prev_standby:
+            since_wanted = _ts(wanted)
+            if since_wanted is None:
+                wanted = conditions.timestamp(now)
+            if since_wanted is None or t - since_wanted < STANDBY_SETTLE:
+                standby_n = max(prev_standby, spec.scaling.standby.min)  # the spec's floor holds at once
+            else:
+                wanted = None
+        else:
+            wanted = None
+        demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued,
+                                           "standby_wanted": wanted})
         if obs.metrics is not None and obs.metrics.ignored:
             # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
             # take it away: the dropped value could have been the load. The scale-down delay starts over, so
@@ -587,7 +608,12 @@ def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, *
     if not mine:
         return None
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in mine])
-    if measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE):
+    # A miss is the change's fault only if the knobs before it measured better: after 88 missed at 40 ms and
+    # 33 misses at 40 ms too, going back to 88 fixes nothing (the two took turns every 5 minutes); the miss
+    # itself asks _propose for a smaller batch instead.
+    before = config.baseline_itl_p95_ms
+    worse = before is None or measured is None or measured * 1000 > before * (1 + REGRESSION_TOLERANCE)
+    if measured is not None and measured > spec.slo.itl * (1 + REGRESSION_TOLERANCE) and worse:
         predicted = f" (predicted {config.predicted_itl_p95_ms:.1f} ms)" if config.predicted_itl_p95_ms else ""
         return (f"measured ITL p{spec.slo.percentile} {measured * 1000:.1f} ms > SLO "
                 f"{spec.slo.itl * 1000:.0f} ms{predicted}")

@@ -566,6 +566,9 @@ class ConfigStatus(Base):
     baseline_prefix_hit_rate: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Prefix-cache hit rate before the change (an FP8 KV check)."
     )
+    baseline_itl_p95_ms: float | None = pydantic.Field(
+        default=None, ge=0, description="Per-request ITL measured on the previous knobs when the change was made, ms."
+    )
     verified: bool = pydantic.Field(default=False, description="Measured after the change and kept.")
     tuned: bool = pydantic.Field(
         default=False, description="Chosen by the tuner (rate-limited), not the initial or a spec-forced one."
@@ -636,6 +639,11 @@ class DemandStatus(Base):
     below_since: str | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when fewer serving replicas would do (scale-down waits scaling.scaleDownDelay).",
+    )
+    standby_wanted: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="Since when the forecast has asked for more standby pods than the pool has (it grows a minute "
+        "later).",
     )
     queued: float = pydantic.Field(
         default=0, ge=0, description="Requests queued beyond the batch slots at the last update (its growth is "

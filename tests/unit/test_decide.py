@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import decide, knee, models, observation, render, validation
+from infertune import decide, knee, models, observation, render, scaling, validation
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -452,9 +452,12 @@ def test_the_model_never_undoes_its_last_change_without_a_measured_violation() -
     # back to the first knee would be the model undoing itself.
     assert run(4800, running=60, scale=1.6, tpot_p=0.020) == {second}
     assert w.status.knee is not None and w.status.knee.max_batch_size <= first * 1.1
-    # A measured violation does go back.
+    # A measured violation does go back, and further down while it lasts: never back up to knobs that missed too.
+    before = len(w.status.decisions)
     run(6000, scale=1.6, tpot_p=0.040)
     assert current(w).max_batch_size < second
+    assert not [r for r in w.status.decisions[-(len(w.status.decisions) - before):] if r.kind == "rollback"]
+    assert not w.status.rejected
 
 
 def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() -> None:
@@ -749,3 +752,37 @@ def test_a_tuned_configuration_is_measured_on_its_own_pods_before_the_model_move
     assert current(w).max_batch_size == 20
     assert second - first >= decide.VERIFY_SECONDS
     assert any(r.kind == "verify" and r.applied for r in w.status.decisions)
+
+
+def test_the_standby_pool_grows_only_for_a_need_that_lasts_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = spec_of()
+    asked = {"standby": 0}
+    real = scaling.targets
+
+    def fake(*args: Any, **kwargs: Any) -> scaling.Targets:
+        return dataclasses.replace(real(*args, **kwargs), standby=asked["standby"])
+
+    monkeypatch.setattr(scaling, "targets", fake)
+    w = World(spec)
+    w.step(0)
+    t = 15
+    pools = []
+    # A forecast on a boundary: 1, 0, 1, 0 ... standby. No pod is started (and deleted while loading).
+    for i in range(21):
+        asked["standby"] = i % 2
+        w.set_load(**load(spec, current(w), running=5, rps=1.0))
+        pools.append(w.step(t).status.replicas.desired_standby)
+        t += 15
+    assert set(pools) == {0}
+    # A need that lasts: the pool grows once it has been asked for a minute (STANDBY_SETTLE), and shrinks at once.
+    asked["standby"] = 1
+    grown, start = None, t
+    for _ in range(10):
+        w.set_load(**load(spec, current(w), running=5, rps=1.0))
+        if w.step(t).status.replicas.desired_standby == 1 and grown is None:
+            grown = t
+        t += 15
+    assert grown is not None and grown - start == decide.STANDBY_SETTLE
+    asked["standby"] = 0
+    w.set_load(**load(spec, current(w), running=5, rps=1.0))
+    assert w.step(t).status.replicas.desired_standby == 0
