@@ -145,16 +145,21 @@ def targets(
     # maxReplicas bounds serving replicas; the standby pool has its own bounds on top.
     upper = replicas_for(expected + STANDBY_Z * spread, capacity=capacity, slots=slots, wait_budget=wait_budget,
                          miss=miss, limit=spec.max_replicas + spec.standby.max)
-    standby = min(spec.standby.max, max(spec.standby.min, upper - max(sized, spec.min_replicas)))
+    def pool(serving: int) -> int:
+        # Beyond the replicas that serve, held ones included: while a scale-down waits out its delay, 3 pods
+        # serve where 2 would do, and the third already covers an upper forecast that needs 3 (a standby pod
+        # started for it then sat loading for 3 minutes and was deleted when the scale-down came).
+        return min(spec.standby.max, max(spec.standby.min, upper - max(serving, spec.min_replicas)))
+
     why = (f"forecast {expected:.2f} req/s over {lead:.0f} s at {capacity:.2f} req/s and {slots:.0f} slots "
            f"per replica (queueing beyond {wait_budget:.2f} s for under {miss:.1%})")
     if need >= current:
-        return Targets(need, standby, None, f"{why} -> {need}")
+        return Targets(need, pool(need), None, f"{why} -> {need}")
     since = _seconds(demand.below_since)
     if since is None:
-        return Targets(current, standby, conditions.timestamp(now),
+        return Targets(current, pool(current), conditions.timestamp(now),
                        f"{why} -> {need}; waiting scaleDownDelay before removing replicas")
     if now.timestamp() - since >= spec.scale_down_delay:
-        return Targets(need, standby, None, f"{why} -> {need} after {spec.scale_down_delay:.0f} s below")
-    return Targets(current, standby, demand.below_since,
+        return Targets(need, pool(need), None, f"{why} -> {need} after {spec.scale_down_delay:.0f} s below")
+    return Targets(current, pool(current), demand.below_since,
                    f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")

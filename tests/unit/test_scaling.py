@@ -41,3 +41,15 @@ def test_standby_min_holds_even_without_error() -> None:
     t = scaling.targets(spec, demand, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=0, lead=60.0,
                         now=NOW)
     assert t.standby == 2
+
+
+def test_replicas_held_through_the_scale_down_delay_count_toward_the_pool() -> None:
+    # The upper forecast needs 4 replicas (see above) and 4 still serve while the scale-down to 3 waits out its
+    # delay: nothing is kept on standby beside them, and once the 4th goes, the pool takes it over.
+    demand = models.DemandStatus(rate=16.0, trend=0.0, error=3.0, updated="2026-01-01T00:00:00Z")
+    held = scaling.targets(SPEC, demand, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=4,
+                           lead=60.0, now=NOW, window=60.0)
+    assert (held.serving, held.standby) == (4, 0) and held.below_since is not None
+    after = scaling.targets(SPEC, demand.model_copy(update={"below_since": "2025-12-31T23:00:00Z"}), capacity=7.9,
+                            slots=57, wait_budget=1.1, miss=0.025, current=4, lead=60.0, now=NOW, window=60.0)
+    assert (after.serving, after.standby) == (3, 1)
