@@ -58,11 +58,20 @@ PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 MARGIN = 0.05
 # The calibrated ITL tail (per-request p95 over mean) is measured under open load, where most of the spread
 # comes from how full the batch happened to be while a request decoded. A full batch is the worst case of
-# that spread, so at a full batch only the spread from prefill chunks landing in a request's steps is left:
-# closed-loop runs on the twin at a full batch show p95/mean 1.05 (70B FP8 on H100, 1,000-token prompts, batch
-# 8) and 1.11 (Qwen 72B on H200, 6,000-token prompts). Planning a full batch at the open-load tail (1.1 to
-# 1.2 measured) on top of the margin put the knee a third below the batch the twin really sustains.
+# that spread, so at a full batch only the spread from prefill chunks landing in a request's steps is left,
+# and it grows with the prompt tokens each output token shares its steps with: closed-loop runs on the twin at
+# a full batch show p95/mean 1.05 (70B FP8 on H100, 1,000-token prompts for 200 output tokens, batch 8) and
+# 1.11 (Qwen 72B on H200, 6,000 for 250). 1 + 0.05 x sqrt((isl / osl) / 5) meets both:
+# 1.05 at 5 prompt tokens per output token, 1.11 at 24. Planning a full batch at the open-load tail (1.1 to
+# 1.2 measured) on top of the margin put the knee a third below the batch the twin really sustains; planning
+# long prompts at 1.05 put Qwen's knee at 10 where the twin's full batch of 10 runs at 65 ms against 60.
 FULL_BATCH_TAIL = 1.05
+FULL_BATCH_TAIL_RATIO = 5.0
+
+
+def full_batch_tail(workload: Workload) -> float:
+    """The per-request ITL tail left at a full batch: 1.05 for chat (1,000 / 200), 1.11 for 6,000 / 250."""
+    return 1.0 + (FULL_BATCH_TAIL - 1.0) * math.sqrt(max(1.0, workload.isl / workload.osl / FULL_BATCH_TAIL_RATIO))
 # The context lengths of running requests vary: the Azure conversation trace's input + half its output has a
 # coefficient of variation of 0.87 (19,366 requests). A full batch must fit the KV cache at its one-sided 95%.
 CONTEXT_CV = 0.87
@@ -99,7 +108,7 @@ def predict(
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
                                    osl=workload.osl)
     full = concurrency is None or concurrency >= knobs.max_batch_size
-    itl_p = op.itl_s * cal.itl_scale * (min(cal.itl_tail, FULL_BATCH_TAIL) if full else cal.itl_tail)
+    itl_p = op.itl_s * cal.itl_scale * (min(cal.itl_tail, full_batch_tail(workload)) if full else cal.itl_tail)
     ttft_p = op.ttft_s * cal.ttft_scale * cal.ttft_tail
     # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
     c = perfmodel.coefficients(r)

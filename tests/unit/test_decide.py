@@ -475,7 +475,7 @@ def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() 
     assert best.knobs.max_batch_size <= 13 and knee.kv_fits(c, best.knobs.max_batch_size, knee.PRIOR_WORKLOAD)
 
 
-def test_a_full_batch_is_planned_at_the_mean_times_at_most_1_05() -> None:
+def test_a_full_batch_is_planned_at_the_mean_times_the_prefill_spread() -> None:
     spec = spec_of()
     knobs = models.Knobs(max_batch_size=32, kv_cache_dtype=models.KvDtype.DEFAULT)
     wide = models.Calibration(itl_tail=1.4)
@@ -487,6 +487,11 @@ def test_a_full_batch_is_planned_at_the_mean_times_at_most_1_05() -> None:
     # A measured tail below the cap is used as it is.
     narrow = models.Calibration(itl_tail=1.02)
     assert knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, narrow).itl_p == pytest.approx(mean * 1.02)
+    # Long prompts put more prefill into each request's steps: 6,000 / 250 is planned at 1.11, not 1.05.
+    long = knee.Workload(isl=6000, osl=250)
+    assert knee.full_batch_tail(long) == pytest.approx(1.11, abs=0.005)
+    long_mean = knee.predict(spec, knobs, long, knee.MEANS).itl_p
+    assert knee.predict(spec, knobs, long, wide).itl_p == pytest.approx(long_mean * knee.full_batch_tail(long))
 
 
 def test_one_cycle_of_many_pods_is_one_calibration_step() -> None:
