@@ -72,6 +72,8 @@ FULL_BATCH_TAIL_RATIO = 5.0
 def full_batch_tail(workload: Workload) -> float:
     """The per-request ITL tail left at a full batch: 1.05 for chat (1,000 / 200), 1.11 for 6,000 / 250."""
     return 1.0 + (FULL_BATCH_TAIL - 1.0) * math.sqrt(max(1.0, workload.isl / workload.osl / FULL_BATCH_TAIL_RATIO))
+
+
 # The context lengths of running requests vary: the Azure conversation trace's input + half its output has a
 # coefficient of variation of 0.87 (19,366 requests). A full batch must fit the KV cache at its one-sided 95%.
 CONTEXT_CV = 0.87
