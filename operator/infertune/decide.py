@@ -436,10 +436,15 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                    applied=True)
 
     # --- rollout -------------------------------------------------------------------------------
+    if changed and serving_pods and serving_n > 0:
+        # Both revisions are sized for the same demand: 13 pods at 1,024 serve what 7 at 13/fp8 will (1.86
+        # each). Never below one: the old pods were sized for the demand before this cycle, and when a burst
+        # asks for 4 new pods where 1 old served, that old pod is not worth 4.
+        new_cfg = new_cfg.model_copy(update={"handover": round(max(1.0, len(serving_pods) / serving_n), 3)})
     in_flight = {name: m.in_flight for name, m in pm.items()}
     p = rollout.plan(target=target_rev, knobs=target, serving=serving_n, standby=standby_n,
                      revisions=obs.revisions, pods=obs.pods, in_flight=in_flight,
-                     drain_timeout=spec.scaling.drain_timeout, now=now)
+                     drain_timeout=spec.scaling.drain_timeout, now=now, handover=new_cfg.handover)
     if p.promoted:
         out.events.append(observation.Event(type="Normal", reason="StandbyPromoted",
                                             message=f"{p.promoted} standby pod(s) now serve"))

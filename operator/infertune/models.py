@@ -566,6 +566,10 @@ class ConfigStatus(Base):
     baseline_prefix_hit_rate: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Prefix-cache hit rate before the change (an FP8 KV check)."
     )
+    handover: float | None = pydantic.Field(
+        default=None, gt=0, description="Serving pods of the older revisions per serving pod it was sized for when "
+        "its rollout began (13 at batch 1,024 for 8 at 13: 1.6); they leave in proportion as its own pods serve."
+    )
     baseline_itl_p95_ms: float | None = pydantic.Field(
         default=None, ge=0, description="Per-request ITL measured on the previous knobs when the change was made, ms."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 from collections.abc import Mapping
 
 from infertune import conditions, models, observation
@@ -39,11 +40,14 @@ def plan(
     *, target: str, knobs: models.Knobs, serving: int, standby: int,
     revisions: tuple[observation.RevisionFacts, ...], pods: tuple[observation.PodFacts, ...],
     in_flight: Mapping[str, float | None], drain_timeout: float, now: datetime.datetime,
+    handover: float | None = None,
 ) -> Plan:
     """Move the pods toward `serving` + `standby` Ready pods of the target revision.
 
     Surge first: the target revision grows to full size while the old one keeps serving; once `serving`
     target pods serve, the old pods leave the Service, finish what they hold, and their Deployment goes.
+    With `handover` (old serving pods per target pod when the rollout began) the old pods hand over in
+    proportion as target pods serve, so a target that grows mid-rollout does not keep the whole old revision up.
     Inside the target revision standby pods are promoted by labelling them, surplus serving pods lose the
     label (standing by, or draining when the pool is full), and a pod is deleted only once drained.
     """
@@ -98,9 +102,21 @@ def plan(
             elif p.ready:
                 gone_old.append(p)
     elif old:
-        # Mid-rollout demand still gets served: the old revision's standby pods are promoted too.
+        # Mid-rollout the old pods serve what the target's cannot yet: the target pods missing, in old pods.
+        # 6 old pods were sized like 6 target ones (1 each); with 5 of 6 target pods serving, 1 old pod serves
+        # (Qwen 72B kept all 6 for 4 minutes while a 6th target pod loaded, 11 serving where 6 do); 13 at
+        # 1,024 were sized like 8 at 13/fp8 (1.6 each): with 7 of 8 serving, 2 old ones do. Without a handover
+        # ratio, old pods fill up to `serving`.
+        missing = serving - len(serving_pods)
+        want_old = missing if handover is None else math.ceil(missing * handover - 1e-9)
+        if handover is not None and len(old_serving) > want_old:
+            old_serving.sort(key=lambda p: (p.ready_since or p.created, p.name))
+            for p in old_serving[want_old:]:
+                patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
+            old_serving = old_serving[:want_old]
+        # ... and the old revision's standby pods are promoted to make up a shortfall.
         old_spare = sorted((p for p in old if p.ready and not p.serving), key=lambda p: -(p.unserved_since or 0.0))
-        while len(serving_pods) + len(old_serving) < serving and old_spare:
+        while len(old_serving) < want_old and old_spare:
             p = old_spare.pop(0)
             patches.append(observation.PodPatch(name=p.name, serving=True))
             old_serving.append(p)

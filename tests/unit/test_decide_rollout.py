@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 
+import pytest
+
 import specs
-from infertune import decide, models, observation, render, rollout, validation
+from infertune import conditions, decide, models, observation, render, rollout, validation
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -80,6 +82,7 @@ def test_spec_change_surges_the_new_revision_before_removing_the_old() -> None:
     assert {p.revision: p.replicas for p in d.revisions} == {new_rev: 1, old.revision: 1}
     assert d.status.config is not None and d.status.config.revision == old.revision
     assert d.status.target is not None and d.status.target.revision == new_rev
+    assert d.status.target.handover == 1.0  # one old pod served what one new pod will
     progressing = next(c for c in d.status.conditions if c.type == "Progressing")
     assert progressing.reason == "RollingOut"
 
@@ -99,6 +102,7 @@ def test_spec_change_surges_the_new_revision_before_removing_the_old() -> None:
     assert [x.revision for x in d3.revisions] == [new_rev]
     assert d3.status.config is not None and d3.status.config.revision == new_rev
     assert d3.status.target is None
+    assert d3.status.config.serving_since == conditions.timestamp(later)
     assert "RevisionServing" in [e.reason for e in d3.events]
 
 
@@ -132,7 +136,7 @@ def test_condition_transition_time_moves_only_on_a_flip() -> None:
 
 
 def _plan(pods: tuple[observation.PodFacts, ...], *, serving: int, standby: int = 0,
-          in_flight: dict[str, float | None] | None = None) -> rollout.Plan:
+          in_flight: dict[str, float | None] | None = None, handover: float | None = None) -> rollout.Plan:
     old_knobs = models.Knobs(max_batch_size=1024, kv_cache_dtype=models.KvDtype.DEFAULT)
     new_knobs = models.Knobs(max_batch_size=13, kv_cache_dtype=models.KvDtype.FP8)
     revisions = (
@@ -143,7 +147,7 @@ def _plan(pods: tuple[observation.PodFacts, ...], *, serving: int, standby: int 
     )
     return rollout.plan(target="new", knobs=new_knobs, serving=serving, standby=standby, revisions=revisions,
                         pods=pods, in_flight=in_flight or {p.name: 0.0 for p in pods}, drain_timeout=120,
-                        now=NOW)
+                        now=NOW, handover=handover)
 
 
 def test_idle_old_pods_leave_mid_rollout_once_drained() -> None:
@@ -173,3 +177,20 @@ def test_after_the_switch_the_old_revision_shrinks_pod_by_pod_as_they_drain() ->
     assert {x.name for x in p.patches if x.deletion_cost == rollout.LEAVING_COST} == {"o1", "o2"}
     done = _plan(pods[:3], serving=3)
     assert done.rollout_done and [r.revision for r in done.revisions] == ["new"]
+
+
+@pytest.mark.parametrize(("old_pods", "ready", "wanted", "handover", "old_serving"), [
+    (6, 5, 6, None, 6),  # no ratio: every old pod serves until the whole target does
+    (6, 5, 6, 1.0, 1),  # sized alike: the one target pod still loading is covered by one old pod
+    (13, 7, 8, 1.6, 2),  # 13 at 1,024 were sized like 8 at 13/fp8: the missing one takes 2 of them
+    (13, 0, 8, 1.6, 13),  # nothing of the target serves yet: all of them
+])
+def test_old_pods_hand_over_in_proportion_as_target_pods_serve(old_pods: int, ready: int, wanted: int,
+                                                              handover: float | None, old_serving: int) -> None:
+    pods = (*(pod("new", f"n{i}") for i in range(ready)),
+            *(pod("new", f"s{i}", ready=False) for i in range(wanted - ready)),
+            *(pod("old", f"o{i}") for i in range(old_pods)))
+    p = _plan(pods, serving=wanted, handover=handover)
+    demoted = {x.name for x in p.patches if x.serving is False}
+    assert old_pods - len(demoted) == old_serving and all(n.startswith("o") for n in demoted)
+    assert p.serving == ready + old_serving and not p.rollout_done
