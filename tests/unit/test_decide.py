@@ -792,3 +792,34 @@ def test_the_standby_pool_grows_only_for_a_need_that_lasts_a_minute(monkeypatch:
     asked["standby"] = 0
     w.set_load(**load(spec, current(w), running=5, rps=1.0))
     assert w.step(t).status.replicas.desired_standby == 0
+
+
+def test_an_itl_miss_while_decided_replicas_still_load_waits_for_them() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not (w.status.config is not None and w.status.config.tuned) and t < 1800:
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    tuned = current(w)
+    assert w.status.config is not None and w.status.config.tuned and tuned.max_batch_size < 1024
+    for _ in range(45):  # measured within the SLO, past tuning.minChangeInterval
+        w.set_load(**load(spec, current(w), running=min(40, tuned.max_batch_size), rps=4.0))
+        w.step(t)
+        t += 15
+    changes = len([r for r in w.status.decisions if r.kind == "knobs"])
+    # A full batch misses (80 ms per token) while the last cycle decided one more replica that is still loading.
+    for _ in range(4):
+        w.status = w.status.model_copy(update={"replicas": w.status.replicas.model_copy(
+            update={"desired": w.status.replicas.serving + 1})})
+        w.set_load(**load(spec, current(w), running=tuned.max_batch_size, rps=4.0, scale=1.6, tpot_p=0.080))
+        w.step(t)
+        t += 15
+    assert current(w) == tuned and len([r for r in w.status.decisions if r.kind == "knobs"]) == changes
+    # Once what was decided serves and the miss stays, the batch comes down.
+    w.set_load(**load(spec, current(w), running=tuned.max_batch_size, rps=4.0, scale=1.6, tpot_p=0.080))
+    w.step(t)
+    assert current(w).max_batch_size < tuned.max_batch_size
+    assert "misses the ITL SLO" in [r for r in w.status.decisions if r.kind == "knobs"][-1].reason
