@@ -548,10 +548,11 @@ def _propose(
     fullest = max((m.running or 0.0 for m in served), default=0.0)
     proven = measured is not None and measured <= spec.slo.itl and fullest >= 0.8 * current.max_batch_size
     above = current.max_batch_size > best.knobs.max_batch_size * 1.5 and not proven and not scaling_up
-    if config is not None and config.tuned and not config.verified and not violating and not kv_pressure:
-        # A tuned configuration is measured before the model moves on from it: the calibration it inherited
-        # came from the previous knobs' pods (75 running overloaded put the ITL tail at 1.48, and the moment
-        # 49 took over the model called it "above the knee at 25"; measured, 49 ran at 36 ms inside 40 ms).
+    if config is not None and config.tuned and not _verifiable(config, t) and not violating and not kv_pressure:
+        # A tuned configuration is measured on its own pods for VERIFY_SECONDS before the model moves on from
+        # it: the calibration it inherited came from the previous knobs' pods (75 running overloaded put the ITL
+        # tail at 1.48, and the moment 49 took over the model called it "above the knee at 25"; measured, 49
+        # ran at 36 ms inside 40 ms).
         return None
     if violating and conf >= URGENT_CONFIDENCE:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
