@@ -626,6 +626,13 @@ class ObservedStatus(Base):
     slo_attainment: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Fraction of recent requests within both objectives."
     )
+    slo_attainment_low: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="The least the engine's histogram buckets allow it to be (the count up "
+        "to the bucket edge below each objective)."
+    )
+    slo_attainment_high: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="The most they allow (up to the edge above each objective)."
+    )
     estimated: tuple[str, ...] = pydantic.Field(
         default=(), description="Signals the engine does not export, estimated from the performance model."
     )

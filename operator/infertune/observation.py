@@ -57,6 +57,9 @@ class PodMetrics(models.Base):
     prefix_hit_rate: float | None = None
     mbu: float | None = None
     slo_attainment: float | None = None
+    # What the histogram buckets around the objectives allow (from Prometheus; None where exact, as in the twin).
+    slo_attainment_low: float | None = None
+    slo_attainment_high: float | None = None
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
     in_flight: float | None = None  # running + waiting right now (drain detection)

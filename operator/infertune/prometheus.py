@@ -267,6 +267,26 @@ def fraction_below(threshold: float, buckets: Sequence[tuple[float, float]]) -> 
     return 1.0
 
 
+def fraction_bounds(threshold: float, buckets: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """What the buckets can tell of the share <= threshold: at least the count up to the edge below it, at most
+    the count up to the edge above it.
+
+    vLLM's per-request ITL buckets have edges at 25 and 50 ms; against a 40 ms objective, requests all between
+    25 and 50 ms interpolate to 60% within it, while the buckets allow anything from 0% to 100%.
+    """
+    if not buckets or buckets[-1][0] != math.inf or buckets[-1][1] <= 0:
+        return None
+    total = buckets[-1][1]
+    low = high = 0.0
+    for le, count in buckets:
+        if le <= threshold:
+            low = count
+        if le >= threshold:
+            high = count
+            break
+    return min(1.0, max(0.0, low / total)), min(1.0, max(0.0, high / total))
+
+
 def rate_of(buckets: Sequence[tuple[float, float]] | None) -> float | None:
     """Observations per second: the +Inf bucket's rate."""
     if not buckets or buckets[-1][0] != math.inf:
@@ -292,6 +312,11 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
     per_request = tpot or itl
     ok_itl = fraction_below(itl_slo, per_request) if per_request else None
     attainment = ok_ttft * ok_itl if ok_ttft is not None and ok_itl is not None else (ok_ttft or ok_itl)
+    # The same product at the bucket edges either side of each objective: how far the buckets let it move.
+    edges = [b for b in (fraction_bounds(ttft_slo, ttft) if ttft else None,
+                         fraction_bounds(itl_slo, per_request) if per_request else None) if b is not None]
+    low = math.prod(lo for lo, _ in edges) if edges else None
+    high = math.prod(hi for _, hi in edges) if edges else None
     v = raw.values
     prompt, generated = v.get(metrics.Signal.PROMPT_TOKENS), v.get(metrics.Signal.GENERATION_TOKENS)
     hit_rate = v.get(metrics.Signal.PREFIX_HIT_RATE)
@@ -314,6 +339,8 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         prefix_hit_rate=hit_rate,
         mbu=v.get(metrics.Signal.DRAM_ACTIVE),
         slo_attainment=attainment,
+        slo_attainment_low=low,
+        slo_attainment_high=high,
         mean_input_tokens=prompt / requests if prompt is not None and requests else None,
         mean_output_tokens=generated / requests if generated is not None and requests else None,
         in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)

@@ -822,3 +822,25 @@ def test_an_itl_miss_while_decided_replicas_still_load_waits_for_them() -> None:
     w.step(t)
     assert current(w).max_batch_size < tuned.max_batch_size
     assert "misses the ITL SLO" in [r for r in w.status.decisions if r.kind == "knobs"][-1].reason
+
+
+@pytest.mark.parametrize(("low", "high", "status", "reason"), [
+    (0.0, 1.0, "Unknown", "Unresolved"),  # requests between vLLM's 25 and 50 ms buckets, a 40 ms objective
+    (0.96, 1.0, "True", "WithinSLO"),  # even the least the buckets allow meets 95%
+    (0.0, 0.9, "False", "SLOMissed"),  # even the most they allow misses
+    (None, None, "False", "SLOMissed"),  # exact measurements (no bounds): the interpolation stands
+])
+def test_slo_met_says_unresolved_when_the_histogram_cannot_tell(low: float | None, high: float | None,
+                                                                status: str, reason: str) -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    w.set_load(**load(spec, current(w), running=5, rps=1.0, slo_attainment=0.6, slo_attainment_low=low,
+                      slo_attainment_high=high))
+    d = w.step(15)
+    slo = next(c for c in d.status.conditions if c.type == "SLOMet")
+    assert (slo.status, slo.reason) == (status, reason), slo.message
+    assert (d.status.observed.slo_attainment_low, d.status.observed.slo_attainment_high) == (low, high)
+    if reason == "Unresolved":
+        assert "0% to 100% of requests within TTFT 1500 ms and ITL 40 ms" in slo.message
+        assert "60.0% interpolated" in slo.message

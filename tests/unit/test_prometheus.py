@@ -115,7 +115,25 @@ def test_pod_metrics_from_raw() -> None:
     assert m.mean_input_tokens == 1000 and m.mean_output_tokens == 200
     assert m.prefix_hit_rate == 0.25
     assert m.slo_attainment == pytest.approx(0.75 * 0.9)
+    # Both objectives sit on bucket edges (0.5 s, 40 ms): the buckets pin the share down exactly.
+    assert m.slo_attainment_low == m.slo_attainment_high == pytest.approx(0.75 * 0.9)
     assert m.itl_p == 0.04  # beyond the last finite bucket: its bound, as histogram_quantile does
+
+
+# vLLM's per-request ITL buckets near a 40 ms objective: every request of the window between 25 and 50 ms.
+VLLM_TPOT = ((0.01, 0.0), (0.025, 0.0), (0.05, 4.0), (0.075, 4.0), (math.inf, 4.0))
+
+
+def test_a_bucket_straddling_the_objective_bounds_the_share_instead_of_guessing_it() -> None:
+    assert prometheus.fraction_below(0.04, VLLM_TPOT) == pytest.approx(0.6)  # the interpolated guess
+    assert prometheus.fraction_bounds(0.04, VLLM_TPOT) == (0.0, 1.0)  # what the buckets allow
+    assert prometheus.fraction_bounds(0.05, VLLM_TPOT) == (1.0, 1.0)  # on an edge: exact
+    assert prometheus.fraction_bounds(0.2, VLLM_TPOT) == (1.0, 1.0)
+    assert prometheus.fraction_bounds(0.04, [(0.1, 0.0), (math.inf, 0.0)]) is None
+    raw = prometheus.RawPod(buckets={S.TTFT: tuple(BUCKETS), S.TPOT: VLLM_TPOT}, sums={}, values={})
+    m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.04)
+    assert m.slo_attainment == pytest.approx(0.875 * 0.6)
+    assert (m.slo_attainment_low, m.slo_attainment_high) == (0.0, pytest.approx(0.875))
 
 
 class FakeQuery:
