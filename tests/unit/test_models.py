@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import glob
 import pathlib
+from typing import Any
 
 import pytest
 import yaml
 
 import specs
-from infertune import models, validation
+from infertune import kube, models, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -157,3 +158,19 @@ def test_specs_are_frozen() -> None:
     assert spec is not None
     with pytest.raises(ValueError):
         spec.slo.percentile = 50  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", [
+    {"target": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8", "handover": -1}},
+    {"config": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8", "baselineItlP95Ms": "fast"}},
+    {"observed": {"sloAttainmentLow": 1.5}},
+    {"observed": {"sloAttainmentHigh": -0.1}},
+])
+def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
+    # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next
+    # decision rebuilds it from the cluster), nothing raises.
+    assert kube.parse_status({"observedGeneration": 3, **bad}) == models.InferenceDeploymentStatus()
+    good = {"observedGeneration": 3, "target": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8",
+                                                "handover": 1.86, "servingSince": "2026-01-01T00:00:00Z"}}
+    parsed = kube.parse_status(good)
+    assert parsed.target is not None and parsed.target.handover == 1.86 and parsed.observed_generation == 3
