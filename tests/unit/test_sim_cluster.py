@@ -216,3 +216,19 @@ def test_gpu_time_counts_loading_and_draining_pods() -> None:
     scale(cl, 130.0, (KNOBS, 1))  # the starting pod goes at once
     # 1 pod x 200 s + the second pod's 30 s of loading, 1 GPU each.
     assert cl.gpu_seconds(200.0) == pytest.approx(230.0)
+    # From 110 s: the first pod's 90 s and 20 s more of the loading one.
+    assert cl.gpu_seconds(200.0, since=110.0) == pytest.approx(110.0)
+    assert cl.gpu_seconds(200.0, since=300.0) == 0.0
+
+
+def test_a_rollout_settles_when_the_last_old_pod_has_gone() -> None:
+    cl = make(replicas=2, arrivals=steady(2, start=0, end=200))
+    assert cl.settled(50.0) == 0.0  # only the first revision ever ran
+    scale(cl, 15.0, (OTHER, 2), (KNOBS, 2))
+    cl.advance(75.0)
+    assert cl.settled(75.0) == 75.0  # the old pods still run
+    scale(cl, 90.0, (OTHER, 2))
+    cl.advance(200.0)
+    old = [p.gone for p in cl.pods.values() if p.revision == REV]
+    assert all(g is not None for g in old)
+    assert cl.settled(200.0) == max(g for g in old if g is not None) >= 90.0

@@ -59,6 +59,15 @@ def test_static_accounting_adds_up(tiny: scenario.Scenario) -> None:
     assert r.restarts == 0 and r.final_max_batch_size == 1024 and r.final_kv_cache_dtype == "default"
     assert 0.9 <= r.slo_attainment <= 1.0
     assert len(r.series) == 16 and r.series[-1].t == 240.0
+    # Per minute: n pods x 60 s; the steady-state goodput over every minute is the whole run's.
+    assert r.gpu_seconds_by_minute == pytest.approx((n * 60.0,) * 4)
+    assert r.settled_at == 0.0
+    assert simulate.goodput_since(r, 0.0) == pytest.approx(r.goodput_tokens_per_gpu_s, rel=1e-3)
+    # From 150 s: requests that arrived from 180 s on, over the last minute's GPU-seconds.
+    late = sum(n_tok for t, n_tok in r.good_tokens if t >= 180.0)
+    assert 0 < late < sum(n_tok for _, n_tok in r.good_tokens)
+    assert simulate.goodput_since(r, 150.0) == pytest.approx(late / (n * 60.0))
+    assert simulate.goodput_since(r, 240.0) == 0.0  # no whole minute left
 
 
 def test_the_standby_pool_holds_gpus_and_nostandby_does_not(tiny: scenario.Scenario) -> None:

@@ -493,14 +493,23 @@ class Cluster:
         best = max(tally.values())
         return [knobs[r] for r in knobs if tally[r] == best][-1]
 
-    def gpu_seconds(self, until: float) -> float:
-        """Pod lifetime x GPUs within [0, until]: a loading, standby or draining pod holds its GPUs too."""
+    def gpu_seconds(self, until: float, since: float = 0.0) -> float:
+        """Pod lifetime x GPUs within [since, until]: a loading, standby or draining pod holds its GPUs too."""
         # A pod created at 100 s and deleted at 130 s while loading held its GPU for 30 s.
         total = 0.0
         for p in self.pods.values():
             end = until if p.gone is None else min(p.gone, until)
-            total += max(0.0, end - max(p.created, 0.0))
+            total += max(0.0, end - max(p.created, since, 0.0))
         return total * self.spec.accelerator.count
+
+    def settled(self, until: float) -> float:
+        """When the last rollout finished: the last pod of an older revision than the newest stopped holding
+        its GPUs (0 when only the first revision ever ran; `until` while an old pod still runs)."""
+        if not self.deployments:
+            return 0.0
+        newest = max(self.deployments.values(), key=lambda d: d.created).revision
+        ends = [until if p.gone is None else min(p.gone, until) for p in self.pods.values() if p.revision != newest]
+        return max(ends, default=0.0)
 
 
 def removal_rank(pod: Pod, t: float) -> tuple[int, int, float, float]:

@@ -64,6 +64,9 @@ class Result:
     unfinished_requests: int
     goodput_tokens_per_gpu_s: float  # output tokens of requests within the SLO per GPU-second
     knob_changes: tuple[tuple[float, int, str], ...]  # (time, max batch size, KV dtype) of every rollout
+    settled_at: float  # when the last rollout's old revision had left (0 when there was none)
+    good_tokens: tuple[tuple[float, int], ...]  # (arrival time, output tokens) of every request within the SLO
+    gpu_seconds_by_minute: tuple[float, ...]  # GPU-seconds held in each simulated minute
     events: tuple[tuple[float, str, str], ...]  # (time, reason, message) of the policy's events
     series: tuple[Point, ...]
     wall_seconds: float
@@ -117,12 +120,13 @@ def run_policy(ctx: sim_policies.Context, name: str, *, progress: Progress | Non
                 progress(name, t, end)
     cl.advance(end)
     gpu_seconds = cl.gpu_seconds(end)
+    gpu_seconds_by_minute = tuple(cl.gpu_seconds(min(end, m + 60.0), since=m) for m in range(0, math.ceil(end), 60))
     t = end
     while (cl.in_flight() > 0 or cl.pending()) and t < end + TAIL_SECONDS:
         t += interval
         cl.advance(t)
     return _result(ctx, name, cl=cl, series=series, gpu_seconds=gpu_seconds, most=most,
-                   wall=time.perf_counter() - wall)
+                   wall=time.perf_counter() - wall, by_minute=gpu_seconds_by_minute)
 
 
 def _record(cl: sim_cluster.Cluster, series: list[Point], *, t: float, interval: float, seen: int, arrived: int
@@ -143,7 +147,7 @@ def _record(cl: sim_cluster.Cluster, series: list[Point], *, t: float, interval:
 
 
 def _result(ctx: sim_policies.Context, name: str, *, cl: sim_cluster.Cluster, series: list[Point],
-            gpu_seconds: float, most: int, wall: float) -> Result:
+            gpu_seconds: float, most: int, wall: float, by_minute: tuple[float, ...] = ()) -> Result:
     spec = cl.spec
     records = cl.fleet.records
     finished = [r for r in records if r.status == sim_engine.FINISHED]
@@ -173,10 +177,23 @@ def _result(ctx: sim_policies.Context, name: str, *, cl: sim_cluster.Cluster, se
         unfinished_requests=total - len(records),
         goodput_tokens_per_gpu_s=round(sum(r.generated for r in good) / gpu_seconds, 2) if gpu_seconds > 0 else 0.0,
         knob_changes=tuple((t, k.max_batch_size, k.kv_cache_dtype.value) for t, k in cl.knob_changes),
+        settled_at=round(cl.settled(ctx.scenario.duration), 1),
+        good_tokens=tuple(sorted((r.arrival, r.generated) for r in good)),
+        gpu_seconds_by_minute=by_minute,
         events=tuple((t, e.reason, e.message) for t, e in cl.events),
         series=tuple(series),
         wall_seconds=round(wall, 2),
     )
+
+
+def goodput_since(result: Result, start: float) -> float:
+    """Output tokens within the SLO per GPU-second, counting only requests that arrived from the first whole
+    minute at or after `start` and the GPU-seconds of those minutes: a policy's steady state, without what a
+    rollout before `start` cost (0 when no whole minute is left)."""
+    first = math.ceil(start / 60.0 - 1e-9)
+    gpu = sum(result.gpu_seconds_by_minute[first:])
+    tokens = sum(n for t, n in result.good_tokens if t >= first * 60.0)
+    return tokens / gpu if gpu > 0 else 0.0
 
 
 def run(scenario: sim_scenario.Scenario, names: Sequence[str] = sim_policies.DEFAULT, *,
