@@ -45,3 +45,20 @@ def test_the_summary_counts_what_the_rows_say(tmp_path: pathlib.Path) -> None:
     assert "old" not in readme.read_text() and readme.read_text().endswith("tail\n")
     (tmp_path / "plain.md").write_text("no markers\n")
     assert not bench.update_readme(runs, tmp_path / "plain.md")
+
+
+def test_the_tuning_targets_say_met_or_missed_and_the_steady_state_beside_them() -> None:
+    bench = _bench()
+    row = {"slo_attainment": 0.96, "gpu_hours": 2.0, "dropped_requests": 0, "final_max_batch_size": 13,
+           "final_kv_cache_dtype": "fp8", "restarts": 1}
+    run = {"scenario": "chat-70b-h100", "settled": {"at_s": 750.0, "infertune": 246.0, "oracle": 223.0},
+           "results": [{**row, "policy": "infertune", "goodput_tokens_per_gpu_s": 189.0},
+                       {**row, "policy": "oracle", "goodput_tokens_per_gpu_s": 223.0}]}
+    lines = bench.check(run)
+    assert "- **missed**: goodput per GPU 189 vs the oracle's 223 tok/s (85%; target ≥ 90%)" in lines
+    assert lines[-1] == ("- after the last rollout (its old revision gone at 12.5 min), over the same minutes: "
+                         "goodput per GPU 246 vs the oracle's 223 tok/s (110%)")
+    run["results"][0]["goodput_tokens_per_gpu_s"] = 201.0
+    assert "- met: goodput per GPU 201 vs the oracle's 223 tok/s (90%; target ≥ 90%)" in bench.check(run)
+    del run["settled"]
+    assert not any("after the last rollout" in line for line in bench.check(run))
