@@ -335,6 +335,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     waiting = sum((m.waiting or 0.0) for m in pm.values())
     prev_desired = prev.replicas.desired or spec.scaling.min_replicas
     demand = prev.demand
+    carry: int | None = None  # frozen metrics or a queue: the rollout waits for the whole target revision
     if health.ok:
         backlog = waiting / max(cold, 60.0)
         demand = scaling.update_demand(prev.demand, rate + backlog, now=now)
@@ -389,6 +390,12 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                 if ahead.serving > goal.serving:
                     goal = ahead
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
+        if queued <= 0:
+            # One pod more than the demand measured now needs: the old revision hands over to a target that
+            # carries it with room, not at its edge (where a knee that holds at part load is first seen full).
+            carry = 1 + scaling.replicas_for(rate + backlog, capacity=capacity, slots=at_target.batch,
+                                             wait_budget=budget, miss=_queue_miss(spec),
+                                             limit=spec.scaling.max_replicas)
         # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
         # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
         # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.
@@ -438,9 +445,13 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         # asks for 4 new pods where 1 old served, that old pod is not worth 4.
         new_cfg = new_cfg.model_copy(update={"handover": round(max(1.0, len(serving_pods) / serving_n), 3)})
     in_flight = {name: m.in_flight for name, m in pm.items()}
+    # What each old revision's pods run at once (the KV cache may hold far fewer than its maxBatchSize).
+    slots = {r.revision: knee.batch_that_fits(spec, r.knobs, workload) for r in obs.revisions
+             if r.knobs is not None and r.revision != target_rev}
     p = rollout.plan(target=target_rev, knobs=target, serving=serving_n, standby=standby_n,
                      revisions=obs.revisions, pods=obs.pods, in_flight=in_flight,
-                     drain_timeout=spec.scaling.drain_timeout, now=now, handover=new_cfg.handover)
+                     drain_timeout=spec.scaling.drain_timeout, now=now, handover=new_cfg.handover, slots=slots,
+                     carry=carry)
     if p.promoted:
         out.events.append(observation.Event(type="Normal", reason="StandbyPromoted",
                                             message=f"{p.promoted} standby pod(s) now serve"))

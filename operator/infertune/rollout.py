@@ -40,7 +40,7 @@ def plan(
     *, target: str, knobs: models.Knobs, serving: int, standby: int,
     revisions: tuple[observation.RevisionFacts, ...], pods: tuple[observation.PodFacts, ...],
     in_flight: Mapping[str, float | None], drain_timeout: float, now: datetime.datetime,
-    handover: float | None = None,
+    handover: float | None = None, slots: Mapping[str, int] | None = None, carry: int | None = None,
 ) -> Plan:
     """Move the pods toward `serving` + `standby` Ready pods of the target revision.
 
@@ -48,6 +48,9 @@ def plan(
     target pods serve, the old pods leave the Service, finish what they hold, and their Deployment goes.
     With `handover` (old serving pods per target pod when the rollout began) the old pods hand over in
     proportion as target pods serve, so a target that grows mid-rollout does not keep the whole old revision up.
+    `slots` (per old revision, the requests its pods run at once) keeps enough old pods serving beside the
+    target's that the router's even share of the requests in flight fits an old pod's batch. With `carry`
+    (target pods that serve the demand measured now on their own) the old pods leave once that many serve.
     Inside the target revision standby pods are promoted by labelling them, surplus serving pods lose the
     label (standing by, or draining when the pool is full), and a pod is deleted only once drained.
     """
@@ -92,7 +95,10 @@ def plan(
     keep_old: dict[str, int] = {}  # pods each old revision still needs
     gone_old: list[observation.PodFacts] = []
     old_serving = [p for p in old if p.ready and p.serving]
-    if old and len(serving_pods) >= serving:
+    # The rest of a target that grew mid-rollout (a forecast that rose by a pod while the first ones loaded)
+    # joins when it is Ready; the old revision need not serve until then.
+    switch_at = serving if carry is None else min(serving, max(1, carry))
+    if old and len(serving_pods) >= switch_at:
         for p in old:
             if p.serving:
                 patches.append(observation.PodPatch(name=p.name, serving=False, unserved_since=stamp))
@@ -109,6 +115,15 @@ def plan(
         # ratio, old pods fill up to `serving`.
         missing = serving - len(serving_pods)
         want_old = missing if handover is None else math.ceil(missing * handover - 1e-9)
+        if handover is not None and slots:
+            # A least-outstanding-requests router evens out requests per pod, not free batch slots: 55 in
+            # flight over 6 target pods (13 slots) and 3 old ones at 1,024/default (whose KV cache runs 5) gave
+            # the old pods 6 each and they queued (TTFT p95 2.5 s for a minute). 55 / 5 = 11 pods keep every
+            # share within an old pod's batch: 5 old ones beside the 6.
+            held = sum(in_flight.get(p.name) or 0.0 for p in (*serving_pods, *old_serving))
+            fits = min((slots.get(p.revision, 0) for p in old if p.ready), default=0)
+            if fits >= 1:
+                want_old = max(want_old, math.ceil(held / fits - 1e-9) - len(serving_pods))
         if handover is not None and len(old_serving) > want_old:
             old_serving.sort(key=lambda p: (p.ready_since or p.created, p.name))
             for p in old_serving[want_old:]:

@@ -473,6 +473,15 @@ def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() 
     assert knee.kv_fits(c, 1, knee.Workload(isl=100_000, osl=10))  # one request always gets its chance
     best = knee.search(spec, knee.PRIOR_WORKLOAD, models.Calibration(), kv=models.KvDtype.FP8)
     assert best.knobs.max_batch_size <= 13 and knee.kv_fits(c, best.knobs.max_batch_size, knee.PRIOR_WORKLOAD)
+    # What a pod at 1,024 runs at once is what fits, not its max batch size; a small max batch size bounds it.
+    fits = knee.batch_that_fits(spec, models.Knobs(max_batch_size=1024, kv_cache_dtype=models.KvDtype.FP8),
+                                knee.PRIOR_WORKLOAD)
+    assert knee.kv_fits(c, fits, knee.PRIOR_WORKLOAD) and not knee.kv_fits(c, fits + 1, knee.PRIOR_WORKLOAD)
+    assert 12 <= fits < 16
+    default = knee.batch_that_fits(spec, models.Knobs(max_batch_size=1024), knee.PRIOR_WORKLOAD)
+    assert 1 <= default < fits  # the 16-bit KV cache holds half as many
+    assert knee.batch_that_fits(spec, models.Knobs(max_batch_size=4, kv_cache_dtype=models.KvDtype.FP8),
+                                knee.PRIOR_WORKLOAD) == 4
 
 
 def test_a_full_batch_is_planned_at_the_mean_times_the_prefill_spread() -> None:
@@ -844,3 +853,32 @@ def test_slo_met_says_unresolved_when_the_histogram_cannot_tell(low: float | Non
     if reason == "Unresolved":
         assert "0% to 100% of requests within TTFT 1500 ms and ITL 40 ms" in slo.message
         assert "60.0% interpolated" in slo.message
+
+
+@pytest.mark.parametrize(("rps", "switched"), [(0.5, True), (60.0, False)])
+def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(rps: float,
+                                                                                  switched: bool) -> None:
+    spec = spec_of(**{"scaling.minReplicas": 4})
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while len(w.revisions) < 2 and t < 1800:
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    assert len(w.revisions) == 2, "no knob change to roll out"
+    target = w.status.target
+    assert target is not None
+    # Mid-rollout: one target pod still loads, the old pods serve beside the Ready ones.
+    mine = sorted(n for n, p in w.pods.items() if p.revision == target.revision)
+    w.pods[mine[-1]] = w.pods[mine[-1]].model_copy(update={"ready": False, "ready_since": None})
+    old = [n for n, p in w.pods.items() if p.revision != target.revision]
+    for n in old:
+        w.pods[n] = w.pods[n].model_copy(update={"serving": True, "unserved_since": None})
+    w.set_load(**load(spec, current(w), running=min(rps, 10.0), rps=rps / len(w.pods)))
+    d = w.step(t)
+    demoted = {x.name for x in d.pod_patches if x.serving is False}
+    # 0.5 req/s is carried by the Ready target pods with one to spare: the old revision leaves the Service now.
+    # 60 req/s needs 3 pods and one to spare: an old pod still serves for the one loading.
+    assert (set(old) <= demoted) is switched
+    assert bool(set(old) - demoted) is not switched

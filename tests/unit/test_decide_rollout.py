@@ -136,7 +136,8 @@ def test_condition_transition_time_moves_only_on_a_flip() -> None:
 
 
 def _plan(pods: tuple[observation.PodFacts, ...], *, serving: int, standby: int = 0,
-          in_flight: dict[str, float | None] | None = None, handover: float | None = None) -> rollout.Plan:
+          in_flight: dict[str, float | None] | None = None, handover: float | None = None,
+          slots: dict[str, int] | None = None, carry: int | None = None) -> rollout.Plan:
     old_knobs = models.Knobs(max_batch_size=1024, kv_cache_dtype=models.KvDtype.DEFAULT)
     new_knobs = models.Knobs(max_batch_size=13, kv_cache_dtype=models.KvDtype.FP8)
     revisions = (
@@ -147,7 +148,7 @@ def _plan(pods: tuple[observation.PodFacts, ...], *, serving: int, standby: int 
     )
     return rollout.plan(target="new", knobs=new_knobs, serving=serving, standby=standby, revisions=revisions,
                         pods=pods, in_flight=in_flight or {p.name: 0.0 for p in pods}, drain_timeout=120,
-                        now=NOW, handover=handover)
+                        now=NOW, handover=handover, slots=slots, carry=carry)
 
 
 def test_idle_old_pods_leave_mid_rollout_once_drained() -> None:
@@ -194,3 +195,35 @@ def test_old_pods_hand_over_in_proportion_as_target_pods_serve(old_pods: int, re
     demoted = {x.name for x in p.patches if x.serving is False}
     assert old_pods - len(demoted) == old_serving and all(n.startswith("o") for n in demoted)
     assert p.serving == ready + old_serving and not p.rollout_done
+
+
+@pytest.mark.parametrize(("held", "old_serving"), [
+    (20.0, 3),  # 20 over 9 pods is 2.2 each, within an old pod's 5: the proportional 3 old pods do
+    (55.0, 5),  # 55 / 5 = 11 pods keep every even share within 5: 5 old ones beside the 6
+    (200.0, 13),  # more than every pod's batch: all of them (no more exist)
+])
+def test_enough_old_pods_serve_that_the_routers_even_share_fits_their_batch(held: float, old_serving: int) -> None:
+    # 6 of 7 target pods serve; the old revision (1,024/default) runs 5 requests per pod at most.
+    pods = (*(pod("new", f"n{i}") for i in range(6)), pod("new", "s0", ready=False),
+            *(pod("old", f"o{i}") for i in range(13)))
+    serving = [p.name for p in pods if p.ready]
+    in_flight = {name: held / len(serving) for name in serving}
+    p = _plan(pods, serving=7, handover=2.6, slots={"old": 5}, in_flight=in_flight)
+    demoted = {x.name for x in p.patches if x.serving is False}
+    assert 13 - len(demoted) == old_serving and p.serving == 6 + old_serving
+    # Without the old revision's batch, the capacity ratio alone: 3 old pods.
+    plain = _plan(pods, serving=7, handover=2.6, in_flight=in_flight)
+    assert 13 - len({x.name for x in plain.patches if x.serving is False}) == 3
+
+
+@pytest.mark.parametrize(("carry", "switched"), [(None, False), (8, False), (7, True), (3, True)])
+def test_the_old_revision_leaves_once_enough_target_pods_carry_the_demand(carry: int | None, switched: bool) -> None:
+    # The target grew to 8 while its first pods loaded; 7 serve, the 8th still loads.
+    pods = (*(pod("new", f"n{i}") for i in range(7)), pod("new", "s0", ready=False),
+            *(pod("old", f"o{i}") for i in range(4)))
+    p = _plan(pods, serving=8, handover=1.0, carry=carry)
+    assert p.switched is switched
+    assert {x.name for x in p.patches if x.serving is False} == ({f"o{i}" for i in range(4)} if switched
+                                                                  else {f"o{i}" for i in range(1, 4)})
+    assert p.serving == (7 if switched else 8)
+    assert {r.revision: r.replicas for r in p.revisions}["new"] == 8  # the 8th pod keeps loading
