@@ -245,7 +245,12 @@ def _start_rollout(env: Env, twin: TwinProcess, name: str) -> str:
     first: str = env.get(name)["status"]["config"]["revision"]
     env.k8s.kubectl("patch", "infd", name, "-n", env.ns, "--type=merge", "-p",
                     '{"spec": {"engine": {"image": "vllm/vllm-openai:v0.12.0"}}}')
-    env.k8s.wait_for(lambda: env.get(name)["status"].get("target"), 30, message="the rollout started")
+    target = env.k8s.wait_for(lambda: env.get(name)["status"].get("target"), 30, message="the rollout started")
+    # The cycle writes its status, then posts its events: a kill between the two loses the event (at most once,
+    # like the decision record it goes with). The faults below strike mid-surge, once the event is out.
+    env.k8s.wait_for(lambda: [e for e in env.k8s.list("event", namespace=env.ns)
+                              if e.get("reason") == "RevisionCreated" and target["revision"] in e.get("message", "")],
+                     30, message="the rollout's event posted")
     return first
 
 
