@@ -392,10 +392,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
         if queued <= 0:
             # One pod more than the demand measured now needs: the old revision hands over to a target that
-            # carries it with room, not at its edge (where a knee that holds at part load is first seen full).
-            carry = 1 + scaling.replicas_for(rate + backlog, capacity=capacity, slots=at_target.batch,
-                                             wait_budget=budget, miss=_queue_miss(spec),
-                                             limit=spec.scaling.max_replicas)
+            # carries it with room, not at its edge (where a knee that holds at part load is first seen full);
+            # and never fewer than minReplicas, the floor the user set for serving capacity.
+            carry = max(spec.scaling.min_replicas, 1 + scaling.replicas_for(
+                rate + backlog, capacity=capacity, slots=at_target.batch, wait_budget=budget,
+                miss=_queue_miss(spec), limit=spec.scaling.max_replicas))
         # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
         # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
         # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.

@@ -140,7 +140,7 @@ def test_converges_to_the_knee_under_load_in_one_change() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
     changes = [r for r in w.status.decisions if r.kind == "knobs"]
     assert len(changes) == 1
@@ -190,7 +190,7 @@ def test_a_regression_after_a_change_is_rolled_back_and_remembered() -> None:
     w.step(0)
     t = 15
     while not any(r.kind == "knobs" for r in w.status.decisions):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
         t += 15
     bad = current(w)
@@ -239,7 +239,7 @@ def test_recommend_mode_reports_and_never_acts() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
     assert current(w).max_batch_size == 1024
     recommended = [r for r in w.status.decisions if r.kind == "knobs"]
@@ -254,7 +254,7 @@ def test_mode_off_leaves_the_knobs_alone() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
     assert current(w).max_batch_size == 1024
     assert not [r for r in w.status.decisions if r.kind == "knobs"]
@@ -271,7 +271,7 @@ def test_missing_metrics_freeze_everything_and_never_scale_down(metrics: observa
     w = World(spec)
     w.step(0)
     for t in range(15, 600, 15):  # high load: scale up to 4
-        w.set_load(**load(spec, current(w), running=40, rps=40.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
     before = w.status.replicas.desired
     knobs_before = current(w)
@@ -413,7 +413,7 @@ def test_a_change_whose_pods_crash_loop_is_rolled_back(fail: bool, reason: str) 
     before = current(w)
     t = 15
     while not any(r.kind == "rollback" for r in w.status.decisions) and t < 3600:
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
         t += 15
     assert any(r.kind == "rollback" for r in w.status.decisions)
@@ -547,7 +547,7 @@ def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> N
     w.step(0)
     t = 15
     while not any(r.kind == "knobs" for r in w.status.decisions) and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
         t += 15
     tuned = current(w)
@@ -808,7 +808,7 @@ def test_an_itl_miss_while_decided_replicas_still_load_waits_for_them() -> None:
     w.step(0)
     t = 15
     while not (w.status.config is not None and w.status.config.tuned) and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=100.0))
         w.step(t)
         t += 15
     tuned = current(w)
@@ -855,30 +855,35 @@ def test_slo_met_says_unresolved_when_the_histogram_cannot_tell(low: float | Non
         assert "60.0% interpolated" in slo.message
 
 
-@pytest.mark.parametrize(("rps", "switched"), [(0.5, True), (60.0, False)])
-def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(rps: float,
+@pytest.mark.parametrize(("floor", "rps", "switched"), [(None, 0.5, True), (None, 150.0, False), (6, 0.5, False)])
+def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(floor: int | None, rps: float,
                                                                                   switched: bool) -> None:
-    spec = spec_of(**{"scaling.minReplicas": 4})
+    spec = spec_of(**{"scaling.minReplicas": 2})
     w = World(spec)
     w.step(0)
     t = 15
     while len(w.revisions) < 2 and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.set_load(**load(spec, current(w), running=40, rps=30.0))
         w.step(t)
         t += 15
     assert len(w.revisions) == 2, "no knob change to roll out"
     target = w.status.target
     assert target is not None
-    # Mid-rollout: one target pod still loads, the old pods serve beside the Ready ones.
     mine = sorted(n for n, p in w.pods.items() if p.revision == target.revision)
+    assert len(mine) == 6
+    if floor is not None:
+        w.spec = spec_of(**{"scaling.minReplicas": floor})
+    # Mid-rollout: one target pod still loads, the old pods serve beside the 5 Ready ones.
     w.pods[mine[-1]] = w.pods[mine[-1]].model_copy(update={"ready": False, "ready_since": None})
     old = [n for n, p in w.pods.items() if p.revision != target.revision]
     for n in old:
         w.pods[n] = w.pods[n].model_copy(update={"serving": True, "unserved_since": None})
     w.set_load(**load(spec, current(w), running=min(rps, 10.0), rps=rps / len(w.pods)))
     d = w.step(t)
+    assert d.status.target is not None and d.status.target.revision == target.revision  # the same rollout
     demoted = {x.name for x in d.pod_patches if x.serving is False}
     # 0.5 req/s is carried by the Ready target pods with one to spare: the old revision leaves the Service now.
-    # 60 req/s needs 3 pods and one to spare: an old pod still serves for the one loading.
+    # 150 req/s needs the whole target, and so does a floor of 6 serving pods (the user's): old pods still serve
+    # for the one loading.
     assert (set(old) <= demoted) is switched
     assert bool(set(old) - demoted) is not switched
