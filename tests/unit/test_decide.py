@@ -140,7 +140,7 @@ def test_converges_to_the_knee_under_load_in_one_change() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
     changes = [r for r in w.status.decisions if r.kind == "knobs"]
     assert len(changes) == 1
@@ -190,7 +190,7 @@ def test_a_regression_after_a_change_is_rolled_back_and_remembered() -> None:
     w.step(0)
     t = 15
     while not any(r.kind == "knobs" for r in w.status.decisions):
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
         t += 15
     bad = current(w)
@@ -239,7 +239,7 @@ def test_recommend_mode_reports_and_never_acts() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
     assert current(w).max_batch_size == 1024
     recommended = [r for r in w.status.decisions if r.kind == "knobs"]
@@ -254,7 +254,7 @@ def test_mode_off_leaves_the_knobs_alone() -> None:
     w = World(spec)
     w.step(0)
     for t in range(15, 1800, 15):
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
     assert current(w).max_batch_size == 1024
     assert not [r for r in w.status.decisions if r.kind == "knobs"]
@@ -271,7 +271,7 @@ def test_missing_metrics_freeze_everything_and_never_scale_down(metrics: observa
     w = World(spec)
     w.step(0)
     for t in range(15, 600, 15):  # high load: scale up to 4
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=40.0))
         w.step(t)
     before = w.status.replicas.desired
     knobs_before = current(w)
@@ -413,7 +413,7 @@ def test_a_change_whose_pods_crash_loop_is_rolled_back(fail: bool, reason: str) 
     before = current(w)
     t = 15
     while not any(r.kind == "rollback" for r in w.status.decisions) and t < 3600:
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
         t += 15
     assert any(r.kind == "rollback" for r in w.status.decisions)
@@ -547,7 +547,7 @@ def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> N
     w.step(0)
     t = 15
     while not any(r.kind == "knobs" for r in w.status.decisions) and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
         t += 15
     tuned = current(w)
@@ -808,7 +808,7 @@ def test_an_itl_miss_while_decided_replicas_still_load_waits_for_them() -> None:
     w.step(0)
     t = 15
     while not (w.status.config is not None and w.status.config.tuned) and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=100.0))
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
         w.step(t)
         t += 15
     tuned = current(w)
