@@ -60,6 +60,8 @@ class PodMetrics(models.Base):
     # What the histogram buckets around the objectives allow (from Prometheus; None where exact, as in the twin).
     slo_attainment_low: float | None = None
     slo_attainment_high: float | None = None
+    # The least the per-request ITL percentile (tpot_p, else itl_p) can be: the edge below its bucket.
+    itl_floor: float | None = None
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
     in_flight: float | None = None  # running + waiting right now (drain detection)

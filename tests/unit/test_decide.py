@@ -887,3 +887,30 @@ def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_dema
     # for the one loading.
     assert (set(old) <= demoted) is switched
     assert bool(set(old) - demoted) is not switched
+
+
+@pytest.mark.parametrize(("tpot_p", "floor", "missed"), [
+    (0.0488, 0.025, False),  # interpolated inside vLLM's (25, 50] ms bucket: as well 26 ms as 49
+    (0.0488, None, True),  # exact (the twin's own quantile): 48.8 ms misses 40 ms
+    (0.060, 0.050, True),  # the whole bucket lies above the objective
+])
+def test_an_itl_miss_must_be_more_than_the_histogram_buckets_allow(tpot_p: float, floor: float | None,
+                                                                   missed: bool) -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    while not any(r.kind == "knobs" for r in w.status.decisions):
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    tuned = current(w)
+    for _ in range(30):
+        w.set_load(**load(spec, current(w), running=tuned.max_batch_size * 0.8, rps=4.0, tpot_p=tpot_p,
+                          itl_floor=floor))
+        w.step(t)
+        t += 15
+    assert bool(w.status.rejected) is missed
+    assert (current(w) != tuned) is missed
+    if missed:
+        assert f"measured ITL p95 {tpot_p * 1000:.1f} ms > SLO 40 ms" in w.status.rejected[0].reason

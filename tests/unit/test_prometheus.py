@@ -134,6 +134,17 @@ def test_a_bucket_straddling_the_objective_bounds_the_share_instead_of_guessing_
     m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.04)
     assert m.slo_attainment == pytest.approx(0.875 * 0.6)
     assert (m.slo_attainment_low, m.slo_attainment_high) == (0.0, pytest.approx(0.875))
+    # The p95 interpolates to 48.75 ms inside (25, 50] ms; all the buckets say is "more than 25 ms".
+    assert m.tpot_p == pytest.approx(0.04875) and m.itl_floor == 0.025
+
+
+def test_the_least_a_percentile_can_be_is_the_edge_below_its_bucket() -> None:
+    assert prometheus.quantile_floor(0.95, VLLM_TPOT) == 0.025
+    assert prometheus.quantile_floor(0.5, ((0.1, 2.0), (0.5, 6.0), (math.inf, 8.0))) == 0.1  # quantile: 0.3
+    assert prometheus.quantile_floor(0.2, ((0.1, 2.0), (0.5, 6.0), (math.inf, 8.0))) == 0.0  # first bucket
+    assert prometheus.quantile_floor(0.99, ((0.1, 2.0), (0.5, 6.0), (math.inf, 8.0))) == 0.5  # beyond the last
+    assert prometheus.quantile_floor(0.95, ((0.1, 0.0), (math.inf, 0.0))) is None  # nothing observed
+    assert prometheus.quantile_floor(0.95, ((0.1, 1.0),)) is None  # no +Inf bucket: not a histogram
 
 
 class FakeQuery:
