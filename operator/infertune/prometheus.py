@@ -228,11 +228,10 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) ->
     return out
 
 
-def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
-    """histogram_quantile over cumulative bucket rates: linear within the bucket, as Prometheus does.
-
-    Buckets (0.1: 2, 0.5: 6, +Inf: 8) at q=0.5: rank 4 falls in (0.1, 0.5] -> 0.1 + 0.4 x (4-2)/(6-2) = 0.3.
-    """
+def _rank_bucket(q: float, buckets: Sequence[tuple[float, float]]
+                 ) -> tuple[float, float, float, float, float] | None:
+    """(rank, lower edge, upper edge, count below, count to the upper edge) of the bucket the q-quantile's rank
+    falls in; None for no histogram or nothing observed. Past the last finite bucket the upper edge is +Inf."""
     if not buckets or buckets[-1][0] != math.inf:
         return None
     total = buckets[-1][1]
@@ -242,31 +241,36 @@ def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
     prev_le, prev_count = 0.0, 0.0
     for le, count in buckets:
         if count >= rank:
-            if le == math.inf:
-                return prev_le  # the answer lies beyond the last finite bucket: report its bound
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+            return rank, prev_le, le, prev_count, count
         prev_le, prev_count = le, max(prev_count, count)
-    return prev_le
+    return rank, prev_le, math.inf, prev_count, prev_count
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """histogram_quantile over cumulative bucket rates: linear within the bucket, as Prometheus does.
+
+    Buckets (0.1: 2, 0.5: 6, +Inf: 8) at q=0.5: rank 4 falls in (0.1, 0.5] -> 0.1 + 0.4 x (4-2)/(6-2) = 0.3.
+    """
+    found = _rank_bucket(q, buckets)
+    if found is None:
+        return None
+    rank, low, high, below, upto = found
+    if high == math.inf:
+        return low  # the answer lies beyond the last finite bucket: report its bound
+    if upto == below:
+        return high
+    return low + (high - low) * (rank - below) / (upto - below)
 
 
 def quantile_floor(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
     """The least the q-quantile can be: the lower edge of the bucket its rank falls in (quantile interpolates
     inside it). Every request between 25 and 50 ms: the p95 interpolates to 48.8 ms and may be anything above
     25 ms."""
-    if not buckets or buckets[-1][0] != math.inf:
+    found = _rank_bucket(q, buckets)
+    if found is None:
         return None
-    total = buckets[-1][1]
-    if total <= 0:
-        return None
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            return le if count == prev_count and le != math.inf else prev_le
-        prev_le, prev_count = le, max(prev_count, count)
-    return prev_le
+    _, low, high, below, upto = found
+    return high if upto == below and high != math.inf else low
 
 
 def fraction_below(threshold: float, buckets: Sequence[tuple[float, float]]) -> float | None:
