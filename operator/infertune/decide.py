@@ -390,12 +390,18 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                 if ahead.serving > goal.serving:
                     goal = ahead
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
-        if queued <= 0:
-            # One pod more than the demand measured now needs: the old revision hands over to a target that
-            # carries it with room, not at its edge (where a knee that holds at part load is first seen full);
-            # and never fewer than minReplicas, the floor the user set for serving capacity.
+        # The early handover reads the rate from every serving pod, so only from a whole, clean picture: a
+        # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
+        # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.
+        whole = all(x.name in pm and pm[x.name].requests_per_s is not None for x in serving_pods)
+        clean = obs.metrics is not None and not obs.metrics.ignored
+        if queued <= 0 and whole and clean:
+            # One pod more than the demand needs (measured now, or smoothed, whichever is higher: one quiet
+            # window is not a trend): the old revision hands over to a target that carries it with room, not at
+            # its edge (where a knee that holds at part load is first seen full); and never fewer than
+            # minReplicas, the floor the user set for serving capacity.
             carry = max(spec.scaling.min_replicas, 1 + scaling.replicas_for(
-                rate + backlog, capacity=capacity, slots=at_target.batch, wait_budget=budget,
+                max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
                 miss=_queue_miss(spec), limit=spec.scaling.max_replicas))
         # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
         # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was

@@ -339,6 +339,11 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
                          fraction_bounds(itl_slo, per_request) if per_request else None) if b is not None]
     low = math.prod(lo for lo, _ in edges) if edges else None
     high = math.prod(hi for _, hi in edges) if edges else None
+    # From the histogram decide() reads the percentile from: per-request when it has observations, else per-token
+    # (a window in which no request finished has TPOT series but no TPOT percentile).
+    tpot_p = quantile(q, tpot) if tpot else None
+    itl_floor = quantile_floor(q, tpot) if tpot_p is not None and tpot else (
+        quantile_floor(q, itl) if itl else None)
     v = raw.values
     prompt, generated = v.get(metrics.Signal.PROMPT_TOKENS), v.get(metrics.Signal.GENERATION_TOKENS)
     hit_rate = v.get(metrics.Signal.PREFIX_HIT_RATE)
@@ -348,8 +353,8 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
     return observation.PodMetrics(
         ttft_p=quantile(q, ttft) if ttft else None,
         itl_p=quantile(q, itl) if itl else None,
-        tpot_p=quantile(q, tpot) if tpot else None,
-        itl_floor=quantile_floor(q, per_request) if per_request else None,
+        tpot_p=tpot_p,
+        itl_floor=itl_floor,
         ttft_mean=mean(metrics.Signal.TTFT, ttft),
         itl_mean=mean(metrics.Signal.ITL, itl),
         running=v.get(metrics.Signal.RUNNING),

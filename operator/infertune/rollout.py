@@ -121,7 +121,7 @@ def plan(
             # the old pods 6 each and they queued (TTFT p95 2.5 s for a minute). 55 / 5 = 11 pods keep every
             # share within an old pod's batch: 5 old ones beside the 6.
             held = sum(in_flight.get(p.name) or 0.0 for p in (*serving_pods, *old_serving))
-            fits = min((slots.get(p.revision, 0) for p in old if p.ready), default=0)
+            fits = min((slots[p.revision] for p in old if p.ready and p.revision in slots), default=0)
             if fits >= 1:
                 want_old = max(want_old, math.ceil(held / fits - 1e-9) - len(serving_pods))
         if handover is not None and len(old_serving) > want_old:

@@ -855,9 +855,15 @@ def test_slo_met_says_unresolved_when_the_histogram_cannot_tell(low: float | Non
         assert "60.0% interpolated" in slo.message
 
 
-@pytest.mark.parametrize(("floor", "rps", "switched"), [(None, 0.5, True), (None, 150.0, False), (6, 0.5, False)])
-def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(floor: int | None, rps: float,
-                                                                                  switched: bool) -> None:
+@pytest.mark.parametrize(("floor", "rps", "picture", "switched"), [
+    (None, 0.5, "whole", True),
+    (None, 150.0, "whole", False),
+    (6, 0.5, "whole", False),
+    (None, 0.5, "young", False),  # a Ready target pod has no series yet: the rate is under-counted
+    (None, 0.5, "garbage", False),  # garbage dropped from the window reads as no traffic
+])
+def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(
+        floor: int | None, rps: float, picture: str, switched: bool) -> None:
     spec = spec_of(**{"scaling.minReplicas": 2})
     w = World(spec)
     w.step(0)
@@ -879,12 +885,22 @@ def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_dema
     for n in old:
         w.pods[n] = w.pods[n].model_copy(update={"serving": True, "unserved_since": None})
     w.set_load(**load(spec, current(w), running=min(rps, 10.0), rps=rps / len(w.pods)))
+    if picture == "young":
+        # Ready 20 s ago, inside the metrics' grace: no series yet, and no reason to freeze either.
+        del w.load[mine[0]]
+        w.pods[mine[0]] = w.pods[mine[0]].model_copy(update={"ready_since": at(t - 20).timestamp()})
+        assert w.metrics is not None
+        w.metrics = w.metrics.model_copy(update={"grace": 60.0})
+    if picture == "garbage":
+        assert w.metrics is not None
+        w.metrics = w.metrics.model_copy(update={"ignored": (f"{old[0]} e2e: NaN",)})
     d = w.step(t)
     assert d.status.target is not None and d.status.target.revision == target.revision  # the same rollout
+    assert [c.status for c in d.status.conditions if c.type == "MetricsAvailable"] == ["True"]
     demoted = {x.name for x in d.pod_patches if x.serving is False}
     # 0.5 req/s is carried by the Ready target pods with one to spare: the old revision leaves the Service now.
-    # 150 req/s needs the whole target, and so does a floor of 6 serving pods (the user's): old pods still serve
-    # for the one loading.
+    # 150 req/s needs the whole target, and so does a floor of 6 serving pods (the user's), and so does a
+    # picture that under-counts the rate: old pods still serve for the one loading.
     assert (set(old) <= demoted) is switched
     assert bool(set(old) - demoted) is not switched
 

@@ -214,6 +214,12 @@ def test_enough_old_pods_serve_that_the_routers_even_share_fits_their_batch(held
     # Without the old revision's batch, the capacity ratio alone: 3 old pods.
     plain = _plan(pods, serving=7, handover=2.6, in_flight=in_flight)
     assert 13 - len({x.name for x in plain.patches if x.serving is False}) == 3
+    # A revision whose batch is unknown (its knobs unreadable) does not switch the guard off for the others.
+    other = _plan(pods, serving=7, handover=2.6, slots={"old": 5, "gone": 1}, in_flight=in_flight)
+    assert other.patches == p.patches
+    stray = (*pods, pod("unknown", "u0"))
+    mixed = _plan(stray, serving=7, handover=2.6, slots={"old": 5}, in_flight={**in_flight, "u0": 0.0})
+    assert 13 - len({x.name for x in mixed.patches if x.serving is False and x.name.startswith("o")}) >= old_serving
 
 
 @pytest.mark.parametrize(("carry", "switched"), [(None, False), (8, False), (7, True), (3, True)])

@@ -138,6 +138,15 @@ def test_a_bucket_straddling_the_objective_bounds_the_share_instead_of_guessing_
     assert m.tpot_p == pytest.approx(0.04875) and m.itl_floor == 0.025
 
 
+def test_the_itl_floor_comes_from_the_histogram_the_percentile_is_read_from() -> None:
+    # No request finished in the window (long generations): TPOT series with nothing in them, tokens flowing.
+    empty = ((0.025, 0.0), (0.05, 0.0), (math.inf, 0.0))
+    raw = prometheus.RawPod(buckets={S.TTFT: tuple(BUCKETS), S.TPOT: empty, S.ITL: VLLM_TPOT}, sums={}, values={})
+    m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.04)
+    assert m.tpot_p is None and m.itl_p == pytest.approx(0.04875)  # what decide() reads then
+    assert m.itl_floor == 0.025  # ... and its floor, not None ("exact")
+
+
 def test_the_least_a_percentile_can_be_is_the_edge_below_its_bucket() -> None:
     assert prometheus.quantile_floor(0.95, VLLM_TPOT) == 0.025
     assert prometheus.quantile_floor(0.5, ((0.1, 2.0), (0.5, 6.0), (math.inf, 8.0))) == 0.1  # quantile: 0.3
