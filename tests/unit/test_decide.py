@@ -118,6 +118,15 @@ def current(world: World) -> models.Knobs:
     return models.Knobs(max_batch_size=cfg.max_batch_size, kv_cache_dtype=cfg.kv_cache_dtype)
 
 
+def until_tuned(w: World, spec: models.InferenceDeploymentSpec, t: float = 15, limit: float = 3600) -> float:
+    """Steady load (40 running, 4 req/s per pod) until the first knob change; the next cycle's time."""
+    while not any(r.kind == "knobs" for r in w.status.decisions) and t < limit:
+        w.set_load(**load(spec, current(w), running=40, rps=4.0))
+        w.step(t)
+        t += 15
+    return t
+
+
 def test_first_cycle_runs_the_engine_default_and_reports_the_prior_knee() -> None:
     w = World(spec_of())
     d = w.step(0)
@@ -188,11 +197,7 @@ def test_a_regression_after_a_change_is_rolled_back_and_remembered() -> None:
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    t = 15
-    while not any(r.kind == "knobs" for r in w.status.decisions):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
-        w.step(t)
-        t += 15
+    t = until_tuned(w, spec)
     bad = current(w)
     # The new configuration turns out slower than predicted: its measured ITL misses the SLO.
     for _ in range(30):
@@ -545,11 +550,7 @@ def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> N
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    t = 15
-    while not any(r.kind == "knobs" for r in w.status.decisions) and t < 1800:
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
-        w.step(t)
-        t += 15
+    t = until_tuned(w, spec, limit=1800)
     tuned = current(w)
     # Minutes later, a burst queues requests and every step carries a prefill chunk: ITL 80 ms, 40 waiting.
     t += 900
@@ -915,11 +916,7 @@ def test_an_itl_miss_must_be_more_than_the_histogram_buckets_allow(tpot_p: float
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    t = 15
-    while not any(r.kind == "knobs" for r in w.status.decisions):
-        w.set_load(**load(spec, current(w), running=40, rps=4.0))
-        w.step(t)
-        t += 15
+    t = until_tuned(w, spec)
     tuned = current(w)
     for _ in range(30):
         w.set_load(**load(spec, current(w), running=tuned.max_batch_size * 0.8, rps=4.0, tpot_p=tpot_p,
