@@ -329,7 +329,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     capacity = at_target.requests_per_s
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
     # the serving set changes hands, but the requests keep coming.
-    rate = sum((m.requests_per_s or 0.0) for m in pm.values())
+    rate = demand_rate(obs, pm, t, cold=cold)
     # Queued requests are a backlog, not a rate: new capacity drains them over the cold-start lead time
     # (2,000 waiting over 300 s adds 6.7 req/s, not the 33 req/s of draining them in a minute).
     waiting = sum((m.waiting or 0.0) for m in pm.values())
@@ -338,7 +338,9 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     carry: int | None = None  # frozen metrics or a queue: the rollout waits for the whole target revision
     if health.ok:
         backlog = waiting / max(cold, 60.0)
-        demand = scaling.update_demand(prev.demand, rate + backlog, now=now)
+        attained = _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
+                               m.requests_per_s or 0.0) for m in served])
+        demand = scaling.update_demand(prev.demand, rate + backlog, now=now, attainment=attained)
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
         # may make late half of the requests the percentile allows (2.5% for p95).
         # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
@@ -390,6 +392,19 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                 if ahead.serving > goal.serving:
                     goal = ahead
         serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
+        # A scale-down needs room under the SLO, measured, not only predicted: while the smoothed share of
+        # requests within both objectives is under the percentile plus half its allowance (97.5% for p95), the
+        # replicas stay. The model sized a 70B chat load of 8 req/s at 6 replicas (Erlang queueing is short
+        # there), but 6 ran at 94.8%: the ITL tail of nearly full batches, which no queueing model sees. Only
+        # while requests are measured now: an idle deployment keeps no stale miss that holds its replicas.
+        objective = spec.slo.percentile / 100
+        room = objective + (1 - objective) / 2
+        hold = min(prev_desired, spec.scaling.max_replicas)
+        if (serving_n < hold and not fresh and attained is not None and demand.attainment is not None
+                and demand.attainment < room):
+            serving_n = hold
+            scale_why = (f"{scale_why}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the "
+                         f"last minutes, under {room:.1%}")
         # The early handover reads the rate from every serving pod, so only from a whole, clean picture: a
         # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
         # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.
@@ -610,6 +625,32 @@ def _propose(
     return knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size} ({kv_why}): predicted ITL p95 "
                         f"{best.itl_p * 1000:.1f} ms, TTFT p95 {best.ttft_p * 1000:.0f} ms, "
                         f"{best.output_tokens_per_s:.0f} tok/s per replica (confidence {conf:.2f})")
+
+
+def demand_rate(obs: observation.Observation, pm: dict[str, observation.PodMetrics], t: float, *,
+                 cold: float) -> float:
+    """Requests/s over the metrics window, from every pod that reports (old revision and young pods alike).
+
+    Prometheus' rate() divides a counter's increase by the whole range, so a pod Ready 15 s ago reports its
+    15 s of requests over 60 s, and the sum over pods is every request the window saw, over the window: a
+    handover from 6 old pods to 4 new ones reads 15 req/s throughout, not the 21 that rating each young pod
+    over its own 15 s gave. Only when no pod is as old as the window (a deployment that just started) did it
+    see fewer seconds of requests, and those are not all finished: pods that started empty have taken every
+    request that is done or still in flight. 6 pods Ready 15 s ago, 40 requests finished (0.67 req/s over
+    60 s) and 110 in flight, took (40 + 110) / 15 s = 10 req/s; the finished ones alone read 2.7.
+    """
+    window = obs.metrics.window if obs.metrics is not None else 60.0
+    total = sum((m.requests_per_s or 0.0) for m in pm.values())
+    # A pod's series begin when its engine first comes up, which is its Ready time only for a pod that became
+    # Ready one cold start after it was created: one that was Ready long before and flapped (a failed probe)
+    # kept counting, and reading its whole window over the seconds since would multiply the demand.
+    starts = [p.ready_since if p.ready_since is not None and p.ready_since - p.created <= 2 * cold + window
+              else -math.inf for p in obs.pods if p.name in pm]
+    covered = min(window, t - min(starts)) if starts else window
+    if covered >= window:
+        return total
+    held = sum((m.in_flight or 0.0) for m in pm.values())
+    return (total * window + held) / max(covered, 1.0)
 
 
 def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, lead: float,

@@ -660,6 +660,10 @@ class DemandStatus(Base):
         default=0, ge=0, description="Requests queued beyond the batch slots at the last update (its growth is "
         "the part of a burst the rate window has not caught up with)."
     )
+    attainment: float | None = pydantic.Field(
+        default=None, ge=0, le=1, description="Share of requests within both objectives, smoothed over about "
+        "five minutes (a scale-down waits for it to leave room under the SLO percentile)."
+    )
 
 
 class CostStatus(Base):

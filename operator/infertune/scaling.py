@@ -9,10 +9,13 @@ import math
 from infertune import conditions, models
 
 # Smoothing horizons. The rate reacts within a minute (a 60 s EWMA follows a 2x step to 86% in 2 minutes),
-# the trend over two, and the forecast error is remembered for five, so a burst keeps its standby a while.
+# the trend over five, and the forecast error is remembered for five, so a burst keeps its standby a while.
+# The measured SLO attainment is smoothed over five minutes too: a minute of 480 chat requests reads 95% +-1%
+# from counting alone, and a scale-down waits for room under the objective (decide).
 RATE_TAU = 60.0
 TREND_TAU = 300.0
 ERROR_TAU = 300.0
+ATTAINMENT_TAU = 300.0
 # Offline sizing (`infertune knee`), where only a throughput is known: plan at 80% of it. The operator itself
 # sizes with the queueing model below, which knows the batch slots and the TTFT budget.
 UTILIZATION = 0.8
@@ -32,7 +35,8 @@ def _alpha(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-max(dt, 0.0) / tau)
 
 
-def update_demand(previous: models.DemandStatus | None, rate: float, *, now: datetime.datetime) -> models.DemandStatus:
+def update_demand(previous: models.DemandStatus | None, rate: float, *, now: datetime.datetime,
+                  attainment: float | None = None) -> models.DemandStatus:
     """Fold one measured request rate into the smoothed rate, its trend and the forecast error.
 
     Every 15 s: alpha = 1 - e^(-15/60) = 0.22 for the rate. The error compares the measurement with what the
@@ -42,22 +46,30 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     t = now.timestamp()
     last = _seconds(previous.updated) if previous is not None else None
     if previous is None or last is None:
-        return models.DemandStatus(rate=rate, trend=0.0, error=0.0, updated=stamp)
+        return models.DemandStatus(rate=rate, trend=0.0, error=0.0, updated=stamp, attainment=attainment)
     dt = t - last
     if dt <= 0:
         return previous
+    held = previous.attainment
+    if attainment is not None:
+        held = attainment if held is None else held + _alpha(dt, ATTAINMENT_TAU) * (attainment - held)
     expected = max(0.0, previous.rate + previous.trend * dt)
     smoothed = previous.rate + _alpha(dt, RATE_TAU) * (rate - previous.rate)
     slope = (smoothed - previous.rate) / dt
     trend = previous.trend + _alpha(dt, TREND_TAU) * (slope - previous.trend)
     error = previous.error + _alpha(dt, ERROR_TAU) * (abs(rate - expected) - previous.error)
     return models.DemandStatus(rate=max(0.0, smoothed), trend=trend, error=max(0.0, error), updated=stamp,
-                               below_since=previous.below_since)
+                               below_since=previous.below_since, attainment=held)
 
 
 def forecast(demand: models.DemandStatus, *, lead: float) -> float:
-    """Requests/s expected `lead` seconds ahead; a falling trend does not lower it (replicas come down slowly)."""
-    return max(demand.rate, demand.rate + demand.trend * lead)
+    """Requests/s expected `lead` seconds ahead; a falling trend does not lower it (replicas come down slowly).
+
+    The smoothed rate trails a rising one by about its smoothing time (an EWMA of a ramp lags by its tau), so
+    the trend is carried over that lag as well: 0.6 req/s more per minute, 300 s ahead, is 3.6 req/s above
+    the smoothed rate, not 3.0.
+    """
+    return max(demand.rate, demand.rate + demand.trend * (lead + RATE_TAU))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

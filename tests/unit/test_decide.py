@@ -76,12 +76,15 @@ class World:
                           key=lambda p: (p.ready, p.deletion_cost, -p.created))
             while len(mine) > plan.replicas:  # ReplicaSet: not-Ready, then lowest deletion cost, newest first
                 del self.pods[mine.pop(0).name]
+            # The first pods were running before the first cycle (their metrics cover a whole window); later
+            # ones start when created.
+            born = at(t - 3600 if not self.decisions[:-1] else t).timestamp()
             while len(mine) < plan.replicas:
                 self.serial += 1
                 crash = self.crash_after is not None and t >= self.crash_after
                 pod = observation.PodFacts(name=f"p{self.serial}", revision=plan.revision, ready=not crash,
-                                           serving=True, created=at(t).timestamp(),
-                                           ready_since=None if crash else at(t).timestamp(),
+                                           serving=True, created=born,
+                                           ready_since=None if crash else born,
                                            restarts=5 if crash and not self.fail else 0,
                                            failed=crash and self.fail)
                 self.pods[pod.name] = pod
@@ -590,9 +593,61 @@ def test_the_last_measured_request_shape_stands_while_every_pod_is_young() -> No
     cal = d.status.knee.calibration
     per_replica = knee.predict(spec, current(w), knee.Workload(isl=600, osl=60), cal).requests_per_s
     prior = knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, cal).requests_per_s
-    assert per_replica > 2 * prior
+    assert per_replica > 1.5 * prior  # 600/60 requests are far cheaper than 1,000/200 ones
     scaled = next(r for r in reversed(d.status.decisions) if r.kind == "replicas")
     assert f"at {per_replica:.2f} req/s" in scaled.reason
+
+
+def _born(w: World, *, created: float, ready: float) -> None:
+    for name, p in list(w.pods.items()):
+        w.pods[name] = p.model_copy(update={"created": at(created).timestamp(), "ready_since": at(ready).timestamp()})
+
+
+def test_a_deployment_that_just_started_counts_what_its_pods_took_not_only_what_finished() -> None:
+    # Prometheus rates a pod Ready 15 s ago over the whole minute: 2 pods with 20 requests finished each read
+    # 0.33 req/s apiece. They started empty, so what they took is what finished plus what is in flight:
+    # (40 + 110) / 15 s = 10 req/s.
+    spec = spec_of(**{"scaling.minReplicas": 2})
+    w = World(spec)
+    w.step(0)
+    _born(w, created=-60, ready=0)  # Ready one cold start (60 s) after creation: a new engine
+    w.set_load(**load(spec, current(w), running=55, rps=20 / 60, in_flight=55.0))
+    obs = w.observe()
+    assert obs.metrics is not None and len(obs.metrics.pods) == 2
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(10.0)
+    # Once a pod has been Ready for the whole window the sum over pods is the rate; work in flight is no new demand.
+    assert decide.demand_rate(obs, obs.metrics.pods, at(75).timestamp(), cold=60.0) == pytest.approx(40 / 60)
+    # Ready 15 s ago but created two hours ago: a readiness flap, not a new engine. Its counters ran on, and
+    # their window is read as it is (over 15 s it would be ten times the rate and more).
+    _born(w, created=-7200, ready=0)
+    obs = w.observe()
+    assert obs.metrics is not None
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(40 / 60)
+
+
+@pytest.mark.parametrize("before, after, held", [
+    (0.99, 0.90, True),  # low load, but one request in ten misses: the replicas stay
+    (0.99, 0.99, False),  # room under the SLO: down after the delay
+    (0.90, None, False),  # misses earlier, now idle with nothing measured: no stale miss holds replicas
+])
+def test_a_scale_down_waits_for_measured_room_under_the_slo(before: float, after: float | None, held: bool) -> None:
+    spec = spec_of()  # scaleDownDelay 2 minutes
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):
+        w.set_load(**{**load(spec, current(w), running=30, rps=40.0 / max(1, len(w.serving()))),
+                      "slo_attainment": before})
+        w.step(t)
+    high = w.status.replicas.desired
+    assert high > 1
+    for t in range(600, 900, 15):  # 5 minutes of low load, well past the delay
+        quiet = load(spec, current(w), running=1, rps=0.5 if after is not None else 0.0, in_flight=0.0)
+        w.set_load(**{**quiet, "slo_attainment": after})
+        w.step(t)
+    assert (w.status.replicas.desired == high) is held
+    if held:  # the smoothed attainment is what held it: under 97.5%, the p95 objective plus half its allowance
+        assert w.status.demand is not None and w.status.demand.attainment is not None
+        assert w.status.demand.attainment < 0.975
 
 
 def test_after_garbage_the_scale_down_waits_a_whole_delay_of_clean_metrics() -> None:

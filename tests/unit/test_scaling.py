@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import math
+
+import pytest
 
 from infertune import models, scaling
 
@@ -53,3 +56,28 @@ def test_replicas_held_through_the_scale_down_delay_count_toward_the_pool() -> N
     after = scaling.targets(SPEC, demand.model_copy(update={"below_since": "2025-12-31T23:00:00Z"}), capacity=7.9,
                             slots=57, wait_budget=1.1, miss=0.025, current=4, lead=60.0, now=NOW, window=60.0)
     assert (after.serving, after.standby) == (3, 1)
+
+
+def test_the_forecast_makes_up_for_the_smoothing_lag_on_a_ramp() -> None:
+    # A ramp of 0.6 req/s per minute, folded every 15 s for half an hour: the smoothed rate trails the real one
+    # by about the smoothing time (0.5 req/s here), so the forecast one cold start (300 s) ahead adds the trend
+    # over that too and lands within 0.15 req/s of the rate then, where trend x lead alone fell 0.5 short.
+    demand: models.DemandStatus | None = None
+    for k in range(121):
+        t = 15.0 * k
+        demand = scaling.update_demand(demand, 4.0 + 0.01 * t, now=NOW + datetime.timedelta(seconds=t))
+    assert demand is not None
+    assert scaling.forecast(demand, lead=300.0) == pytest.approx(4.0 + 0.01 * (1800 + 300), abs=0.15)
+    # A falling trend never lowers it.
+    assert scaling.forecast(demand.model_copy(update={"trend": -0.01}), lead=300.0) == demand.rate
+
+
+def test_the_measured_attainment_is_smoothed_over_minutes_and_kept_while_nothing_is_measured() -> None:
+    d = scaling.update_demand(None, 10.0, now=NOW, attainment=0.99)
+    assert d.attainment == 0.99
+    # 60 s later a window at 0.90: alpha = 1 - e^(-60/300) = 0.18, so 0.99 - 0.18 x 0.09 = 0.974.
+    d = scaling.update_demand(d, 10.0, now=NOW + datetime.timedelta(seconds=60), attainment=0.90)
+    assert d.attainment == pytest.approx(0.99 - (1 - math.exp(-0.2)) * 0.09)
+    # No request finished in the window: nothing measured, the last value stands.
+    kept = scaling.update_demand(d, 0.0, now=NOW + datetime.timedelta(seconds=75), attainment=None)
+    assert kept.attainment == d.attainment

@@ -210,6 +210,27 @@ def test_pod_metrics_are_what_prometheus_would_report() -> None:
     assert strict is not None and strict.slo_attainment == 0.0
 
 
+def test_a_young_pod_rates_its_counters_over_the_whole_window_as_prometheus_does() -> None:
+    # One pod serves 2 req/s from 0; a second one (60 s cold start from 10 s) is Ready at 70 and takes half
+    # from then. At 85, Prometheus' rate() over [60s] divides the young pod's 15 s of requests by 60 s: the two
+    # pods sum to the 2 req/s that arrived, where rating the young one over its own 15 s read 2.5.
+    cl = make(replicas=1, arrivals=steady(2, start=0, end=200, prompt=200, output=5))
+    scale(cl, 10.0, (KNOBS, 2))
+    for t in range(5, 90, 5):
+        cl.advance(float(t))
+        cl.scrape(float(t))
+    old, young = names(cl)
+    obs = cl.observe(85.0, window=60.0)
+    assert obs.metrics is not None
+    a, b = obs.metrics.pods[old], obs.metrics.pods[young]
+    assert a.requests_per_s is not None and b.requests_per_s is not None
+    assert 0.2 < b.requests_per_s < 0.3  # about 15 requests over 60 s
+    assert a.requests_per_s + b.requests_per_s == pytest.approx(2.0, abs=0.1)
+    assert b.output_tokens_per_s is not None and b.output_tokens_per_s == pytest.approx(5 * b.requests_per_s, rel=0.2)
+    # Gauges are averages over the samples there are: the young pod's running count is not diluted.
+    assert b.running is not None and a.running is not None and b.running == pytest.approx(a.running, rel=0.5)
+
+
 def test_gpu_time_counts_loading_and_draining_pods() -> None:
     cl = make(replicas=1)
     scale(cl, 100.0, (KNOBS, 2))

@@ -360,13 +360,17 @@ class Cluster:
                 if r.generated > 1:
                     tpots.append(r.itl)
         itl = now.itl.minus(base.itl)
-        prompt = (now.prompt_tokens - base.prompt_tokens) / rate_span
-        generated = (now.generation_tokens - base.generation_tokens) / rate_span
+        # Counters are rated as Prometheus' rate() does: the increase over the whole range, so a pod Ready for
+        # 15 s of a 60 s window reports a quarter of its rate (its series begins inside the range). Gauges
+        # (running, waiting, KV use, DRAM activity) are averages over the samples there are, as avg_over_time.
+        counted = max(rate_span, window)
+        prompt = (now.prompt_tokens - base.prompt_tokens) / counted
+        generated = (now.generation_tokens - base.generation_tokens) / counted
         queries = now.prefix_queries - base.prefix_queries
         kv = [v for s, v in pod.kv if since < s <= t]
         # DRAM-active share: 120 TB moved per GPU in 60 s on a 3.35 TB/s H100 = 120e12 / (60 x 3.35e12) = 0.60.
         peak = m.engine.replica.gpu.bandwidth_gbps * perfmodel.GB
-        requests = finished / span
+        requests = finished / window
         ok_ttft = sum(1 for x in ttfts if x <= spec.slo.ttft) / len(ttfts) if ttfts else None
         ok_itl = sum(1 for x in tpots if x <= spec.slo.itl) / len(tpots) if tpots else None
         attainment = ok_ttft * ok_itl if ok_ttft is not None and ok_itl is not None else (
@@ -376,7 +380,7 @@ class Cluster:
             ttft_mean=sum(ttfts) / len(ttfts) if ttfts else None, itl_mean=None if itl.count <= 0 else itl.mean(),
             running=running / span, waiting=waiting / span,
             kv_usage=sum(kv) / len(kv) if kv else m.engine.kv_usage,
-            preemptions_per_s=(now.preemptions - base.preemptions) / rate_span,
+            preemptions_per_s=(now.preemptions - base.preemptions) / counted,
             prompt_tokens_per_s=prompt, output_tokens_per_s=generated, requests_per_s=requests,
             prefix_hit_rate=(now.prefix_hits - base.prefix_hits) / queries if queries > 0 else None,
             mbu=min(1.0, (now.bytes_per_gpu - base.bytes_per_gpu) / (rate_span * peak)),
