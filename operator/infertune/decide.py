@@ -338,8 +338,12 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     carry: int | None = None  # frozen metrics or a queue: the rollout waits for the whole target revision
     if health.ok:
         backlog = waiting / max(cold, 60.0)
-        attained = _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
-                               m.requests_per_s or 0.0) for m in served])
+        # The SLO attainment the scale-down guard below reads, from windows without a queue: misses while
+        # requests wait are the replica count's own and scale it up already; after a burst they would hold a
+        # fleet sized for it for a quarter of an hour (a 3x spike read 50% and took 15 minutes to recover).
+        attained = None if overloaded else _weighted([
+            (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
+            for m in served])
         demand = scaling.update_demand(prev.demand, rate + backlog, now=now, attainment=attained)
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
         # may make late half of the requests the percentile allows (2.5% for p95).

@@ -650,6 +650,24 @@ def test_a_scale_down_waits_for_measured_room_under_the_slo(before: float, after
         assert w.status.demand.attainment < 0.975
 
 
+def test_misses_while_requests_queue_do_not_count_toward_the_scale_down_guard() -> None:
+    # A burst: requests wait and half miss. That is the replica count's own shortfall (the queue scales it up);
+    # counted, it would hold the fleet sized for the burst for a quarter of an hour after it passed.
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 300, 15):
+        w.set_load(**{**load(spec, current(w), running=10, rps=4.0), "slo_attainment": 0.99})
+        w.step(t)
+    assert w.status.demand is not None and w.status.demand.attainment == pytest.approx(0.99)
+    w.set_load(**{**load(spec, current(w), running=10, rps=4.0, waiting=5.0), "slo_attainment": 0.5})
+    w.step(300)
+    assert w.status.demand is not None and w.status.demand.attainment == pytest.approx(0.99)
+    w.set_load(**{**load(spec, current(w), running=10, rps=4.0), "slo_attainment": 0.5})
+    w.step(315)  # the same misses without a queue count
+    assert w.status.demand is not None and w.status.demand.attainment < 0.98
+
+
 def test_after_garbage_the_scale_down_waits_a_whole_delay_of_clean_metrics() -> None:
     spec = spec_of()  # scaleDownDelay 2 minutes
     w = World(spec)
