@@ -406,9 +406,18 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         hold = min(prev_desired, spec.scaling.max_replicas)
         if (serving_n < hold and not fresh and attained is not None and demand.attainment is not None
                 and demand.attainment < room):
-            serving_n = hold
             scale_why = (f"{scale_why}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the "
                          f"last minutes, under {room:.1%}")
+            if demand.held_since is None:  # said once, when the hold begins
+                demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
+                out.record(now, "replicas", f"serving replicas {prev_desired} kept (scale-down to {serving_n} held)",
+                           scale_why, applied=True, event="ScaleDownHeld")
+            serving_n = hold
+            # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
+            goal = dataclasses.replace(goal, below_since=(last.below_since if last is not None else None)
+                                       or conditions.timestamp(now))
+        elif demand.held_since is not None:
+            demand = demand.model_copy(update={"held_since": None})
         # The early handover reads the rate from every serving pod, so only from a whole, clean picture: a
         # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
         # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.

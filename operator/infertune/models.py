@@ -662,7 +662,12 @@ class DemandStatus(Base):
     )
     attainment: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Share of requests within both objectives, smoothed over about "
-        "five minutes (a scale-down waits for it to leave room under the SLO percentile)."
+        "five minutes from windows without a queue (a scale-down waits for it to leave room under the SLO "
+        "percentile)."
+    )
+    held_since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="Since when a scale-down has been held for lack of measured room under the SLO."
     )
 
 

@@ -59,7 +59,7 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     trend = previous.trend + _alpha(dt, TREND_TAU) * (slope - previous.trend)
     error = previous.error + _alpha(dt, ERROR_TAU) * (abs(rate - expected) - previous.error)
     return models.DemandStatus(rate=max(0.0, smoothed), trend=trend, error=max(0.0, error), updated=stamp,
-                               below_since=previous.below_since, attainment=held)
+                               below_since=previous.below_since, attainment=held, held_since=previous.held_since)
 
 
 def forecast(demand: models.DemandStatus, *, lead: float) -> float:

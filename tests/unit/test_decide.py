@@ -645,9 +645,13 @@ def test_a_scale_down_waits_for_measured_room_under_the_slo(before: float, after
         w.set_load(**{**quiet, "slo_attainment": after})
         w.step(t)
     assert (w.status.replicas.desired == high) is held
+    said = [e for d in w.decisions for e in d.events if e.reason == "ScaleDownHeld"]
+    assert w.status.demand is not None and (w.status.demand.held_since is not None) is held
     if held:  # the smoothed attainment is what held it: under 97.5%, the p95 objective plus half its allowance
-        assert w.status.demand is not None and w.status.demand.attainment is not None
-        assert w.status.demand.attainment < 0.975
+        assert w.status.demand.attainment is not None and w.status.demand.attainment < 0.975
+        assert len(said) == 1 and "under 97.5%" in said[0].message  # said once, when the hold began
+    else:
+        assert not said
 
 
 def test_misses_while_requests_queue_do_not_count_toward_the_scale_down_guard() -> None:
