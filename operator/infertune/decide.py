@@ -647,23 +647,25 @@ def demand_rate(obs: observation.Observation, pm: dict[str, observation.PodMetri
     Prometheus' rate() divides a counter's increase by the whole range, so a pod Ready 15 s ago reports its
     15 s of requests over 60 s, and the sum over pods is every request the window saw, over the window: a
     handover from 6 old pods to 4 new ones reads 15 req/s throughout, not the 21 that rating each young pod
-    over its own 15 s gave. Only when no pod is as old as the window (a deployment that just started) did it
-    see fewer seconds of requests, and those are not all finished: pods that started empty have taken every
-    request that is done or still in flight. 6 pods Ready 15 s ago, 40 requests finished (0.67 req/s over
-    60 s) and 110 in flight, took (40 + 110) / 15 s = 10 req/s; the finished ones alone read 2.7.
+    over its own 15 s gave. That sum misses what pods no longer there served (their series are not read), and
+    while every serving pod is younger than the window (a deployment that just started, or a rollout whose old
+    pods have gone) it covers fewer seconds than the window. Those pods started empty, so what they took is
+    what finished plus what is still in flight, over the seconds since the first was Ready: 6 pods Ready 15 s
+    ago, 40 requests finished (0.67 req/s over 60 s) and 110 in flight, took (40 + 110) / 15 s = 10 req/s; the
+    sum alone reads 0.67. The higher of the two stands (old pods still draining are in the sum).
     """
     window = obs.metrics.window if obs.metrics is not None else 60.0
     total = sum((m.requests_per_s or 0.0) for m in pm.values())
     # A pod's series begin when its engine first comes up, which is its Ready time only for a pod that became
     # Ready one cold start after it was created: one that was Ready long before and flapped (a failed probe)
     # kept counting, and reading its whole window over the seconds since would multiply the demand.
+    serving = [p for p in obs.pods if p.name in pm and p.ready and p.serving and not p.deleting]
     starts = [p.ready_since if p.ready_since is not None and p.ready_since - p.created <= 2 * cold + window
-              else -math.inf for p in obs.pods if p.name in pm]
-    covered = min(window, t - min(starts)) if starts else window
-    if covered >= window:
+              else -math.inf for p in serving]
+    if not starts or t - min(starts) >= window:
         return total
-    held = sum((m.in_flight or 0.0) for m in pm.values())
-    return (total * window + held) / max(covered, 1.0)
+    took = sum((pm[p.name].requests_per_s or 0.0) * window + (pm[p.name].in_flight or 0.0) for p in serving)
+    return max(total, took / max(t - min(starts), 1.0))
 
 
 def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, lead: float,

@@ -623,6 +623,25 @@ def test_a_deployment_that_just_started_counts_what_its_pods_took_not_only_what_
     obs = w.observe()
     assert obs.metrics is not None
     assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(40 / 60)
+    # A handover: two old pods out of the Service, still draining, served 8 req/s over the window; the new pods
+    # Ready 15 s ago took only their part so far ((10 + 20) / 15 s = 2 req/s). The window's sum stands.
+    _born(w, created=-60, ready=0)
+    w.set_load(**load(spec, current(w), running=10, rps=5 / 60, in_flight=10.0))
+    for name in list(w.pods):
+        w.pods[f"old-{name}"] = w.pods[name].model_copy(update={
+            "name": f"old-{name}", "serving": False, "created": at(-7200).timestamp(),
+            "ready_since": at(-7140).timestamp()})
+    w.load.update({f"old-{n}": observation.PodMetrics(requests_per_s=4.0, in_flight=3.0) for n in list(w.load)})
+    obs = w.observe()
+    assert obs.metrics is not None and len(obs.metrics.pods) == 4
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(8 + 10 / 60)
+    # Later in the handover most old pods have gone with what they served; the two left read 0.5 req/s each.
+    # What the new pods took since they were Ready is the better reading: (40 + 110) / 15 s = 10 req/s.
+    w.set_load(**load(spec, current(w), running=55, rps=20 / 60, in_flight=55.0))
+    w.load.update({f"old-{n}": observation.PodMetrics(requests_per_s=0.5, in_flight=1.0) for n in list(w.load)})
+    obs = w.observe()
+    assert obs.metrics is not None
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(10.0)
 
 
 @pytest.mark.parametrize("before, after, held", [
