@@ -36,6 +36,8 @@ DEFAULT_COLD_START = 120.0
 STANDBY_SETTLE = 60.0
 # Pods started for a growing queue clear what will be queued when they are Ready within this long.
 DRAIN_SECONDS = 60.0
+# Prometheus scrapes every 15 s (manifests/monitoring): the shortest span a young pod's reading can cover.
+SCRAPE_SECONDS = 15.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -345,6 +347,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
             for m in served])
         demand = scaling.update_demand(prev.demand, rate + backlog, now=now, attainment=attained)
+        if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in served):
+            demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
         # may make late half of the requests the percentile allows (2.5% for p95).
         # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
@@ -399,19 +403,24 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         # A scale-down needs room under the SLO, measured, not only predicted: while the smoothed share of
         # requests within both objectives is under the percentile plus half its allowance (97.5% for p95), the
         # replicas stay. The model sized a 70B chat load of 8 req/s at 6 replicas (Erlang queueing is short
-        # there), but 6 ran at 94.8%: the ITL tail of nearly full batches, which no queueing model sees. Only
-        # while requests are measured now: an idle deployment keeps no stale miss that holds its replicas.
+        # there), but 6 ran at 94.8%: the ITL tail of nearly full batches, which no queueing model sees. So the
+        # hold is for busy batches only: the replicas left would run at least half their batch (58 running over
+        # 6 replicas of 13: 74%). Misses that more replicas do not fix (prompts too long for the TTFT objective at
+        # any load) hold nothing at 2 req/s over 8 replicas, and a quiet window forgets the misses before it.
         objective = spec.slo.percentile / 100
         room = objective + (1 - objective) / 2
         hold = min(prev_desired, spec.scaling.max_replicas)
+        busy = sum(m.running or 0.0 for m in served) / max(serving_n, 1) >= 0.5 * at_target.batch
         if (serving_n < hold and not fresh and attained is not None and demand.attainment is not None
-                and demand.attainment < room):
+                and demand.attainment < room and busy):
             scale_why = (f"{scale_why}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the "
                          f"last minutes, under {room:.1%}")
             if demand.held_since is None:  # said once, when the hold begins
                 demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
-                out.record(now, "replicas", f"serving replicas {prev_desired} kept (scale-down to {serving_n} held)",
+                out.record(now, "replicas", f"serving replicas {hold} kept (scale-down to {serving_n} held)",
                            scale_why, applied=True, event="ScaleDownHeld")
+            # Replicas held serving cover the upper forecast as standby would: the pool shrinks by as many.
+            standby_n = max(spec.scaling.standby.min, standby_n - (hold - serving_n))
             serving_n = hold
             # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
             goal = dataclasses.replace(goal, below_since=(last.below_since if last is not None else None)
@@ -659,13 +668,15 @@ def demand_rate(obs: observation.Observation, pm: dict[str, observation.PodMetri
     # A pod's series begin when its engine first comes up, which is its Ready time only for a pod that became
     # Ready one cold start after it was created: one that was Ready long before and flapped (a failed probe)
     # kept counting, and reading its whole window over the seconds since would multiply the demand.
+    # A Ready time ahead of this clock (skew between the kubelet and the operator) is no start either.
     serving = [p for p in obs.pods if p.name in pm and p.ready and p.serving and not p.deleting]
-    starts = [p.ready_since if p.ready_since is not None and p.ready_since - p.created <= 2 * cold + window
-              else -math.inf for p in serving]
+    starts = [p.ready_since if p.ready_since is not None and p.ready_since <= t
+              and p.ready_since - p.created <= 1.5 * cold else -math.inf for p in serving]
     if not starts or t - min(starts) >= window:
         return total
     took = sum((pm[p.name].requests_per_s or 0.0) * window + (pm[p.name].in_flight or 0.0) for p in serving)
-    return max(total, took / max(t - min(starts), 1.0))
+    # Not over less than a scrape interval: 30 requests taken in the first second are not 30 req/s.
+    return max(total, took / max(t - min(starts), SCRAPE_SECONDS))
 
 
 def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, lead: float,
