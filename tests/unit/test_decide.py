@@ -130,6 +130,15 @@ def until_tuned(w: World, spec: models.InferenceDeploymentSpec, t: float = 15, l
     return t
 
 
+def keep_load(w: World, spec: models.InferenceDeploymentSpec, t: float, cycles: int, **per_pod: Any) -> float:
+    """The same load on every pod at the current knobs for `cycles` cycles from t; the next cycle's time."""
+    for _ in range(cycles):
+        w.set_load(**load(spec, current(w), **per_pod))
+        w.step(t)
+        t += 15
+    return t
+
+
 def test_first_cycle_runs_the_engine_default_and_reports_the_prior_knee() -> None:
     w = World(spec_of())
     d = w.step(0)
@@ -203,10 +212,7 @@ def test_a_regression_after_a_change_is_rolled_back_and_remembered() -> None:
     t = until_tuned(w, spec)
     bad = current(w)
     # The new configuration turns out slower than predicted: its measured ITL misses the SLO.
-    for _ in range(30):
-        w.set_load(**load(spec, current(w), running=bad.max_batch_size * 0.8, rps=4.0, tpot_p=0.080, itl_p=0.09))
-        w.step(t)
-        t += 15
+    keep_load(w, spec, t, 30, running=bad.max_batch_size * 0.8, rps=4.0, tpot_p=0.080, itl_p=0.09)
     assert [r.max_batch_size for r in w.status.rejected] == [bad.max_batch_size]
     assert "measured ITL p95 80.0 ms > SLO 40 ms" in w.status.rejected[0].reason
     assert current(w).max_batch_size != bad.max_batch_size
@@ -1031,11 +1037,7 @@ def test_an_itl_miss_must_be_more_than_the_histogram_buckets_allow(tpot_p: float
     w.step(0)
     t = until_tuned(w, spec)
     tuned = current(w)
-    for _ in range(30):
-        w.set_load(**load(spec, current(w), running=tuned.max_batch_size * 0.8, rps=4.0, tpot_p=tpot_p,
-                          itl_floor=floor))
-        w.step(t)
-        t += 15
+    keep_load(w, spec, t, 30, running=tuned.max_batch_size * 0.8, rps=4.0, tpot_p=tpot_p, itl_floor=floor)
     assert bool(w.status.rejected) is missed
     assert (current(w) != tuned) is missed
     if missed:

@@ -165,6 +165,8 @@ def test_specs_are_frozen() -> None:
     {"config": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8", "baselineItlP95Ms": "fast"}},
     {"observed": {"sloAttainmentLow": 1.5}},
     {"observed": {"sloAttainmentHigh": -0.1}},
+    {"demand": {"rate": 8.0, "attainment": 1.5}},
+    {"demand": {"rate": 8.0, "attainment": "high"}},
 ])
 def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
     # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next
