@@ -232,7 +232,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(b"boom")
             return
         if self.mode == "slow":
-            time.sleep(3)
+            # Longer than the client's 1 s timeout; the fixture cuts it short at teardown so no handler thread
+            # outlives its test (one writing to the closed socket later printed into another test's stderr).
+            assert isinstance(self.server, _Server)
+            self.server.release.wait(3)
         body = b"not json" if self.mode == "garbage" else json.dumps(
             {"status": "success", "data": {"resultType": "vector", "result": vec((POD_A, 1))}}).encode()
         self.send_response(200)
@@ -244,14 +247,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = False  # server_close() joins the handler threads
+    release: threading.Event
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # the client gave up on a slow answer: the broken pipe is the point of the test, not news
+
+
 @pytest.fixture
 def fake_prometheus() -> Iterator[tuple[str, type[_Handler]]]:
     handler = type("H", (_Handler,), {})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
+    server.release = threading.Event()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.release.set()
     server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.parametrize(("mode", "message"), [("500", "HTTP Status Code 500"), ("garbage", "malformed answer"),
