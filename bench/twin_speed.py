@@ -9,7 +9,7 @@ import time
 from infertune import catalog, models, perfmodel
 from infertune.sim import fleet, workload
 
-TRACE = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "azure-llm-2023-conversation.csv"
+TRACE = pathlib.Path(__file__).resolve().parents[1] / "data" / "traces" / "azure-llm-2023-conversation.csv"
 
 
 def main() -> None:

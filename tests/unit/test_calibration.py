@@ -1,4 +1,4 @@
-"""Test: the twin reproduces the published calibration data in shared/calibration/ (it really runs the sweep)."""
+"""Test: the twin reproduces the published calibration data in data/calibration/ (it really runs the sweep)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,12 @@ import pytest
 from infertune import catalog, models, perfmodel
 from infertune.sim import sweep
 
-CALIBRATION = pathlib.Path(__file__).resolve().parents[3] / "shared" / "calibration"
+CALIBRATION = pathlib.Path(__file__).resolve().parents[2] / "data" / "calibration"
 NIM = CALIBRATION / "nim-llama-3.3-70b-2xh100-fp8-tp2-isl5000-osl500.csv"
 SEED = CALIBRATION / "seed-cost-table.csv"
 
 
 def _rows(path: pathlib.Path) -> list[dict[str, str]]:
-    if not path.exists():
-        pytest.skip(f"calibration data not found at {path}")
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 

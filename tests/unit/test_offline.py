@@ -13,7 +13,7 @@ from infertune import cli, cost, frontier_analysis, offline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
-CALIBRATION = ROOT.parent / "shared" / "calibration"
+CALIBRATION = ROOT / "data" / "calibration"
 NIM = CALIBRATION / "nim-llama-3.3-70b-2xh100-fp8-tp2-isl5000-osl500.csv"
 SEED_COST = CALIBRATION / "seed-cost-table.csv"
 GENAI_PERF = FIXTURES / "genai-perf"
@@ -25,8 +25,6 @@ PLAIN = FIXTURES / "plain-sweep.csv"
 
 
 def nim() -> pathlib.Path:
-    if not NIM.exists():
-        pytest.skip(f"calibration data not found at {NIM}")
     return NIM
 
 
@@ -223,8 +221,6 @@ def test_replicas_round_up(target: float, capacity: float, utilization: float, r
 
 
 def seed_rows() -> list[dict[str, str]]:
-    if not SEED_COST.exists():
-        pytest.skip(f"seed cost table not found at {SEED_COST}")
     with SEED_COST.open() as f:
         return list(csv.DictReader(f))
 

@@ -10,15 +10,13 @@ import pytest
 
 from infertune.sim import workload
 
-TRACE = pathlib.Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure-llm-2023-conversation.csv"
+TRACE = pathlib.Path(__file__).resolve().parents[2] / "data" / "traces" / "azure-llm-2023-conversation.csv"
 HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 ROW = "2023-11-16 18:15:46.6805900,374,44\n"
 
 
 @pytest.fixture(scope="module")
 def trace() -> list[workload.Arrival]:
-    if not TRACE.exists():
-        pytest.skip(f"shared trace not found at {TRACE}")
     return workload.load_trace(TRACE)
 
 
