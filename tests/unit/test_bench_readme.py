@@ -1,4 +1,5 @@
-"""Test: the README's benchmark table is what bench/decision_quality.py writes from docs/bench.json."""
+"""Test: the generated benchmark docs (README block, docs/bench.md) are what bench/decision_quality.py writes from
+docs/bench.json, and the scorecard's summary lines, sweeps and suites read the runs right."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import json
 import pathlib
 import sys
 from types import ModuleType
+from typing import Any
+
+import pytest
+
+from infertune import models
+from infertune.sim import policies, scenario, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -20,45 +27,126 @@ def _bench() -> ModuleType:
     return module
 
 
-def test_the_readme_table_matches_the_last_benchmark_run() -> None:
+def test_the_readme_block_and_bench_md_match_the_last_benchmark_run() -> None:
     bench = _bench()
-    runs = json.loads((ROOT / "docs" / "bench.json").read_text())
+    data = json.loads((ROOT / "docs" / "bench.json").read_text())
     text = (ROOT / "README.md").read_text()
     block = text.split(bench.BEGIN, 1)[1].split(bench.END, 1)[0]
-    assert block.strip() == bench.readme_table(runs).strip(), \
-        "README is stale: rerun bench/decision_quality.py (it rewrites the table)"
+    assert block.strip() == bench.readme_table(data).strip(), \
+        "README is stale: rerun bench/decision_quality.py (it rewrites the block)"
+    assert (ROOT / "docs" / "bench.md").read_text() == bench.markdown(data), \
+        "docs/bench.md is stale: rerun bench/decision_quality.py"
 
 
-def test_the_summary_counts_what_the_rows_say(tmp_path: pathlib.Path) -> None:
+def row(attainment: float, gpu: float, **extra: Any) -> dict[str, Any]:
+    return {"slo_attainment": attainment, "gpu_hours": gpu, "restarts": 0, "dropped_requests": 0,
+            "final_max_batch_size": 32, "final_kv_cache_dtype": "default", "max_replicas": 4,
+            "cost_per_million_output_tokens": None, "ttft_p95_ms": None, "itl_p95_ms": None,
+            "goodput_tokens_per_gpu_s": 100.0, **extra}
+
+
+def run(name: str, me: float, right: float, peer: float, *, suite: str = "train", attain: float = 0.97,
+        peer_holds: bool = True) -> dict[str, Any]:
+    fleet = {"replicas": 4, "knobs": "256/default"}
+    best = {"policy": "hpa", "setting": "target 8", "holds": peer_holds, "row": row(0.96 if peer_holds else 0.9, peer)}
+    return {"scenario": name, "suite": suite, "rows": {
+        "infertune": row(attain, me), "oracle": row(0.96, 1.0),
+        "static-right": row(0.96, right, **fleet), "static-right-tuned": row(0.96, right * 2, **fleet),
+        "static-peak": row(0.94, 1.0, **fleet)},
+        "best_peer": {"default": best, "tuned": best}}
+
+
+def test_the_summary_gives_min_attainment_ratios_over_holding_yardsticks_and_where_infertune_loses() -> None:
     bench = _bench()
-    row = {"slo_attainment": 0.96, "gpu_hours": 2.0, "dropped_requests": 0, "final_max_batch_size": 32}
-    runs = [{"scenario": "a", "results": [
-        {**row, "policy": "infertune", "dropped_requests": 3}, {**row, "policy": "oracle", "gpu_hours": 1.0},
-        {**row, "policy": "static", "gpu_hours": 4.0}, {**row, "policy": "hpa", "slo_attainment": 0.9}]}]
-    summary = bench.readme_table(runs).splitlines()[-1]
-    assert "at or above 0.95 on 1 of 1" in summary and "higher than every peer's on 1 of 1" in summary
-    assert "3 requests dropped in all" in summary and "2.00-2.00x the oracle's" in summary
-    assert "met on 0 of 1" in summary and "no more than static's on 1 of 1" in summary
+    runs = [run("a", 2.0, 4.0, 1.0, attain=0.99), run("b", 3.0, 3.0, 6.0, attain=0.93, peer_holds=False)]
+    lines = bench.summary(runs)
+    assert lines[0].startswith("- infertune: minimum attainment 0.930 (b); at or above 0.95 on 1 of 2")
+    # static-right: a 2/4 = 0.5, b 3/3 = 1.0 -> worst 1.00x (b), geometric mean sqrt(0.5) = 0.71x.
+    assert "- infertune GPU-h / static-right: worst 1.00x (b), geometric mean 0.71x over the 2 scenarios where it " \
+           "holds 0.95." in lines
+    assert "- infertune GPU-h / static-peak: it holds 0.95 on no scenario." in lines  # 0.94 never counts
+    # The best peer holds only on a: 2 / 1.
+    assert "- infertune GPU-h / best peer (default knobs): worst 2.00x (a), geometric mean 2.00x over the 1 " \
+           "scenarios where it holds 0.95." in lines
+    assert lines[-1] == ("- Where infertune loses (2 of 2): a (best peer (default knobs) holds 0.95 with 50% fewer "
+                         "GPU-hours), b (misses 0.95 (0.930)).")
+    assert bench.summary([]) == ["No scenarios in this suite yet."]
+    good = bench.summary([run("c", 1.0, 2.0, 3.0)])
+    assert good[-1].startswith("- Where infertune loses: nowhere in this suite")
+
+
+def test_the_readme_block_has_one_scorecard_per_suite_and_a_missing_suite_reads_empty(tmp_path: pathlib.Path
+                                                                                     ) -> None:
+    bench = _bench()
+    data = {"runs": [run("a", 2.0, 4.0, 1.0), run("v", 2.0, 4.0, 1.0, suite="validation")]}
+    block = bench.readme_table(data)
+    assert "**train** (1 scenarios)" in block and "**validation** (1 scenarios)" in block
+    assert "| a | 0.970 · 2.00 h · 0 r · 0 d | 0.960 · 4.00 h · 0 r · 0 d (4 × 256/default)" in block
+    only = bench.readme_table({"runs": [run("a", 2.0, 4.0, 1.0)]})
+    assert "**validation** (0 scenarios)\n\nNo scenarios in this suite yet." in only
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench.BEGIN}\nold\n{bench.END}\ntail\n")
-    assert bench.update_readme(runs, readme)
-    assert "old" not in readme.read_text() and readme.read_text().endswith("tail\n")
+    assert bench.update_readme(data, readme)
+    assert "\nold\n" not in readme.read_text() and readme.read_text().endswith("tail\n")
     (tmp_path / "plain.md").write_text("no markers\n")
-    assert not bench.update_readme(runs, tmp_path / "plain.md")
+    assert not bench.update_readme(data, tmp_path / "plain.md")
 
 
-def test_the_tuning_targets_say_met_or_missed_and_the_steady_state_beside_them() -> None:
+def test_scenario_files_take_both_suites_and_an_absent_folder_gives_none(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: pathlib.Path) -> None:
     bench = _bench()
-    row = {"slo_attainment": 0.96, "gpu_hours": 2.0, "dropped_requests": 0, "final_max_batch_size": 13,
-           "final_kv_cache_dtype": "fp8", "restarts": 1}
-    run = {"scenario": "chat-70b-h100", "settled": {"at_s": 750.0, "infertune": 246.0, "oracle": 223.0},
-           "results": [{**row, "policy": "infertune", "goodput_tokens_per_gpu_s": 189.0},
-                       {**row, "policy": "oracle", "goodput_tokens_per_gpu_s": 223.0}]}
-    lines = bench.check(run)
-    assert "- **missed**: goodput per GPU 189 vs the oracle's 223 tok/s (85%; target ≥ 90%)" in lines
-    assert lines[-1] == ("- after the last rollout (its old revision gone at 12.5 min), over the same minutes: "
-                         "goodput per GPU 246 vs the oracle's 223 tok/s (110%)")
-    run["results"][0]["goodput_tokens_per_gpu_s"] = 201.0
-    assert "- met: goodput per GPU 201 vs the oracle's 223 tok/s (90%; target ≥ 90%)" in bench.check(run)
-    del run["settled"]
-    assert not any("after the last rollout" in line for line in bench.check(run))
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "x.yaml").write_text("name: x\n")
+    monkeypatch.setattr(bench, "SUITES", {"train": tmp_path / "train", "validation": tmp_path / "missing"})
+    assert bench.scenario_files(["train", "validation"]) == [("train", str(tmp_path / "train" / "x.yaml"))]
+
+
+class FakeRunner:
+    """Attainment falls with the setting: values up to `edge` hold 0.95."""
+
+    def __init__(self, ctx: policies.Context, edge: float) -> None:
+        self.ctx = ctx
+        self.edge = edge
+        self.calls: list[tuple[float | None, bool]] = []
+
+    def run(self, policy: str, *, knobs: models.Knobs | None = None, setting: float | None = None,
+            replicas: int | None = None, give_up: bool = False) -> simulate.Result:
+        assert setting is not None
+        self.calls.append((setting, give_up))
+        ok = setting <= self.edge
+        return simulate.Result(
+            policy=policy, slo_attainment=0.97 if ok else 0.9, ttft_p95_ms=None, itl_p95_ms=None,
+            gpu_hours=10.0 / setting, cost_per_million_output_tokens=None, output_tokens=0, restarts=0,
+            dropped_requests=0, final_max_batch_size=None, final_kv_cache_dtype=None, max_replicas=1, requests=0,
+            rejected_requests=0, unfinished_requests=0, goodput_tokens_per_gpu_s=0.0, knob_changes=(),
+            settled_at=0.0, good_tokens=(), gpu_seconds_by_minute=(), events=(), series=(), wall_seconds=0.0,
+            gave_up=give_up and not ok)
+
+
+def test_a_sweep_keeps_the_largest_setting_that_holds_and_reports_the_most_generous_when_none_does() -> None:
+    bench = _bench()
+    s = scenario.parse({"name": "s", "model": "llama-3.1-8b", "gpu": "l40s", "slo": {"ttft": "1s", "itl": "40ms"},
+                        "duration": "10m", "workload": {"synthetic": {"arrival": {"rate": 1}}}})
+    ctx = policies.Context(s, scenario.arrivals(s))
+    runner = FakeRunner(ctx, edge=0.85)  # WVA's kvCacheThreshold grid 0.5 ... 0.95
+    info, result = bench.sweep(runner, "wva", ctx.knobs)
+    assert info["holds"] and info["value"] == 0.8 and result.slo_attainment == 0.97
+    assert info["setting"] == "kvCacheThreshold 0.8"
+    assert runner.calls[0] == (0.5, False)  # the most generous value runs first, to the end
+    assert len(runner.calls) <= 4  # 0.5, then bisection from the default 0.8: 0.9 fails, 0.8 holds
+    runner = FakeRunner(ctx, edge=0.1)
+    info, result = bench.sweep(runner, "wva", ctx.knobs)
+    assert not info["holds"] and info["value"] == 0.5 and runner.calls == [(0.5, False)]
+
+
+def test_the_targets_say_met_or_missed_against_the_best_tuned_peer() -> None:
+    bench = _bench()
+    r = run("llama-8b-l40s", 2.0, 4.0, 1.0)
+    r["settled"] = {"at_s": 750.0, "infertune": 246.0, "oracle": 223.0}
+    lines = bench.check(r)
+    assert "- **missed**: -100% fewer GPU-hours than hpa (target 8, default knobs: 1.00), the cheapest peer " \
+           "setting at ≥ 0.95 (target: no more)" in lines
+    assert any(line.startswith("- after the last rollout (its old revision gone at 12.5 min)") for line in lines)
+    r2 = run("x", 2.0, 4.0, 1.0, peer_holds=False)
+    assert "- met: no peer setting reaches 0.95 at tuned knobs; the best, hpa (target 8), reaches 0.900 with " \
+           "1.00 GPU-h (target: higher attainment)" in bench.check(r2)

@@ -70,6 +70,13 @@ class Result:
     events: tuple[tuple[float, str, str], ...]  # (time, reason, message) of the policy's events
     series: tuple[Point, ...]
     wall_seconds: float
+    gave_up: bool = False  # stopped early: more requests had missed the SLO than `give_up_below` allows
+
+    def attainment_between(self, start: float, end: float, arrived: int) -> float:
+        """Share of the `arrived` requests with arrival in [start, end) that met the SLO."""
+        if arrived <= 0:
+            return 1.0
+        return sum(1 for t, _ in self.good_tokens if start <= t < end) / arrived
 
     def summary(self) -> dict[str, Any]:
         """The `--json` object."""
@@ -85,11 +92,18 @@ def _p95(values: list[float]) -> float | None:
     return None if q is None else round(q * 1000, 1)
 
 
-def run_policy(ctx: sim_policies.Context, name: str, *, progress: Progress | None = None) -> Result:
-    """One policy on a fresh cluster over the scenario's arrival stream."""
+def run_policy(ctx: sim_policies.Context, name: str, *, progress: Progress | None = None,
+               knobs: models.Knobs | None = None, setting: float | None = None, replicas: int | None = None,
+               give_up_below: float | None = None, label: str | None = None) -> Result:
+    """One policy on a fresh cluster over the scenario's arrival stream (`knobs`, `setting`, `replicas`: see
+    `policies.build`). With `give_up_below`, the run stops as soon as more requests have missed the SLO than
+    that attainment allows (the result says `gave_up`; its numbers then cover only the time run)."""
     wall = time.perf_counter()
     s = ctx.scenario
-    policy, start = sim_policies.build(name, ctx)
+    policy, start = sim_policies.build(name, ctx, knobs=knobs, setting=setting, replicas=replicas)
+    allowed = None if give_up_below is None else (1.0 - give_up_below) * len(ctx.stream)
+    missed = checked = 0
+    gave_up = False
     cl = sim_cluster.Cluster(start.spec, cold_start=s.cold_start, arrivals=ctx.stream,
                              prefix_hit_rate=s.prefix_hit_rate, name=s.name)
     cl.seed(start.knobs, start.replicas)
@@ -118,15 +132,24 @@ def run_policy(ctx: sim_policies.Context, name: str, *, progress: Progress | Non
             k_record += 1
             if progress is not None:
                 progress(name, t, end)
+            if allowed is not None:
+                records = cl.fleet.records
+                missed += sum(1 for r in records[checked:] if not sim_policies.within_slo(r, start.spec.slo))
+                checked = len(records)
+                if missed > allowed:
+                    gave_up, end = True, t
+                    break
     cl.advance(end)
     gpu_seconds = cl.gpu_seconds(end)
     gpu_seconds_by_minute = tuple(cl.gpu_seconds(min(end, m + 60.0), since=m) for m in range(0, math.ceil(end), 60))
     t = end
-    while (cl.in_flight() > 0 or cl.pending()) and t < end + TAIL_SECONDS:
+    # What is in flight finishes, unless the run gave up (it could only add misses).
+    while not gave_up and (cl.in_flight() > 0 or cl.pending()) and t < end + TAIL_SECONDS:
         t += interval
         cl.advance(t)
-    return _result(ctx, name, cl=cl, series=series, gpu_seconds=gpu_seconds, most=most,
-                   wall=time.perf_counter() - wall, by_minute=gpu_seconds_by_minute)
+    result = _result(ctx, label or name, cl=cl, series=series, gpu_seconds=gpu_seconds, most=most,
+                     wall=time.perf_counter() - wall, by_minute=gpu_seconds_by_minute)
+    return dataclasses.replace(result, gave_up=gave_up) if gave_up else result
 
 
 def _record(cl: sim_cluster.Cluster, series: list[Point], *, t: float, interval: float, seen: int, arrived: int
@@ -196,14 +219,138 @@ def goodput_since(result: Result, start: float) -> float:
     return tokens / gpu if gpu > 0 else 0.0
 
 
+# ---------------------------------------------------------------------------------------------- yardsticks
+
+# The attainment a fixed fleet must hold to count (the benchmark's bar, the p95 objective's share).
+GOAL = 0.95
+
+
+def first_true(lo: int, hi: int, ok: Callable[[int], bool], *, guess: int) -> int | None:
+    """The smallest i in [lo, hi] with ok(i), for ok false below some point and true from there on: probe at
+    `guess`, step outward doubling the step until the answer is bracketed, then bisect. None when ok(hi) is false.
+    Each i is probed at most once (a guess one off costs 2 probes; 1 to 64 from a guess of 1 costs 8)."""
+    seen: dict[int, bool] = {}
+
+    def test(i: int) -> bool:
+        if i not in seen:
+            seen[i] = ok(i)
+        return seen[i]
+
+    good: int | None
+    g = min(hi, max(lo, guess))
+    if test(g):
+        good, bad, step = g, lo - 1, 1
+        while good > lo:
+            probe = max(lo, good - step)
+            if not test(probe):
+                bad = probe
+                break
+            good, step = probe, step * 2
+    else:
+        bad, good, step = g, None, 1
+        while bad < hi:
+            probe = min(hi, bad + step)
+            if test(probe):
+                good = probe
+                break
+            bad, step = probe, step * 2
+        if good is None:
+            return None
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if test(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+FleetRun = Callable[[models.Knobs, int], Result]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fleet:
+    """A yardstick: the fixed fleet a search found, its run, and whether the count above it held too."""
+
+    replicas: int
+    result: Result
+    holds: bool  # reached the goal (else: the largest count allowed, the best a fixed fleet gets)
+    monotone: bool  # the count above also held (the search assumes more replicas never hurt)
+
+
+def fixed_fleet(ctx: sim_policies.Context, name: str, *, run: FleetRun | None = None,
+                tuned: models.Knobs | None = None) -> Fleet:
+    """`static-right` (the cheapest fixed count at the engine's default knobs holding GOAL over the run),
+    `static-right-tuned` (the same at `tuned`, the knobs infertune ends with) or `static-peak` (the smallest
+    count at default knobs holding GOAL through the busiest minute), found in hindsight by `first_true`, the
+    neighbours of the answer checked."""
+    if name == "static-right-tuned" and tuned is None:
+        raise ValueError("static-right-tuned needs infertune's final knobs")
+    knobs = tuned if name == "static-right-tuned" and tuned is not None else ctx.knobs
+
+    def default_run(k: models.Knobs, n: int) -> Result:
+        return run_policy(ctx, "static", knobs=k, replicas=n, label=name)
+
+    go = run or default_run
+    top = ctx.spec.scaling.max_replicas
+    if name == "static-peak":
+        b = ctx.busiest_minute
+        arrived = ctx.arrivals_between(b, b + 60.0)
+
+        def ok(n: int) -> bool:
+            return go(knobs, n).attainment_between(b, b + 60.0, arrived) >= GOAL
+
+        guess = ctx.replicas_for(ctx.rate(b), knobs)
+    elif name in ("static-right", "static-right-tuned"):
+
+        def ok(n: int) -> bool:
+            return go(knobs, n).slo_attainment >= GOAL
+
+        guess = ctx.replicas_for(len(ctx.stream) / max(ctx.scenario.duration, 1.0), knobs)
+    else:
+        raise ValueError(f"unknown yardstick {name!r}; known: {', '.join(sim_policies.YARDSTICKS)}")
+    n = first_true(1, top, ok, guess=guess)
+    if n is None:
+        return Fleet(top, dataclasses.replace(go(knobs, top), policy=name), False, True)
+    monotone = n == top or ok(n + 1)
+    return Fleet(n, dataclasses.replace(go(knobs, n), policy=name), True, monotone)
+
+
+def final_knobs(result: Result) -> models.Knobs | None:
+    """The knobs a run ended with."""
+    if result.final_max_batch_size is None or result.final_kv_cache_dtype is None:
+        return None
+    return models.Knobs(max_batch_size=result.final_max_batch_size,
+                        kv_cache_dtype=models.KvDtype(result.final_kv_cache_dtype))
+
+
 def run(scenario: sim_scenario.Scenario, names: Sequence[str] = sim_policies.DEFAULT, *,
         progress: Progress | None = None) -> list[Result]:
-    """Every named policy on the same arrival stream (the scenario's seed), one after the other."""
+    """Every named policy on the same arrival stream (the scenario's seed), one after the other; the yardsticks
+    by their searches (static-right-tuned runs infertune first for its final knobs)."""
     unknown = [n for n in names if n not in sim_policies.NAMES]
     if unknown:
         raise ValueError(f"unknown policy {unknown[0]!r}; known: {', '.join(sim_policies.NAMES)}")
     ctx = sim_policies.Context(scenario, sim_scenario.arrivals(scenario))
-    return [run_policy(ctx, n, progress=progress) for n in names]
+    done: dict[str, Result] = {}
+    fleets: dict[tuple[models.Knobs, int], Result] = {}  # the searches share their runs
+
+    def fleet(knobs: models.Knobs, n: int) -> Result:
+        if (knobs, n) not in fleets:
+            fleets[knobs, n] = run_policy(ctx, "static", knobs=knobs, replicas=n, progress=progress)
+        return fleets[knobs, n]
+
+    for n in names:
+        if n in sim_policies.YARDSTICKS:
+            tuned = None
+            if n == "static-right-tuned":
+                if "infertune" not in done:
+                    done["infertune"] = run_policy(ctx, "infertune", progress=progress)
+                tuned = final_knobs(done["infertune"]) or ctx.knobs
+            done[n] = fixed_fleet(ctx, n, tuned=tuned, run=fleet).result
+        elif n not in done:
+            done[n] = run_policy(ctx, n, progress=progress)
+    return [done[n] for n in names]
 
 
 # ---------------------------------------------------------------------------------------------- output
