@@ -92,3 +92,16 @@ def test_a_run_gives_up_once_more_requests_missed_than_the_goal_allows() -> None
     assert quick.gave_up and not full.gave_up and full.slo_attainment < 0.95
     assert len(quick.series) < len(full.series)
     assert not simulate.run_policy(ctx, "static", replicas=1, give_up_below=0.0).gave_up  # a goal of 0: never
+
+
+def test_simulate_runs_the_yardsticks_by_name_after_infertune_for_its_final_knobs() -> None:
+    small = SCENARIO.model_copy(update={"duration": 180.0, "scaling": SCENARIO.scaling.model_copy(
+        update={"max_replicas": 3})})
+    results = simulate.run(small, ["static-right-tuned", "static-peak", "infertune"])
+    assert [r.policy for r in results] == ["static-right-tuned", "static-peak", "infertune"]
+    tuned, peak, me = results
+    assert (tuned.final_max_batch_size, tuned.final_kv_cache_dtype) == (me.final_max_batch_size,
+                                                                        me.final_kv_cache_dtype)
+    assert tuned.slo_attainment >= simulate.GOAL and peak.slo_attainment >= simulate.GOAL
+    with pytest.raises(ValueError, match="unknown policy 'static-wrong'"):
+        simulate.run(small, ["static-wrong"])

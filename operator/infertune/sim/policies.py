@@ -341,6 +341,16 @@ def _bounded(spec: models.InferenceDeploymentSpec, n: int) -> int:
     return min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, n))
 
 
+def _stabilized(history: collections.deque[tuple[float, int]], t: float, target: int, current: int,
+                window: float) -> int:
+    """An HPA's scale-down stabilisation over recommendations `history` (updated here): a lower target waits for
+    the highest recommendation of the last `window` seconds; a higher one applies at once."""
+    history.append((t, target))
+    while history and history[0][0] < t - window:
+        history.popleft()
+    return min(current, max(r for _, r in history)) if target < current else target
+
+
 def _metrics(obs: observation.Observation, pods: Sequence[observation.PodFacts]) -> list[observation.PodMetrics]:
     have = obs.metrics.pods if obs.metrics else {}
     return [have[p.name] for p in pods if p.name in have]
@@ -662,12 +672,7 @@ class Wva:
             # While a replica is pending the desired count stands (no cascade of scale-ups, and the pod that
             # is loading is not taken back).
             target = self.current if pending or not replicas else _bounded(obs.spec, self.analyze(replicas))
-            self.history.append((t, target))
-            while self.history and self.history[0][0] < t - self.stabilization:
-                self.history.popleft()
-            if target < self.current:
-                target = min(self.current, max(r for _, r in self.history))
-            self.current = target
+            self.current = _stabilized(self.history, t, target, self.current, self.stabilization)
         return act(obs, knobs=self.knobs, serving=self.current, now=now)
 
 
@@ -927,12 +932,7 @@ class Llmd:
                 per, demand = result
                 votes.append(Vote(per, demand, len(serving) * per, (len(serving) + pending) * per))
         target = _bounded(obs.spec, self.current + self.combine(votes)) if votes else self.current
-        self.history.append((t, target))
-        while self.history and self.history[0][0] < t - self.stabilization:
-            self.history.popleft()
-        if target < self.current:
-            target = min(self.current, max(r for _, r in self.history))
-        self.current = target
+        self.current = _stabilized(self.history, t, target, self.current, self.stabilization)
         return act(obs, knobs=self.knobs, serving=self.current, now=now)
 
 
