@@ -327,6 +327,9 @@ LEGEND = (
 def readme_table(data: dict[str, Any]) -> str:
     """The README's block: one scorecard per suite with its summary lines."""
     out = [LEGEND, ""]
+    if len(data["runs"]) < data.get("scenarios", 0):
+        out += [f"**Incomplete**: {len(data['runs'])} of {data['scenarios']} scenarios had finished when this was "
+                "written; the others are not shown.", ""]
     for suite, runs in by_suite(data["runs"]).items():
         out += [f"**{suite}** ({len(runs)} scenarios)", ""]
         if runs:
@@ -486,7 +489,15 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs" / "bench.md")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "docs" / "bench.json")
     parser.add_argument("--img", type=pathlib.Path, default=ROOT / "docs" / "img")
+    parser.add_argument("--docs-only", action="store_true",
+                        help="run nothing: rewrite --out and the README block from the runs in --json")
     args = parser.parse_args()
+    if args.docs_only:
+        data = json.loads(args.json.read_text(encoding="utf-8"))
+        args.out.write_text(markdown(data), encoding="utf-8")
+        update_readme(data)
+        print(f"rewrote {args.out} and the README block from {args.json}")
+        return
     suites = [x.strip() for x in args.suite.split(",") if x.strip()]
     bad = [x for x in suites if x not in SUITES]
     if bad or not suites or args.jobs < 1:

@@ -84,6 +84,8 @@ def test_the_readme_block_has_one_scorecard_per_suite_and_a_missing_suite_reads_
     assert "| a | 0.970 · 2.00 h · 0 r · 0 d | 0.960 · 4.00 h · 0 r · 0 d (4 × 256/default)" in block
     only = bench.readme_table({"runs": [run("a", 2.0, 4.0, 1.0)]})
     assert "**validation** (0 scenarios)\n\nNo scenarios in this suite yet." in only
+    assert "Incomplete" not in only
+    assert "**Incomplete**: 1 of 3 scenarios" in bench.readme_table({"runs": [run("a", 2.0, 4.0, 1.0)], "scenarios": 3})
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{bench.BEGIN}\nold\n{bench.END}\ntail\n")
     assert bench.update_readme(data, readme)
