@@ -19,6 +19,7 @@ import math
 import os
 import pathlib
 import pickle
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -435,6 +436,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"    {data['command']}",
         "",
+        *([f"Code measured: {data['code']}.", ""] if data.get("code") else []),
         *([f"**Incomplete**: {len(data['runs'])} of {data['scenarios']} scenarios had finished when this was "
             "written; the others are not shown.", ""] if len(data["runs"]) < data["scenarios"] else []),
         "Wall time: " + ", ".join(f"{suite} {walls[suite]:.0f} s" for suite in SUITES if suite in walls)
@@ -468,6 +470,18 @@ def update_readme(data: dict[str, Any], path: pathlib.Path = README) -> bool:
     _, tail = rest.split(END, 1)
     path.write_text(f"{head}{BEGIN}\n{readme_table(data)}\n{END}{tail}", encoding="utf-8")
     return True
+
+
+def git_commit() -> str:
+    """The commit the bench runs on, "+ changes" when the worktree differs from it ("unknown" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "operator", "data"],
+                               cwd=ROOT, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty else head
 
 
 def scenario_files(suites: Sequence[str]) -> list[tuple[str, str]]:
@@ -514,13 +528,14 @@ def main() -> None:
     # Largest first, so the last worker does not start a long scenario alone.
     files.sort(key=lambda f: -pathlib.Path(f[1]).stat().st_size)
     begin = time.perf_counter()
+    code = git_commit()
 
     def write() -> dict[str, Any]:
         """The docs from the scenarios done so far (all three files agree at every point)."""
         done = sorted(runs, key=lambda r: (list(SUITES).index(r["suite"]), r["scenario"] not in TUNING,
                                            r["scenario"]))
         elapsed = {suite: round(walls.get(suite, time.perf_counter() - begin), 1) for suite in suites}
-        data = {"command": command, "wall_s": elapsed, "jobs": args.jobs, "cpus": os.cpu_count(),
+        data = {"command": command, "code": code, "wall_s": elapsed, "jobs": args.jobs, "cpus": os.cpu_count(),
                 "scenarios": len(files), "simulations": sum(r["runs"] for r in done),
                 "cached": sum(r["cached"] for r in done), "runs": done}
         args.out.write_text(markdown(data), encoding="utf-8")
