@@ -162,6 +162,8 @@ _CONDITIONS: Mapping[models.ConditionType, str] = {
     models.ConditionType.PROGRESSING: "a rollout, a scale change or pod start-up is under way",
     models.ConditionType.DEGRADED: "a configuration was rolled back in the last hour, or an owned object conflicts",
     models.ConditionType.SPEC_VALID: "the spec passed validation (when False nothing is changed)",
+    models.ConditionType.OBJECTIVES_RESOLVABLE: "each SLO objective sits on an edge of the histogram buckets it is "
+    "read from, so attainment is counted, not interpolated",
 }
 
 

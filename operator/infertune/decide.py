@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import math
 
-from infertune import catalog, conditions, knee, models, observation, render, rollout, scaling
+from infertune import catalog, conditions, knee, models, observation, render, resolution, rollout, scaling
 from infertune.runtimes import metrics as dialects
 from infertune.runtimes import registry
 
@@ -527,7 +527,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
-                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected)
+                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -857,7 +857,7 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
-    dialect: dialects.Dialect, rejected: list[models.Rejection],
+    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float,
 ) -> tuple[models.Condition, ...]:
     gen = obs.generation
     C = models.ConditionType
@@ -909,6 +909,14 @@ def _conditions(
         met = attained >= goal if low is None or high is None else low >= goal
         conds = up(conds, C.SLO_MET, met, "WithinSLO" if met else "SLOMissed",
                    f"{attained:.1%} of requests within {objectives} (objective {goal:.0%})")
+    # Said before any traffic (from the engine's published buckets) so the user can move an objective to an edge
+    # before SLOMet ever reads Unresolved; once pods are scraped, from the edges they really export.
+    inside = resolution.check(spec, obs.metrics.edges if obs.metrics is not None else None)
+    if inside:
+        conds = up(conds, C.OBJECTIVES_RESOLVABLE, False, "InsideBucket", "; ".join(str(i) for i in inside))
+    else:
+        conds = up(conds, C.OBJECTIVES_RESOLVABLE, True, "AtBucketEdges",
+                   "each objective read from a histogram sits on one of its bucket edges: attainment is counted")
     at_knee = (abs(target.max_batch_size - best.knobs.max_batch_size) <= SAME_BATCH * target.max_batch_size
                and target.kv_cache_dtype is best.knobs.kv_cache_dtype)
     blind = ""
@@ -931,7 +939,7 @@ def _conditions(
     else:
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
-                   f"waiting for confidence or tuning.minChangeInterval{blind}")
+                   f"{_tuning_wait(spec, cfg, now=now, conf=conf)}{blind}")
     degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < 3600]
     if degraded:
         last = degraded[-1]
@@ -940,6 +948,30 @@ def _conditions(
     else:
         conds = up(conds, C.DEGRADED, False, "AsExpected", "no configuration rolled back in the last hour")
     return conds
+
+
+def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus, *, now: datetime.datetime,
+                 conf: float) -> str:
+    """What a knee elsewhere waits for, with the time it ends where there is one (the rules are _propose's)."""
+    t = now.timestamp()
+    since = _ts(cfg.since)
+    if cfg.tuned and since is not None and t - since < spec.tuning.min_change_interval:
+        # Tuned at 14:00:00 with minChangeInterval 30m: the next change may come at 14:30:00, 25 min from 14:05.
+        until = since + spec.tuning.min_change_interval
+        at = conditions.timestamp(datetime.datetime.fromtimestamp(until, datetime.UTC))
+        return (f"tuning.minChangeInterval {models.format_duration(spec.tuning.min_change_interval)} since the last "
+                f"change: the next may come at {at} (in {_minutes(until - t)})")
+    if cfg.tuned and not _verifiable(cfg, t):
+        start = _ts(cfg.serving_since or cfg.since) or t
+        return (f"revision {cfg.revision} is measured for {_minutes(VERIFY_SECONDS)} once it serves before the "
+                f"model moves on (another {_minutes(start + VERIFY_SECONDS - t)})")
+    return (f"a change needs confidence {MIN_CONFIDENCE} (now {conf:.2f}) and a predicted gain of "
+            f"{GAIN_THRESHOLD:.0%} per replica that repays the restart")
+
+
+def _minutes(seconds: float) -> str:
+    """90 -> '1.5 min', 1500 -> '25 min'."""
+    return f"{max(0.0, seconds) / 60:.2g} min"
 
 
 def invalid_status(

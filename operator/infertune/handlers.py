@@ -174,14 +174,18 @@ class Operator:
                                        message=f"Prometheus query failed ({snap.error}); signals: {failed}")
         out: dict[str, observation.PodMetrics] = {}
         ignored: list[str] = []
+        edges: dict[str, set[float]] = {}
         for p in pods:
             raw = snap.pods.get((namespace, p.name))
             if raw is None:
                 continue
+            for signal, buckets in raw.buckets.items():
+                edges.setdefault(signal.value, set()).update(le for le, _ in buckets if math.isfinite(le))
             out[p.name] = prometheus.pod_metrics(raw, percentile=spec.slo.percentile, ttft_slo=spec.slo.ttft,
                                                  itl_slo=spec.slo.itl)
             ignored += [f"{p.name} {d}" for d in raw.dropped]
-        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored))
+        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored),
+                                   edges={k: tuple(sorted(v)) for k, v in edges.items() if v})
 
     async def _apply(
         self, owner: render.Owner, decision: observation.Decision, rendered: Rendered,

@@ -520,6 +520,7 @@ class ConditionType(enum.StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     SPEC_VALID = "SpecValid"
+    OBJECTIVES_RESOLVABLE = "ObjectivesResolvable"
 
 
 class Condition(Base):

@@ -79,6 +79,9 @@ class Metrics(models.Base):
     estimated: tuple[str, ...] = ()
     grace: float = 60.0  # seconds a newly Ready pod may lack series (scrape and rate windows fill up)
     window: float = 60.0  # seconds the rates are measured over (their Poisson noise shrinks with it)
+    # Signal ("ttft", "tpot", "itl") -> the finite `le` edges its histogram has on this resource's pods: what the
+    # buckets can resolve (resolution.check); absent ones are read as the engine's published defaults.
+    edges: dict[str, tuple[float, ...]] = pydantic.Field(default_factory=dict)
 
 
 class Observation(models.Base):

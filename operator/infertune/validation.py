@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 
-from infertune import catalog, models, runtimes
+from infertune import catalog, models, resolution, runtimes
 from infertune.runtimes import registry
 
 # The Service is named after the resource and revisions append "-<10 hex>"; 42 keeps pod names short
@@ -119,6 +119,13 @@ def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
     if gpu is not None and shape is not None:
         problems += _fits(spec, gpu, shape)
     return problems
+
+
+def objective_warnings(spec: models.InferenceDeploymentSpec) -> list[Problem]:
+    """Warnings, not errors (the spec is valid): objectives that lie inside one of the engine's default histogram
+    buckets, naming the edges either side. `validate` prints them; the operator reports the same as the
+    ObjectivesResolvable condition, from the edges its pods really export."""
+    return [Problem(f"spec.{inside.field}", str(inside)) for inside in resolution.check(spec)]
 
 
 def _owned_args(spec: models.InferenceDeploymentSpec, runtime: runtimes.Runtime) -> list[Problem]:

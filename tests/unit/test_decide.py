@@ -1042,3 +1042,25 @@ def test_an_itl_miss_must_be_more_than_the_histogram_buckets_allow(tpot_p: float
     assert (current(w) != tuned) is missed
     if missed:
         assert f"measured ITL p95 {tpot_p * 1000:.1f} ms > SLO 40 ms" in w.status.rejected[0].reason
+
+
+def test_a_knee_waiting_for_the_min_change_interval_says_when_the_next_change_may_come() -> None:
+    spec = spec_of(**{"tuning.minChangeInterval": "30m"})
+    w = World(spec)
+    w.step(0)
+    t = until_tuned(w, spec)
+    change = next(r for r in w.status.decisions if r.kind == "knobs")
+    allowed = datetime.datetime.fromisoformat(change.time.replace("Z", "+00:00")) + datetime.timedelta(minutes=30)
+    waits = []
+    # A server slower than the calibration moves the knee away from the tuned size; the change must wait.
+    for _ in range(60):
+        w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=1.6))
+        w.step(t)
+        tuned = next(c for c in w.status.conditions if c.type == "Tuned")
+        if tuned.reason == "Converging":
+            waits.append(tuned.message)
+        t += 15
+    assert waits, "the knee never moved away from the tuned size"
+    stamp = allowed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert all(f"tuning.minChangeInterval 30m since the last change: the next may come at {stamp}" in m
+               for m in waits), waits
