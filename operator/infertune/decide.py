@@ -183,7 +183,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     # A pod younger than the metrics window reports rates over a partly empty window (a 5 s old pod shows a
     # tenth of its real rate over 60 s): its numbers would mislead the calibration and the demand estimate.
     grace = obs.metrics.grace if obs.metrics is not None else 0.0
-    served = [pm[p.name] for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
+    measured_pods = [p for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
+    served = [pm[p.name] for p in measured_pods]
     # While no pod has served a whole window (right after a scale-up), the last measured request shape stands:
     # falling back to the prior's 1,000/200 made a 600/60 load look a third as cheap to serve for a cycle
     # (14.6 -> 4.3 req/s per replica) and the replicas jumped 1 -> 3. Young pods' own token means are biased
@@ -511,7 +512,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 
     # --- status --------------------------------------------------------------------------------
     observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
-                         dialect=dialect, cal=cal)
+                         dialect=dialect, cal=cal, revisions=tuple(sorted({p.revision for p in measured_pods})))
     ready = [x for x in live if x.ready]
     replicas = models.ReplicaStatus(
         desired=serving_n, desired_standby=standby_n, serving=p.serving, standby=p.standby, ready=len(ready),
@@ -792,7 +793,7 @@ def _cold_start(spec: models.InferenceDeploymentSpec, obs: observation.Observati
 
 def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation, *, cal: models.Calibration,
               served: list[observation.PodMetrics], workload: knee.Workload, knobs: models.Knobs, ok: bool,
-              dialect: dialects.Dialect) -> models.ObservedStatus:
+              dialect: dialects.Dialect, revisions: tuple[str, ...]) -> models.ObservedStatus:
     if not ok or not served:
         return obs.status.observed or models.ObservedStatus()
     weights = [(m.requests_per_s or 0.0) for m in served]
@@ -834,6 +835,7 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
         slo_attainment_low=None if (lo := avg([m.slo_attainment_low for m in served])) is None else round(lo, 4),
         slo_attainment_high=None if (hi := avg([m.slo_attainment_high for m in served])) is None else round(hi, 4),
         estimated=tuple(estimated),
+        revisions=revisions,
     )
     return out
 

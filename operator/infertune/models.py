@@ -637,6 +637,11 @@ class ObservedStatus(Base):
     estimated: tuple[str, ...] = pydantic.Field(
         default=(), description="Signals the engine does not export, estimated from the performance model."
     )
+    revisions: tuple[str, ...] = pydantic.Field(
+        default=(), description="The revisions whose serving pods these numbers were measured on, each pod over a "
+        "whole metrics window; empty until one has. Another revision than status.config.revision: the numbers are "
+        "the previous revision's, kept while the new pods fill their first window."
+    )
 
 
 class DemandStatus(Base):

@@ -1064,3 +1064,22 @@ def test_a_knee_waiting_for_the_min_change_interval_says_when_the_next_change_ma
     stamp = allowed.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert all(f"tuning.minChangeInterval 30m since the last change: the next may come at {stamp}" in m
                for m in waits), waits
+
+
+def test_observed_names_the_revision_it_was_measured_on_and_keeps_it_while_new_pods_fill_a_window() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.metrics = observation.Metrics(pods={}, grace=100)
+    w.step(0)
+    first = w.status.config
+    assert first is not None
+    t = keep_load(w, spec, 15, 2, running=40, rps=4.0)
+    assert w.status.observed is not None and w.status.observed.revisions == (first.revision,)
+    t = until_tuned(w, spec, t)
+    t = keep_load(w, spec, t, 2, running=40, rps=4.0)
+    now = w.status.config
+    assert now is not None and now.revision != first.revision
+    # The new pods are younger than the metrics grace: the numbers shown are still the defaults'.
+    assert w.status.observed is not None and w.status.observed.revisions == (first.revision,)
+    keep_load(w, spec, t + 120, 1, running=40, rps=4.0)
+    assert w.status.observed is not None and w.status.observed.revisions == (now.revision,)
