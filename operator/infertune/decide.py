@@ -823,7 +823,10 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
         ttft = knee.predict(spec, knobs, workload, cal, concurrency=max(1, round(running))).ttft_p
     out = models.ObservedStatus(
         ttft_p95_ms=None if ttft is None else round(ttft * 1000, 1),
-        itl_p95_ms=None if (itl := avg([m.itl_p or m.tpot_p for m in served])) is None else round(itl * 1000, 2),
+        # Per request (its mean time per output token) first: what the ITL objective is judged on, and what
+        # decisions quote. The per-token p95 counts every step a prefill chunk stalls: 151 ms on the demo's
+        # defaults beside 74 ms per request, which made a tuned point that met the SLO look like a miss.
+        itl_p95_ms=None if (itl := avg([m.tpot_p or m.itl_p for m in served])) is None else round(itl * 1000, 2),
         output_tokens_per_second=None if (o := total([m.output_tokens_per_s for m in served])) is None else round(o, 1),
         request_rate=None if (r := total([m.requests_per_s for m in served])) is None else round(r, 3),
         mbu=None if mbu is None else round(mbu, 3),

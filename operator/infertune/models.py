@@ -614,7 +614,9 @@ class KneeStatus(Base):
 class ObservedStatus(Base):
     ttft_p95_ms: float | None = pydantic.Field(
         default=None, ge=0, description="Observed TTFT at the SLO percentile, ms.")
-    itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed ITL at the SLO percentile, ms.")
+    itl_p95_ms: float | None = pydantic.Field(
+        default=None, ge=0, description="Observed ITL at the SLO percentile, ms: per request (each request's mean "
+        "time per output token, what the ITL objective is judged on) where the engine exports it, else per token.")
     output_tokens_per_second: float | None = pydantic.Field(default=None, ge=0, description="All serving pods.")
     request_rate: float | None = pydantic.Field(default=None, ge=0, description="Requests per second.")
     mbu: float | None = pydantic.Field(default=None, ge=0, le=1, description="Memory-bandwidth utilisation, 0-1.")
