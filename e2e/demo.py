@@ -288,13 +288,7 @@ class Story:
         return f"{time.strftime('%H:%M:%S')} +{time.monotonic() - self.started:5.0f}s"
 
     def follow(self, status: dict[str, Any]) -> None:
-        for record in status.get("decisions") or []:
-            ident = (record.get("time", ""), record.get("kind", ""), record.get("action", ""))
-            if ident in self.seen:
-                continue
-            self.seen.add(ident)
-            self.out.say(f"{self.stamp()}  decision  {record.get('kind')}: {record.get('action')}")
-            self.out.say(f"{'':17}because {record.get('reason')}")
+        # What was measured first, then what was decided on it (both may come from the same cycle).
         for kind in CONDITION_TYPES:
             c = condition(status, kind)
             if not c:
@@ -303,6 +297,13 @@ class Story:
             if self.conditions.get(kind) != now:
                 self.conditions[kind] = now
                 self.out.say(f"{self.stamp()}  {kind} {now[0]} ({now[1]}): {c.get('message', '')}")
+        for record in status.get("decisions") or []:
+            ident = (record.get("time", ""), record.get("kind", ""), record.get("action", ""))
+            if ident in self.seen:
+                continue
+            self.seen.add(ident)
+            self.out.say(f"{self.stamp()}  decision  {record.get('kind')}: {record.get('action')}")
+            self.out.say(f"{'':17}because {record.get('reason')}")
         key = state_key(status)
         if key != self.key:
             self.key = key
