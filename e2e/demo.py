@@ -470,8 +470,14 @@ def main(argv: list[str] | None = None) -> int:
                 check()
                 time.sleep(0.2)
     except Stop as why:
-        code = 0 if str(why) in ("SIGINT", "SIGTERM", "SIGHUP", "stdout closed") else 1
+        code = 0
         out.say(f"== {why}")
+    except BrokenPipeError:  # a library's print (the cluster's progress on stderr) met the closed pipe first
+        code = 0
+        out.closed = True
+        _silence_closed_stdout()
+        stop_reason.append("stdout closed")
+        out.say("== stdout closed")
     except Exception as e:
         out.say(f"== the demo failed: {type(e).__name__}: {e}")
         raise
