@@ -100,3 +100,40 @@ def test_the_demo_meets_the_slo_after_tuning_and_a_piped_ctrl_c_stops_every_proc
         assert not any(name for name in e2e_cluster.recorded_pids() if not name.startswith(("prometheus", "demo-")))
     log = own.read_text()
     assert "== SIGINT" in log and "== shutting down" in log and "== stopped at" in log, log[-3000:]
+
+
+def test_cluster_down_stops_what_a_killed_demo_left_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # A state directory of its own (no cluster in it): what a demo killed by SIGKILL leaves is its Prometheus under
+    # .e2e/demo/prometheus/ and the pid files of the operator and twin whose processes outlived it.
+    state = tmp_path / "state"
+    monkeypatch.setattr(e2e_cluster, "STATE", state)
+    monkeypatch.setattr(e2e_cluster, "KWOK_WORKDIR", state / "kwok")
+    monkeypatch.setattr(e2e_cluster, "KUBECONFIG", state / "kubeconfig")
+    monkeypatch.setattr(e2e_cluster, "DEMO_PIDS", state / "demo" / "pids")
+    prom_dir = state / "demo" / "prometheus"
+    prom_dir.mkdir(parents=True)
+    e2e_cluster.DEMO_PIDS.mkdir(parents=True)
+    sleeper = "import sys, time; time.sleep(120)"
+    # Command lines that name the state directory (and for Prometheus its config), as the real ones do: a pid
+    # whose command line does not is never signalled.
+    config = f"--config.file={prom_dir / 'prometheus.yml'}"
+    prom = subprocess.Popen([sys.executable, "-c", sleeper, "prometheus", config])
+    twin = subprocess.Popen([sys.executable, "-c", sleeper, "--targets-dir", str(prom_dir / "targets")])
+    stranger = subprocess.Popen([sys.executable, "-c", sleeper])
+    try:
+        (prom_dir / "prometheus.pid").write_text(f"{prom.pid}\n")
+        (e2e_cluster.DEMO_PIDS / "twin.pid").write_text(str(twin.pid))
+        (e2e_cluster.DEMO_PIDS / "operator.pid").write_text(str(stranger.pid))  # a recycled pid: not ours
+        stopped = e2e_cluster.down()
+        assert prom.wait(timeout=15) is not None and twin.wait(timeout=15) is not None
+        assert stranger.poll() is None
+        assert stopped == [f"demo twin (pid {twin.pid})", f"prometheus (demo) (pid {prom.pid})"]
+        assert f"stopped 2 process(es): demo twin (pid {twin.pid}), prometheus (demo)" in capsys.readouterr().err
+        assert not list(e2e_cluster.DEMO_PIDS.glob("*.pid")) and not (prom_dir / "prometheus.pid").exists()
+        assert e2e_cluster.down() == []
+        assert "nothing was running" in capsys.readouterr().err
+    finally:
+        for p in (prom, twin, stranger):
+            p.kill()
+            p.wait()
