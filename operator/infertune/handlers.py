@@ -23,6 +23,16 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
 
 
+def seen_edges(raws: list[prometheus.RawPod]) -> dict[str, tuple[float, ...]]:
+    """Signal ("ttft", "tpot", ...) -> the finite `le` edges these pods' histograms have, for the core to check the
+    objectives against (resolution.check); a pod that observed nothing sends only +Inf and adds none."""
+    edges: dict[str, set[float]] = {}
+    for raw in raws:
+        for signal, buckets in raw.buckets.items():
+            edges.setdefault(signal.value, set()).update(le for le, _ in buckets if math.isfinite(le))
+    return {k: tuple(sorted(v)) for k, v in edges.items() if v}
+
+
 @dataclasses.dataclass
 class Operator:
     """The composition root: adapters chosen once at start-up, shared by every handler call."""
@@ -174,18 +184,17 @@ class Operator:
                                        message=f"Prometheus query failed ({snap.error}); signals: {failed}")
         out: dict[str, observation.PodMetrics] = {}
         ignored: list[str] = []
-        edges: dict[str, set[float]] = {}
+        raws: list[prometheus.RawPod] = []
         for p in pods:
             raw = snap.pods.get((namespace, p.name))
             if raw is None:
                 continue
-            for signal, buckets in raw.buckets.items():
-                edges.setdefault(signal.value, set()).update(le for le, _ in buckets if math.isfinite(le))
+            raws.append(raw)
             out[p.name] = prometheus.pod_metrics(raw, percentile=spec.slo.percentile, ttft_slo=spec.slo.ttft,
                                                  itl_slo=spec.slo.itl)
             ignored += [f"{p.name} {d}" for d in raw.dropped]
         return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored),
-                                   edges={k: tuple(sorted(v)) for k, v in edges.items() if v})
+                                   edges=seen_edges(raws))
 
     async def _apply(
         self, owner: render.Owner, decision: observation.Decision, rendered: Rendered,

@@ -1083,3 +1083,14 @@ def test_observed_names_the_revision_it_was_measured_on_and_keeps_it_while_new_p
     assert w.status.observed is not None and w.status.observed.revisions == (first.revision,)
     keep_load(w, spec, t + 120, 1, running=40, rps=4.0)
     assert w.status.observed is not None and w.status.observed.revisions == (now.revision,)
+
+
+def test_observed_itl_is_the_per_request_percentile_the_slo_is_judged_on() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    keep_load(w, spec, 15, 1, running=40, rps=4.0, tpot_p=0.045, itl_p=0.090)
+    assert w.status.observed is not None and w.status.observed.itl_p95_ms == 45.0
+    # An engine with only the per-token histogram (SGLang, NIM 1.x): that one.
+    keep_load(w, spec, 30, 1, running=40, rps=4.0, tpot_p=None, itl_p=0.090)
+    assert w.status.observed is not None and w.status.observed.itl_p95_ms == 90.0

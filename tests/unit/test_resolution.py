@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 import specs
-from infertune import conditions, decide, models, observation, resolution, validation
+from infertune import conditions, decide, handlers, models, observation, prometheus, resolution, validation
+from infertune.runtimes import metrics
 from infertune.sim import exposition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +102,13 @@ def test_the_condition_reports_an_objective_inside_a_bucket_before_any_traffic()
     seen = observation.Metrics(pods={}, grace=0, edges={"tpot": (0.01, 0.02, 0.04, 0.08)})
     found = conditions.get(_decide(spec, seen).status.conditions, models.ConditionType.OBJECTIVES_RESOLVABLE)
     assert found is not None and (found.status, found.reason) == ("True", "AtBucketEdges")
+
+
+def test_the_shell_hands_the_core_the_edges_its_pods_export() -> None:
+    inf = math.inf
+    busy = prometheus.RawPod(buckets={metrics.Signal.TPOT: ((0.025, 1.0), (0.05, 2.0), (inf, 3.0)),
+                                      metrics.Signal.TTFT: ((1.0, 1.0), (inf, 1.0))}, sums={}, values={})
+    other = prometheus.RawPod(buckets={metrics.Signal.TPOT: ((0.04, 1.0), (inf, 1.0))}, sums={}, values={})
+    idle = prometheus.RawPod(buckets={metrics.Signal.ITL: ((inf, 0.0),)}, sums={}, values={})
+    assert handlers.seen_edges([busy, other, idle]) == {"tpot": (0.025, 0.04, 0.05), "ttft": (1.0,)}
+    assert handlers.seen_edges([]) == {}
