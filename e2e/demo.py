@@ -479,8 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         stop_reason.append("stdout closed")
         out.say("== stdout closed")
     except Exception as e:
-        out.say(f"== the demo failed: {type(e).__name__}: {e}")
-        raise
+        if stop_reason:  # a Ctrl-C from the terminal also kills the kwokctl or kubectl the demo was waiting on
+            code = 0
+            out.say(f"== {stop_reason[0]} ({type(e).__name__} on the way out: {str(e)[:200]})")
+        else:
+            out.say(f"== the demo failed: {type(e).__name__}: {e}")
+            raise
     finally:
         cleanup(out, children, prom=prom, was_up=was_up, k8s=k8s, stop_reason=stop_reason)
     return code
