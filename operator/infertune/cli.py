@@ -22,6 +22,13 @@ EXIT_INVALID = 2
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
 
+class PlainDumper(yaml.SafeDumper):
+    """Writes every value out in full: no `&id001` anchors and `*id001` aliases for objects used twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class UsageError(Exception):
     """Bad input to a command: printed as one line, exit status 2."""
 
@@ -117,7 +124,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             out += render.manifests(owner, spec, knobs, replicas=replicas)
     sys.stdout.write(f"# ownerReferences carry the placeholder uid {PLACEHOLDER_UID}; "
                      "the operator sets the real one.\n")
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    sys.stdout.write(yaml.dump_all(out, Dumper=PlainDumper, sort_keys=False, width=120))
     return EXIT_OK
 
 
