@@ -39,6 +39,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     text = value.strip()
     if not _DURATION_FULL.fullmatch(text):
+        if re.fullmatch(r"([0-9]+(\.[0-9]+)?(ms|s|m|h))+", text):
+            raise ValueError(f"at most 5 digits before the point in each part (99999h is 11 years), got {value!r}")
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
 

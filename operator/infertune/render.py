@@ -185,8 +185,10 @@ def deployment(
         "securityContext": container_security(spec.template.security_context),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "home", "mountPath": HOME}],
     }
-    if not env:
-        del container["env"]  # the user set HOME and the engine needs no variable: no `env: []`
+    # No `args: []` or `env: []` (NIM takes no arguments; a user who sets HOME may leave no variable).
+    for key in ("args", "env"):
+        if not container[key]:
+            del container[key]
     if launch.command is not None:
         container["command"] = list(launch.command)
     # Tensor parallelism exchanges activations through shared memory; the container default of 64 MiB is too small.
