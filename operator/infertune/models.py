@@ -30,6 +30,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 # it; `9999999999999999h` cannot be written at all. Each field then has its own upper bound (MAX_* below).
 DURATION_PATTERN = r"^([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+$"
 _DURATION_FULL = re.compile(DURATION_PATTERN)
+COLD_START_PATTERN = r"^(auto|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$"
 DURATION_HINT = "a duration with a unit, such as 1500ms, 1.5s, 5m or 1h30m"
 
 
@@ -100,8 +101,7 @@ ColdStart = Annotated[
     float | None,
     pydantic.BeforeValidator(_cold_start),
     pydantic.PlainSerializer(lambda s: "auto" if s is None else format_duration(s), return_type=str),
-    pydantic.WithJsonSchema({"type": "string", "pattern": r"^(auto|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$",
-                             "maxLength": 32}),
+    pydantic.WithJsonSchema({"type": "string", "pattern": COLD_START_PATTERN, "maxLength": 32}),
 ]
 
 # Kubernetes name and label syntax (RFC 1123), used to keep hostile strings out of manifests.
@@ -127,6 +127,7 @@ IMAGE_REFERENCE = (
 # The API server refuses an object whose annotations (keys and values, in bytes) exceed 256 KiB
 # (apimachinery's TotalAnnotationSizeLimitB); the operator adds its own (under 1 KiB), so users get 255 KiB.
 MAX_ANNOTATION_BYTES = 255 * 1024
+MAX_ANNOTATION_VALUE = 16384
 # The most GPUs one resource may ever ask for: the largest cluster Kubernetes supports has 5,000 nodes
 # ("Considerations for large clusters"), 8 GPUs each in the largest common servers (HGX/DGX): 40,000.
 MAX_GPUS = 40_000
@@ -546,7 +547,8 @@ class PodTemplateOverrides(Base):
         default_factory=dict, max_length=64,
         description="Extra pod labels. Keys under infertune.io/ and app.kubernetes.io/ belong to the operator.",
     )
-    annotations: dict[str, str] = pydantic.Field(
+    # 16 KiB a value: with at most 64 of them the CEL rule on their total stays within the API server's cost budget.
+    annotations: dict[str, Annotated[str, pydantic.Field(max_length=MAX_ANNOTATION_VALUE)]] = pydantic.Field(
         default_factory=dict, max_length=64,
         description="Extra pod annotations. Keys under infertune.io/ belong to the operator.",
     )
@@ -584,7 +586,7 @@ class PodTemplateOverrides(Base):
         for key, val in value.items():
             if len(key) > 316 or not key_re.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid label or annotation key")
-            limit = 65536 if info.field_name == "annotations" else 63
+            limit = MAX_ANNOTATION_VALUE if info.field_name == "annotations" else 63
             if len(val) > limit or (info.field_name != "annotations" and not value_re.fullmatch(val)):
                 raise ValueError(f"the value of {key!r} is not a valid label value")
         if info.field_name == "annotations":

@@ -149,7 +149,7 @@ INVALID = [
     ("image with upper-case path", {"engine.image": "Vllm/vllm-openai:v1"}, "spec.engine.image", "pattern"),
     ("image with a short digest", {"engine.image": "vllm@sha256:abc"}, "spec.engine.image", "pattern"),
     ("image with an empty path component", {"engine.image": "a//b"}, "spec.engine.image", "pattern"),
-    ("annotations over 256 KiB", {"template.annotations": {f"k{i}": "x" * 60_000 for i in range(5)}},
+    ("annotations over 256 KiB", {"template.annotations": {f"k{i}": "x" * 16_000 for i in range(17)}},
      "spec.template.annotations", "at most 261,120"),
     ("unbounded tolerationSeconds", {"template.tolerations": [{"key": "k", "operator": "Exists",
      "effect": "NoExecute", "tolerationSeconds": 10**12}]}, "spec.template.tolerations[0].tolerationSeconds",
