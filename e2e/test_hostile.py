@@ -211,7 +211,8 @@ def test_yaml_and_shell_metacharacters_in_args_reach_the_engine_as_written(k8s: 
     hostile = ["--chat-template", "{% for m in messages %}{{ m['content'] }}{% endfor %}", "--x=a: b\n- c",
                "$(rm -rf /)", "$(X)", "'\"`;|&", "ünïcødé ✓"]
     # X would turn "$(X)" into an owned flag if the kubelet expanded it.
-    k8s.apply(resource("args", ns, {"engine.args": hostile, "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]}))
+    k8s.apply(resource("args", ns, {"engine.args": hostile,
+                                    "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]}))
     dep = k8s.wait_for(lambda: next(iter(k8s.list("deployment", namespace=ns)), None), 60, message="the Deployment")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     # The user's arguments come first, with `$` doubled: the kubelet's $(VAR) expansion turns `$$` back into `$`

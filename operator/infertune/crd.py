@@ -47,7 +47,8 @@ CEL_RULES: tuple[tuple[tuple[str, ...], str, str], ...] = (
      f"duration('{models.format_duration(models.MAX_COLD_START)}')",
      f"scaling.coldStart must be at most {models.format_duration(models.MAX_COLD_START)}"),
     (("spec", "scaling"),
-     f"!has(self.drainTimeout) || duration(self.drainTimeout) <= duration('{models.format_duration(models.MAX_DRAIN)}')",
+     f"!has(self.drainTimeout) || duration(self.drainTimeout) <= "
+     f"duration('{models.format_duration(models.MAX_DRAIN)}')",
      f"scaling.drainTimeout must be at most {models.format_duration(models.MAX_DRAIN)}"),
     (("spec", "scaling"),
      f"!has(self.scaleDownDelay) || duration(self.scaleDownDelay) <= "

@@ -192,7 +192,9 @@ def deployment(
     if launch.command is not None:
         container["command"] = list(launch.command)
     # Tensor parallelism exchanges activations through shared memory; the container default of 64 MiB is too small.
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "home", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "home", "emptyDir": {}},
+    ]
     for i, path in enumerate(runtime.writable_paths):
         container["volumeMounts"].append({"name": f"cache-{i}", "mountPath": path})
         volumes.append({"name": f"cache-{i}", "emptyDir": {}})

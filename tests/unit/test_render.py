@@ -204,14 +204,15 @@ def test_the_operators_flags_and_variables_are_written_after_the_users() -> None
     c = container(spec)
     assert c["args"][0] == "--enforce-eager"
     assert c["args"][-2:] == ["--max-model-len", "8192"]
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} == c["env"][0]
+    assert c["env"][0] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
     tgi = container(full_spec(**{"engine.kind": "tgi", "engine.env": [{"name": "HF_TOKEN", "value": "x"}]}))
     assert [e["name"] for e in tgi["env"]][-1] == "PREFIX_CACHING"
 
 
 def test_kubelet_expansion_cannot_turn_an_argument_into_an_owned_flag() -> None:
     # $(X) with X=--max-num-seqs=4096 would reach vLLM as an owned flag; doubled, the kubelet hands over '$(X)'.
-    spec = full_spec(**{"engine.args": ["$(X)", "a$b", "$$"], "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]})
+    spec = full_spec(**{"engine.args": ["$(X)", "a$b", "$$"],
+                        "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]})
     assert container(spec)["args"][:3] == ["$$(X)", "a$$b", "$$$$"]
 
 
@@ -241,7 +242,8 @@ def test_the_security_context_can_be_overridden_for_an_engine_that_needs_more() 
     c = dep["spec"]["template"]["spec"]["containers"][0]
     assert c["securityContext"]["runAsUser"] == 0 and c["securityContext"]["runAsNonRoot"] is False
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
-    assert dep["spec"]["template"]["spec"]["securityContext"] == {"fsGroup": 0, "seccompProfile": {"type": "Unconfined"}}
+    pod_context = dep["spec"]["template"]["spec"]["securityContext"]
+    assert pod_context == {"fsGroup": 0, "seccompProfile": {"type": "Unconfined"}}
     assert [e for e in c["env"] if e["name"] == "HOME"] == [{"name": "HOME", "value": "/root"}]
 
 
