@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic
@@ -109,10 +110,19 @@ def _partial(raw: dict[str, Any]) -> list[Problem]:
     model = _part(models.ModelSpec, raw.get("model"))
     if model is not None:
         problems += _shape(model)[1]
-    engine = _part(models.EngineSpec, raw.get("engine"))
-    if engine is not None:
-        runtime = registry.for_engine(engine)
-        problems += _owned_args(engine, runtime) + _owned_env(engine, runtime)
+    engine_raw = raw.get("engine") if isinstance(raw.get("engine"), dict) else {}
+    # Only the engine's kind (and NIM settings) choose the rules, so a bad port does not hide an owned flag.
+    which = _part(models.EngineSpec, {"kind": engine_raw.get("kind"), "image": "x",
+                                      **({"nim": engine_raw["nim"]} if "nim" in engine_raw else {})})
+    if which is not None:
+        runtime = registry.for_engine(which)
+        args = engine_raw.get("args")
+        if isinstance(args, list):
+            problems += _owned_args([a if isinstance(a, str) else "" for a in args], runtime)
+        env = engine_raw.get("env")
+        if isinstance(env, list):
+            names = [v.get("name") if isinstance(v, dict) else None for v in env]
+            problems += _owned_env([n if isinstance(n, str) else "" for n in names], runtime)
     template = _part(models.PodTemplateOverrides, raw.get("template", {}))
     if template is not None:
         problems += _owned_template(template, gpu)
@@ -150,8 +160,8 @@ def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
     problems += found
 
     runtime = registry.for_engine(spec.engine)
-    problems += _owned_args(spec.engine, runtime)
-    problems += _owned_env(spec.engine, runtime)
+    problems += _owned_args(spec.engine.args, runtime)
+    problems += _owned_env([v.name for v in spec.engine.env], runtime)
     problems += _owned_template(spec.template, gpu)
 
     if gpu is not None:
@@ -193,10 +203,10 @@ def _owned_message(written: str, owned: str, knob: str) -> str:
     return f"{read_as} sets {knob}, which the operator owns; set it through {field} instead"
 
 
-def _owned_args(engine: models.EngineSpec, runtime: runtimes.Runtime) -> list[Problem]:
+def _owned_args(args: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
     """User arguments checked as the engine parses them (the operator's own flags are written after them)."""
     problems = []
-    for i, arg in enumerate(engine.args):
+    for i, arg in enumerate(args):
         if arg == "--":
             # argparse, click and clap read every argument after `--` as positional: the operator's knob
             # flags that follow would stop being flags.
@@ -209,14 +219,14 @@ def _owned_args(engine: models.EngineSpec, runtime: runtimes.Runtime) -> list[Pr
     return problems
 
 
-def _owned_env(engine: models.EngineSpec, runtime: runtimes.Runtime) -> list[Problem]:
+def _owned_env(names: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
     problems = []
-    for i, var in enumerate(engine.env):
-        hit = runtimes.owned_by_env(runtime, var.name)
+    for i, name in enumerate(names):
+        hit = runtimes.owned_by_env(runtime, name)
         if hit is None:
             continue
         owned, knob = hit
-        what = var.name if owned == var.name else f"{var.name} (the engine's variable for {owned})"
+        what = name if owned == name else f"{name} (the engine's variable for {owned})"
         problems.append(Problem(f"spec.engine.env[{i}].name", _owned_message(what, what, knob)))
     return problems
 

@@ -189,11 +189,13 @@ def test_invalid_table_is_large_enough() -> None:
 def test_every_problem_of_a_spec_is_reported_at_once() -> None:
     # Schema problems and the catalog's together: a bad ttft and maxReplicas 0 do not hide an unknown GPU.
     _, problems = validation.parse(specs.spec(**{
-        "slo.ttft": "fast", "scaling.maxReplicas": 0, "accelerator.type": "tpu-v5",
-        "engine.args": ["--max-num-seq=9"], "template.labels": {"infertune.io/x": "y"}}))
+        "slo.ttft": "fast", "scaling.maxReplicas": 0, "accelerator.type": "tpu-v5", "engine.port": True,
+        "engine.args": ["--max-num-seq=9"], "engine.env": [{"name": "X", "value": "1"}, {"name": "NIM_PORT"}],
+        "engine.kind": "nim", "template.labels": {"infertune.io/x": "y"}}))
     paths = {p.path for p in problems}
-    assert {"spec.slo.ttft", "spec.scaling.maxReplicas", "spec.accelerator.type", "spec.engine.args[0]",
-            "spec.template.labels"} <= paths, [str(p) for p in problems]
+    wanted = {"spec.slo.ttft", "spec.scaling.maxReplicas", "spec.accelerator.type", "spec.engine.port",
+              "spec.engine.args[0]", "spec.engine.env[1].name", "spec.template.labels"}
+    assert wanted <= paths, [str(p) for p in problems]
 
 
 def test_a_user_may_pass_flags_that_only_start_like_owned_ones() -> None:
