@@ -110,8 +110,8 @@ def _partial(raw: dict[str, Any]) -> list[Problem]:
     model = _part(models.ModelSpec, raw.get("model"))
     if model is not None:
         problems += _shape(model)[1]
-    found = raw.get("engine")
-    engine_raw: dict[str, Any] = found if isinstance(found, dict) else {}
+    given = raw.get("engine")
+    engine_raw: dict[str, Any] = given if isinstance(given, dict) else {}
     # Only the engine's kind (and NIM settings) choose the rules, so a bad port does not hide an owned flag.
     which = _part(models.EngineSpec, {"kind": engine_raw.get("kind"), "image": "x",
                                       **({"nim": engine_raw["nim"]} if "nim" in engine_raw else {})})
