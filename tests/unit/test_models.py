@@ -120,6 +120,8 @@ INVALID = [
     ("sglang tensor-parallel alias", {"engine.kind": "sglang", "engine.args": ["--tensor-parallel-size", "2"]},
      "spec.engine.args[0]", "sets tensor_parallel, which the operator owns; set it through accelerator.count"),
     ("sglang --tp", {"engine.kind": "sglang", "engine.args": ["--tp=2"]}, "spec.engine.args[0]", "tensor_parallel"),
+    ("trtllm tensor-parallel alias", {"engine.kind": "trtllm", "engine.args": ["--tensor_parallel_size=2"]},
+     "spec.engine.args[0]", "--tensor_parallel_size sets tensor_parallel"),
     ("vllm config file", {"engine.args": ["--config", "/etc/x.yaml"]}, "spec.engine.args[0]",
      "reads options from a file"),
     ("end of options", {"engine.args": ["--", "x"]}, "spec.engine.args[0]", "would end the engine's options"),
