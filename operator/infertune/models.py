@@ -543,7 +543,7 @@ class LocalObjectReference(Base):
 
 
 class PodTemplateOverrides(Base):
-    labels: dict[str, str] = pydantic.Field(
+    labels: dict[str, Annotated[str, pydantic.Field(max_length=63)]] = pydantic.Field(
         default_factory=dict, max_length=64,
         description="Extra pod labels. Keys under infertune.io/ and app.kubernetes.io/ belong to the operator.",
     )
@@ -552,7 +552,7 @@ class PodTemplateOverrides(Base):
         default_factory=dict, max_length=64,
         description="Extra pod annotations. Keys under infertune.io/ belong to the operator.",
     )
-    node_selector: dict[str, str] = pydantic.Field(
+    node_selector: dict[str, Annotated[str, pydantic.Field(max_length=63)]] = pydantic.Field(
         default_factory=dict, max_length=32, description="Extra node selector terms."
     )
     tolerations: tuple[Toleration, ...] = pydantic.Field(default=(), max_length=32, description="Pod tolerations.")
