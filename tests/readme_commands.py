@@ -39,7 +39,19 @@ ELSEWHERE = {
     "kubectl apply -f manifests/samples/vllm-llama-3.1-8b-l40s.yaml": "e2e/test_readme.py applies it to the e2e "
     "cluster with --dry-run=server (the CRD's schema and rules check it)",
     "kubectl get infd": "not run as such: e2e/test_readme.py runs `kubectl get infd -n demo -w`",
+    # Named in the prose (inline code), not in a block.
+    "make venv": "every `make` target that needs Python depends on it, so `make test` (.ci/run) runs it",
+    "make cluster-up": "`python -m e2e.cluster up`: the e2e session's `cluster` fixture runs the same e2e.cluster.up()",
+    "make cluster-down": "`python -m e2e.cluster down`: the e2e session's `cluster` fixture runs the same "
+    "e2e.cluster.down(); the demo's shutdown tests run the target",
+    "PYTHONPATH=operator .venv/bin/python bench/decision_quality.py": "run by hand to refresh the results (it "
+    "rewrites the README's table, 2.5 min); tests/unit/test_bench_readme.py checks the table is what it writes",
+    "kubectl apply": "a verb in the prose, not a command",
+    "infertune cost": "the prose names the command; the block under 'Without a cluster' runs it in full",
 }
+# An inline code span of two words or more is a command when it starts with one of these (or with VAR=value).
+COMMAND_WORDS = ("make", "infertune", "kubectl", "python", "python3", ".venv/bin/", "bash", "docker", "source",
+                 "eval", "pip", "go", "git", "helm", "kustomize")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,4 +91,19 @@ def commands(text: str | None = None) -> list[Command]:
             found.append(Command(block=n, text=line, raw=written, setup=tuple(setup)))
             if line in SETUP:
                 setup.append(line)
+    return found
+
+
+def inline_commands(text: str | None = None) -> list[str]:
+    """Inline code spans of the README's prose that are commands (block -1 in `commands`), in order."""
+    text = README.read_text() if text is None else text
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    found = []
+    for written in re.findall(r"`([^`\n]+)`", prose):
+        span = " ".join(written.split())
+        if " " not in span:  # a tool's name (`make`, `infertune`), not a command line
+            continue
+        first = span.split(" ", 1)[0]
+        if re.match(r"[A-Z_][A-Z0-9_]*=\S", first) or first in COMMAND_WORDS or first.startswith(".venv/bin/"):
+            found.append(span)
     return found

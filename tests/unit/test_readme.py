@@ -23,9 +23,13 @@ def test_every_readme_command_is_run_or_listed() -> None:
     assert unlisted(rc.commands()) == []
 
 
+def test_every_command_named_in_the_prose_is_listed() -> None:
+    assert [c for c in rc.inline_commands() if c not in rc.ELSEWHERE and c not in rc.RUN_HERE] == []
+
+
 def test_no_listed_command_is_missing_from_the_readme() -> None:
     # A command the README dropped or changed must leave the lists too, or a test runs something nobody shows.
-    shown = {c.text for c in rc.commands()}
+    shown = {c.text for c in rc.commands()} | set(rc.inline_commands())
     listed = set(rc.RUN_HERE) | set(rc.RUN_IN_E2E) | set(rc.ELSEWHERE) | set(rc.SETUP)
     assert sorted(listed - shown) == []
 
@@ -57,5 +61,8 @@ def test_a_new_command_is_caught_and_the_parser_keeps_what_runs() -> None:
     assert found[1].setup == ("source .venv/bin/activate",) and found[4].setup == ()
     assert found[4].block == 1  # the yaml block is not shell
     assert unlisted(found) == ["infertune knee x.csv --ttft 1s", "echo 'a # b'", "make new-thing"]
+    prose = ("Run `make` or `make venv`, then `FOO=1 .venv/bin/python x.py`; see `docs/x.md` and `kubectl`.\n"
+             "```sh\nmake y\n```")
+    assert rc.inline_commands(prose) == ["make venv", "FOO=1 .venv/bin/python x.py"]
     # Without a command that needs it, the setup line is itself unlisted.
     assert unlisted(rc.commands("```sh\nsource .venv/bin/activate\n```\n")) == ["source .venv/bin/activate"]
