@@ -1,4 +1,4 @@
-"""Pure: NVIDIA NIM for LLMs: 1.x NIM_* variables, 2.x vLLM/SGLang flags in NIM_PASSTHROUGH_ARGS (§A.6)."""
+"""Pure: NVIDIA NIM for LLMs: 1.x NIM_* variables, 2.x vLLM/SGLang flags in NIM_PASSTHROUGH_ARGS."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ HEALTH = "/v1/health/ready"
 METRICS = "/v1/metrics"
 
 # NIM 1.x: documented NIM_ENABLE_KV_CACHE_REUSE and NIM_MAX_MODEL_LEN; the batch and memory variables
-# are seen only in third-party deployment files (reference §A.6), so they are marked as such in docs.
+# are seen only in third-party deployment files, so they are marked as such in docs.
 NIM1_ENV = {
     "max_batch_size": "NIM_MAX_NUM_SEQS",
     "chunked_prefill": "NIM_ENABLE_CHUNKED_PREFILL",

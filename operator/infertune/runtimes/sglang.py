@@ -1,4 +1,4 @@
-"""Pure: SGLang's flags for the knobs (reference §A.3) and its defaults."""
+"""Pure: SGLang's flags for the knobs (docs/advanced_features/server_arguments.md) and its defaults."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure: Text Generation Inference launcher flags for the knobs (reference §A.4); TGI is legacy."""
+"""Pure: Text Generation Inference launcher flags for the knobs (docs/source/reference/launcher.md); TGI is legacy."""
 
 from __future__ import annotations
 

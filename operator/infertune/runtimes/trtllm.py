@@ -1,4 +1,4 @@
-"""Pure: TensorRT-LLM `trtllm-serve` flags and YAML options for the knobs (reference §A.5)."""
+"""Pure: TensorRT-LLM `trtllm-serve` flags and YAML options for the knobs (commands/serve.py, llmapi/llm_args.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pure: vLLM's flags for the knobs (reference §A.2) and its defaults."""
+"""Pure: vLLM's flags for the knobs (vllm/engine/arg_utils.py, vllm/config/) and its defaults."""
 
 from __future__ import annotations
 

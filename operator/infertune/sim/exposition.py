@@ -105,7 +105,7 @@ def _name(d: op.Dialect, signal: op.Signal) -> str:
     return name
 
 
-# vLLM V1 (vllm/v1/metrics/loggers.py, reference §B): labels model_name and engine (the engine index).
+# vLLM V1 (vllm/v1/metrics/loggers.py): labels model_name and engine (the engine index).
 _VLLM_TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
     80.0, 160.0, 640.0, 2560.0,
@@ -326,7 +326,8 @@ NIM_2_VLLM = _vllm(op.NIM_2_VLLM)
 NIM_2_SGLANG = _sglang(op.NIM_2_SGLANG)
 TGI = _tgi(op.TGI)
 
-# NVIDIA dcgm-exporter in Kubernetes mode (reference §C): per-GPU labels plus the pod that holds the GPU.
+# NVIDIA dcgm-exporter in Kubernetes mode (etc/default-counters.csv, --kubernetes): per-GPU labels plus the pod
+# that holds the GPU.
 DCGM = Dialect(
     name=op.DCGM.name,
     path=op.DCGM.path,
