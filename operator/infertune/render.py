@@ -41,7 +41,7 @@ STARTUP_FAILURES = 180
 DEFAULT_UID = 1000
 # A non-root engine cannot write the root-owned /root: HOME (model and compile caches under ~/.cache)
 # moves to an emptyDir, as do the runtime's other writable paths.
-HOME = "/home/engine"
+HOME = "/var/lib/engine"  # inside the container (an emptyDir), not a path of any host
 # vLLM's process layout: 1 API server, 1 engine core and 1 worker per GPU (vLLM docs, design/arch_overview:
 # "Multi-process architecture"); each wants a core: 2 + 1 = 3 CPUs for one GPU. SGLang, TGI and TensorRT-LLM
 # run the same kind of layout (an HTTP front end, a scheduler, a process per GPU).
