@@ -20,7 +20,8 @@ How a scenario is sized (the rule, the same for every cell of the grid):
    bench/validation-capacity.json, written by --measure and read by every other run (and by the test).
 3. The load's busiest minute is R x that capacity, R drawn from the grid's replica levels (3 to 14): a
    synthetic pattern's peak rate is set to it, a trace is rate-scaled so its busiest minute of the replayed
-   window matches it. Each file's header states the replicas the realised busiest minute needs.
+   window matches it. The generator prints the replicas the realised busiest minute needs (Poisson noise and a
+   trace's own bursts add one or two).
 
 Long-context scenarios replay the Mooncake trace, whose `hash_ids` give the prefix reuse. The prefix cache of a
 replica keeps a block until new prompts have filled its KV cache: at the load the replica is sized for, that is
@@ -328,11 +329,23 @@ class Written:
 
     cell: Cell
     raw: dict[str, Any]
-    capacity: float
-    peak: float  # the realised busiest minute, requests/s
+    capacity: float  # requests/s per replica at engine defaults, measured on the twin
+    hit: float  # the prefix-cache hit rate the scenario loads with
+
+
+@dataclasses.dataclass(frozen=True)
+class Realised:
+    """What the scenario's arrival stream turned out to be (built on request: 1M requests take a while)."""
+
+    peak: float  # the busiest minute, requests/s
     needed: int  # replicas that minute needs at the measured capacity
     requests: int
-    hit: float
+
+
+def realise(w: Written) -> Realised:
+    stream = scenario.arrivals(scenario.parse(w.raw, base=OUT))
+    peak = scenario.peak_rate(stream)
+    return Realised(peak, math.ceil(peak / w.capacity - 1e-9), len(stream))
 
 
 def build(cell: Cell, table: dict[str, Any]) -> Written:
@@ -360,24 +373,27 @@ def build(cell: Cell, table: dict[str, Any]) -> Written:
     else:
         capacity = table[_key(cell, slo)]["capacity_rps"]
         raw["workload"] = {"synthetic": {"arrival": _arrival(cell, cell.replicas * capacity), **SHAPES[cell.shape]}}
-    s = scenario.parse(raw, base=OUT)
-    stream = scenario.arrivals(s)
-    peak = scenario.peak_rate(stream)
-    return Written(cell, raw, capacity, peak, math.ceil(peak / capacity - 1e-9), len(stream), s.prefix_hit_rate)
+    return Written(cell, raw, capacity, scenario.parse(raw, base=OUT).prefix_hit_rate)
+
+
+def _param(key: str, value: Any) -> str:
+    if key in ("at", "length", "on", "off"):
+        return f"{key} {models.format_duration(value)}"
+    if key == "phase":
+        return f"phase {value:g} of the period"
+    return f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
 
 
 def describe(w: Written) -> str:
     c = w.cell
     p = c.pair
-    arrival = c.arrival + (f" ({', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}' for k, v in c.params)})"
-                           if c.params else "")
+    arrival = c.arrival + (f" ({', '.join(_param(k, v) for k, v in c.params)})" if c.params else "")
     if c.shape in ("azure", "mooncake"):
         arrival = f"the {c.arrival} trace from {models.format_duration(c.trace_start)}"
     hit = f", prefix-cache hit rate {w.hit:.1%} from the trace's hash_ids" if c.shape == "mooncake" else ""
     return (f"shape {c.shape}, arrivals {arrival}, {p.model} {p.weights} on {p.gpus} x {p.gpu}, cold start "
             f"{models.format_duration(c.cold_start)}, {'tight' if c.tight else 'loose'} SLO{hit}. Twin capacity at "
-            f"engine defaults: {w.capacity:g} req/s per replica; the busiest minute ({w.peak:.2f} req/s, "
-            f"{w.requests} requests in all) needs {w.needed} replicas.")
+            f"engine defaults: {w.capacity:g} req/s per replica; sized for a busiest minute of {c.replicas} x that.")
 
 
 def render(w: Written) -> str:
@@ -412,16 +428,14 @@ def load_table() -> dict[str, Any]:
     return json.loads(CAPACITIES.read_text(encoding="utf-8")) if CAPACITIES.exists() else {}
 
 
-def time_infertune(paths: Sequence[pathlib.Path]) -> list[tuple[str, float, simulate.Result]]:
-    """One infertune run per scenario (the twin's sizing included), with its wall seconds."""
-    out = []
-    for path in paths:
-        start = time.perf_counter()
-        s = scenario.load(path)
-        ctx = policies.Context(s, scenario.arrivals(s))
-        result = simulate.run_policy(ctx, "infertune")
-        out.append((s.name, time.perf_counter() - start, result))
-    return out
+def time_infertune(path: pathlib.Path) -> tuple[str, float, float, simulate.Result]:
+    """One infertune run of a scenario (loading and the twin's sizing included): its name, wall and CPU seconds
+    (CPU is the fairer number on a shared machine), and the result."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    s = scenario.load(path)
+    ctx = policies.Context(s, scenario.arrivals(s))
+    result = simulate.run_policy(ctx, "infertune")
+    return s.name, time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -438,14 +452,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         CAPACITIES.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     written = write(args.out, table)
     for w in written:
-        print(f"{w.raw['name']:<32} {describe(w)}")
+        r = realise(w)
+        print(f"{w.raw['name']:<30} {describe(w)} Realised: {r.requests} requests, busiest minute {r.peak:.2f} req/s "
+              f"needs {r.needed} replicas.", flush=True)
     if args.time:
-        total = 0.0
-        for scenario_name, seconds, r in time_infertune(sorted(args.out.glob("*.yaml"))):
-            total += seconds
-            print(f"{scenario_name:<32} {seconds:6.1f} s  attainment {r.slo_attainment:.3f}  {r.gpu_hours:.2f} GPU-h",
-                  flush=True)
-        print(f"total {total:.1f} s for {len(written)} scenarios")
+        walls = cpus = 0.0
+        for path in sorted(args.out.glob("*.yaml")):
+            scenario_name, wall, cpu, r = time_infertune(path)
+            walls, cpus = walls + wall, cpus + cpu
+            print(f"{scenario_name:<30} {cpu:6.1f} s CPU, {wall:6.1f} s wall ({r.wall_seconds:.1f} s the run); "
+                  f"{r.requests} requests, attainment {r.slo_attainment:.3f}, {r.gpu_hours:.2f} GPU-h, "
+                  f"{r.restarts} restarts", flush=True)
+        print(f"total {cpus:.0f} s CPU, {walls:.0f} s wall for {len(written)} scenarios")
     return 0
 
 

@@ -288,6 +288,8 @@ class LogNormal:
     cv: float
     low: int = 1
     high: int | None = None
+    _mu: float = dataclasses.field(init=False, repr=False, compare=False, default=0.0)
+    _sigma: float = dataclasses.field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         if not self.mean >= 1:
@@ -296,13 +298,16 @@ class LogNormal:
             raise WorkloadError(f"lognormal cv must not be negative, got {self.cv}")
         if self.low < 1 or (self.high is not None and self.high < self.low):
             raise WorkloadError(f"lognormal bounds must satisfy 1 <= low <= high, got {self.low}..{self.high}")
+        # Once, not per draw: a 30-minute scenario draws a million lengths.
+        s2 = math.log(1.0 + self.cv * self.cv)
+        object.__setattr__(self, "_mu", math.log(self.mean) - s2 / 2.0)
+        object.__setattr__(self, "_sigma", math.sqrt(s2))
 
     def sample(self, rng: random.Random) -> int:
         if self.cv == 0:
             value = round(self.mean)
         else:
-            s2 = math.log(1.0 + self.cv * self.cv)
-            value = round(rng.lognormvariate(math.log(self.mean) - s2 / 2.0, math.sqrt(s2)))
+            value = round(rng.lognormvariate(self._mu, self._sigma))
         value = max(self.low, value)
         return value if self.high is None else min(self.high, value)
 
