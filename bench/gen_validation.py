@@ -7,13 +7,14 @@ is ever tuned on it (docs/validation.md).
     python bench/gen_validation.py             write the scenarios from the committed capacities
     python bench/gen_validation.py --measure   first measure on the twin the capacities the grid lacks
     python bench/gen_validation.py --out DIR   write to DIR instead (the test compares DIR with the committed files)
-    python bench/gen_validation.py --time      run infertune on every written scenario and print its wall time
+    python bench/gen_validation.py --time      run infertune on every written scenario, print CPU and wall seconds
 
 How a scenario is sized (the rule, the same for every cell of the grid):
 1. Its SLO is a multiple of the replica's unloaded latency at engine defaults (perfmodel, no fitting): the ITL
    objective 2x (tight) or 4x (loose) one decode step of a lone request at the shape's mean context, the TTFT
    objective 4x or 8x a lone prefill of the shape's 95th-percentile prompt plus one step; rounded up to 5 ms
-   (ITL) and 100 ms (TTFT).
+   (ITL) and 100 ms (TTFT). Loose, code shape, 8B BF16 on an L40S: a 25.5 ms step at 2,009 tokens of context
+   -> ITL 105 ms; a 282 ms prefill of 3,896 tokens -> TTFT 8 x 307 ms = 2,500 ms.
 2. The twin measures one replica's SLO capacity at engine defaults on that shape and SLO
    (`policies.Context.capacity`: Poisson arrivals on a pool of replicas, the largest rate per replica with 95%
    of requests within both objectives). Measuring runs the twin, so the numbers live in
@@ -25,8 +26,8 @@ How a scenario is sized (the rule, the same for every cell of the grid):
 
 Long-context scenarios replay the Mooncake trace, whose `hash_ids` give the prefix reuse. The prefix cache of a
 replica keeps a block until new prompts have filled its KV cache: at the load the replica is sized for, that is
-its KV capacity in tokens over the prompt tokens it takes per second (Llama-3.1-8B BF16 on an L40S: 233,000
-tokens at 0.42 req/s x 12,300 tokens = 45 s). The scenario's `prefixRetention` is that time and the loader
+its KV capacity in tokens over the prompt tokens it takes per second (Llama-3.1-8B BF16 on an L40S from minute 28:
+205,120 tokens / (0.1375 req/s x 11,318 tokens) = 132 s). The scenario's `prefixRetention` is that time and the loader
 measures the hit rate from the hash_ids with it; capacity is measured at hit rate 0 to find the retention, then
 again at the measured hit rate. The twin applies one hit rate to every request on every replica: it assumes a
 prefix-aware router (as llm-d's and Mooncake's are) that sends a conversation's turns to the replica holding its
@@ -50,12 +51,11 @@ from typing import Any
 import yaml
 
 from infertune import catalog, models, perfmodel
-from infertune.sim import policies, scenario, simulate, workload
+from infertune.sim import policies, scenario, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "scenarios" / "validation"
 CAPACITIES = ROOT / "bench" / "validation-capacity.json"
-TRACES = ROOT / "data" / "traces"
 AZURE = "azure-llm-2023-conversation.csv"
 MOONCAKE = "mooncake-fast25-conversation.jsonl"
 
@@ -249,7 +249,7 @@ def retention_for(cell: Cell, slo: dict[str, str], capacity_at_zero: float) -> f
     probe = _probe(cell, slo, hit=0.0)
     ctx = policies.Context(probe, scenario.arrivals(probe))
     tokens = perfmodel.kv_capacity_tokens(ctx.replica(ctx.knobs))
-    # 233,000 KV tokens / (0.42 req/s x 12,300 prompt tokens) = 45 s.
+    # 205,120 KV tokens / (0.1375 req/s x 11,318 prompt tokens) = 132 s (8B BF16 on an L40S, minute 28 on).
     return float(max(1, round(tokens / (capacity_at_zero * ctx.shape.isl))))
 
 

@@ -144,7 +144,8 @@ def test_lognormal_lengths() -> None:
 
 
 def test_a_mix_draws_each_shape_by_weight() -> None:
-    mix = workload.Mix(((3.0, workload.Fixed(100), workload.Fixed(10)), (1.0, workload.Fixed(2000), workload.Fixed(30))))
+    mix = workload.Mix(((3.0, workload.Fixed(100), workload.Fixed(10)),
+                        (1.0, workload.Fixed(2000), workload.Fixed(30))))
     arrivals = workload.synthetic(workload.constant(20.0), duration=400.0, mix=mix, seed=3)
     shapes = {(a.prompt_tokens, a.output_tokens) for a in arrivals}
     assert shapes == {(100, 10), (2000, 30)}  # lengths stay paired: no (100, 30)

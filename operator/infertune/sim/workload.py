@@ -304,10 +304,7 @@ class LogNormal:
         object.__setattr__(self, "_sigma", math.sqrt(s2))
 
     def sample(self, rng: random.Random) -> int:
-        if self.cv == 0:
-            value = round(self.mean)
-        else:
-            value = round(rng.lognormvariate(self._mu, self._sigma))
+        value = round(self.mean) if self.cv == 0 else round(rng.lognormvariate(self._mu, self._sigma))
         value = max(self.low, value)
         return value if self.high is None else min(self.high, value)
 
