@@ -3,7 +3,7 @@ every scenario in it loads and builds its arrivals."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import pathlib
 import sys
@@ -18,18 +18,12 @@ SUITE = ROOT / "bench" / "scenarios" / "validation"
 FILES = sorted(SUITE.glob("*.yaml"))
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_validation", ROOT / "bench" / "gen_validation.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("gen_validation", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    return _generator()
+    """bench/gen_validation.py as a module (bench/ is scripts, not a package)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
+    return importlib.import_module("gen_validation")
 
 
 @pytest.fixture(scope="module")
