@@ -41,6 +41,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import random
 import sys
@@ -202,7 +203,7 @@ def _probe(cell: Cell, slo: dict[str, str], hit: float | None = None, retention:
     """The scenario a capacity is measured on: the cell's replica, shape and SLO under a steady stream."""
     raw = {**_base(cell), "slo": slo, "duration": models.format_duration(DURATION), "seed": 1}
     if cell.shape in ("azure", "mooncake"):
-        raw["workload"] = {"trace": f"../../data/traces/{AZURE if cell.shape == 'azure' else MOONCAKE}",
+        raw["workload"] = {"trace": str(ROOT / "data" / "traces" / (AZURE if cell.shape == "azure" else MOONCAKE)),
                            "traceStart": models.format_duration(cell.trace_start)}
         if retention is not None:
             raw["workload"]["prefixRetention"] = models.format_duration(retention)
@@ -358,7 +359,8 @@ def build(cell: Cell, table: dict[str, Any]) -> Written:
     raw["scaling"] = {"minReplicas": 1, "maxReplicas": max_replicas, "standby": {"min": 0, "max": 4}}
     if cell.shape in ("azure", "mooncake"):
         extra = ""
-        w: dict[str, Any] = {"trace": f"../../../data/traces/{AZURE if cell.shape == 'azure' else MOONCAKE}",
+        trace = ROOT / "data" / "traces" / (AZURE if cell.shape == "azure" else MOONCAKE)
+        w: dict[str, Any] = {"trace": os.path.relpath(trace, OUT),  # relative to the scenario's own file
                              "traceStart": models.format_duration(cell.trace_start)}
         if cell.shape == "mooncake":
             zero = table[_key(cell, slo, ",hit=0")]["capacity_rps"]
