@@ -105,7 +105,7 @@ def _name(d: op.Dialect, signal: op.Signal) -> str:
     return name
 
 
-# vLLM V1 (vllm/v1/metrics/loggers.py, reference §B): labels model_name and engine (the engine index). The
+# vLLM V1 (vllm/v1/metrics/loggers.py): labels model_name and engine (the engine index). The
 # published buckets live in resolution.py, which checks the SLO's objectives against the same edges.
 _VLLM_TTFT_BUCKETS = resolution.VLLM_TTFT
 _VLLM_TPOT_BUCKETS = resolution.VLLM_TPOT
@@ -305,7 +305,8 @@ NIM_2_VLLM = _vllm(op.NIM_2_VLLM)
 NIM_2_SGLANG = _sglang(op.NIM_2_SGLANG)
 TGI = _tgi(op.TGI)
 
-# NVIDIA dcgm-exporter in Kubernetes mode (reference §C): per-GPU labels plus the pod that holds the GPU.
+# NVIDIA dcgm-exporter in Kubernetes mode (etc/default-counters.csv, --kubernetes): per-GPU labels plus the pod
+# that holds the GPU.
 DCGM = Dialect(
     name=op.DCGM.name,
     path=op.DCGM.path,
