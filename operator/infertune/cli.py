@@ -146,8 +146,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         for doc in read_documents(path):
             problems = resource_problems(doc.body)
+            spec = None
             if "spec" in doc.body:
-                problems += validation.parse(doc.body["spec"])[1]
+                spec, spec_problems = validation.parse(doc.body["spec"])
+                problems += spec_problems
             meta = doc.body.get("metadata")
             name = meta.get("name", "?") if isinstance(meta, dict) else "?"
             if problems:
@@ -156,6 +158,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     print(f"{doc.source}: {name}: {p}", file=sys.stderr)
             else:
                 print(f"{doc.source}: {name}: valid")
+            # Warnings keep the exit code: the spec is valid, but its SLO verdict may read Unknown.
+            for w in validation.objective_warnings(spec) if spec is not None else ():
+                print(f"{doc.source}: {name}: warning: {w}", file=sys.stderr)
     return EXIT_INVALID if failed else EXIT_OK
 
 

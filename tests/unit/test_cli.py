@@ -180,3 +180,18 @@ def test_render_prints_plain_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "&id" not in out and "*id" not in out
     assert "[]" not in out and "{}\n" not in out.replace("emptyDir: {}", "")
+
+
+def test_validate_warns_when_an_objective_lies_inside_a_bucket_and_keeps_the_exit_code(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # vLLM's per-request TPOT buckets have edges at 25 and 50 ms: 40 ms cannot be judged, 50 ms can.
+    inside = write(tmp_path, "inside.yaml", yaml.safe_dump(specs.resource(name="inside", **{"slo.itl": "40ms"})))
+    assert cli.main(["validate", inside]) == 0
+    out = capsys.readouterr()
+    assert ": inside: valid" in out.out
+    warnings = [line for line in out.err.splitlines() if ": warning: spec.slo.itl" in line]
+    assert len(warnings) == 1
+    assert "spec.slo.itl" in warnings[0] and "25-50 ms" in warnings[0] and "use 25 ms or 50 ms" in warnings[0]
+    edge = write(tmp_path, "edge.yaml", yaml.safe_dump(specs.resource(name="edge", **{"slo.itl": "50ms"})))
+    assert cli.main(["validate", edge]) == 0
+    assert "warning: spec.slo.itl" not in capsys.readouterr().err
