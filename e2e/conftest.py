@@ -108,12 +108,15 @@ class OperatorProcess:
 
 
 def install_operator_manifests(k8s: e2e_cluster.Kube) -> None:
-    """The generated CRD, the RBAC we ship (namespace, ServiceAccount, ClusterRole, binding, policy), peering."""
+    """The generated CRD, the RBAC we ship (namespace, ServiceAccount, ownership policy) with the opt-in
+    cluster-wide role (the session's operator follows the e2e-* glob), peering. Not manifests/admission: the
+    hostile-input tests expect the operator's own refusals; e2e/test_rbac.py binds the limits policy itself."""
     k8s.kubectl("apply", "-f", str(REPO / "crds" / "inferencedeployments.infertune.io.yaml"))
     k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "crds.yaml"))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                 "crd/inferencedeployments.infertune.io", "crd/clusterkopfpeerings.kopf.dev")
     k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
+    k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac" / "clusterwide"))
     k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "peering.yaml"))
 
 
