@@ -136,6 +136,15 @@ def start_operator(kubeconfig: Path, log: Path, *, prometheus_url: str | None, m
                                 env={**os.environ, "PYTHONPATH": str(REPO / "operator")})
 
 
+def stop_operator(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM (kopf finishes its handlers), then SIGKILL after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
@@ -149,11 +158,7 @@ def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
                              extra=("--namespace", SESSION_NAMESPACES))
     handle = OperatorProcess(process=process, kubeconfig=kubeconfig, log=log)
     yield handle
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_operator(process)
     if os.environ.get("INFERTUNE_E2E_SHOW_LOGS"):
         print(handle.logs())
 

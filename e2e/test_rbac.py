@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,12 @@ import pytest
 import yaml
 
 from e2e import cluster as e2e_cluster
-from e2e.conftest import start_operator
+from e2e.conftest import start_operator, stop_operator
+from e2e.test_operator import resource
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO / "manifests"
 SAMPLES = sorted((MANIFESTS / "samples").glob("*.yaml"))
-SAMPLE = yaml.safe_load((MANIFESTS / "samples" / "vllm-llama-3.1-8b-l40s.yaml").read_text())
 SHIPPED_OPERATOR_NAMESPACE = "infertune-system"
 SHIPPED_WATCHED_NAMESPACE = "default"  # manifests/watch/default
 WORKLOADS = ("deployments", "services", "configmaps", "pods")
@@ -138,31 +137,12 @@ def install(k8s: e2e_cluster.Kube, tmp_path_factory: pytest.TempPathFactory) -> 
     handle = Install(operator_ns=operator_ns, watched_ns=watched_ns, suffix=suffix, docs=tuple(docs),
                      kubeconfig=kubeconfig, log=log)
     yield handle
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_operator(process)
     for doc in docs:
         if doc["kind"] == "ValidatingAdmissionPolicyBinding":
             k8s.delete("validatingadmissionpolicybinding", doc["metadata"]["name"])
     for name in (watched_ns, operator_ns):
         k8s.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
-
-
-def resource(name: str, namespace: str, **spec_changes: Any) -> dict[str, Any]:
-    body = copy.deepcopy(SAMPLE)
-    body["metadata"] = {"name": name, "namespace": namespace}
-    spec = body["spec"]
-    spec["template"] = {"annotations": {e2e_cluster.READY_DELAY_ANNOTATION: "1s"}}
-    spec["scaling"]["drainTimeout"] = "1s"
-    for path, value in spec_changes.items():
-        node = spec
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return body
 
 
 def create(k8s: e2e_cluster.Kube, body: dict[str, Any], *, dry_run: bool = True) -> str:

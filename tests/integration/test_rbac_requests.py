@@ -9,11 +9,8 @@ from typing import Any
 import kmock
 import pytest
 import yaml
-from conftest import RESOURCE, eventually
-from test_handlers import deployments, ready_pod, revision_of, seed
-
-import specs
-from infertune import models, render, validation
+from conftest import eventually
+from test_handlers import change_image, deployments, ready_pod, revision_of, seed
 
 ROLE = pathlib.Path(__file__).resolve().parents[2] / "manifests" / "rbac" / "namespaced" / "role.yaml"
 
@@ -65,11 +62,7 @@ async def test_the_namespaced_role_covers_every_request_of_a_revision_change(kmo
     first = revision_of(body)
     await run_operator()
     ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{first}"]), "old-1")
-    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0", "scaling.drainTimeout": "1s"})
-    second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
-    kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
-    await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
-                      json={"metadata": {"annotations": {"touch": "1"}}})
+    second = await change_image(kmock, **{"scaling.drainTimeout": "1s"})
     ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{second}"]), "new-1")
     await eventually(lambda: f"llm-{first}" not in deployments(kmock), timeout=10)
     await eventually(lambda: any(r.method.value == "POST" and r.url.path.endswith("/configmaps") for r in list(kmock)))
