@@ -29,6 +29,8 @@ OWNED_FLAGS = {
     "--max-num-tokens": "max_num_batched_tokens",
     "--kv-cache-free-gpu-memory-fraction": "gpu_memory_utilization",
     "--free-gpu-memory-fraction": "gpu_memory_utilization",
+    # trtllm-serve declares --tensor_parallel_size and --tp_size as one click option.
+    "--tensor-parallel-size": "tensor_parallel",
     "--tp-size": "tensor_parallel",
     "--port": "port",
     "--host": "port",
