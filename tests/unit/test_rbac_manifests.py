@@ -136,12 +136,13 @@ def test_the_limits_policy_reads_the_keys_the_shipped_limits_set() -> None:
     assert ref["parameterNotFoundAction"] == "Deny"  # no limits object, no InferenceDeployment writes
     text = yaml.safe_dump(policy)
     assert set(re.findall(r"params\.data\.\?(\w+)", text)) == set(limits["data"])
-    assert all(re.fullmatch(r"[0-9]+", limits["data"][k]) for k in ("maxReplicas", "maxGPUsPerReplica"))
     # Every refusal of a spec names its field first.
-    spec_checks = [v for v in policy["spec"]["validations"] if "variables.where.format" in v["messageExpression"]
-                   and "not a whole number" not in v["messageExpression"]]
-    assert len(spec_checks) == 7
+    spec_checks = [v for v in policy["spec"]["validations"]
+                   if not v["messageExpression"].startswith("'the cluster admin")]
+    assert len(spec_checks) == 8
     assert all(v["messageExpression"].startswith("'spec.") for v in spec_checks)
+    assert all(re.fullmatch(r"[0-9]+", limits["data"][k]) for k in ("maxReplicas", "maxGPUsPerReplica"))
+    assert limits["data"]["allowUnrestrictedEngines"] in ("true", "false")
 
 
 @pytest.mark.parametrize(("namespaces", "exact"), [
