@@ -266,7 +266,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus over TLS")
     run.add_argument("--metrics-window", type=_positive_float, default=60.0,
                      help="seconds of history behind rates and quantiles (default 60)")
-    run.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable); all when absent")
+    run.add_argument("--namespace", "-n", action="append",
+                     help="namespace to watch (repeatable); all when absent. Plain names need only a Role in each "
+                     "(manifests/); globs (team-*) or all namespaces need the ClusterRole (manifests/clusterwide)")
     run.add_argument("--interval", type=_positive_float, default=15.0,
                      help="seconds between reconcile cycles (default 15)")
     run.add_argument("--dry-run", action="store_true", help="decide and log, but change nothing")

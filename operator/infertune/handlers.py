@@ -322,6 +322,13 @@ DEPLOYMENT_INDEX = "infertune_deployments"
 POD_INDEX = "infertune_pods"
 
 
+def exact_namespaces(namespaces: tuple[str, ...]) -> bool:
+    """Whether the operator watches a list of plain namespace names, not all namespaces or globs.
+
+    kopf reads '*', '?', '!' and ',' as pattern syntax (kopf's references.select_specific_namespaces)."""
+    return bool(namespaces) and not any(set(ns) & set("*?!,") for ns in namespaces)
+
+
 def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) -> None:
     """kopf settings: progress in annotations (the status schema stays ours), quick retries, posting."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
@@ -337,6 +344,10 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     owned = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
     settings.watching.label_selectors["apps", "v1", "deployments"] = owned
     settings.watching.label_selectors["", "v1", "pods"] = owned
+    # Plain namespace names (the namespaced install, manifests/kustomization.yaml): kopf has no glob to resolve,
+    # so it need not list or watch namespaces, nor watch CRDs; the operator then needs no cluster-wide
+    # permission. It reads the CRD once through discovery, which main.run checks before starting.
+    settings.scanning.disabled = exact_namespaces(config.namespaces)
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority
     if config.peering_name:
