@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 from infertune import conditions, knee, models, observation, perfmodel, prometheus, render
-from infertune.runtimes import registry
+from infertune.runtimes import metrics, registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, histogram, promql, workload
 from infertune.sim import fleet as sim_fleet
@@ -23,12 +23,6 @@ SCRAPE_SECONDS = 5.0
 KEEP_SECONDS = 180.0
 RESOURCE = "sim"
 NAMESPACE = "default"
-# The engine's counters (sim/engine.EngineStats) behind each exposition counter the operator can read.
-COUNTER_STATS = {
-    exposition.PROMPT_TOKENS: "prompt_tokens", exposition.GENERATION_TOKENS: "generation_tokens",
-    exposition.PREEMPTIONS: "preemptions", exposition.PREFIX_QUERIES: "prefix_queries",
-    exposition.PREFIX_HITS: "prefix_hits",
-}
 
 
 def when(t: float) -> datetime.datetime:
@@ -313,9 +307,10 @@ class Cluster:
             if m is None or pod.gone is not None:
                 continue
             eng = m.engine
-            # TensorRT-LLM's paused requests: waiting again after a preemption (a gauge; others leave it 0).
+            # TensorRT-LLM's paused requests (its preemption signal, a gauge): waiting again after a preemption.
+            read = self._reads(eng.replica).get(("value", metrics.Signal.PREEMPTIONS))
             paused = (float(sum(1 for r in eng.waiting if r.preemptions > 0))
-                      if self.variant == "trtllm" else 0.0)
+                      if read is not None and read.signal == exposition.PAUSED else 0.0)
             pod.kv.append((t, eng.kv_usage, paused))
             self._snap(pod, t)
             self._prune(pod, t)
@@ -327,7 +322,7 @@ class Cluster:
         for signal, attr in promql.HISTOGRAM_STATS.items():
             h: histogram.LogHistogram = getattr(s, attr)
             hists[signal] = h.exact.snapshot() if h.exact is not None else ((), h.sum)
-        counters = {signal: float(getattr(s, attr)) for signal, attr in COUNTER_STATS.items()}
+        counters = {signal: float(getattr(s, attr)) for signal, attr in promql.COUNTER_STATS.items()}
         return _Snap(t, counters, hists, s.bytes_per_gpu)
 
     def _snap(self, pod: Pod, t: float) -> None:
@@ -415,7 +410,7 @@ class Cluster:
                 plan = self._reads(p.member.engine.replica)
         return promql.answers(windows, plan, at=EPOCH + t)
 
-    def metrics(self, t: float, *, window: float) -> observation.Metrics:
+    def metrics_at(self, t: float, *, window: float) -> observation.Metrics:
         """The per-pod signals as the operator reads them: the query answers through its own parser
         (prometheus.parse, then prometheus.pod_metrics), bucket resolution and all."""
         raw = prometheus.parse(self.answers(t, window=window))
@@ -430,7 +425,7 @@ class Cluster:
 
     def pod_metrics(self, pod: Pod, t: float, *, window: float) -> observation.PodMetrics | None:
         """What the operator reads of one pod over the trailing window (None before its first scrape)."""
-        return self.metrics(t, window=window).pods.get(pod.name)
+        return self.metrics_at(t, window=window).pods.get(pod.name)
 
     def facts(self, t: float) -> tuple[tuple[observation.RevisionFacts, ...], tuple[observation.PodFacts, ...]]:
         """The Deployments and pods as the API server lists them."""
@@ -460,7 +455,7 @@ class Cluster:
         revisions, pods = self.facts(t)
         return observation.Observation(
             name=self.name, namespace=NAMESPACE, generation=generation, spec=self.spec, status=self.status,
-            revisions=revisions, pods=pods, metrics=self.metrics(t, window=window),
+            revisions=revisions, pods=pods, metrics=self.metrics_at(t, window=window),
         )
 
     # ------------------------------------------------------------------ actuation

@@ -23,6 +23,12 @@ HISTOGRAM_STATS: Mapping[str, str] = {
     exposition.TTFT: "ttft", exposition.ITL: "itl", exposition.TPOT: "tpot", exposition.E2E: "e2e",
     exposition.PROMPT_LEN: "prompt_len", exposition.GENERATION_LEN: "generation_len",
 }
+# ... and behind each counter.
+COUNTER_STATS: Mapping[str, str] = {
+    exposition.PROMPT_TOKENS: "prompt_tokens", exposition.GENERATION_TOKENS: "generation_tokens",
+    exposition.PREEMPTIONS: "preemptions", exposition.PREFIX_QUERIES: "prefix_queries",
+    exposition.PREFIX_HITS: "prefix_hits",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
