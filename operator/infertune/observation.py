@@ -57,7 +57,7 @@ class PodMetrics(models.Base):
     prefix_hit_rate: float | None = None
     mbu: float | None = None
     slo_attainment: float | None = None
-    # What the histogram buckets around the objectives allow (from Prometheus; None where exact, as in the twin).
+    # What the histogram buckets around the objectives allow (the twin reads them through the same parser).
     slo_attainment_low: float | None = None
     slo_attainment_high: float | None = None
     # The least the per-request ITL percentile (tpot_p, else itl_p) can be: the edge below its bucket.
