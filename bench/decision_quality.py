@@ -243,7 +243,7 @@ def summary(runs: list[dict[str, Any]]) -> list[str]:
     """A suite's summary lines: infertune's minimum attainment, the ratio of its GPU-hours to each yardstick's
     (worst case and geometric mean, over the scenarios where that yardstick holds GOAL), and where it loses."""
     if not runs:
-        return ["No scenarios in this suite yet."]
+        return ["Not measured in this run (no scenarios of this suite were run)."]
     me = {r["scenario"]: r["rows"]["infertune"] for r in runs}
     worst = min(me.items(), key=lambda kv: kv[1]["slo_attainment"])
     held = sum(1 for r in me.values() if r["slo_attainment"] >= GOAL)

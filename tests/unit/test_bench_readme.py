@@ -70,7 +70,7 @@ def test_the_summary_gives_min_attainment_ratios_over_holding_yardsticks_and_whe
            "scenarios where it holds 0.95." in lines
     assert lines[-1] == ("- Where infertune loses (2 of 2): a (best peer (default knobs) holds 0.95 with 50% fewer "
                          "GPU-hours), b (misses 0.95 (0.930)).")
-    assert bench.summary([]) == ["No scenarios in this suite yet."]
+    assert bench.summary([]) == ["Not measured in this run (no scenarios of this suite were run)."]
     good = bench.summary([run("c", 1.0, 2.0, 3.0)])
     assert good[-1].startswith("- Where infertune loses: nowhere in this suite")
 
@@ -83,7 +83,7 @@ def test_the_readme_block_has_one_scorecard_per_suite_and_a_missing_suite_reads_
     assert "**train** (1 scenarios)" in block and "**validation** (1 scenarios)" in block
     assert "| a | 0.970 · 2.00 h · 0 r · 0 d | 0.960 · 4.00 h · 0 r · 0 d (4 × 256/default)" in block
     only = bench.readme_table({"runs": [run("a", 2.0, 4.0, 1.0)]})
-    assert "**validation** (0 scenarios)\n\nNo scenarios in this suite yet." in only
+    assert "**validation** (0 scenarios)\n\nNot measured in this run" in only
     assert "Incomplete" not in only
     assert "**Incomplete**: 1 of 3 scenarios" in bench.readme_table({"runs": [run("a", 2.0, 4.0, 1.0)], "scenarios": 3})
     readme = tmp_path / "README.md"
