@@ -669,6 +669,11 @@ class DemandStatus(Base):
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when a scale-down has been held for lack of measured room under the SLO."
     )
+    garbage_since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="Since when garbage metrics (dropped or implausible values) have been in the picture; they hold "
+        "a scale-down for at most 10 minutes from here."
+    )
 
 
 class CostStatus(Base):
