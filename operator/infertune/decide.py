@@ -193,7 +193,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     live = [p for p in obs.pods if not p.deleting]
     serving_pods = [p for p in live if p.ready and p.serving]
     # Each pod's claims held to what its knobs and GPUs can do, and queue claims to what most pods agree on.
-    screened = plausibility.screen(spec, obs.pods, obs.revisions, health.pods)
+    screened = plausibility.screen(spec, obs.pods, obs.revisions, health.pods,
+                                   window=obs.metrics.window if obs.metrics is not None else 60.0)
     pm = screened.pods
     garbage = [*(obs.metrics.ignored if obs.metrics is not None else ()), *screened.garbage]
     if health.ok:
@@ -367,7 +368,13 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         # What the smoothed demand believes grows no faster than the fleet may (scaling.step_limit): one cycle's
         # claim of 1e12 req/s moved it to 2e11 for many minutes (40 replicas and 10 standby kept for 40 minutes);
         # bounded at the capacity of the pods one step allows, a claim that persists doubles it every cycle.
-        believable = capacity * scaling.step_limit(prev_desired + prev.replicas.desired_standby)
+        # The capacity is the smaller of now's and at the request shape measured before this cycle: claims of tiny
+        # requests (1 token in, 2 out) would otherwise raise the bound along with the demand.
+        shape = workload if remembered is None or not remembered.input_tokens or not remembered.output_tokens \
+            else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
+                               prefix_hit_rate=workload.prefix_hit_rate)
+        before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
+        believable = min(capacity, before) * scaling.step_limit(prev_desired + prev.replicas.desired_standby)
         demand = scaling.update_demand(prev.demand, min(rate + backlog, believable), now=now, attainment=attained)
         if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in served):
             demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes

@@ -71,7 +71,8 @@ def _median(values: Sequence[float]) -> float:
 
 
 def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodFacts],
-           revisions: Sequence[observation.RevisionFacts], metrics: Mapping[str, observation.PodMetrics]) -> Screened:
+           revisions: Sequence[observation.RevisionFacts], metrics: Mapping[str, observation.PodMetrics], *,
+           window: float = 60.0) -> Screened:
     """Each pod's claims within its limits, and queue claims only where a majority of reporting pods queues.
 
     Beyond a physical limit the value is garbage (dropped, named, and held like NaN: it could hide the load).
@@ -95,9 +96,15 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
         if m.running is not None and m.running > cap.batch:
             garbage.append(f"{name} running: {m.running:g} > {cap.batch} (the batch its engine admits)")
             update["running"] = None
-        if m.requests_per_s is not None and m.requests_per_s > cap.requests_per_s:
-            garbage.append(f"{name} requests: {m.requests_per_s:g}/s > {cap.requests_per_s:.0f}/s (its batch at "
-                           "the hardware's fastest step)")
+        # Every request finished in the window generated at least one token in it, unless it was already running
+        # when the window began (at most a batch of them): 10,000 req/s beside 100 tokens/s is no load.
+        tokens = m.output_tokens_per_s
+        beyond = (tokens is not None and m.requests_per_s is not None
+                  and m.requests_per_s > tokens + cap.batch / max(window, 1.0))
+        if m.requests_per_s is not None and (m.requests_per_s > cap.requests_per_s or beyond):
+            why = (f"more than its {tokens:g} output tokens/s" if beyond else
+                   f"> {cap.requests_per_s:.0f}/s (its batch at the hardware's fastest step)")
+            garbage.append(f"{name} requests: {m.requests_per_s:g}/s {why}")
             update.update(requests_per_s=None, mean_input_tokens=None, mean_output_tokens=None)
         out[name] = m.model_copy(update=update) if update else m
     outvoted: list[str] = []

@@ -16,7 +16,7 @@ from prometheus_api_client import exceptions as prom_exceptions
 from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
-from infertune import observation
+from infertune import models, observation
 from infertune.runtimes import metrics
 
 PodKey = tuple[str, str]  # (namespace, pod)
@@ -41,6 +41,7 @@ class RawPod:
     values: Mapping[metrics.Signal, float]  # gauges averaged, counters as rates
     dropped: tuple[str, ...] = ()  # garbage that was ignored, with the reason
     now: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # latest running/waiting
+    rejected: frozenset[metrics.Signal] = frozenset()  # histograms dropped whole as garbage (see parse)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,8 +77,8 @@ BY = "namespace, pod"
 # scrape-config.yaml both name it) may speak for them: any other job that honours labels (a DCGM exporter in a
 # tenant's namespace, an app's own exporter) could otherwise write `vllm:*` series with another tenant's
 # `namespace` and `pod`. DCGM's signal comes from the DCGM job only, which scrapes the GPU Operator's namespace.
-ENGINE_JOB = "infertune-model-servers"
-DCGM_JOB = "dcgm-exporter"
+ENGINE_JOB = models.ENGINE_JOB
+DCGM_JOB = models.DCGM_JOB
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -303,7 +304,8 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
     for key in set(buckets) | set(sums) | set(values) | set(latest) | set(dropped):
         hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items() if b}
         out[key] = RawPod(buckets=hist, sums=sums.get(key, {}), values=values.get(key, {}),
-                          dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}))
+                          dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}),
+                          rejected=frozenset(bad.get(key, ())))
     return out
 
 
@@ -418,6 +420,10 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
                          fraction_bounds(itl_slo, per_request) if per_request else None) if b is not None]
     low = math.prod(lo for lo, _ in edges) if edges else None
     high = math.prod(hi for _, hi in edges) if edges else None
+    if raw.rejected & {metrics.Signal.TTFT, metrics.Signal.TPOT, metrics.Signal.ITL}:
+        # A latency histogram dropped as garbage leaves no measurement of the SLO, not the other half of one: the
+        # ITL alone reading 100% would report the SLO met for a pod whose TTFT histogram was forged.
+        attainment = low = high = None
     # From the histogram decide() reads the percentile from: per-request when it has observations, else per-token
     # (a window in which no request finished has TPOT series but no TPOT percentile).
     tpot_p = quantile(q, tpot) if tpot else None

@@ -120,3 +120,13 @@ def test_run_rejects_a_bad_interval(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["run", "--interval", "-1"])
     assert exc.value.code == 2
     assert "--interval: must be greater than zero" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--engine-job", "--dcgm-job"])
+@pytest.mark.parametrize("value", ['x"} or vector(1e12) or {a="', "two words", ""])
+def test_run_refuses_a_job_name_that_could_break_out_of_promql(flag: str, value: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", flag, value])
+    assert exc.value.code == 2
+    assert f"{flag}: a job name is letters, digits and _.:/- only" in capsys.readouterr().err
