@@ -310,7 +310,7 @@ def test_garbage_metrics_are_named_and_hold_a_scale_down_but_not_a_scale_up() ->
     high = w.status.replicas.desired
     assert 1 < high < 8
     # The load falls (a scale-down would follow after 2 minutes) while one pod reports a NaN queue.
-    # (For 8 minutes: within the 10 the hold lasts at most; test_one_nan_series_after_a_spike_holds_replicas_for_a_bounded_time)
+    # (For 8 minutes: within the 10 the hold lasts at most; test_untrusted_metrics.py shows the bound.)
     w.metrics = observation.Metrics(pods={}, grace=0, ignored=("p1 waiting: not a finite number ('NaN')",))
     for t in range(600, 1080, 15):
         w.set_load(**load(spec, current(w), running=1, rps=0.5))

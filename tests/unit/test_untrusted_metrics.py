@@ -5,17 +5,17 @@ from __future__ import annotations
 import math
 import pathlib
 import subprocess
-import textwrap
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
+from test_decide import World, current, load, spec_of
+from test_monitoring import promtool  # noqa: F401 - the fixture (promtool, installed with Prometheus if missing)
 
 from infertune import decide, models, observation, plausibility, prometheus, scaling
 from infertune.runtimes import metrics
-from test_decide import World, current, load, spec_of
 
 S = metrics.Signal
 Results = dict[tuple[str, metrics.Signal], list[dict[str, Any]]]
@@ -127,6 +127,17 @@ def honest(w: World, spec: models.InferenceDeploymentSpec) -> Callable[[str], di
     return lambda _: load(spec, current(w), running=8, rps=2.0 / max(1, len(w.pods)))
 
 
+def settled(spec: models.InferenceDeploymentSpec, cycles: int = 20) -> tuple[World, float]:
+    """A world at the honest load for `cycles` cycles; the next cycle's time."""
+    w = World(spec)
+    w.step(0)
+    t = 15.0
+    for _ in range(cycles):
+        cycle(w, t, honest(w, spec))
+        t += 15
+    return w, t
+
+
 def pods_of(d: observation.Decision) -> int:
     return d.status.replicas.desired + d.status.replicas.desired_standby
 
@@ -135,12 +146,7 @@ def pods_of(d: observation.Decision) -> int:
                          ids=lambda a: a.__name__)
 def test_one_lying_pod_moves_the_fleet_one_step_at_most_and_it_comes_back(attack: Attack) -> None:
     spec = lying_spec()
-    w = World(spec)
-    w.step(0)
-    t = 15
-    for _ in range(40):  # honest: one replica
-        cycle(w, t, honest(w, spec))
-        t += 15
+    w, t = settled(spec, 40)  # honest: one replica
     assert (w.status.replicas.desired, w.status.replicas.desired_standby) == (1, 0)
     before = 1
     # One cycle of the lie (a 15 s spike), then clean series.
@@ -163,12 +169,7 @@ def test_a_queue_most_pods_report_earns_one_step_per_cycle_and_one_liar_is_outvo
     # a majority lying) grows the fleet 1 -> 5 -> 10 -> 20 -> 40, never in one jump; once peers exist, one pod
     # lying about its queue is a minority and is outvoted (named in MetricsAvailable's message).
     spec = lying_spec()
-    w = World(spec)
-    w.step(0)
-    t = 15
-    for _ in range(20):
-        cycle(w, t, honest(w, spec))
-        t += 15
+    w, t = settled(spec)
 
     def everyone(results: Results, _: str) -> None:
         for pod in w.pods:
@@ -183,12 +184,7 @@ def test_a_queue_most_pods_report_earns_one_step_per_cycle_and_one_liar_is_outvo
     assert totals[:5] == [1, 5, 10, 20, 40], totals
     assert any("scale-up limited" in r.reason for r in w.status.decisions)
 
-    w2 = World(spec)
-    w2.step(0)
-    t = 15
-    for _ in range(20):
-        cycle(w2, t, honest(w2, spec))
-        t += 15
+    w2, t = settled(spec)
     liar = sorted(w2.pods)[0]
     for _ in range(20):  # five minutes of one pod's lie
         d = cycle(w2, t, honest(w2, spec), waiting_1e7, victim=liar)
@@ -200,12 +196,7 @@ def test_a_queue_most_pods_report_earns_one_step_per_cycle_and_one_liar_is_outvo
 
 def test_one_nan_series_after_a_spike_holds_replicas_for_a_bounded_time() -> None:
     spec = lying_spec()  # scaleDownDelay 2 minutes
-    w = World(spec)
-    w.step(0)
-    t = 15
-    for _ in range(20):
-        cycle(w, t, honest(w, spec))
-        t += 15
+    w, t = settled(spec)
     cycle(w, t, honest(w, spec), waiting_1e7)  # the spike
     t += 15
     high = w.status.replicas.desired
@@ -221,8 +212,8 @@ def test_one_nan_series_after_a_spike_holds_replicas_for_a_bounded_time() -> Non
     # Held within the bound (the NaN could be hiding the load) ...
     assert all(n == high for s, n in desired.items() if s < decide.GARBAGE_HOLD_SECONDS), desired
     # ... and no longer: back to one replica a scale-down delay after it, while the NaN goes on.
-    settled = decide.GARBAGE_HOLD_SECONDS + spec.scaling.scale_down_delay + 60
-    assert all(n == 1 for s, n in desired.items() if s >= settled), desired
+    back = decide.GARBAGE_HOLD_SECONDS + spec.scaling.scale_down_delay + 60
+    assert all(n == 1 for s, n in desired.items() if s >= back), desired
     said = [e for e in events if e.reason == "GarbageMetrics"]
     assert len(said) == 1 and said[0].type == "Warning" and "kv_usage: not a finite number" in said[0].message
     cond = next(c for c in w.status.conditions if c.type == "MetricsAvailable")
@@ -305,13 +296,10 @@ def test_every_engine_query_carries_the_engine_job_and_dcgm_the_dcgm_job() -> No
         assert promql.count(f'job="{job}"') == selectors, (part, signal, promql)
 
 
-def test_a_tenant_s_forged_series_for_another_tenant_s_pod_is_not_read(tmp_path: pathlib.Path) -> None:
+def test_a_tenant_s_forged_series_for_another_tenant_s_pod_is_not_read(tmp_path: pathlib.Path,
+                                                                        promtool: pathlib.Path) -> None:  # noqa: F811
     # A real PromQL engine (promtool's) evaluates the operator's own queries over the victim's honest series
     # and a forgery from a job that honours labels (a DCGM exporter a tenant runs in its own namespace).
-    promtool = pathlib.Path("/usr/bin/promtool")
-    found = subprocess.run(["sh", "-c", "command -v promtool"], capture_output=True, text=True, check=False)
-    if found.stdout.strip():
-        promtool = pathlib.Path(found.stdout.strip())
     running = prometheus.scalar_query(S.RUNNING, metrics.ENGINE_DIALECTS, 60)
     dram = prometheus.scalar_query(S.DRAM_ACTIVE, (metrics.DCGM,), 60)
     assert running is not None and dram is not None
@@ -344,7 +332,7 @@ def test_the_shipped_scrape_jobs_limit_samples_and_labels_and_dcgm_to_the_gpu_op
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     engines, dcgm = jobs[prometheus.ENGINE_JOB], jobs[prometheus.DCGM_JOB]
     for job in (engines, dcgm):
-        assert 0 < job["sample_limit"] and 0 < job["label_limit"], job["job_name"]
+        assert job["sample_limit"] > 0 and job["label_limit"] > 0, job["job_name"]
     assert not engines.get("honor_labels", False)  # target labels namespace/pod win over the pod's own
     assert [sd["namespaces"]["names"] for sd in dcgm["kubernetes_sd_configs"]] == [["gpu-operator"]]
     monitor = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())["spec"]
