@@ -508,7 +508,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                     out.events.append(observation.Event(type="Warning", reason="GarbageMetrics",
                                                         message=message[:1024]))
         elif demand.garbage_since is not None:
-            demand = demand.model_copy(update={"garbage_since": None})
+            # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
+            # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
+            pending = _ts(demand.below_since)
+            if pending is None or t - pending >= spec.scaling.scale_down_delay:
+                demand = demand.model_copy(update={"garbage_since": None})
         # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
         serving_n, standby_n, limited = scaling.limit_step(
             spec.scaling, serving=serving_n, standby=standby_n,
