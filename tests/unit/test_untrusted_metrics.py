@@ -253,6 +253,8 @@ def test_fake_itl_from_one_pod_of_four_rejects_no_configuration() -> None:
     assert w.status.rejected == ()
     assert not any(r.kind == "rollback" for r in w.status.decisions)
     assert current(w) == tuned
+    # ... and the replicas stay where the honest load puts them (before: batch 192 -> 43 -> 30, 4 -> 8 replicas).
+    assert {d.status.replicas.desired for d in w.decisions[-60:]} == {4}
 
 
 def test_a_negative_le_bucket_is_garbage_and_never_reports_the_slo_met() -> None:
