@@ -64,12 +64,6 @@ def _limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits
     return Limits(batch=batch, requests_per_s=batch / floor if floor > 0 else math.inf)
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodFacts],
            revisions: Sequence[observation.RevisionFacts], metrics: Mapping[str, observation.PodMetrics], *,
            window: float = 60.0) -> Screened:
@@ -121,7 +115,3 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
                     "in_flight": min(m.in_flight, float(caps[n].batch)) if m.in_flight is not None else None})
     return Screened(pods=out, garbage=tuple(garbage), outvoted=tuple(outvoted))
 
-
-def median(values: Sequence[float]) -> float | None:
-    """The middle value (mean of the middle two), None for none: what a majority of pods vouches for."""
-    return _median(values) if values else None
