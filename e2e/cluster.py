@@ -413,18 +413,43 @@ def _kwokctl(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[
     )
 
 
+# Where `make demo` records the processes it starts beside the cluster (the operator, the twin), one
+# `<name>.pid` each; its Prometheus records itself in `.e2e/demo/prometheus/prometheus.pid`.
+DEMO_PIDS = STATE / "demo" / "pids"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def prometheus_dirs() -> list[Path]:
+    """Every Prometheus workdir under .e2e/ that records a pid (`make cluster-up`'s, the demo's, any other)."""
+    return sorted(p.parent for p in STATE.rglob("prometheus.pid"))
+
+
 def recorded_pids() -> dict[str, int]:
-    """Component name -> pid, from kwokctl's pid files and ours under .e2e/."""
+    """Component name -> pid, from kwokctl's pid files and ours under .e2e/ (Prometheus, the demo's processes)."""
     pids: dict[str, int] = {}
     for pid_file in sorted(_cluster_dir().glob("pids/*.pid")):
-        text = pid_file.read_text().strip()
-        if text.isdigit():
-            pids[pid_file.stem] = int(text)
-    for prom_pid in sorted(STATE.glob("prometheus*/prometheus.pid")):
-        text = prom_pid.read_text().strip()
-        if text.isdigit():
-            pids[prom_pid.parent.name] = int(text)
+        if (pid := _read_pid(pid_file)) is not None:
+            pids[pid_file.stem] = pid
+    for workdir in prometheus_dirs():
+        if (pid := _read_pid(workdir / "prometheus.pid")) is not None:
+            pids[_prometheus_name(workdir)] = pid
+    for pid_file in sorted(DEMO_PIDS.glob("*.pid")):
+        if (pid := _read_pid(pid_file)) is not None:
+            pids[f"demo-{pid_file.stem}"] = pid
     return pids
+
+
+def _prometheus_name(workdir: Path) -> str:
+    """.e2e/prometheus -> 'prometheus'; .e2e/demo/prometheus -> 'prometheus (demo)'."""
+    rel = workdir.relative_to(STATE)
+    return "prometheus" if rel.parent == Path(".") else f"prometheus ({rel.parent})"
 
 
 def _alive(pid: int) -> bool:
@@ -477,14 +502,31 @@ def _our_process(pid: int) -> bool:
 def _component_pids() -> dict[str, int]:
     """The live control-plane processes recorded by kwokctl that are provably ours."""
     return {n: p for n, p in recorded_pids().items()
-            if not n.startswith("prometheus") and _alive(p) and _our_process(p)}
+            if not _beside(n) and _alive(p) and _our_process(p)}
+
+
+def _beside(name: str) -> bool:
+    """A process recorded beside the cluster (Prometheus, the demo's), not a control-plane component."""
+    return name.startswith(("prometheus", "demo-"))
 
 
 def dead_components() -> list[str]:
     """Control-plane components with a pid file whose process is gone (a cluster that answers /readyz can
     still have lost its controller manager: then nothing creates pods)."""
     live = _component_pids()
-    return sorted(n for n in recorded_pids() if not n.startswith("prometheus") and n not in live)
+    return sorted(n for n in recorded_pids() if not _beside(n) and n not in live)
+
+
+def stop_demo_processes() -> list[str]:
+    """Stops what `make demo` recorded in .e2e/demo/pids/ (each only if its command line is ours) and removes the
+    pid files; returns 'name (pid N)' for each process stopped."""
+    pids = {}
+    for pid_file in sorted(DEMO_PIDS.glob("*.pid")):
+        pid = _read_pid(pid_file)
+        if pid is not None and _alive(pid) and _our_process(pid):
+            pids[f"demo {pid_file.stem} (pid {pid})"] = pid
+        pid_file.unlink(missing_ok=True)
+    return _kill(pids)
 
 
 def _kill(pids: Mapping[str, int], timeout: float = 10.0) -> list[str]:
@@ -594,11 +636,18 @@ def _ready_nodes() -> set[str]:
     return {n["metadata"]["name"] for n in items if is_ready(n)}
 
 
-def down(*, stop_prometheus: bool = True) -> None:
-    """Deletes the cluster, stops the Prometheus recorded in .e2e/; no recorded process outlives it."""
+def down(*, stop_prometheus: bool = True) -> list[str]:
+    """Deletes the cluster and, with stop_prometheus, stops every process recorded beside it in .e2e/ (each
+    Prometheus, what `make demo` started); no recorded process outlives it. Says what it stopped, and returns it
+    as 'name (pid N)' strings."""
+    stopped: list[str] = []
     if stop_prometheus:
-        for workdir in STATE.glob("prometheus*/"):
-            prometheus.stop(workdir)
+        # The demo's operator first: it would otherwise log errors for every second the API server is gone.
+        stopped += stop_demo_processes()
+        for workdir in prometheus_dirs():
+            pid = _read_pid(workdir / "prometheus.pid")
+            if prometheus.stop(workdir):
+                stopped.append(f"{_prometheus_name(workdir)} (pid {pid})")
     # Read the pid files before kwokctl deletes them, to check afterwards that it really stopped everything.
     pids = _component_pids()
     if _cluster_dir().exists():
@@ -608,10 +657,13 @@ def down(*, stop_prometheus: bool = True) -> None:
         killed = _kill(pids)
         if killed:
             _log(f"stopped leftover processes: {', '.join(killed)}")
+        stopped += [f"{name} (pid {pid})" for name, pid in sorted(pids.items())]
         if _cluster_dir().exists():
             # kwokctl could not clean up after itself; with every process gone the directory is just files.
             shutil.rmtree(_cluster_dir(), ignore_errors=True)
     KUBECONFIG.unlink(missing_ok=True)
+    _log(f"stopped {len(stopped)} process(es): {', '.join(stopped)}" if stopped else "nothing was running")
+    return stopped
 
 
 def env_exports() -> dict[str, str]:

@@ -108,12 +108,15 @@ class OperatorProcess:
 
 
 def install_operator_manifests(k8s: e2e_cluster.Kube) -> None:
-    """The generated CRD, the RBAC we ship (namespace, ServiceAccount, ClusterRole, binding, policy), peering."""
+    """The generated CRD, the RBAC we ship (namespace, ServiceAccount, ownership policy) with the opt-in
+    cluster-wide role (the session's operator follows the e2e-* glob), peering. Not manifests/admission: the
+    hostile-input tests expect the operator's own refusals; e2e/test_rbac.py binds the limits policy itself."""
     k8s.kubectl("apply", "-f", str(REPO / "crds" / "inferencedeployments.infertune.io.yaml"))
     k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "crds.yaml"))
     k8s.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                 "crd/inferencedeployments.infertune.io", "crd/clusterkopfpeerings.kopf.dev")
     k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac"))
+    k8s.kubectl("apply", "-k", str(REPO / "manifests" / "rbac" / "clusterwide"))
     k8s.kubectl("apply", "-f", str(REPO / "manifests" / "peering" / "peering.yaml"))
 
 
@@ -133,6 +136,15 @@ def start_operator(kubeconfig: Path, log: Path, *, prometheus_url: str | None, m
                                 env={**os.environ, "PYTHONPATH": str(REPO / "operator")})
 
 
+def stop_operator(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM (kopf finishes its handlers), then SIGKILL after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
@@ -146,11 +158,7 @@ def operator(k8s: e2e_cluster.Kube, prometheus: e2e_prometheus.Prometheus,
                              extra=("--namespace", SESSION_NAMESPACES))
     handle = OperatorProcess(process=process, kubeconfig=kubeconfig, log=log)
     yield handle
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_operator(process)
     if os.environ.get("INFERTUNE_E2E_SHOW_LOGS"):
         print(handle.logs())
 

@@ -89,12 +89,49 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("custom gpu without bandwidth", {"accelerator.type": D, "accelerator.custom": {
         "name": "x", "memoryGib": 80, "bandwidthGbps": 0, "tflopsBf16": 100}}, "schema",
      "spec.accelerator.custom.bandwidthGbps: Invalid value: 0"),
+    # Issue 18: input that passes the types and can never run, refused by the API server.
+    ("drain timeout beyond int64", {"scaling.drainTimeout": "9999999999999999h"}, "schema",
+     'spec.scaling.drainTimeout: Invalid value: "9999999999999999h"'),
+    ("drain timeout over a day", {"scaling.drainTimeout": "25h"}, "cel", "scaling.drainTimeout must be at most 24h"),
+    ("slo over an hour", {"slo.itl": "61m"}, "cel", "slo.itl must be at most 1h"),
+    ("change interval over 30 days", {"tuning.minChangeInterval": "721h"}, "cel",
+     "tuning.minChangeInterval must be at most 720h"),
+    ("scale-down delay over a day", {"scaling.scaleDownDelay": "1441m"}, "cel",
+     "scaling.scaleDownDelay must be at most 24h"),
+    ("cold start over a day", {"scaling.coldStart": "25h"}, "cel", "scaling.coldStart must be at most 24h"),
+    ("image without a tag after the colon", {"engine.image": "vllm/vllm-openai:"}, "schema",
+     'spec.engine.image: Invalid value: "vllm/vllm-openai:"'),
+    ("image with upper-case path", {"engine.image": "Vllm/vllm-openai:v1"}, "schema", "spec.engine.image"),
+    ("image with a short digest", {"engine.image": "vllm@sha256:abc"}, "schema", "spec.engine.image"),
+    ("annotations over 256 KiB", {"template.annotations": {f"k{i}": "x" * 16_000 for i in range(17)}}, "cel",
+     "template.annotations must total at most 261,120 bytes"),
+    ("unbounded tolerationSeconds", {"template.tolerations": [{"key": "k", "operator": "Exists",
+     "effect": "NoExecute", "tolerationSeconds": 10**12}]}, "schema",
+     "spec.template.tolerations[0].tolerationSeconds: Invalid value"),
+    ("replicas x gpus beyond any cluster", {"scaling.maxReplicas": 1000, "accelerator.count": 64}, "cel",
+     "x accelerator.count must be at most 40,000 GPUs"),
+    ("port as a boolean", {"engine.port": True}, "schema", "spec.engine.port: Invalid value"),
+    ("port as a string", {"engine.port": "3"}, "schema", "spec.engine.port: Invalid value"),
+    ("root without consent", {"template.securityContext": {"runAsUser": 0}}, "cel",
+     "securityContext.runAsUser 0 is root"),
+    ("unknown seccomp profile", {"template.securityContext": {"seccompProfile": "Localhost"}}, "schema",
+     'spec.template.securityContext.seccompProfile: Unsupported value: "Localhost"'),
     # Past the schema: only the operator knows the catalog, the engines' flags, the hardware and the labels it owns.
     ("unknown architecture", {"model.architecture": "gpt-5"}, "operator",
      "spec.model.architecture: unknown model 'gpt-5'; known:"),
     ("unknown gpu", {"accelerator.type": "tpu-v5"}, "operator", "spec.accelerator.type: unknown GPU 'tpu-v5'"),
     ("owned flag in args", {"engine.args": ["--max-num-seqs=64"]}, "operator",
      "spec.engine.args[0]: --max-num-seqs sets max_batch_size, which the operator owns"),
+    ("argparse prefix of an owned flag", {"engine.args": ["--max-num-seq=4096"]}, "operator",
+     "spec.engine.args[0]: --max-num-seq is read by the engine as --max-num-seqs, which sets max_batch_size"),
+    ("sglang tensor-parallel alias", {"engine.kind": "sglang", "engine.args": ["--tensor-parallel-size", "2"]},
+     "operator", "spec.engine.args[0]: --tensor-parallel-size sets tensor_parallel"),
+    ("tgi SHARDED", {"engine.kind": "tgi", "engine.env": [{"name": "SHARDED", "value": "true"}]}, "operator",
+     "spec.engine.env[0].name: SHARDED (the engine's variable for --sharded) sets tensor_parallel"),
+    ("tgi SERVED_MODEL_NAME", {"engine.kind": "tgi", "engine.env": [{"name": "SERVED_MODEL_NAME", "value": "x"}]},
+     "operator", "spec.engine.env[0].name: SERVED_MODEL_NAME (the engine's variable for --served-model-name)"),
+    ("end of options", {"engine.args": ["--", "--max-num-seqs=1"]}, "operator",
+     "spec.engine.args[0]: '--' would end the engine's options"),
     ("owned env var", {"engine.kind": "nim", "engine.nim": {"generation": 1},
                        "engine.env": [{"name": "NIM_MAX_NUM_SEQS", "value": "8"}]}, "operator",
      "spec.engine.env[0].name: NIM_MAX_NUM_SEQS sets max_batch_size"),
@@ -137,7 +174,9 @@ def test_the_catalog_is_large_enough() -> None:
 def test_the_api_server_refuses(k8s: e2e_cluster.Kube, operator: OperatorProcess, ns: str, *, name: str,
                                 changes: dict[str, Any], layer: str, text: str) -> None:
     body = resource("hostile", ns, changes)
-    out = k8s.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
+    # create, not apply: apply would copy the whole object into a last-applied annotation, and an object with
+    # 255 KiB of template annotations would then be refused for its metadata, before the rule under test.
+    out = k8s.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
     assert text in out, out
     assert "created (server dry run)" not in out
 
@@ -165,14 +204,20 @@ def test_the_operator_refuses_what_the_schema_cannot_know(k8s: e2e_cluster.Kube,
     assert k8s.list("service", namespace=ns) == []
 
 
-def test_yaml_and_shell_metacharacters_in_args_reach_the_pod_verbatim(k8s: e2e_cluster.Kube,
-                                                                       operator: OperatorProcess) -> None:
+def test_yaml_and_shell_metacharacters_in_args_reach_the_engine_as_written(k8s: e2e_cluster.Kube,
+                                                                           operator: OperatorProcess) -> None:
     ns = f"e2e-hostile-args-{uuid.uuid4().hex[:6]}"
     k8s.kubectl("create", "namespace", ns)
     hostile = ["--chat-template", "{% for m in messages %}{{ m['content'] }}{% endfor %}", "--x=a: b\n- c",
-               "$(rm -rf /)", "'\"`;|&", "ünïcødé ✓"]
-    k8s.apply(resource("args", ns, {"engine.args": hostile}))
+               "$(rm -rf /)", "$(X)", "'\"`;|&", "ünïcødé ✓"]
+    # X would turn "$(X)" into an owned flag if the kubelet expanded it.
+    k8s.apply(resource("args", ns, {"engine.args": hostile,
+                                    "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]}))
     dep = k8s.wait_for(lambda: next(iter(k8s.list("deployment", namespace=ns)), None), 60, message="the Deployment")
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[-len(hostile):] == hostile
+    # The user's arguments come first, with `$` doubled: the kubelet's $(VAR) expansion turns `$$` back into `$`
+    # and expands nothing, so the engine receives each argument exactly as written.
+    assert args[:len(hostile)] == [a.replace("$", "$$") for a in hostile]
+    assert [a.replace("$$", "$") for a in args[:len(hostile)]] == hostile
+    assert args[-2:] != hostile[-2:]  # the operator's flags come last
     k8s.kubectl("delete", "namespace", ns, "--wait=false")

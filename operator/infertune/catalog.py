@@ -6,7 +6,10 @@ from infertune import models
 
 # Memory is in GiB: the "80GB" parts expose 80 GiB (nvidia-smi shows 81,559 MiB on an H100 SXM) and the
 # H200's system YAML in NVIDIA AIConfigurator gives mem_capacity 151397597184 B = 141 GiB.
-# TFLOPS are dense (no 2:4 sparsity). Source of every number: ../shared/reference/runtimes-metrics-gpus.md §D.
+# TFLOPS are dense (no 2:4 sparsity): NVIDIA's spec tables give the sparse figure, dense being one half of it.
+# Each entry names its source: the NVIDIA datasheet (directly or as tabulated by the page named),
+# NVIDIA AIConfigurator's system files (ai-dynamo/aiconfigurator src/aiconfigurator/systems/*.yaml) or the
+# hardware list of TensorRT-LLM's performance overview (docs/source/performance/perf-overview.md).
 GPUS: dict[str, models.GpuSpec] = {
     g.name: g
     for g in (
@@ -50,7 +53,12 @@ GPUS: dict[str, models.GpuSpec] = {
     )
 }
 
-# Architecture numbers from each model's config.json (../shared/reference/runtimes-metrics-gpus.md §E).
+# Architecture numbers from each model's config.json as published with its weights on the Hugging Face Hub
+# (num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads, head_dim, intermediate_size,
+# vocab_size, max_position_embeddings): meta-llama/Llama-3.1-8B-Instruct, Llama-3.1-70B-Instruct,
+# Llama-3.3-70B-Instruct, Llama-3.1-405B-Instruct; Qwen/Qwen2.5-72B-Instruct, Qwen/Qwen3-32B;
+# mistralai/Mixtral-8x7B-Instruct-v0.1. Parameter counts are nominal (the model's name) unless the entry says
+# they were counted from the shape or quoted from a paper or model card.
 # head_dim is copied as written, never derived: Qwen3-32B has hidden/heads = 80 but head_dim 128.
 # max_context_tokens is max_position_embeddings from the same config.json.
 _LLAMA_31_70B = dict(

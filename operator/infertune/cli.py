@@ -22,6 +22,13 @@ EXIT_INVALID = 2
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
 
+class PlainDumper(yaml.SafeDumper):
+    """Writes every value out in full: no `&id001` anchors and `*id001` aliases for objects used twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class UsageError(Exception):
     """Bad input to a command: printed as one line, exit status 2."""
 
@@ -30,6 +37,48 @@ class UsageError(Exception):
 class Document:
     source: str  # "file.yaml" or "file.yaml#2" for the second document
     body: dict[str, Any]
+
+
+# The deepest field of an InferenceDeployment is 6 levels down (spec.engine.env[i].valueFrom.secretKeyRef.name);
+# 64 leaves room for any hand-written file while a 50,000-deep one is refused before it is built.
+MAX_DEPTH = 64
+# Nodes once every alias is expanded: a full resource has a few hundred. A 528-byte "billion laughs" file
+# expands to 10^9 and would hang whatever walks it; aliases within the limit still work.
+MAX_NODES = 100_000
+
+
+def check_node(root: yaml.Node) -> str | None:
+    """Why a composed YAML document must not be built (duplicate keys, too deep, too large with its aliases
+    expanded), or None. Iterative, so that no depth of nesting can exhaust the stack."""
+    expanded: dict[int, int] = {}
+    # (node, depth, children done): post-order, each shared (aliased) node counted once per use but walked once.
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"line {node.start_mark.line + 1}: nested too deeply (at most {MAX_DEPTH} levels)"
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        return f"line {key.start_mark.line + 1}: duplicate key {key.value!r} (a later value would " \
+                               "silently replace the first)"
+                    seen.add(key.value)
+                children += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if not done:
+            if id(node) in expanded:
+                continue
+            stack.append((node, depth, True))
+            stack += [(c, depth + 1, False) for c in children if id(c) not in expanded]
+            continue
+        expanded[id(node)] = 1 + sum(expanded.get(id(c), 0) for c in children)
+        if expanded[id(node)] > MAX_NODES:
+            return f"line {node.start_mark.line + 1}: more than {MAX_NODES:,} values once its aliases are expanded"
+    return None
 
 
 def read_documents(path: str) -> list[Document]:
@@ -45,11 +94,24 @@ def read_documents(path: str) -> list[Document]:
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file (invalid UTF-8)") from None
     try:
-        raw = [d for d in yaml.safe_load_all(text) if d is not None]
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise UsageError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    raw = []
+    for node in nodes:
+        problem = check_node(node)
+        if problem:
+            raise UsageError(f"{path}: {problem}")
+        loader = yaml.SafeLoader("")
+        try:
+            raw.append(loader.construct_document(node))
+        finally:
+            loader.dispose()
+    raw = [d for d in raw if d is not None]
     if not raw:
         raise UsageError(f"{path}: no YAML documents found")
     docs = []
@@ -84,8 +146,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         for doc in read_documents(path):
             problems = resource_problems(doc.body)
+            spec = None
             if "spec" in doc.body:
-                problems += validation.parse(doc.body["spec"])[1]
+                spec, spec_problems = validation.parse(doc.body["spec"])
+                problems += spec_problems
             meta = doc.body.get("metadata")
             name = meta.get("name", "?") if isinstance(meta, dict) else "?"
             if problems:
@@ -94,6 +158,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     print(f"{doc.source}: {name}: {p}", file=sys.stderr)
             else:
                 print(f"{doc.source}: {name}: valid")
+            # Warnings keep the exit code: the spec is valid, but its SLO verdict may read Unknown.
+            for w in validation.objective_warnings(spec) if spec is not None else ():
+                print(f"{doc.source}: {name}: warning: {w}", file=sys.stderr)
     return EXIT_INVALID if failed else EXIT_OK
 
 
@@ -117,7 +184,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             out += render.manifests(owner, spec, knobs, replicas=replicas)
     sys.stdout.write(f"# ownerReferences carry the placeholder uid {PLACEHOLDER_UID}; "
                      "the operator sets the real one.\n")
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    sys.stdout.write(yaml.dump_all(out, Dumper=PlainDumper, sort_keys=False, width=120))
     return EXIT_OK
 
 
@@ -214,7 +281,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dcgm-job", type=_job, default=models.DCGM_JOB,
                      help="the scrape job whose DCGM series are read (default "
                           f"{models.DCGM_JOB}, scraping only the GPU Operator's namespace)")
-    run.add_argument("--namespace", "-n", action="append", help="namespace to watch (repeatable); all when absent")
+    run.add_argument("--namespace", "-n", action="append",
+                     help="namespace to watch (repeatable); all when absent. Plain names need only a Role in each "
+                     "(manifests/); globs (team-*) or all namespaces need the ClusterRole (manifests/clusterwide)")
     run.add_argument("--interval", type=_positive_float, default=15.0,
                      help="seconds between reconcile cycles (default 15)")
     run.add_argument("--dry-run", action="store_true", help="decide and log, but change nothing")

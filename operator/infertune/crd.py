@@ -33,6 +33,39 @@ CEL_RULES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("spec", "scaling"),
      "!has(self.coldStart) || self.coldStart == 'auto' || duration(self.coldStart) > duration('0s')",
      "scaling.coldStart must be auto or a duration longer than zero"),
+    # Upper bounds (models.MAX_*): what could never run is refused before it is stored.
+    (("spec", "slo"), f"duration(self.ttft) <= duration('{models.format_duration(models.MAX_SLO)}')",
+     f"slo.ttft must be at most {models.format_duration(models.MAX_SLO)}"),
+    (("spec", "slo"), f"duration(self.itl) <= duration('{models.format_duration(models.MAX_SLO)}')",
+     f"slo.itl must be at most {models.format_duration(models.MAX_SLO)}"),
+    (("spec", "tuning"),
+     f"!has(self.minChangeInterval) || duration(self.minChangeInterval) <= "
+     f"duration('{models.format_duration(models.MAX_CHANGE_INTERVAL)}')",
+     f"tuning.minChangeInterval must be at most {models.format_duration(models.MAX_CHANGE_INTERVAL)}"),
+    (("spec", "scaling"),
+     f"!has(self.coldStart) || self.coldStart == 'auto' || duration(self.coldStart) <= "
+     f"duration('{models.format_duration(models.MAX_COLD_START)}')",
+     f"scaling.coldStart must be at most {models.format_duration(models.MAX_COLD_START)}"),
+    (("spec", "scaling"),
+     f"!has(self.drainTimeout) || duration(self.drainTimeout) <= "
+     f"duration('{models.format_duration(models.MAX_DRAIN)}')",
+     f"scaling.drainTimeout must be at most {models.format_duration(models.MAX_DRAIN)}"),
+    (("spec", "scaling"),
+     f"!has(self.scaleDownDelay) || duration(self.scaleDownDelay) <= "
+     f"duration('{models.format_duration(models.MAX_SCALE_DOWN_DELAY)}')",
+     f"scaling.scaleDownDelay must be at most {models.format_duration(models.MAX_SCALE_DOWN_DELAY)}"),
+    (("spec",),
+     "(has(self.scaling) ? self.scaling.maxReplicas + (has(self.scaling.standby) ? self.scaling.standby.max : 0) "
+     f": 1) * (has(self.accelerator.count) ? self.accelerator.count : 1) <= {models.MAX_GPUS}",
+     f"(scaling.maxReplicas + scaling.standby.max) x accelerator.count must be at most {models.MAX_GPUS:,} GPUs"),
+    (("spec", "template"),
+     "!has(self.annotations) || self.annotations.map(k, bytes(k).size() + bytes(self.annotations[k]).size()).sum()"
+     f" <= {models.MAX_ANNOTATION_BYTES}",
+     f"template.annotations must total at most {models.MAX_ANNOTATION_BYTES:,} bytes (the API server's 256 KiB "
+     "less the operator's own)"),
+    (("spec", "template", "securityContext"),
+     "!has(self.runAsUser) || self.runAsUser != 0 || (has(self.runAsNonRoot) && !self.runAsNonRoot)",
+     "securityContext.runAsUser 0 is root: set runAsNonRoot false as well to run as root"),
 )
 
 # (name, type, jsonPath, description, priority): what an on-call person needs at a glance.

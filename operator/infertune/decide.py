@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import math
 
-from infertune import catalog, conditions, knee, models, observation, plausibility, render, rollout, scaling
+from infertune import catalog, conditions, knee, models, observation, plausibility, render, resolution, rollout, scaling
 from infertune.runtimes import metrics as dialects
 from infertune.runtimes import registry
 
@@ -202,7 +202,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     # A pod younger than the metrics window reports rates over a partly empty window (a 5 s old pod shows a
     # tenth of its real rate over 60 s): its numbers would mislead the calibration and the demand estimate.
     grace = obs.metrics.grace if obs.metrics is not None else 0.0
-    served = [pm[p.name] for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
+    measured_pods = [p for p in serving_pods if p.name in pm and t - (p.ready_since or p.created) >= grace]
+    served = [pm[p.name] for p in measured_pods]
     # While no pod has served a whole window (right after a scale-up), the last measured request shape stands:
     # falling back to the prior's 1,000/200 made a 600/60 load look a third as cheap to serve for a cycle
     # (14.6 -> 4.3 req/s per replica) and the replicas jumped 1 -> 3. Young pods' own token means are biased
@@ -564,7 +565,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
 
     # --- status --------------------------------------------------------------------------------
     observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
-                         dialect=dialect, cal=cal)
+                         dialect=dialect, cal=cal, revisions=tuple(sorted({p.revision for p in measured_pods})))
     ready = [x for x in live if x.ready]
     replicas = models.ReplicaStatus(
         desired=serving_n, desired_standby=standby_n, serving=p.serving, standby=p.standby, ready=len(ready),
@@ -580,7 +581,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
-                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected)
+                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -860,7 +861,7 @@ def _cold_start(spec: models.InferenceDeploymentSpec, obs: observation.Observati
 
 def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation, *, cal: models.Calibration,
               served: list[observation.PodMetrics], workload: knee.Workload, knobs: models.Knobs, ok: bool,
-              dialect: dialects.Dialect) -> models.ObservedStatus:
+              dialect: dialects.Dialect, revisions: tuple[str, ...]) -> models.ObservedStatus:
     if not ok or not served:
         return obs.status.observed or models.ObservedStatus()
     weights = [(m.requests_per_s or 0.0) for m in served]
@@ -890,7 +891,10 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
         ttft = knee.predict(spec, knobs, workload, cal, concurrency=max(1, round(running))).ttft_p
     out = models.ObservedStatus(
         ttft_p95_ms=None if ttft is None else round(ttft * 1000, 1),
-        itl_p95_ms=None if (itl := avg([m.itl_p or m.tpot_p for m in served])) is None else round(itl * 1000, 2),
+        # Per request (its mean time per output token) first: what the ITL objective is judged on, and what
+        # decisions quote. The per-token p95 counts every step a prefill chunk stalls: 151 ms on the demo's
+        # defaults beside 74 ms per request, which made a tuned point that met the SLO look like a miss.
+        itl_p95_ms=None if (itl := avg([m.tpot_p or m.itl_p for m in served])) is None else round(itl * 1000, 2),
         output_tokens_per_second=None if (o := total([m.output_tokens_per_s for m in served])) is None else round(o, 1),
         request_rate=None if (r := total([m.requests_per_s for m in served])) is None else round(r, 3),
         mbu=None if mbu is None else round(mbu, 3),
@@ -902,6 +906,7 @@ def _observed(spec: models.InferenceDeploymentSpec, obs: observation.Observation
         slo_attainment_low=None if (lo := avg([m.slo_attainment_low for m in served])) is None else round(lo, 4),
         slo_attainment_high=None if (hi := avg([m.slo_attainment_high for m in served])) is None else round(hi, 4),
         estimated=tuple(estimated),
+        revisions=revisions,
     )
     return out
 
@@ -925,7 +930,7 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
-    dialect: dialects.Dialect, rejected: list[models.Rejection],
+    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float,
 ) -> tuple[models.Condition, ...]:
     gen = obs.generation
     C = models.ConditionType
@@ -977,6 +982,14 @@ def _conditions(
         met = attained >= goal if low is None or high is None else low >= goal
         conds = up(conds, C.SLO_MET, met, "WithinSLO" if met else "SLOMissed",
                    f"{attained:.1%} of requests within {objectives} (objective {goal:.0%})")
+    # Said before any traffic (from the engine's published buckets) so the user can move an objective to an edge
+    # before SLOMet ever reads Unresolved; once pods are scraped, from the edges they really export.
+    inside = resolution.check(spec, obs.metrics.edges if obs.metrics is not None else None)
+    if inside:
+        conds = up(conds, C.OBJECTIVES_RESOLVABLE, False, "InsideBucket", "; ".join(str(i) for i in inside))
+    else:
+        conds = up(conds, C.OBJECTIVES_RESOLVABLE, True, "AtBucketEdges",
+                   "each objective read from a histogram sits on one of its bucket edges: attainment is counted")
     at_knee = (abs(target.max_batch_size - best.knobs.max_batch_size) <= SAME_BATCH * target.max_batch_size
                and target.kv_cache_dtype is best.knobs.kv_cache_dtype)
     blind = ""
@@ -999,7 +1012,7 @@ def _conditions(
     else:
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
-                   f"waiting for confidence or tuning.minChangeInterval{blind}")
+                   f"{_tuning_wait(spec, cfg, now=now, conf=conf)}{blind}")
     degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < 3600]
     if degraded:
         last = degraded[-1]
@@ -1008,6 +1021,30 @@ def _conditions(
     else:
         conds = up(conds, C.DEGRADED, False, "AsExpected", "no configuration rolled back in the last hour")
     return conds
+
+
+def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus, *, now: datetime.datetime,
+                 conf: float) -> str:
+    """What a knee elsewhere waits for, with the time it ends where there is one (the rules are _propose's)."""
+    t = now.timestamp()
+    since = _ts(cfg.since)
+    if cfg.tuned and since is not None and t - since < spec.tuning.min_change_interval:
+        # Tuned at 14:00:00 with minChangeInterval 30m: the next change may come at 14:30:00, 25 min from 14:05.
+        until = since + spec.tuning.min_change_interval
+        at = conditions.timestamp(datetime.datetime.fromtimestamp(until, datetime.UTC))
+        return (f"tuning.minChangeInterval {models.format_duration(spec.tuning.min_change_interval)} since the last "
+                f"change: the next may come at {at} (in {_minutes(until - t)})")
+    if cfg.tuned and not _verifiable(cfg, t):
+        start = _ts(cfg.serving_since or cfg.since) or t
+        return (f"revision {cfg.revision} is measured for {_minutes(VERIFY_SECONDS)} once it serves before the "
+                f"model moves on (another {_minutes(start + VERIFY_SECONDS - t)})")
+    return (f"a change needs confidence {MIN_CONFIDENCE} (now {conf:.2f}) and a predicted gain of "
+            f"{GAIN_THRESHOLD:.0%} per replica that repays the restart")
+
+
+def _minutes(seconds: float) -> str:
+    """90 -> '1.5 min', 1500 -> '25 min'."""
+    return f"{max(0.0, seconds) / 60:.2g} min"
 
 
 def invalid_status(

@@ -23,6 +23,16 @@ def utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
 
 
+def seen_edges(raws: list[prometheus.RawPod]) -> dict[str, tuple[float, ...]]:
+    """Signal ("ttft", "tpot", ...) -> the finite `le` edges these pods' histograms have, for the core to check the
+    objectives against (resolution.check); a pod that observed nothing sends only +Inf and adds none."""
+    edges: dict[str, set[float]] = {}
+    for raw in raws:
+        for signal, buckets in raw.buckets.items():
+            edges.setdefault(signal.value, set()).update(le for le, _ in buckets if math.isfinite(le))
+    return {k: tuple(sorted(v)) for k, v in edges.items() if v}
+
+
 @dataclasses.dataclass
 class Operator:
     """The composition root: adapters chosen once at start-up, shared by every handler call."""
@@ -174,14 +184,17 @@ class Operator:
                                        message=f"Prometheus query failed ({snap.error}); signals: {failed}")
         out: dict[str, observation.PodMetrics] = {}
         ignored: list[str] = []
+        raws: list[prometheus.RawPod] = []
         for p in pods:
             raw = snap.pods.get((namespace, p.name))
             if raw is None:
                 continue
+            raws.append(raw)
             out[p.name] = prometheus.pod_metrics(raw, percentile=spec.slo.percentile, ttft_slo=spec.slo.ttft,
                                                  itl_slo=spec.slo.itl)
             ignored += [f"{p.name} {d}" for d in raw.dropped]
-        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored))
+        return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored),
+                                   edges=seen_edges(raws))
 
     async def _apply(
         self, owner: render.Owner, decision: observation.Decision, rendered: Rendered,
@@ -309,6 +322,13 @@ DEPLOYMENT_INDEX = "infertune_deployments"
 POD_INDEX = "infertune_pods"
 
 
+def exact_namespaces(namespaces: tuple[str, ...]) -> bool:
+    """Whether the operator watches a list of plain namespace names, not all namespaces or globs.
+
+    kopf reads '*', '?', '!' and ',' as pattern syntax (kopf's references.select_specific_namespaces)."""
+    return bool(namespaces) and not any(set(ns) & set("*?!,") for ns in namespaces)
+
+
 def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) -> None:
     """kopf settings: progress in annotations (the status schema stays ours), quick retries, posting."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
@@ -324,6 +344,10 @@ def configure(settings: kopf.OperatorSettings, config: models.OperatorConfig) ->
     owned = f"{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
     settings.watching.label_selectors["apps", "v1", "deployments"] = owned
     settings.watching.label_selectors["", "v1", "pods"] = owned
+    # Plain namespace names (the namespaced install, manifests/kustomization.yaml): kopf has no glob to resolve,
+    # so it need not list or watch namespaces, nor watch CRDs; the operator then needs no cluster-wide
+    # permission. It reads the CRD once through discovery, which main.run checks before starting.
+    settings.scanning.disabled = exact_namespaces(config.namespaces)
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority
     if config.peering_name:

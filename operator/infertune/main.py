@@ -47,10 +47,28 @@ async def keep_memory_small(every: float = TRIM_EVERY) -> None:
         libc.malloc_trim(0)
 
 
+async def served(cluster: kube.KubeCluster) -> bool:
+    """Whether the API server serves InferenceDeployments (discovery, which every authenticated user may read)."""
+    try:
+        group = await cluster.request("GET", f"/apis/{models.GROUP}/{models.VERSION}")
+    except kube.ApiError as e:
+        if e.status == 404:
+            return False
+        raise
+    return any(r.get("name") == models.PLURAL for r in (group or {}).get("resources", []))
+
+
 async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, liveness: str | None = None) -> int:
     """Run the operator; returns the exit status."""
     keeper = asyncio.create_task(keep_memory_small())
     cluster = await kube.KubeCluster.connect(kubeconfig)
+    if handlers.exact_namespaces(config.namespaces) and not await served(cluster):
+        # kopf does not watch CRDs in this mode (handlers.configure): started before the CRD, it would serve
+        # nothing until restarted. Exiting lets the Deployment restart it until the CRD is there.
+        log.error("the %s API is not served: install crds/ first (kubectl apply -k manifests/)", models.PLURAL)
+        keeper.cancel()
+        await cluster.close()
+        return 1
     source = None
     if config.prometheus_url:
         token = None

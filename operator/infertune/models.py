@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -24,8 +25,12 @@ SHORT_NAMES = ("infd",)
 # can parse the same strings with `duration(...)` and both validators agree.
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# At most 5 digits before the point: with the 32-character limit the longest spelling is 4 x 99999h
+# (45.6 years), inside the API server's int64 nanoseconds (292 years), so CEL's duration() can always parse
+# it; `9999999999999999h` cannot be written at all. Each field then has its own upper bound (MAX_* below).
+DURATION_PATTERN = r"^([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+$"
 _DURATION_FULL = re.compile(DURATION_PATTERN)
+COLD_START_PATTERN = r"^(auto|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$"
 DURATION_HINT = "a duration with a unit, such as 1500ms, 1.5s, 5m or 1h30m"
 
 
@@ -35,6 +40,8 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     text = value.strip()
     if not _DURATION_FULL.fullmatch(text):
+        if re.fullmatch(r"([0-9]+(\.[0-9]+)?(ms|s|m|h))+", text):
+            raise ValueError(f"at most 5 digits before the point in each part (99999h is 11 years), got {value!r}")
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
 
@@ -58,6 +65,25 @@ def _positive_duration(value: object) -> float:
     return seconds
 
 
+# Upper bounds of the spec's durations (the CRD's CEL rules say the same). None is a physical limit; each is
+# far past any sensible setting and short enough that the derived numbers stay valid Kubernetes values.
+MAX_SLO = 3600.0  # 1h: an objective beyond an hour is not a latency objective
+MAX_CHANGE_INTERVAL = 30 * 86400.0  # 30 days
+MAX_COLD_START = 86400.0  # 24h
+# 24h: the grace period (15 s preStop + drain + 15 s) stays 86,430 s, a valid int64 number of seconds.
+MAX_DRAIN = 86400.0
+MAX_SCALE_DOWN_DELAY = 86400.0  # 24h
+
+
+def _at_most(limit: float) -> pydantic.AfterValidator:
+    def check(seconds: float | None) -> float | None:
+        if seconds is not None and seconds > limit:
+            raise ValueError(f"must be at most {format_duration(limit)}, got {format_duration(seconds)}")
+        return seconds
+
+    return pydantic.AfterValidator(check)
+
+
 Duration = Annotated[
     float,
     pydantic.BeforeValidator(_positive_duration),
@@ -75,7 +101,7 @@ ColdStart = Annotated[
     float | None,
     pydantic.BeforeValidator(_cold_start),
     pydantic.PlainSerializer(lambda s: "auto" if s is None else format_duration(s), return_type=str),
-    pydantic.WithJsonSchema({"type": "string", "pattern": r"^(auto|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$", "maxLength": 32}),
+    pydantic.WithJsonSchema({"type": "string", "pattern": COLD_START_PATTERN, "maxLength": 32}),
 ]
 
 # Kubernetes name and label syntax (RFC 1123), used to keep hostile strings out of manifests.
@@ -86,6 +112,25 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
              r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# An image reference as the container runtime parses it (the grammar of github.com/distribution/reference):
+# [registry[:port]/]path[:tag][@digest], path components lower-case, a tag of at most 128 word characters,
+# a digest `algorithm:hex` of at least 32 hex digits. `vllm:`, `Vllm/x`, `a//b` and `x@sha256:zz` fail here
+# rather than in ErrImagePull on every node.
+# The first component is a registry only when it has a dot or a port or is localhost (else it is a path).
+_HOST_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+_IMAGE_HOST = rf"((localhost|{_HOST_LABEL}(\.{_HOST_LABEL})+)(:[0-9]{{1,5}})?|{_HOST_LABEL}:[0-9]{{1,5}})"
+_IMAGE_COMPONENT = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = (
+    rf"^(({_IMAGE_HOST})/)?{_IMAGE_COMPONENT}(/{_IMAGE_COMPONENT})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# The API server refuses an object whose annotations (keys and values, in bytes) exceed 256 KiB
+# (apimachinery's TotalAnnotationSizeLimitB); the operator adds its own (under 1 KiB), so users get 255 KiB.
+MAX_ANNOTATION_BYTES = 255 * 1024
+MAX_ANNOTATION_VALUE = 16384
+# The most GPUs one resource may ever ask for: the largest cluster Kubernetes supports has 5,000 nodes
+# ("Considerations for large clusters"), 8 GPUs each in the largest common servers (HGX/DGX): 40,000.
+MAX_GPUS = 40_000
 
 
 class EngineKind(enum.StrEnum):
@@ -286,8 +331,8 @@ class NimSpec(Base):
 class EngineSpec(Base):
     kind: EngineKind = pydantic.Field(description="The model server: vllm, sglang, trtllm, nim or tgi.")
     image: str = pydantic.Field(
-        min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
-        description="Container image of the model server.",
+        min_length=1, max_length=512, pattern=IMAGE_REFERENCE,
+        description="Container image of the model server: [registry[:port]/]repository[:tag][@digest].",
     )
     args: tuple[Annotated[str, pydantic.Field(max_length=4096)], ...] = pydantic.Field(
         default=(), max_length=128,
@@ -344,8 +389,10 @@ class AcceleratorSpec(Base):
 
 
 class SloSpec(Base):
-    ttft: Duration = pydantic.Field(description="Time-to-first-token objective, e.g. 1500ms.")
-    itl: Duration = pydantic.Field(description="Inter-token latency objective, e.g. 40ms.")
+    ttft: Annotated[Duration, _at_most(MAX_SLO)] = pydantic.Field(
+        description="Time-to-first-token objective, e.g. 1500ms (at most 1h).")
+    itl: Annotated[Duration, _at_most(MAX_SLO)] = pydantic.Field(
+        description="Inter-token latency objective, e.g. 40ms (at most 1h).")
     percentile: int = pydantic.Field(
         default=95, ge=50, le=99, description="The percentile of requests that must meet both objectives."
     )
@@ -378,9 +425,9 @@ class TuningSpec(Base):
         default=KvCachePolicy.AUTO,
         description="auto: FP8 KV cache when it pays and the GPU and engine support it; fp8: always; default: never.",
     )
-    min_change_interval: Duration = pydantic.Field(
+    min_change_interval: Annotated[Duration, _at_most(MAX_CHANGE_INTERVAL)] = pydantic.Field(
         default="10m", validate_default=True,
-        description="Knob changes restart the engine, so at most one per this interval.",
+        description="Knob changes restart the engine, so at most one per this interval (at most 720h).",
     )
 
     @pydantic.model_validator(mode="after")
@@ -412,17 +459,18 @@ class ScalingSpec(Base):
         default_factory=StandbySpec,
         description="Pre-warmed replicas: Ready with the model loaded, not serving, promoted in seconds.",
     )
-    cold_start: ColdStart = pydantic.Field(
+    cold_start: Annotated[ColdStart, _at_most(MAX_COLD_START)] = pydantic.Field(
         default=None,
-        description="Time from pod creation to Ready; auto measures it from recent pods.",
+        description="Time from pod creation to Ready; auto measures it from recent pods (at most 24h).",
     )
-    drain_timeout: Duration = pydantic.Field(
+    drain_timeout: Annotated[Duration, _at_most(MAX_DRAIN)] = pydantic.Field(
         default="2m", validate_default=True,
-        description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period.",
+        description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period "
+        "(at most 24h).",
     )
-    scale_down_delay: Duration = pydantic.Field(
+    scale_down_delay: Annotated[Duration, _at_most(MAX_SCALE_DOWN_DELAY)] = pydantic.Field(
         default="5m", validate_default=True,
-        description="Demand must stay low this long before serving replicas are removed."
+        description="Demand must stay low this long before serving replicas are removed (at most 24h)."
     )
 
     @pydantic.model_validator(mode="after")
@@ -441,7 +489,53 @@ class Toleration(Base):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = pydantic.Field(
         default=None, description="Taint effect to tolerate."
     )
-    toleration_seconds: int | None = pydantic.Field(default=None, ge=0, description="For NoExecute: how long.")
+    # A year: beyond it the value only means "forever", which leaving the field out already says (the
+    # API server keeps int64 seconds; the bound also keeps the number a valid one).
+    toleration_seconds: int | None = pydantic.Field(
+        default=None, ge=0, le=365 * 86400,
+        description="For NoExecute: how long the pod stays bound once tainted, at most a year (absent: forever).")
+
+
+class SecuritySpec(Base):
+    """The engine container's security settings; by default the restricted Pod Security Standard's."""
+
+    run_as_user: int | None = pydantic.Field(
+        default=None, ge=0, le=2147483647,
+        description="UID the engine runs as; 1000 when absent. The engines' images (vLLM, SGLang, TGI, "
+        "TensorRT-LLM) run as root by default, which the restricted standard refuses; the operator gives the "
+        "engine a writable HOME and cache directories so it runs as any UID.",
+    )
+    run_as_group: int | None = pydantic.Field(
+        default=None, ge=0, le=2147483647, description="GID the engine runs as; 1000 when absent."
+    )
+    fs_group: int | None = pydantic.Field(
+        default=None, ge=0, le=2147483647,
+        description="Group that owns the pod's volumes (so the engine can write them); 1000 when absent.",
+    )
+    run_as_non_root: bool = pydantic.Field(
+        default=True,
+        description="Refuse to start as UID 0. Set false (with runAsUser 0) only for an image that cannot run "
+        "otherwise; a namespace enforcing the restricted standard then refuses the pods.",
+    )
+    allow_privilege_escalation: bool = pydantic.Field(
+        default=False, description="Let the engine gain privileges (setuid binaries); restricted refuses true."
+    )
+    add_capabilities: tuple[Annotated[str, pydantic.Field(max_length=32, pattern=r"^[A-Z][A-Z_]*$")], ...] = (
+        pydantic.Field(
+            default=(), max_length=16,
+            description="Linux capabilities added after dropping all (for example IPC_LOCK); restricted admits "
+            "only NET_BIND_SERVICE.",
+        )
+    )
+    seccomp_profile: Literal["RuntimeDefault", "Unconfined"] = pydantic.Field(
+        default="RuntimeDefault", description="RuntimeDefault, or Unconfined (restricted refuses it)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _root_needs_consent(self) -> SecuritySpec:
+        if self.run_as_user == 0 and self.run_as_non_root:
+            raise ValueError("runAsUser 0 is root: set runAsNonRoot false as well to run as root")
+        return self
 
 
 class LocalObjectReference(Base):
@@ -449,15 +543,16 @@ class LocalObjectReference(Base):
 
 
 class PodTemplateOverrides(Base):
-    labels: dict[str, str] = pydantic.Field(
+    labels: dict[str, Annotated[str, pydantic.Field(max_length=63)]] = pydantic.Field(
         default_factory=dict, max_length=64,
         description="Extra pod labels. Keys under infertune.io/ and app.kubernetes.io/ belong to the operator.",
     )
-    annotations: dict[str, str] = pydantic.Field(
+    # 16 KiB a value: with at most 64 of them the CEL rule on their total stays within the API server's cost budget.
+    annotations: dict[str, Annotated[str, pydantic.Field(max_length=MAX_ANNOTATION_VALUE)]] = pydantic.Field(
         default_factory=dict, max_length=64,
         description="Extra pod annotations. Keys under infertune.io/ belong to the operator.",
     )
-    node_selector: dict[str, str] = pydantic.Field(
+    node_selector: dict[str, Annotated[str, pydantic.Field(max_length=63)]] = pydantic.Field(
         default_factory=dict, max_length=32, description="Extra node selector terms."
     )
     tolerations: tuple[Toleration, ...] = pydantic.Field(default=(), max_length=32, description="Pod tolerations.")
@@ -477,6 +572,11 @@ class PodTemplateOverrides(Base):
         default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
         description="Memory request and limit of the engine.",
     )
+    security_context: SecuritySpec = pydantic.Field(
+        default_factory=SecuritySpec,
+        description="The engine's security settings. By default they meet the restricted Pod Security Standard "
+        "(non-root UID 1000, no privilege escalation, all capabilities dropped, the runtime's seccomp profile).",
+    )
 
     @pydantic.field_validator("labels", "annotations", "node_selector")
     @classmethod
@@ -486,9 +586,14 @@ class PodTemplateOverrides(Base):
         for key, val in value.items():
             if len(key) > 316 or not key_re.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid label or annotation key")
-            limit = 65536 if info.field_name == "annotations" else 63
+            limit = MAX_ANNOTATION_VALUE if info.field_name == "annotations" else 63
             if len(val) > limit or (info.field_name != "annotations" and not value_re.fullmatch(val)):
                 raise ValueError(f"the value of {key!r} is not a valid label value")
+        if info.field_name == "annotations":
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+            if size > MAX_ANNOTATION_BYTES:
+                raise ValueError(f"annotations total {size:,} bytes; at most {MAX_ANNOTATION_BYTES:,} "
+                                 "(the API server's 256 KiB less the operator's own)")
         return value
 
 
@@ -503,6 +608,16 @@ class InferenceDeploymentSpec(Base):
         default_factory=PodTemplateOverrides,
         description="Pod-template overrides merged into every revision (scheduling, labels, pull secrets).",
     )
+
+    @pydantic.model_validator(mode="after")
+    def _gpus_bounded(self) -> InferenceDeploymentSpec:
+        most = (self.scaling.max_replicas + self.scaling.standby.max) * self.accelerator.count
+        if most > MAX_GPUS:
+            raise ValueError(
+                f"(scaling.maxReplicas + scaling.standby.max) x accelerator.count = {most:,} GPUs; at most "
+                f"{MAX_GPUS:,} (5,000 nodes x 8 GPUs, the largest cluster Kubernetes supports)"
+            )
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,6 +635,7 @@ class ConditionType(enum.StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     SPEC_VALID = "SpecValid"
+    OBJECTIVES_RESOLVABLE = "ObjectivesResolvable"
 
 
 class Condition(Base):
@@ -613,7 +729,9 @@ class KneeStatus(Base):
 class ObservedStatus(Base):
     ttft_p95_ms: float | None = pydantic.Field(
         default=None, ge=0, description="Observed TTFT at the SLO percentile, ms.")
-    itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Observed ITL at the SLO percentile, ms.")
+    itl_p95_ms: float | None = pydantic.Field(
+        default=None, ge=0, description="Observed ITL at the SLO percentile, ms: per request (each request's mean "
+        "time per output token, what the ITL objective is judged on) where the engine exports it, else per token.")
     output_tokens_per_second: float | None = pydantic.Field(default=None, ge=0, description="All serving pods.")
     request_rate: float | None = pydantic.Field(default=None, ge=0, description="Requests per second.")
     mbu: float | None = pydantic.Field(default=None, ge=0, le=1, description="Memory-bandwidth utilisation, 0-1.")
@@ -635,6 +753,11 @@ class ObservedStatus(Base):
     )
     estimated: tuple[str, ...] = pydantic.Field(
         default=(), description="Signals the engine does not export, estimated from the performance model."
+    )
+    revisions: tuple[str, ...] = pydantic.Field(
+        default=(), description="The revisions whose serving pods these numbers were measured on, each pod over a "
+        "whole metrics window; empty until one has. Another revision than status.config.revision: the numbers are "
+        "the previous revision's, kept while the new pods fill their first window."
     )
 
 
@@ -741,8 +864,12 @@ class Knobs(Base):
 
 
 def parse_spec(raw: Any) -> InferenceDeploymentSpec:
-    """Validate a spec dict (from the API or a file) into the model; raises pydantic.ValidationError."""
-    return InferenceDeploymentSpec.model_validate(raw)
+    """Validate a spec dict (from the API or a file) into the model; raises pydantic.ValidationError.
+
+    Strictly, with JSON's types as the CRD's schema has them: `port: "3"` and `port: true` are refused, not
+    coerced to 3 and 1 (pydantic's default lax mode would accept both).
+    """
+    return InferenceDeploymentSpec.model_validate_json(json.dumps(raw), strict=True)
 
 
 

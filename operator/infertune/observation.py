@@ -57,7 +57,7 @@ class PodMetrics(models.Base):
     prefix_hit_rate: float | None = None
     mbu: float | None = None
     slo_attainment: float | None = None
-    # What the histogram buckets around the objectives allow (from Prometheus; None where exact, as in the twin).
+    # What the histogram buckets around the objectives allow (the twin reads them through the same parser).
     slo_attainment_low: float | None = None
     slo_attainment_high: float | None = None
     # The least the per-request ITL percentile (tpot_p, else itl_p) can be: the edge below its bucket.
@@ -79,6 +79,9 @@ class Metrics(models.Base):
     estimated: tuple[str, ...] = ()
     grace: float = 60.0  # seconds a newly Ready pod may lack series (scrape and rate windows fill up)
     window: float = 60.0  # seconds the rates are measured over (their Poisson noise shrinks with it)
+    # Signal ("ttft", "tpot", "itl") -> the finite `le` edges its histogram has on this resource's pods: what the
+    # buckets can resolve (resolution.check); absent ones are read as the engine's published defaults.
+    edges: dict[str, tuple[float, ...]] = pydantic.Field(default_factory=dict)
 
 
 class Observation(models.Base):

@@ -43,7 +43,7 @@ class Efficiency(models.Base):
     prefill_flops: float = pydantic.Field(
         default=0.67, gt=0, le=1,
         description="Share of dense tensor FLOPS (FP8 when the weights are FP8) reached by prefill GEMMs "
-        "(DESIGN section 5; reproduces the NIM 2xH100 sweep's ITL within 2%, docs/twin.md).",
+        "(a design prior; reproduces the NIM 2xH100 sweep's ITL within 2%, docs/twin.md).",
     )
     attention_flops: float = pydantic.Field(
         default=0.5, gt=0, le=1,
@@ -123,7 +123,7 @@ class Replica(models.Base):
 
     @property
     def _large_gpu(self) -> bool:
-        # vLLM EngineArgs: GPUs with 70 GiB or more that are not A100 get the large defaults (reference §A.2).
+        # vLLM EngineArgs: GPUs with 70 GiB or more that are not A100 get the large defaults (vllm/engine/arg_utils.py).
         return self.gpu.memory_gib >= 70 and not self.gpu.name.startswith("a100")
 
     @property

@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any
 
-from infertune import catalog, models, runtimes
+from infertune import catalog, models, runtimes, validation
 from infertune.runtimes import registry
 
 PREFIX = "infertune.io/"
@@ -34,6 +34,20 @@ PRESTOP_SECONDS = 15
 # 180 x 10 s = 30 min before liveness takes over.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURES = 180
+
+# The engines' images run as root (vLLM's docs: "designed to be run under the root user"); the restricted Pod
+# Security Standard refuses UID 0, so engines run as this UID/GID unless spec.template.securityContext says
+# otherwise. 1000 is the first regular user on Debian and Ubuntu, the images' base (no meaning beyond non-zero).
+DEFAULT_UID = 1000
+# A non-root engine cannot write the root-owned /root: HOME (model and compile caches under ~/.cache)
+# moves to an emptyDir, as do the runtime's other writable paths.
+HOME = "/var/lib/engine"  # inside the container (an emptyDir), not a path of any host
+# vLLM's process layout: 1 API server, 1 engine core and 1 worker per GPU (vLLM docs, design/arch_overview:
+# "Multi-process architecture"); each wants a core: 2 + 1 = 3 CPUs for one GPU. SGLang, TGI and TensorRT-LLM
+# run the same kind of layout (an HTTP front end, a scheduler, a process per GPU).
+CPU_PER_ENGINE = 2
+CPU_PER_GPU = 1
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -147,22 +161,20 @@ def deployment(
     env: list[dict[str, Any]] = [
         v.model_dump(mode="json", by_alias=True, exclude_none=True) for v in spec.engine.env
     ]
+    if not any(v.name == "HOME" for v in spec.engine.env):
+        env.append({"name": "HOME", "value": HOME})
+    # The operator's variables come last: the kubelet keeps the last of duplicate names.
     env += [{"name": k, "value": v} for k, v in launch.env]
-    resources: dict[str, Any] = {
-        "limits": {GPU_RESOURCE: str(spec.accelerator.count)},
-        "requests": {GPU_RESOURCE: str(spec.accelerator.count)},
-    }
-    if t.cpu:
-        resources["requests"]["cpu"] = t.cpu
-    if t.memory:
-        resources["requests"]["memory"] = t.memory
-        resources["limits"]["memory"] = t.memory
+    resources = container_resources(spec)
 
     probe_get = {"httpGet": {"path": runtime.health_path, "port": "http"}}
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.engine.image,
-        "args": [*launch.args, *spec.engine.args],
+        # The user's arguments first (checked against the engine's parsing in validation), the operator's knob
+        # flags last, so that an engine reading the last occurrence of a flag reads the operator's. `$` is
+        # doubled so the kubelet's $(VAR) expansion hands the engine each argument as written.
+        "args": [*(runtimes.escape_expansion(a) for a in spec.engine.args), *launch.args],
         "env": env,
         "ports": [{"name": "http", "containerPort": spec.engine.port, "protocol": "TCP"}],
         "resources": resources,
@@ -170,19 +182,36 @@ def deployment(
         "readinessProbe": {**probe_get, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**probe_get, "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": container_security(spec.template.security_context),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "home", "mountPath": HOME}],
     }
+    # No `args: []` or `env: []` (NIM takes no arguments; a user who sets HOME may leave no variable).
+    for key in ("args", "env"):
+        if not container[key]:
+            del container[key]
     if launch.command is not None:
         container["command"] = list(launch.command)
     # Tensor parallelism exchanges activations through shared memory; the container default of 64 MiB is too small.
-    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "home", "emptyDir": {}},
+    ]
+    for i, path in enumerate(runtime.writable_paths):
+        container["volumeMounts"].append({"name": f"cache-{i}", "mountPath": path})
+        volumes.append({"name": f"cache-{i}", "emptyDir": {}})
     if launch.files:
         container["volumeMounts"].append({"name": "config", "mountPath": runtimes.CONFIG_DIR, "readOnly": True})
         volumes.append({"name": "config", "configMap": {"name": name}})
 
+    sc = spec.template.security_context
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": volumes,
+        # Engines talk to no Kubernetes API: no token in the pod for a compromised engine to use.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "fsGroup": DEFAULT_UID if sc.fs_group is None else sc.fs_group,
+            "seccompProfile": {"type": sc.seccomp_profile},
+        },
         "terminationGracePeriodSeconds": grace_period_seconds(spec),
         "tolerations": [
             {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
@@ -217,6 +246,42 @@ def deployment(
             "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations}, "spec": pod_spec},
         },
     }
+
+
+def container_security(sc: models.SecuritySpec) -> dict[str, Any]:
+    """The engine container's securityContext; the defaults meet the restricted Pod Security Standard."""
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if sc.add_capabilities:
+        capabilities["add"] = list(sc.add_capabilities)
+    return {
+        "runAsNonRoot": sc.run_as_non_root,
+        "runAsUser": DEFAULT_UID if sc.run_as_user is None else sc.run_as_user,
+        "runAsGroup": DEFAULT_UID if sc.run_as_group is None else sc.run_as_group,
+        "allowPrivilegeEscalation": sc.allow_privilege_escalation,
+        "capabilities": capabilities,
+        "seccompProfile": {"type": sc.seccomp_profile},
+    }
+
+
+def container_resources(spec: models.InferenceDeploymentSpec) -> dict[str, Any]:
+    """GPUs, and CPU and memory requests from the model's needs so the pod is never BestEffort.
+
+    Memory: the weights of one replica pass through host memory while they load (safetensors are read through
+    the page cache, which counts against the pod's memory cgroup): parameters x bytes per parameter, for
+    Llama-3.1-8B in BF16 8.03e9 x 2 B = 15.0 GiB -> 15Gi (physics). No memory limit unless the user sets one:
+    page cache above the request is reclaimable, and an OOM kill mid-load would only restart the load.
+    CPU: 2 + 1 per GPU (CPU_PER_ENGINE, CPU_PER_GPU): 3 for one GPU, 10 for eight.
+    """
+    gpus = spec.accelerator.count
+    requests: dict[str, str] = {GPU_RESOURCE: str(gpus)}
+    limits: dict[str, str] = {GPU_RESOURCE: str(gpus)}
+    t = spec.template
+    requests["cpu"] = t.cpu or str(CPU_PER_ENGINE + CPU_PER_GPU * gpus)
+    shape = catalog.resolve_model(spec.model)
+    requests["memory"] = t.memory or f"{math.ceil(validation.weight_bytes(shape, spec.model.weights) / GIB)}Gi"
+    if t.memory:
+        limits["memory"] = t.memory
+    return {"limits": limits, "requests": requests}
 
 
 def config_map(owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> dict[str, Any] | None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pydantic
 
-from infertune import catalog, models, runtimes
+from infertune import catalog, models, resolution, runtimes
 from infertune.runtimes import registry
 
 # The Service is named after the resource and revisions append "-<10 hex>"; 42 keeps pod names short
@@ -50,16 +53,95 @@ def schema_problems(error: pydantic.ValidationError) -> list[Problem]:
     return problems
 
 
+def not_json(value: Any, path: str = "spec") -> list[Problem]:
+    """Values a JSON object cannot hold (YAML dates, binary, sets, non-string keys, NaN): the API server's
+    types are JSON's, so the offline checks refuse what `kubectl apply` could not send."""
+    if isinstance(value, dict):
+        out = []
+        for key, sub in value.items():
+            if not isinstance(key, str):
+                out.append(Problem(path, f"key {key!r} is not a string"))
+            else:
+                out += not_json(sub, f"{path}.{key}")
+        return out
+    if isinstance(value, list):
+        return [p for i, sub in enumerate(value) for p in not_json(sub, f"{path}[{i}]")]
+    if value is None or isinstance(value, (str, bool, int)):
+        return []
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [Problem(path, f"{value} is not a number JSON can hold")]
+    return [Problem(path, f"a {type(value).__name__} is not a JSON value (quote it to make it a string)")]
+
+
 def parse(raw: Any) -> tuple[models.InferenceDeploymentSpec | None, list[Problem]]:
-    """The spec and its problems: schema problems first; semantic ones only when the schema holds."""
+    """The spec and every problem it has: schema problems, and the semantic checks of each part that holds."""
     if not isinstance(raw, dict):
         return None, [Problem("spec", f"must be a mapping, got {type(raw).__name__}")]
+    problems = not_json(raw)
+    if problems:
+        return None, problems
     try:
         spec = models.parse_spec(raw)
     except pydantic.ValidationError as error:
-        return None, schema_problems(error)
+        problems = schema_problems(error)
+        named = {p.path for p in problems}
+        return None, problems + [p for p in _partial(raw) if p.path not in named]
     problems = check(spec)
     return (spec if not problems else None), problems
+
+
+def _part(model: type[pydantic.BaseModel], raw: Any) -> Any:
+    """One part of the spec validated alone (strictly, as models.parse_spec does), or None."""
+    try:
+        return model.model_validate_json(json.dumps(raw), strict=True)
+    except (pydantic.ValidationError, TypeError, ValueError):
+        return None
+
+
+def _partial(raw: dict[str, Any]) -> list[Problem]:
+    """For a spec that fails its schema, the semantic checks of the parts that pass it, so that one run of
+    `validate` names an unknown GPU beside a bad ttft."""
+    problems: list[Problem] = []
+    gpu: models.GpuSpec | None = None
+    accelerator = _part(models.AcceleratorSpec, raw.get("accelerator"))
+    if accelerator is not None:
+        gpu, found = _gpu(accelerator)
+        problems += found
+    model = _part(models.ModelSpec, raw.get("model"))
+    if model is not None:
+        problems += _shape(model)[1]
+    given = raw.get("engine")
+    engine_raw: dict[str, Any] = given if isinstance(given, dict) else {}
+    # Only the engine's kind (and NIM settings) choose the rules, so a bad port does not hide an owned flag.
+    which = _part(models.EngineSpec, {"kind": engine_raw.get("kind"), "image": "x",
+                                      **({"nim": engine_raw["nim"]} if "nim" in engine_raw else {})})
+    if which is not None:
+        runtime = registry.for_engine(which)
+        args = engine_raw.get("args")
+        if isinstance(args, list):
+            problems += _owned_args([a if isinstance(a, str) else "" for a in args], runtime)
+        env = engine_raw.get("env")
+        if isinstance(env, list):
+            names = [v.get("name") if isinstance(v, dict) else None for v in env]
+            problems += _owned_env([n if isinstance(n, str) else "" for n in names], runtime)
+    template = _part(models.PodTemplateOverrides, raw.get("template", {}))
+    if template is not None:
+        problems += _owned_template(template, gpu)
+    return problems
+
+
+def _gpu(accelerator: models.AcceleratorSpec) -> tuple[models.GpuSpec | None, list[Problem]]:
+    try:
+        return catalog.resolve_gpu(accelerator), []
+    except catalog.UnknownKeyError as e:
+        return None, [Problem("spec.accelerator.type", str(e))]
+
+
+def _shape(model: models.ModelSpec) -> tuple[models.ModelShape | None, list[Problem]]:
+    try:
+        return catalog.resolve_model(model), []
+    except catalog.UnknownKeyError as e:
+        return None, [Problem("spec.model.architecture", str(e))]
 
 
 def check_name(name: str) -> list[Problem]:
@@ -74,22 +156,14 @@ def check_name(name: str) -> list[Problem]:
 
 def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
     """Semantic problems: unknown catalog keys, owned knobs in args/env/labels, hardware mismatches."""
-    problems: list[Problem] = []
-    gpu: models.GpuSpec | None = None
-    shape: models.ModelShape | None = None
-    try:
-        gpu = catalog.resolve_gpu(spec.accelerator)
-    except catalog.UnknownKeyError as e:
-        problems.append(Problem("spec.accelerator.type", str(e)))
-    try:
-        shape = catalog.resolve_model(spec.model)
-    except catalog.UnknownKeyError as e:
-        problems.append(Problem("spec.model.architecture", str(e)))
+    gpu, problems = _gpu(spec.accelerator)
+    shape, found = _shape(spec.model)
+    problems += found
 
     runtime = registry.for_engine(spec.engine)
-    problems += _owned_args(spec, runtime)
-    problems += _owned_env(spec, runtime)
-    problems += _owned_template(spec, gpu)
+    problems += _owned_args(spec.engine.args, runtime)
+    problems += _owned_env([v.name for v in spec.engine.env], runtime)
+    problems += _owned_template(spec.template, gpu)
 
     if gpu is not None:
         if spec.model.weights is models.Precision.FP8 and not gpu.supports_fp8:
@@ -121,46 +195,62 @@ def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
     return problems
 
 
-def _owned_args(spec: models.InferenceDeploymentSpec, runtime: runtimes.Runtime) -> list[Problem]:
+def objective_warnings(spec: models.InferenceDeploymentSpec) -> list[Problem]:
+    """Warnings, not errors (the spec is valid): objectives that lie inside one of the engine's default histogram
+    buckets, naming the edges either side. `validate` prints them; the operator reports the same as the
+    ObjectivesResolvable condition, from the edges its pods really export."""
+    return [Problem(f"spec.{inside.field}", str(inside)) for inside in resolution.check(spec)]
+
+
+def _owned_message(written: str, owned: str, knob: str) -> str:
+    same = written == owned or runtimes.normalise_flag(written) == owned
+    read_as = written if same else f"{written} is read by the engine as {owned}, which"
+    if knob in runtimes.OWNED_REASONS:
+        return f"{read_as} {runtimes.OWNED_REASONS[knob]}"
+    field = runtimes.KNOB_FIELDS.get(knob, "the operator")
+    return f"{read_as} sets {knob}, which the operator owns; set it through {field} instead"
+
+
+def _owned_args(args: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
+    """User arguments checked as the engine parses them (the operator's own flags are written after them)."""
     problems = []
-    for i, arg in enumerate(spec.engine.args):
-        name = runtimes.normalise_flag(arg)
-        if name is None or name not in runtime.owned_flags:
+    for i, arg in enumerate(args):
+        if arg == "--":
+            # argparse, click and clap read every argument after `--` as positional: the operator's knob
+            # flags that follow would stop being flags.
+            problems.append(Problem(f"spec.engine.args[{i}]", f"{arg!r} would end the engine's options, and the "
+                                    "operator's flags after it would be read as positional arguments"))
             continue
-        knob = runtime.owned_flags[name]
-        field = runtimes.KNOB_FIELDS.get(knob, "the operator")
-        problems.append(Problem(
-            f"spec.engine.args[{i}]",
-            f"{arg.split('=', 1)[0]} sets {knob}, which the operator owns; set it through {field} instead",
-        ))
+        hit = runtimes.owned_by_arg(runtime, arg)
+        if hit is not None:
+            problems.append(Problem(f"spec.engine.args[{i}]", _owned_message(arg.split("=", 1)[0], *hit)))
     return problems
 
 
-def _owned_env(spec: models.InferenceDeploymentSpec, runtime: runtimes.Runtime) -> list[Problem]:
+def _owned_env(names: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
     problems = []
-    for i, var in enumerate(spec.engine.env):
-        if var.name in runtime.owned_env:
-            knob = runtime.owned_env[var.name]
-            field = runtimes.KNOB_FIELDS.get(knob, "the operator")
-            problems.append(Problem(
-                f"spec.engine.env[{i}].name",
-                f"{var.name} sets {knob}, which the operator owns; set it through {field} instead",
-            ))
+    for i, name in enumerate(names):
+        hit = runtimes.owned_by_env(runtime, name)
+        if hit is None:
+            continue
+        owned, knob = hit
+        what = name if owned == name else f"{name} (the engine's variable for {owned})"
+        problems.append(Problem(f"spec.engine.env[{i}].name", _owned_message(what, what, knob)))
     return problems
 
 
-def _owned_template(spec: models.InferenceDeploymentSpec, gpu: models.GpuSpec | None) -> list[Problem]:
+def _owned_template(template: models.PodTemplateOverrides, gpu: models.GpuSpec | None) -> list[Problem]:
     problems = []
-    for key in spec.template.labels:
+    for key in template.labels:
         if key.startswith(OWNED_LABEL_PREFIXES):
             problems.append(Problem(
                 "spec.template.labels",
                 f"{key!r} is owned by the operator (keys under {', '.join(OWNED_LABEL_PREFIXES)})",
             ))
-    for key in spec.template.annotations:
+    for key in template.annotations:
         if key.startswith(OWNED_ANNOTATION_PREFIXES):
             problems.append(Problem("spec.template.annotations", f"{key!r} is owned by the operator"))
-    if gpu is not None and gpu.product_label and GPU_PRODUCT_LABEL in spec.template.node_selector:
+    if gpu is not None and gpu.product_label and GPU_PRODUCT_LABEL in template.node_selector:
         problems.append(Problem(
             "spec.template.nodeSelector",
             f"{GPU_PRODUCT_LABEL} is set from the accelerator ({gpu.product_label}); "

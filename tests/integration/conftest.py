@@ -54,8 +54,7 @@ async def run_operator(kubeconfig: str) -> AsyncIterator[Callable[..., Any]]:
         registry = kopf.OperatorRegistry()
         handlers.register(operator, registry)
         settings = kopf.OperatorSettings()
-        handlers.configure(settings, cfg)
-        settings.scanning.disabled = True
+        handlers.configure(settings, cfg)  # plain namespace names: kopf's scanning is off (no cluster-wide reads)
         settings.posting.enabled = True
         settings.watching.server_timeout = 10
         stop = asyncio.Event()

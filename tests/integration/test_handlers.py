@@ -53,6 +53,16 @@ def events(emulator: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
     return [obj.raw for key, obj in emulator.objects.items() if key[0] in ("v1/events", "events.k8s.io/v1/events")]
 
 
+async def change_image(emulator: kmock.KubernetesEmulator, **changes: Any) -> str:
+    """A spec change (a new engine image, generation 2) the operator's watch sees; returns the new revision."""
+    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0", **changes})
+    emulator.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
+    # kmock streams the patch to the operator's watch only when it goes through the API.
+    await emulator.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
+                         json={"metadata": {"annotations": {"touch": "1"}}})
+    return render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
+
+
 async def test_create_applies_deployment_and_service_with_owner_references(kmock, run_operator) -> None:
     body = seed(kmock)
     await run_operator()
@@ -97,12 +107,7 @@ async def test_spec_update_creates_a_new_revision(kmock, run_operator) -> None:
     await run_operator()
     first = revision_of(body)
     ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{first}"]), "old-1")
-    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0"})
-    kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
-    # kmock streams the patch to the operator's watch only when it goes through the API.
-    await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
-                      json={"metadata": {"annotations": {"touch": "1"}}})
-    second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
+    second = await change_image(kmock)
     assert second != first
     await eventually(lambda: deployments(kmock)[f"llm-{second}"])
     # The old revision serves until the new one is Ready (never in the emulator: no kubelet).
@@ -121,11 +126,7 @@ async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_oper
     first = revision_of(body)
     await run_operator()
     ready_pod(kmock, await eventually(lambda: deployments(kmock)[f"llm-{first}"]), "old-1")
-    changed = specs.spec(**{"engine.image": "vllm/vllm-openai:v0.12.0", "scaling.drainTimeout": "1s"})
-    second = render.revision(validation.parse(changed)[0], models.Knobs(max_batch_size=256))  # type: ignore[arg-type]
-    kmock.objects[RESOURCE, "ns1", "llm"].patch({"spec": changed, "metadata": {"generation": 2}})
-    await kmock.patch("/apis/infertune.io/v1alpha1/namespaces/ns1/inferencedeployments/llm",
-                      json={"metadata": {"annotations": {"touch": "1"}}})
+    second = await change_image(kmock, **{"scaling.drainTimeout": "1s"})
     new = await eventually(lambda: deployments(kmock)[f"llm-{second}"])
     await asyncio.sleep(1.0)
     assert f"llm-{first}" in deployments(kmock)  # the old revision serves while the new one loads

@@ -47,7 +47,7 @@ def test_itl_at_concurrency_one(nim: list[tuple[dict[str, float], sweep.SweepPoi
 
 
 def test_itl_and_throughput_below_the_knee(nim: list[tuple[dict[str, float], sweep.SweepPoint]]) -> None:
-    """DESIGN §5: within about 10% at concurrency 1-50."""
+    """Below the knee (concurrency 1-50) ITL and throughput are within 10% of NIM's."""
     for measured, point in nim:
         if point.concurrency > 50:
             continue
@@ -124,8 +124,8 @@ def test_seed_cost_table(row: dict[str, str]) -> None:
 
 # ---------------------------------------------------------------------------------------------- trtllm-bench
 
-# TRT-LLM perf overview (reference §F.2): output tok/s at infinite request rate, FP8 weights and KV cache,
-# kv_cache_free_gpu_mem_fraction 0.95. An independent check of the same physics at other shapes.
+# TRT-LLM perf overview (docs/source/performance/perf-overview.md): output tok/s at infinite request rate, FP8
+# weights and KV cache, kv_cache_free_gpu_mem_fraction 0.95. An independent check of the same physics at other shapes.
 TRTLLM = [
     ("llama-3.1-8b", "h100-sxm-80gb", 1, 128, 128, 28_312),
     ("llama-3.1-8b", "h100-sxm-80gb", 1, 1000, 1000, 15_220),

@@ -1043,3 +1043,55 @@ def test_an_itl_miss_must_be_more_than_the_histogram_buckets_allow(tpot_p: float
     assert (current(w) != tuned) is missed
     if missed:
         assert f"measured ITL p95 {tpot_p * 1000:.1f} ms > SLO 40 ms" in w.status.rejected[0].reason
+
+
+def test_a_knee_waiting_for_the_min_change_interval_says_when_the_next_change_may_come() -> None:
+    spec = spec_of(**{"tuning.minChangeInterval": "30m"})
+    w = World(spec)
+    w.step(0)
+    t = until_tuned(w, spec)
+    change = next(r for r in w.status.decisions if r.kind == "knobs")
+    allowed = datetime.datetime.fromisoformat(change.time.replace("Z", "+00:00")) + datetime.timedelta(minutes=30)
+    waits = []
+    # A server slower than the calibration moves the knee away from the tuned size; the change must wait.
+    for _ in range(60):
+        w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=1.6))
+        w.step(t)
+        tuned = next(c for c in w.status.conditions if c.type == "Tuned")
+        if tuned.reason == "Converging":
+            waits.append(tuned.message)
+        t += 15
+    assert waits, "the knee never moved away from the tuned size"
+    stamp = allowed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert all(f"tuning.minChangeInterval 30m since the last change: the next may come at {stamp}" in m
+               for m in waits), waits
+
+
+def test_observed_names_the_revision_it_was_measured_on_and_keeps_it_while_new_pods_fill_a_window() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.metrics = observation.Metrics(pods={}, grace=100)
+    w.step(0)
+    first = w.status.config
+    assert first is not None
+    t = keep_load(w, spec, 15, 2, running=40, rps=4.0)
+    assert w.status.observed is not None and w.status.observed.revisions == (first.revision,)
+    t = until_tuned(w, spec, t)
+    t = keep_load(w, spec, t, 2, running=40, rps=4.0)
+    now = w.status.config
+    assert now is not None and now.revision != first.revision
+    # The new pods are younger than the metrics grace: the numbers shown are still the defaults'.
+    assert w.status.observed is not None and w.status.observed.revisions == (first.revision,)
+    keep_load(w, spec, t + 120, 1, running=40, rps=4.0)
+    assert w.status.observed is not None and w.status.observed.revisions == (now.revision,)
+
+
+def test_observed_itl_is_the_per_request_percentile_the_slo_is_judged_on() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    keep_load(w, spec, 15, 1, running=40, rps=4.0, tpot_p=0.045, itl_p=0.090)
+    assert w.status.observed is not None and w.status.observed.itl_p95_ms == 45.0
+    # An engine with only the per-token histogram (SGLang, NIM 1.x): that one.
+    keep_load(w, spec, 30, 1, running=40, rps=4.0, tpot_p=None, itl_p=0.090)
+    assert w.status.observed is not None and w.status.observed.itl_p95_ms == 90.0

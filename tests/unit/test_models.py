@@ -110,6 +110,66 @@ INVALID = [
     ("hostile image", {"engine.image": "vllm; rm -rf /"}, "spec.engine.image", "pattern"),
     ("custom gpu with zero bandwidth", {"accelerator.type": D, "accelerator.custom": {"name": "x", "memoryGib": 80,
      "bandwidthGbps": 0, "tflopsBf16": 100}}, "spec.accelerator.custom.bandwidthGbps", "greater than 0"),
+    # Issue 18: owned flags as the engines parse them (argparse prefixes, aliases, env equivalents).
+    ("argparse prefix of an owned flag", {"engine.args": ["--max-num-seq=4096"]}, "spec.engine.args[0]",
+     "--max-num-seq is read by the engine as --max-num-seqs, which sets max_batch_size"),
+    ("argparse prefix, value apart", {"engine.args": ["--max-num-seq", "4096"]}, "spec.engine.args[0]",
+     "read by the engine as --max-num-seqs"),
+    ("sglang prefix of an owned flag", {"engine.kind": "sglang", "engine.args": ["--max-running=9"]},
+     "spec.engine.args[0]", "read by the engine as --max-running-requests"),
+    ("sglang tensor-parallel alias", {"engine.kind": "sglang", "engine.args": ["--tensor-parallel-size", "2"]},
+     "spec.engine.args[0]", "sets tensor_parallel, which the operator owns; set it through accelerator.count"),
+    ("sglang --tp", {"engine.kind": "sglang", "engine.args": ["--tp=2"]}, "spec.engine.args[0]", "tensor_parallel"),
+    ("trtllm tensor-parallel alias", {"engine.kind": "trtllm", "engine.args": ["--tensor_parallel_size=2"]},
+     "spec.engine.args[0]", "--tensor_parallel_size sets tensor_parallel"),
+    ("vllm config file", {"engine.args": ["--config", "/etc/x.yaml"]}, "spec.engine.args[0]",
+     "reads options from a file"),
+    ("end of options", {"engine.args": ["--", "x"]}, "spec.engine.args[0]", "would end the engine's options"),
+    ("tgi SHARDED", {"engine.kind": "tgi", "engine.env": [{"name": "SHARDED", "value": "true"}]},
+     "spec.engine.env[0].name", "SHARDED (the engine's variable for --sharded) sets tensor_parallel"),
+    ("tgi SERVED_MODEL_NAME", {"engine.kind": "tgi", "engine.env": [{"name": "SERVED_MODEL_NAME", "value": "x"}]},
+     "spec.engine.env[0].name", "sets served_model_name"),
+    ("tgi MAX_BATCH_SIZE", {"engine.kind": "tgi", "engine.env": [{"name": "MAX_BATCH_SIZE", "value": "9"}]},
+     "spec.engine.env[0].name", "sets max_batch_size"),
+    ("tgi short port flag", {"engine.kind": "tgi", "engine.args": ["-p", "80"]}, "spec.engine.args[0]",
+     "-p sets port"),
+    ("nim 2 mapped variable", {"engine.kind": "nim", "engine.env": [{"name": "NIM_TENSOR_PARALLEL_SIZE",
+     "value": "2"}]}, "spec.engine.env[0].name", "sets tensor_parallel"),
+    ("nim 2 prefix in args", {"engine.kind": "nim", "engine.args": ["--max-num-seq=8"]}, "spec.engine.args[0]",
+     "read by the engine as --max-num-seqs"),
+    # Issue 18: input that passes the types and can never run.
+    ("drain timeout beyond int64", {"scaling.drainTimeout": "9999999999999999h"}, "spec.scaling.drainTimeout",
+     "at most 5 digits"),
+    ("drain timeout over a day", {"scaling.drainTimeout": "25h"}, "spec.scaling.drainTimeout", "at most 24h"),
+    ("slo over an hour", {"slo.ttft": "2h"}, "spec.slo.ttft", "at most 1h"),
+    ("change interval over 30 days", {"tuning.minChangeInterval": "721h"}, "spec.tuning.minChangeInterval",
+     "at most 720h"),
+    ("cold start over a day", {"scaling.coldStart": "99999h"}, "spec.scaling.coldStart", "at most 24h"),
+    ("scale-down delay over a day", {"scaling.scaleDownDelay": "90000m"}, "spec.scaling.scaleDownDelay",
+     "at most 24h"),
+    ("image without a tag after the colon", {"engine.image": "vllm/vllm-openai:"}, "spec.engine.image", "pattern"),
+    ("image with upper-case path", {"engine.image": "Vllm/vllm-openai:v1"}, "spec.engine.image", "pattern"),
+    ("image with a short digest", {"engine.image": "vllm@sha256:abc"}, "spec.engine.image", "pattern"),
+    ("image with an empty path component", {"engine.image": "a//b"}, "spec.engine.image", "pattern"),
+    ("annotations over 256 KiB", {"template.annotations": {f"k{i}": "x" * 16_000 for i in range(17)}},
+     "spec.template.annotations", "at most 261,120"),
+    ("unbounded tolerationSeconds", {"template.tolerations": [{"key": "k", "operator": "Exists",
+     "effect": "NoExecute", "tolerationSeconds": 10**12}]}, "spec.template.tolerations[0].tolerationSeconds",
+     "less than or equal to 31536000"),
+    ("replicas x gpus beyond any cluster", {"scaling.maxReplicas": 1000, "accelerator.count": 64}, "spec",
+     "GPUs; at most 40,000"),
+    ("port as a boolean", {"engine.port": True}, "spec.engine.port", "valid integer"),
+    ("port as a string", {"engine.port": "3"}, "spec.engine.port", "valid integer"),
+    ("root without consent", {"template.securityContext": {"runAsUser": 0}}, "spec.template.securityContext",
+     "set runAsNonRoot false"),
+    ("negative uid", {"template.securityContext": {"runAsUser": -1}}, "spec.template.securityContext.runAsUser",
+     "greater than or equal to 0"),
+    ("lower-case capability", {"template.securityContext": {"addCapabilities": ["ipc_lock"]}},
+     "spec.template.securityContext.addCapabilities[0]", "pattern"),
+    ("unknown seccomp profile", {"template.securityContext": {"seccompProfile": "Localhost"}},
+     "spec.template.securityContext.seccompProfile", "RuntimeDefault"),
+    ("a YAML date where a duration goes", {"slo.ttft": __import__("datetime").date(2024, 1, 1)}, "spec.slo.ttft",
+     "not a JSON value"),
 ]
 
 
@@ -126,6 +186,36 @@ def test_invalid_specs(name: str, changes: dict[str, object], path: str, text: s
 
 def test_invalid_table_is_large_enough() -> None:
     assert len(INVALID) >= 25
+
+
+def test_every_problem_of_a_spec_is_reported_at_once() -> None:
+    # Schema problems and the catalog's together: a bad ttft and maxReplicas 0 do not hide an unknown GPU.
+    _, problems = validation.parse(specs.spec(**{
+        "slo.ttft": "fast", "scaling.maxReplicas": 0, "accelerator.type": "tpu-v5", "engine.port": True,
+        "engine.args": ["--max-num-seq=9"], "engine.env": [{"name": "X", "value": "1"}, {"name": "NIM_PORT"}],
+        "engine.kind": "nim", "template.labels": {"infertune.io/x": "y"}}))
+    paths = {p.path for p in problems}
+    wanted = {"spec.slo.ttft", "spec.scaling.maxReplicas", "spec.accelerator.type", "spec.engine.port",
+              "spec.engine.args[0]", "spec.engine.env[1].name", "spec.template.labels"}
+    assert wanted <= paths, [str(p) for p in problems]
+
+
+def test_a_user_may_pass_flags_that_only_start_like_owned_ones() -> None:
+    # --model-impl starts with --model but is not a prefix of it; TRT-LLM (click) and TGI (clap) take no prefixes.
+    spec, problems = validation.parse(specs.spec(**{"engine.args": ["--model-impl", "vllm", "--enforce-eager"]}))
+    assert problems == [] and spec is not None
+    spec, problems = validation.parse(specs.spec(**{"engine.kind": "trtllm", "engine.args": ["--max_batch", "4"]}))
+    assert problems == [] and spec is not None
+    spec, problems = validation.parse(specs.spec(**{"engine.kind": "tgi", "engine.env": [
+        {"name": "HF_TOKEN", "value": "x"}, {"name": "MAX_INPUT_TOKENS", "value": "9"}]}))
+    assert problems == [] and spec is not None
+
+
+@pytest.mark.parametrize("limit", ["1h", "720h", "24h"])
+def test_duration_bounds_are_inclusive(limit: str) -> None:
+    field = {"1h": "slo.ttft", "720h": "tuning.minChangeInterval", "24h": "scaling.drainTimeout"}[limit]
+    spec, problems = validation.parse(specs.spec(**{field: limit}))
+    assert problems == [] and spec is not None
 
 
 def test_problem_messages_name_the_model_shortfall_in_gib() -> None:

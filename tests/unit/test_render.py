@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import pytest
 import yaml
 
 import specs
-from infertune import kube, models, render, validation
+from infertune import catalog, kube, models, render, validation
 
 OWNER = render.Owner(name="llm", namespace="ns1", uid="uid-1")
 KNOBS = models.Knobs(max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8)
@@ -196,12 +197,68 @@ def test_a_hostile_template_cannot_replace_owned_labels() -> None:
     assert labels["infertune.io/revision"] == render.revision(spec, KNOBS)
 
 
-def test_user_args_and_env_follow_the_operators() -> None:
+def test_the_operators_flags_and_variables_are_written_after_the_users() -> None:
+    # argparse, click and the kubelet (for duplicate env names) keep the last occurrence: the operator's.
     spec = full_spec(**{"engine.args": ["--enforce-eager"], "engine.env": [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]})
     c = container(spec)
-    assert c["args"][-1] == "--enforce-eager"
-    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in c["env"]
+    assert c["args"][0] == "--enforce-eager"
+    assert c["args"][-2:] == ["--max-model-len", "8192"]
+    assert c["env"][0] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    tgi = container(full_spec(**{"engine.kind": "tgi", "engine.env": [{"name": "HF_TOKEN", "value": "x"}]}))
+    assert [e["name"] for e in tgi["env"]][-1] == "PREFIX_CACHING"
+
+
+def test_kubelet_expansion_cannot_turn_an_argument_into_an_owned_flag() -> None:
+    # $(X) with X=--max-num-seqs=4096 would reach vLLM as an owned flag; doubled, the kubelet hands over '$(X)'.
+    spec = full_spec(**{"engine.args": ["$(X)", "a$b", "$$"],
+                        "engine.env": [{"name": "X", "value": "--max-num-seqs=1"}]})
+    assert container(spec)["args"][:3] == ["$$(X)", "a$$b", "$$$$"]
+
+
+def test_engine_pods_meet_the_restricted_pod_security_standard_by_default() -> None:
+    for kind in ("vllm", "sglang", "trtllm", "tgi", "nim"):
+        dep = render.deployment(OWNER, full_spec(**{"engine.kind": kind}), KNOBS, replicas=1)
+        pod = dep["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}, kind
+        assert pod["securityContext"] == {"fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}}
+        assert pod["automountServiceAccountToken"] is False
+        # Only volume types the restricted standard allows, and a writable HOME for a non-root engine.
+        assert all(set(v) <= {"name", "emptyDir", "configMap"} for v in pod["volumes"]), kind
+        assert {"name": "HOME", "value": render.HOME} in c["env"]
+        assert {"name": "home", "mountPath": render.HOME} in c["volumeMounts"]
+    tgi = container(full_spec(**{"engine.kind": "tgi"}))
+    assert "/data" in [m["mountPath"] for m in tgi["volumeMounts"]]
+
+
+def test_the_security_context_can_be_overridden_for_an_engine_that_needs_more() -> None:
+    spec = full_spec(**{"template.securityContext": {
+        "runAsUser": 0, "runAsNonRoot": False, "fsGroup": 0, "addCapabilities": ["IPC_LOCK"],
+        "seccompProfile": "Unconfined"}, "engine.env": [{"name": "HOME", "value": "/root"}]})
+    dep = render.deployment(OWNER, spec, KNOBS, replicas=1)
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["securityContext"]["runAsUser"] == 0 and c["securityContext"]["runAsNonRoot"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    pod_context = dep["spec"]["template"]["spec"]["securityContext"]
+    assert pod_context == {"fsGroup": 0, "seccompProfile": {"type": "Unconfined"}}
+    assert [e for e in c["env"] if e["name"] == "HOME"] == [{"name": "HOME", "value": "/root"}]
+
+
+def test_requests_come_from_the_model_so_pods_are_not_best_effort() -> None:
+    # Llama-3.1-8B in BF16: parameters x 2 B of weights pass through host memory; 2 GPUs: 2 + 2 CPUs.
+    c = container(full_spec())
+    weights = catalog.resolve_model(full_spec().model).parameters * 2
+    assert c["resources"]["requests"]["memory"] == f"{math.ceil(weights / 1024**3)}Gi"
+    assert c["resources"]["requests"]["cpu"] == "4"
+    assert "memory" not in c["resources"]["limits"]
+    fp8 = container(full_spec(**{"model.weights": "fp8"}))
+    assert int(fp8["resources"]["requests"]["memory"][:-2]) < int(c["resources"]["requests"]["memory"][:-2])
+    own = container(full_spec(**{"template.cpu": "6", "template.memory": "40Gi"}))
+    assert own["resources"]["requests"]["cpu"] == "6"
+    assert own["resources"]["requests"]["memory"] == own["resources"]["limits"]["memory"] == "40Gi"
 
 
 def test_revision_depends_on_pods_not_on_price_slo_or_scaling() -> None:
@@ -258,10 +315,10 @@ def _as_the_api_server_stores_it(obj: Any) -> Any:
 
 
 def test_a_stored_deployment_counts_as_applied_so_steady_cycles_write_nothing() -> None:
-    spec, problems = validation.parse(specs.spec())  # no env vars, no tolerations: empty lists in the manifest
+    spec, problems = validation.parse(specs.spec())
     assert spec is not None, problems
     deployment = next(m for m in render.manifests(OWNER, spec, KNOBS, replicas=1) if m["kind"] == "Deployment")
-    assert [] in deployment["spec"]["template"]["spec"]["containers"][0].values()
+    assert {} in [v.get("emptyDir") for v in deployment["spec"]["template"]["spec"]["volumes"]]  # an empty map
     stored = _as_the_api_server_stores_it(deployment)
     assert kube.is_subset(deployment, stored)
     changed = _as_the_api_server_stores_it(deployment)

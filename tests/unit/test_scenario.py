@@ -37,6 +37,8 @@ EXAMPLE: dict[str, Any] = {
     },
 }
 DELETE = object()
+MIX_PART = {"weight": 1, "input": {"mean": 2000, "cv": 0.5}, "output": {"mean": 30, "cv": 0.5}}
+MOONCAKE = pathlib.Path(__file__).resolve().parents[2] / "data" / "traces" / "mooncake-fast25-conversation.jsonl"
 TRACE = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
     f"2023-11-16 18:15:{s:02d}.0000000,{100 + s},{10 + s}\n" for s in range(0, 40, 2))
 
@@ -165,6 +167,34 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("window shorter than the interval", changed(window="10s"), "window: must be at least the interval (15s)"),
     ("seed not a number", changed(seed="abc"), "seed: must be a whole number, got 'abc'"),
     ("name not a DNS label", changed(name="Chat_70B"), "name: String should match pattern"),
+    ("mix beside input", changed(**{"workload.synthetic.mix": [MIX_PART]}),
+     "workload.synthetic.input: set either input and output, or mix, not both"),
+    ("empty mix", changed(**{"workload.synthetic": {"arrival": {"rate": 1}, "mix": []}}),
+     "workload.synthetic.mix: List should have at least 1 item"),
+    ("mix part without a weight", changed(**{"workload.synthetic": {"arrival": {"rate": 1}, "mix": [
+        {k: v for k, v in MIX_PART.items() if k != "weight"}]}}), "workload.synthetic.mix[0].weight: required key"),
+    ("zero mix weight", changed(**{"workload.synthetic": {"arrival": {"rate": 1}, "mix": [{**MIX_PART, "weight": 0}]}}),
+     "workload.synthetic.mix[0].weight: must be more than zero"),
+    ("mix part without its output", changed(**{"workload.synthetic": {"arrival": {"rate": 1}, "mix": [
+        {"weight": 1, "input": {"mean": 10}}]}}), "workload.synthetic.mix[0].output: required key is missing"),
+    ("trace format unknown", changed(**{"workload": {"trace": "t.jsonl", "traceFormat": "sharegpt"}}),
+     "workload.traceFormat: must be one of"),
+    ("trace format without a trace", changed(**{"workload.traceFormat": "azure"}),
+     "workload.traceFormat: only with a trace"),
+    ("trace start without a trace", changed(**{"workload.traceStart": "5m"}), "workload.traceStart: only with a trace"),
+    ("negative trace start", changed(**{"workload": {"trace": "t.csv", "traceStart": "-5m"}}),
+     "workload.traceStart: expected a duration with a unit, such as 1500ms, 1.5s, 5m or 1h30m, got '-5m'"),
+    ("trace start without a unit", changed(**{"workload": {"trace": "t.csv", "traceStart": "5"}}),
+     "workload.traceStart: expected a duration with a unit"),
+    ("prefix retention without a trace", changed(**{"workload.prefixRetention": "60s"}),
+     "workload.prefixRetention: only with a trace"),
+    ("prefix retention on an azure trace", changed(**{"workload": {"trace": "t.csv", "prefixRetention": "60s"}}),
+     "workload.prefixRetention: needs a mooncake trace (its hash_ids); this trace is azure"),
+    ("zero prefix retention", changed(**{"workload": {"trace": "t.jsonl", "prefixRetention": "0s"}}),
+     "workload.prefixRetention: must be longer than zero"),
+    ("prefix retention and a hit rate", changed(prefixHitRate=0.3, **{
+        "workload": {"trace": "t.jsonl", "prefixRetention": "60s"}}),
+     "prefixHitRate: measured from the trace when workload.prefixRetention is set; set one of them"),
 ]
 
 
@@ -194,3 +224,63 @@ def test_peak_rate_is_the_busiest_minute() -> None:
         "workload.rateScale": 1,
         "workload.synthetic.arrival": {"pattern": "spike", "rate": 2, "peak": 20, "at": "2m", "length": "90s"}}))
     assert 17 < scenario.peak_rate(scenario.arrivals(s)) < 24
+
+
+def test_a_mix_draws_each_part_by_weight() -> None:
+    chat = {"weight": 3, "input": {"mean": 1000, "dist": "fixed"}, "output": {"mean": 200, "dist": "fixed"}}
+    code = {"weight": 1, "input": {"mean": 2000, "dist": "fixed"}, "output": {"mean": 30, "dist": "fixed"}}
+    s = scenario.parse(changed(duration="10m", **{"workload.rateScale": 1, "workload.synthetic": {
+        "arrival": {"pattern": "poisson", "rate": 5}, "mix": [chat, code]}}))
+    stream = scenario.arrivals(s)
+    assert {(a.prompt_tokens, a.output_tokens) for a in stream} == {(1000, 200), (2000, 30)}
+    assert sum(a.prompt_tokens == 1000 for a in stream) / len(stream) == pytest.approx(0.75, abs=0.05)
+
+
+def _mooncake_scenario(tmp_path: pathlib.Path, **workload: Any) -> scenario.Scenario:
+    raw = changed(model="llama-3.1-8b", gpu="l40s", weights="bf16", initial=DELETE, duration="10m",
+                  workload={"trace": str(MOONCAKE), **workload})
+    return scenario.parse(raw, base=tmp_path)
+
+
+def test_a_mooncake_trace_replays_from_its_start_offset(tmp_path: pathlib.Path) -> None:
+    s = _mooncake_scenario(tmp_path, traceStart="20m")
+    assert s.workload.format() == "mooncake" and s.prefix_hit_rate == 0.0  # no retention: no reuse assumed
+    stream = scenario.arrivals(s)
+    trace = [a for a in scenario.workload.load_mooncake(MOONCAKE).arrivals if 1200 <= a.time < 1800]
+    assert [a.prompt_tokens for a in stream] == [a.prompt_tokens for a in trace]
+    assert stream[0].time == pytest.approx(trace[0].time - 1200) and stream[-1].time < 600
+
+
+def test_the_hit_rate_is_measured_from_the_hash_ids(tmp_path: pathlib.Path) -> None:
+    short = _mooncake_scenario(tmp_path, traceStart="20m", prefixRetention="30s")
+    long = _mooncake_scenario(tmp_path, traceStart="20m", prefixRetention="10m")
+    trace = scenario.workload.load_mooncake(MOONCAKE)
+    expected = scenario.workload.prefix_hit_rate(trace, retention=600.0, start=1200.0, duration=600.0)
+    assert long.prefix_hit_rate == pytest.approx(expected, abs=1e-4)
+    assert 0 < short.prefix_hit_rate < long.prefix_hit_rate
+
+
+def test_the_trace_format_can_be_named(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "t.txt").write_text(MOONCAKE.read_text().split("\n", 5)[0] + "\n")
+    s = scenario.parse(changed(**{"workload": {"trace": "t.txt", "traceFormat": "mooncake"}}), base=tmp_path)
+    assert len(scenario.arrivals(s)) == 1
+    as_azure = scenario.parse(changed(**{"workload": {"trace": "t.txt"}}), base=tmp_path)
+    with pytest.raises(scenario.ScenarioError, match=r"workload.trace: t.txt line 1: missing column"):
+        scenario.arrivals(as_azure)
+
+
+def test_a_bad_mooncake_line_is_named(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "t.jsonl").write_text('{"timestamp": 0, "input_length": 10, "output_length": 1, "hash_ids": [1]}\n'
+                                      '{"timestamp": 5, "input_length": 10}\n')
+    with pytest.raises(scenario.ScenarioError, match=r"workload.trace: t.jsonl line 2: missing key\(s\) output_length"):
+        scenario.parse(changed(**{"workload": {"trace": "t.jsonl", "prefixRetention": "1m"}}), base=tmp_path)
+    s = scenario.parse(changed(**{"workload": {"trace": "t.jsonl"}}), base=tmp_path)
+    with pytest.raises(scenario.ScenarioError, match=r"workload.trace: t.jsonl line 2"):
+        scenario.arrivals(s)
+
+
+def test_a_start_past_the_trace_end_is_named(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "t.csv").write_text(TRACE)
+    s = scenario.parse(changed(**{"workload": {"trace": "t.csv", "traceStart": "1h"}}), base=tmp_path)
+    with pytest.raises(scenario.ScenarioError, match=r"workload.traceStart: no request of the trace arrives"):
+        scenario.arrivals(s)

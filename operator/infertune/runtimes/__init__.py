@@ -58,6 +58,12 @@ KNOB_FIELDS = {
     "max_model_len": "model.maxModelLen",
     "model": "model.name",
 }
+# Owned flags that set no single knob, and why the user may not pass them.
+OWNED_REASONS = {
+    "config_file": "reads options from a file, where any knob the operator owns could be set; pass the options "
+                   "you need as arguments instead",
+    "metrics": "changes the metrics the engine exports, which the operator reads to decide",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +88,16 @@ class Runtime:
     read: Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[str, object]]
     # Whether prompts are chunked when the spec does not say (TensorRT-LLM's LLM API defaults to off).
     chunked_prefill_default: bool = True
+    # The engine parses its arguments with Python's argparse and its default allow_abbrev=True, so any
+    # unambiguous prefix of a long flag sets that flag (`--max-num-seq 4096` is `--max-num-seqs` for vLLM
+    # and SGLang). click (trtllm-serve) and clap (TGI's launcher) accept only whole flag names.
+    prefix_matching: bool = False
+    # Every flag of the launcher is also read from an environment variable named after it (TGI's clap
+    # `#[clap(long, env)]`: --num-shard <-> NUM_SHARD), so the variables of owned flags are owned too.
+    env_from_flags: bool = False
+    # Directories the engine writes at start-up besides $HOME (TGI's weight cache /data, NIM's
+    # /opt/nim/.cache): each gets an emptyDir so the engine runs as a non-root user on a root-owned image.
+    writable_paths: tuple[str, ...] = ()
 
     def lacks(self, knob: str) -> bool:
         return knob not in self.knob_flags
@@ -94,6 +110,51 @@ def normalise_flag(arg: str) -> str | None:
     name = arg.split("=", 1)[0]
     # argparse front ends of vLLM and SGLang accept both spellings; TRT-LLM uses underscores.
     return "--" + name.lstrip("-").replace("_", "-").lower()
+
+
+def flag_env_name(flag_name: str) -> str:
+    """The environment variable a clap `env` flag reads: '--num-shard' -> 'NUM_SHARD'."""
+    return flag_name.lstrip("-").replace("-", "_").upper()
+
+
+def owned_by_arg(runtime: Runtime, arg: str) -> tuple[str, str] | None:
+    """(the owned flag, its knob) when a user argument would set an owned knob as the engine parses it.
+
+    Checked: both spellings of a flag (`--max_num_seqs`, `--max-num-seqs`), both value forms (`--x=v`, `--x v`),
+    and for argparse engines every abbreviation (`--max-num-seq` reaches `--max-num-seqs`; an ambiguous
+    prefix such as `--max-num` makes argparse refuse to start, so refusing it here loses nothing).
+    """
+    name = normalise_flag(arg)
+    if name is None:
+        return None
+    if name in runtime.owned_flags:
+        return name, runtime.owned_flags[name]
+    if runtime.prefix_matching and len(name) > 3:
+        for owned in sorted(runtime.owned_flags):
+            if owned.startswith(name):
+                return owned, runtime.owned_flags[owned]
+    return None
+
+
+def owned_by_env(runtime: Runtime, name: str) -> tuple[str, str] | None:
+    """(what it stands for, its knob) when a user variable would set an owned knob."""
+    if name in runtime.owned_env:
+        return name, runtime.owned_env[name]
+    if runtime.env_from_flags:
+        for owned, knob in runtime.owned_flags.items():
+            if len(owned) > 3 and flag_env_name(owned) == name:
+                return owned, knob
+    return None
+
+
+def escape_expansion(arg: str) -> str:
+    """The argument as the kubelet must receive it for the engine to see it as written.
+
+    The kubelet expands `$(VAR)` in a container's args from its environment, so `$(X)` with X set to
+    `--max-num-seqs=4096` would reach the engine as an owned flag the check never saw. `$$` is the kubelet's
+    escape for a literal `$`; doubling every `$` makes expansion the identity: '$(X)' -> '$$(X)' -> '$(X)'.
+    """
+    return arg.replace("$", "$$")
 
 
 def flag(name: str, value: object) -> tuple[str, str]:

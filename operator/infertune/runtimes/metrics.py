@@ -1,4 +1,4 @@
-"""Pure: each engine's Prometheus metric names per signal (reference §B), newest name first."""
+"""Pure: each engine's Prometheus metric names per signal (each engine's source named below), newest name first."""
 
 from __future__ import annotations
 

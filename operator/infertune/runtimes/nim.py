@@ -1,9 +1,9 @@
-"""Pure: NVIDIA NIM for LLMs: 1.x NIM_* variables, 2.x vLLM/SGLang flags in NIM_PASSTHROUGH_ARGS (§A.6)."""
+"""Pure: NVIDIA NIM for LLMs: 1.x NIM_* variables, 2.x vLLM/SGLang flags in NIM_PASSTHROUGH_ARGS."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from infertune import models, runtimes
 from infertune.runtimes import sglang, vllm
@@ -12,7 +12,7 @@ HEALTH = "/v1/health/ready"
 METRICS = "/v1/metrics"
 
 # NIM 1.x: documented NIM_ENABLE_KV_CACHE_REUSE and NIM_MAX_MODEL_LEN; the batch and memory variables
-# are seen only in third-party deployment files (reference §A.6), so they are marked as such in docs.
+# are seen only in third-party deployment files, so they are marked as such in docs.
 NIM1_ENV = {
     "max_batch_size": "NIM_MAX_NUM_SEQS",
     "chunked_prefill": "NIM_ENABLE_CHUNKED_PREFILL",
@@ -25,10 +25,28 @@ NIM1_ENV = {
 }
 # NIM 1.x picks precision, KV dtype and tensor parallelism through a model profile (NIM_MODEL_PROFILE),
 # which the operator does not own: those knobs are absent here and the tuner leaves them alone.
-NIM1_OWNED_ENV = {v: k for k, v in NIM1_ENV.items()}
 
 NIM2_ENV = {"served_model_name": "NIM_SERVED_MODEL_NAME", "port": "NIM_SERVER_PORT"}
-NIM2_OWNED_ENV = {"NIM_PASSTHROUGH_ARGS": "max_batch_size", **{v: k for k, v in NIM2_ENV.items()}}
+
+
+def _mapped_env(flags: Mapping[str, str], knobs: Collection[str] | None = None) -> dict[str, str]:
+    """NIM_<FLAG> for each owned backend flag: NIM maps NIM_* variables onto the backend's arguments
+    (NIM 2.x configuration priority 3: NIM_TENSOR_PARALLEL_SIZE <-> --tensor-parallel-size); a variable that
+    names an owned flag is owned, whether or not this NIM version reads it."""
+    # The model is the user's to choose in NIM (NIM_MODEL_PATH); the operator never sets it.
+    return {f"NIM_{runtimes.flag_env_name(flag)}": knob for flag, knob in flags.items()
+            if len(flag) > 4 and knob != "model" and (knobs is None or knob in knobs)}
+
+
+NIM1_OWNED_ENV = {**_mapped_env(vllm.OWNED_FLAGS, NIM1_ENV), **{v: k for k, v in NIM1_ENV.items()}}
+# CLI arguments outrank NIM_PASSTHROUGH_ARGS, which outranks NIM_* variables (NIM 2.x configuration priority):
+# the user's args and variables may set none of the backend's owned flags.
+NIM2_OWNED_ENV = {
+    **_mapped_env(vllm.OWNED_FLAGS), **_mapped_env(sglang.OWNED_FLAGS), **NIM1_OWNED_ENV,
+    "NIM_PASSTHROUGH_ARGS": "max_batch_size", **{v: k for k, v in NIM2_ENV.items()},
+}
+# Where NIM downloads and unpacks the model (NIM_CACHE_PATH's default); root-owned in the image.
+CACHE_PATH = "/opt/nim/.cache"
 
 
 def _bool(on: bool) -> str:
@@ -117,6 +135,7 @@ RUNTIME_1 = runtimes.Runtime(
     default_max_batch_size=vllm.default_max_batch_size,
     fp8_kv=False,
     read=read_1,
+    writable_paths=(CACHE_PATH,),
 )
 
 RUNTIME_2_VLLM = runtimes.Runtime(
@@ -131,6 +150,8 @@ RUNTIME_2_VLLM = runtimes.Runtime(
     default_max_batch_size=vllm.default_max_batch_size,
     fp8_kv=True,
     read=_read_2(vllm.read_flags),
+    prefix_matching=True,
+    writable_paths=(CACHE_PATH,),
 )
 
 RUNTIME_2_SGLANG = runtimes.Runtime(
@@ -145,4 +166,6 @@ RUNTIME_2_SGLANG = runtimes.Runtime(
     default_max_batch_size=sglang.default_max_batch_size,
     fp8_kv=True,
     read=_read_2(sglang.read_flags),
+    prefix_matching=True,
+    writable_paths=(CACHE_PATH,),
 )

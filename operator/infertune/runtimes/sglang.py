@@ -1,4 +1,4 @@
-"""Pure: SGLang's flags for the knobs (reference §A.3) and its defaults."""
+"""Pure: SGLang's flags for the knobs (docs/advanced_features/server_arguments.md) and its defaults."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ OWNED_FLAGS = {
     "--chunked-prefill-size": "max_num_batched_tokens",
     "--disable-radix-cache": "prefix_caching",
     "--mem-fraction-static": "gpu_memory_utilization",
+    # SGLang declares --tensor-parallel-size and --tp-size as one argument; --tp is a prefix of the latter.
+    "--tensor-parallel-size": "tensor_parallel",
     "--tp-size": "tensor_parallel",
     "--tp": "tensor_parallel",
     "--served-model-name": "served_model_name",
@@ -34,6 +36,7 @@ OWNED_FLAGS = {
     "--host": "port",
     "--context-length": "max_model_len",
     "--enable-metrics": "metrics",
+    "--config": "config_file",
 }
 
 # SGLang's default chunk when chunking is wanted but no budget is given (its own default is
@@ -117,4 +120,5 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    prefix_matching=True,
 )

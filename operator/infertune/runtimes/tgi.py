@@ -1,4 +1,4 @@
-"""Pure: Text Generation Inference launcher flags for the knobs (reference §A.4); TGI is legacy."""
+"""Pure: Text Generation Inference launcher flags for the knobs (docs/source/reference/launcher.md); TGI is legacy."""
 
 from __future__ import annotations
 
@@ -29,15 +29,14 @@ OWNED_FLAGS = {
     "--sharded": "tensor_parallel",
     "--served-model-name": "served_model_name",
     "--port": "port",
+    "--p": "port",  # -p, the short form of --port
+    "--hostname": "port",
     "--max-total-tokens": "max_model_len",
 }
-# Every launcher flag also has an environment variable; those of owned knobs are owned too.
-OWNED_ENV = {
-    "MODEL_ID": "model", "MAX_BATCH_SIZE": "max_batch_size", "MAX_CONCURRENT_REQUESTS": "max_batch_size",
-    "KV_CACHE_DTYPE": "kv_cache_dtype", "MAX_BATCH_PREFILL_TOKENS": "max_num_batched_tokens",
-    "PREFIX_CACHING": "prefix_caching", "CUDA_MEMORY_FRACTION": "gpu_memory_utilization",
-    "NUM_SHARD": "tensor_parallel", "PORT": "port", "MAX_TOTAL_TOKENS": "max_model_len",
-}
+# Every launcher flag is also read from its environment variable (--num-shard <-> NUM_SHARD; clap's
+# `long, env`), so owned flags' variables are owned through Runtime.env_from_flags. PREFIX_CACHING has no
+# flag: the Python server reads it.
+OWNED_ENV = {"PREFIX_CACHING": "prefix_caching"}
 
 # TGI's default admission limit (--max-concurrent-requests 128).
 DEFAULT_CONCURRENCY = 128
@@ -96,4 +95,7 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    env_from_flags=True,
+    # The image's weight cache (HUGGINGFACE_HUB_CACHE=/data), root-owned in the image.
+    writable_paths=("/data",),
 )

@@ -1,4 +1,4 @@
-"""Pure: TensorRT-LLM `trtllm-serve` flags and YAML options for the knobs (reference §A.5)."""
+"""Pure: TensorRT-LLM `trtllm-serve` flags and YAML options for the knobs (commands/serve.py, llmapi/llm_args.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ OWNED_FLAGS = {
     "--max-num-tokens": "max_num_batched_tokens",
     "--kv-cache-free-gpu-memory-fraction": "gpu_memory_utilization",
     "--free-gpu-memory-fraction": "gpu_memory_utilization",
+    # trtllm-serve declares --tensor_parallel_size and --tp_size as one click option.
+    "--tensor-parallel-size": "tensor_parallel",
     "--tp-size": "tensor_parallel",
     "--port": "port",
     "--host": "port",

@@ -1,4 +1,4 @@
-"""Pure: vLLM's flags for the knobs (reference §A.2) and its defaults."""
+"""Pure: vLLM's flags for the knobs (vllm/engine/arg_utils.py, vllm/config/) and its defaults."""
 
 from __future__ import annotations
 
@@ -33,7 +33,16 @@ OWNED_FLAGS = {
     "--tp": "tensor_parallel",
     "--served-model-name": "served_model_name",
     "--port": "port",
+    # Listening elsewhere (another address, a Unix socket) hides the engine from its probes and the Service.
+    "--host": "port",
+    "--uds": "port",
     "--max-model-len": "max_model_len",
+    # Sizes the KV cache in bytes, overriding --gpu-memory-utilization.
+    "--kv-cache-memory-bytes": "gpu_memory_utilization",
+    # A YAML file of options (FlexibleArgumentParser's --config) can set every knob above.
+    "--config": "config_file",
+    # vLLM stops exporting the statistics the operator reads.
+    "--disable-log-stats": "metrics",
 }
 
 
@@ -109,4 +118,5 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    prefix_matching=True,
 )

@@ -9,10 +9,11 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
-from infertune import conditions, knee, models, observation, perfmodel, render
+from infertune import conditions, knee, models, observation, perfmodel, prometheus, render
+from infertune.runtimes import metrics, registry
 from infertune.sim import engine as sim_engine
+from infertune.sim import exposition, histogram, promql, workload
 from infertune.sim import fleet as sim_fleet
-from infertune.sim import histogram, workload
 
 # Simulated time 0 is this instant (2026-01-01T00:00:00Z): decide() reads wall-clock-looking timestamps.
 EPOCH = 1_767_225_600.0
@@ -21,6 +22,7 @@ SCRAPE_SECONDS = 5.0
 # Requests and counter snapshots are kept this long behind the newest window any caller asks for.
 KEEP_SECONDS = 180.0
 RESOURCE = "sim"
+NAMESPACE = "default"
 
 
 def when(t: float) -> datetime.datetime:
@@ -39,13 +41,9 @@ class _Snap:
     """A pod's engine counters at one instant (the raw material of Prometheus rates)."""
 
     t: float
-    generation_tokens: int
-    prompt_tokens: int
-    preemptions: int
-    prefix_queries: int
-    prefix_hits: int
+    counters: dict[str, float]  # by exposition signal (COUNTER_STATS)
+    histograms: dict[str, tuple[tuple[float, ...], float]]  # cumulative counts at each bound and +Inf, and sum
     bytes_per_gpu: float
-    itl: histogram.LogHistogram
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -68,7 +66,7 @@ class Pod:
     inflight: dict[int, sim_engine.Request] = dataclasses.field(default_factory=dict)
     done: collections.deque[sim_engine.Request] = dataclasses.field(default_factory=collections.deque)
     snaps: collections.deque[_Snap] = dataclasses.field(default_factory=collections.deque)
-    kv: collections.deque[tuple[float, float]] = dataclasses.field(default_factory=collections.deque)
+    kv: collections.deque[tuple[float, float, float]] = dataclasses.field(default_factory=collections.deque)
 
     def ready(self, t: float) -> bool:
         return self.member is not None and t >= self.ready_at and self.gone is None
@@ -132,6 +130,8 @@ class Cluster:
         self._serial = 0
         self._replicas: dict[str, perfmodel.Replica | str] = {}
         self._seen = 0  # fleet records already sorted into pods
+        # What each pod exports: its engine's dialect (names, kinds, bucket bounds), read by the operator's parser.
+        self.variant = registry.for_engine(spec.engine).variant
 
     # ------------------------------------------------------------------ objects
 
@@ -274,8 +274,11 @@ class Cluster:
         self.fleet.add_replica(replica, now=t, name=pod.name)
         pod.member = self.fleet.members[pod.name]
         pod.member.serving = pod.serving
-        e = pod.member.engine.stats
-        pod.snaps.append(_Snap(t, 0, 0, 0, 0, 0, 0.0, e.itl.copy()))
+        stats = pod.member.engine.stats
+        for read in self._reads(replica).values():
+            if read.bounds:  # the engine's own histogram buckets, exact (the fine log bins round by 1%)
+                getattr(stats, promql.HISTOGRAM_STATS[read.signal]).exact = histogram.Buckets(read.bounds)
+        pod.snaps.append(self._counters(pod, t))
 
     def _grace_over(self, pod: Pod, t: float) -> None:
         self._check_gone(pod, t)  # drained earlier in this step: it left then, not now
@@ -294,23 +297,38 @@ class Cluster:
 
     # ------------------------------------------------------------------ observation
 
+    def _reads(self, replica: perfmodel.Replica) -> dict[promql.Key, promql.Read]:
+        return promql.reads(self.variant, replica.model.max_context_tokens)
+
     def scrape(self, t: float) -> None:
         """Sample gauges and snapshot counters of every pod that has an engine (as Prometheus would)."""
         for pod in self.pods.values():
             m = pod.member
             if m is None or pod.gone is not None:
                 continue
-            pod.kv.append((t, m.engine.kv_usage))
+            eng = m.engine
+            # TensorRT-LLM's paused requests (its preemption signal, a gauge): waiting again after a preemption.
+            read = self._reads(eng.replica).get(("value", metrics.Signal.PREEMPTIONS))
+            paused = (float(sum(1 for r in eng.waiting if r.preemptions > 0))
+                      if read is not None and read.signal == exposition.PAUSED else 0.0)
+            pod.kv.append((t, eng.kv_usage, paused))
             self._snap(pod, t)
             self._prune(pod, t)
 
-    def _snap(self, pod: Pod, t: float) -> None:
+    def _counters(self, pod: Pod, t: float) -> _Snap:
         assert pod.member is not None
         s = pod.member.engine.stats
+        hists: dict[str, tuple[tuple[float, ...], float]] = {}
+        for signal, attr in promql.HISTOGRAM_STATS.items():
+            h: histogram.LogHistogram = getattr(s, attr)
+            hists[signal] = h.exact.snapshot() if h.exact is not None else ((), h.sum)
+        counters = {signal: float(getattr(s, attr)) for signal, attr in promql.COUNTER_STATS.items()}
+        return _Snap(t, counters, hists, s.bytes_per_gpu)
+
+    def _snap(self, pod: Pod, t: float) -> None:
         if pod.snaps and pod.snaps[-1].t >= t:
             return
-        pod.snaps.append(_Snap(t, s.generation_tokens, s.prompt_tokens, s.preemptions, s.prefix_queries,
-                               s.prefix_hits, s.bytes_per_gpu, s.itl.copy()))
+        pod.snaps.append(self._counters(pod, t))
 
     @staticmethod
     def _prune(pod: Pod, t: float) -> None:
@@ -322,8 +340,8 @@ class Cluster:
         while pod.done and pod.done[0].finished <= horizon:
             pod.done.popleft()
 
-    def pod_metrics(self, pod: Pod, t: float, *, window: float) -> observation.PodMetrics | None:
-        """What Prometheus would report for one pod over the trailing window (None before its first scrape)."""
+    def window(self, pod: Pod, t: float, *, window: float) -> promql.PodWindow | None:
+        """One pod's series over the trailing window, as Prometheus holds them (None before it has an engine)."""
         m = pod.member
         if m is None:
             return None
@@ -332,63 +350,82 @@ class Cluster:
         if span <= 0:
             return None
         self._snap(pod, t)
-        spec = self.spec
-        q = spec.slo.percentile / 100.0
         base = next((s for s in reversed(pod.snaps) if s.t <= since), pod.snaps[0])
         now = pod.snaps[-1]
         rate_span = max(now.t - base.t, 1e-9)
         running = waiting = 0.0
-        ttfts: list[float] = []
-        tpots: list[float] = []
-        finished = 0
-        recent: list[sim_engine.Request] = []
-        for r in reversed(pod.done):  # in the order they left: stop at the first that left before the window
-            if r.finished <= since:
-                break
-            recent.append(r)
-        for r in [*pod.inflight.values(), *recent]:
+        for r in self._requests(pod, since):
             start = r.arrival
             admitted = r.scheduled if not math.isnan(r.scheduled) else math.inf
             end = r.finished if not math.isnan(r.finished) else math.inf
             # Time-weighted gauges from each request's life: waiting [arrival, admitted), running [admitted, end).
             waiting += max(0.0, min(admitted, end, t) - max(start, since))
             running += max(0.0, min(end, t) - max(admitted, since))
-            if since < r.first_token <= t:
-                ttfts.append(r.first_token - r.arrival)
-            if r.status == sim_engine.FINISHED and since < end <= t:
-                finished += 1
-                if r.generated > 1:
-                    tpots.append(r.itl)
-        itl = now.itl.minus(base.itl)
         # Counters are rated as Prometheus' rate() does: the increase over the whole range, so a pod Ready for
         # 15 s of a 60 s window reports a quarter of its rate (its series begins inside the range). Gauges
         # (running, waiting, KV use, DRAM activity) are averages over the samples there are, as avg_over_time.
         counted = max(rate_span, window)
-        prompt = (now.prompt_tokens - base.prompt_tokens) / counted
-        generated = (now.generation_tokens - base.generation_tokens) / counted
-        queries = now.prefix_queries - base.prefix_queries
-        kv = [v for s, v in pod.kv if since < s <= t]
+        rates = {k: (v - base.counters[k]) / counted for k, v in now.counters.items()}
+        hists = {}
+        for k, (counts, total) in now.histograms.items():
+            before, before_total = base.histograms[k]
+            hists[k] = (tuple((c - b) / counted for c, b in zip(counts, before, strict=True)),
+                        (total - before_total) / counted)
+        eng = m.engine
+        samples = [(kv, paused) for s, kv, paused in pod.kv if since < s <= t]
+        queries = now.counters[exposition.PREFIX_QUERIES] - base.counters[exposition.PREFIX_QUERIES]
+        hits = now.counters[exposition.PREFIX_HITS] - base.counters[exposition.PREFIX_HITS]
+        if queries <= 0:  # no prompt in the window: the engines' gauge keeps its lifetime ratio
+            queries, hits = now.counters[exposition.PREFIX_QUERIES], now.counters[exposition.PREFIX_HITS]
         # DRAM-active share: 120 TB moved per GPU in 60 s on a 3.35 TB/s H100 = 120e12 / (60 x 3.35e12) = 0.60.
-        peak = m.engine.replica.gpu.bandwidth_gbps * perfmodel.GB
-        requests = finished / window
-        ok_ttft = sum(1 for x in ttfts if x <= spec.slo.ttft) / len(ttfts) if ttfts else None
-        ok_itl = sum(1 for x in tpots if x <= spec.slo.itl) / len(tpots) if tpots else None
-        attainment = ok_ttft * ok_itl if ok_ttft is not None and ok_itl is not None else (
-            ok_ttft if ok_ttft is not None else ok_itl)
-        return observation.PodMetrics(
-            ttft_p=quantile(ttfts, q), itl_p=None if itl.count <= 0 else itl.quantile(q), tpot_p=quantile(tpots, q),
-            ttft_mean=sum(ttfts) / len(ttfts) if ttfts else None, itl_mean=None if itl.count <= 0 else itl.mean(),
-            running=running / span, waiting=waiting / span,
-            kv_usage=sum(kv) / len(kv) if kv else m.engine.kv_usage,
-            preemptions_per_s=(now.preemptions - base.preemptions) / counted,
-            prompt_tokens_per_s=prompt, output_tokens_per_s=generated, requests_per_s=requests,
-            prefix_hit_rate=(now.prefix_hits - base.prefix_hits) / queries if queries > 0 else None,
-            mbu=min(1.0, (now.bytes_per_gpu - base.bytes_per_gpu) / (rate_span * peak)),
-            slo_attainment=attainment,
-            mean_input_tokens=prompt / requests if requests > 0 else None,
-            mean_output_tokens=generated / requests if requests > 0 else None,
-            in_flight=float(m.engine.outstanding),
-        )
+        peak = eng.replica.gpu.bandwidth_gbps * perfmodel.GB
+        gauges = {
+            exposition.RUNNING: running / span, exposition.WAITING: waiting / span,
+            exposition.KV_USAGE: sum(kv for kv, _ in samples) / len(samples) if samples else eng.kv_usage,
+            exposition.PAUSED: sum(p for _, p in samples) / len(samples) if samples else 0.0,
+            exposition.PREFIX_HIT_RATE: min(1.0, hits / queries) if queries > 0 else 0.0,
+            exposition.DRAM_ACTIVE: min(1.0, (now.bytes_per_gpu - base.bytes_per_gpu) / (rate_span * peak)),
+        }
+        latest = {exposition.RUNNING: float(eng.num_running), exposition.WAITING: float(eng.num_waiting)}
+        return promql.PodWindow(namespace=NAMESPACE, pod=pod.name, rates=rates, histograms=hists, gauges=gauges,
+                                now=latest)
+
+    @staticmethod
+    def _requests(pod: Pod, since: float) -> list[sim_engine.Request]:
+        """In flight now, and finished after `since` (in the order they left: stop at the first before it)."""
+        recent: list[sim_engine.Request] = []
+        for r in reversed(pod.done):
+            if r.finished <= since:
+                break
+            recent.append(r)
+        return [*pod.inflight.values(), *recent]
+
+    def answers(self, t: float, *, window: float) -> dict[promql.Key, list[dict[str, object]]]:
+        """What Prometheus answers to the operator's queries (prometheus.queries) about every pod with an engine."""
+        windows: list[promql.PodWindow] = []
+        plan: dict[promql.Key, promql.Read] = {}
+        for p in self.pods.values():
+            if p.gone is None and p.member is not None and (w := self.window(p, t, window=window)) is not None:
+                windows.append(w)
+                plan = self._reads(p.member.engine.replica)
+        return promql.answers(windows, plan, at=EPOCH + t)
+
+    def metrics_at(self, t: float, *, window: float) -> observation.Metrics:
+        """The per-pod signals as the operator reads them: the query answers through its own parser
+        (prometheus.parse, then prometheus.pod_metrics), bucket resolution and all."""
+        raw = prometheus.parse(self.answers(t, window=window))
+        slo = self.spec.slo
+        pods: dict[str, observation.PodMetrics] = {}
+        ignored: list[str] = []
+        for (_, name), r in sorted(raw.items()):
+            pods[name] = prometheus.pod_metrics(r, percentile=slo.percentile, ttft_slo=slo.ttft, itl_slo=slo.itl)
+            ignored += [f"{name} {d}" for d in r.dropped]
+        return observation.Metrics(pods=pods, grace=window + 15.0, window=window, ignored=tuple(ignored),
+                                   mbu_source="dcgm" if pods else None)
+
+    def pod_metrics(self, pod: Pod, t: float, *, window: float) -> observation.PodMetrics | None:
+        """What the operator reads of one pod over the trailing window (None before its first scrape)."""
+        return self.metrics_at(t, window=window).pods.get(pod.name)
 
     def facts(self, t: float) -> tuple[tuple[observation.RevisionFacts, ...], tuple[observation.PodFacts, ...]]:
         """The Deployments and pods as the API server lists them."""
@@ -416,17 +453,9 @@ class Cluster:
     def observe(self, t: float, *, window: float, generation: int = 1) -> observation.Observation:
         """Everything decide() reads: the spec, the last status, Deployments, pods and per-pod metrics."""
         revisions, pods = self.facts(t)
-        metrics: dict[str, observation.PodMetrics] = {}
-        for p in self.pods.values():
-            if p.gone is None and p.member is not None:
-                pm = self.pod_metrics(p, t, window=window)
-                if pm is not None:
-                    metrics[p.name] = pm
         return observation.Observation(
-            name=self.name, namespace="default", generation=generation, spec=self.spec, status=self.status,
-            revisions=revisions, pods=pods,
-            metrics=observation.Metrics(pods=metrics, grace=window + 15.0,
-                                        mbu_source="dcgm" if metrics else None),
+            name=self.name, namespace=NAMESPACE, generation=generation, spec=self.spec, status=self.status,
+            revisions=revisions, pods=pods, metrics=self.metrics_at(t, window=window),
         )
 
     # ------------------------------------------------------------------ actuation

@@ -12,7 +12,7 @@ from typing import Union
 
 from prometheus_client import core, exposition, registry
 
-from infertune import runtimes
+from infertune import resolution, runtimes
 from infertune.runtimes import metrics as op
 from infertune.sim import engine as sim_engine
 from infertune.sim import histogram
@@ -105,18 +105,11 @@ def _name(d: op.Dialect, signal: op.Signal) -> str:
     return name
 
 
-# vLLM V1 (vllm/v1/metrics/loggers.py, reference §B): labels model_name and engine (the engine index).
-_VLLM_TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
-    80.0, 160.0, 640.0, 2560.0,
-)
-_VLLM_TPOT_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-)
-_VLLM_LATENCY_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
-    960.0, 1920.0, 7680.0,
-)
+# vLLM V1 (vllm/v1/metrics/loggers.py): labels model_name and engine (the engine index). The
+# published buckets live in resolution.py, which checks the SLO's objectives against the same edges.
+_VLLM_TTFT_BUCKETS = resolution.VLLM_TTFT
+_VLLM_TPOT_BUCKETS = resolution.VLLM_TPOT
+_VLLM_LATENCY_BUCKETS = resolution.VLLM_LATENCY
 
 
 def _vllm(d: op.Dialect) -> Dialect:
@@ -158,13 +151,8 @@ def _vllm(d: op.Dialect) -> Dialect:
 # SGLang (python/sglang/srt/metrics/collector.py, TokenizerMetricsCollector and SchedulerMetricsCollector):
 # request histograms carry model_name and engine_type; scheduler gauges add the ranks, and only rank 0 of a
 # tensor-parallel group logs them. Exported only with --enable-metrics.
-_SGLANG_TTFT_BUCKETS = (
-    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0,
-)
-_SGLANG_ITL_BUCKETS = (
-    0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
-    1.0, 2.0, 4.0, 6.0, 8.0,
-)
+_SGLANG_TTFT_BUCKETS = resolution.SGLANG_TTFT
+_SGLANG_ITL_BUCKETS = resolution.SGLANG_ITL
 _SGLANG_E2E_BUCKETS = (
     0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0, 600.0,
     1200.0, 1800.0, 2400.0,
@@ -276,16 +264,7 @@ def _nim_1(d: op.Dialect) -> Dialect:
 # TGI (docs/source/reference/metrics.md; router/src/server.rs for buckets): no labels; durations in 35
 # geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s at the top); token lengths in 100
 # linear buckets up to the model's length. No TTFT, no KV usage, no prefix cache, no preemption series.
-def _geometric(start: float, factor: float, n: int) -> tuple[float, ...]:
-    """start x factor, x factor again, ... n times, multiplied step by step as TGI does (same float bits)."""
-    out, value = [], start
-    for _ in range(n):
-        value *= factor
-        out.append(value)
-    return tuple(out)
-
-
-_TGI_DURATION_BUCKETS = _geometric(0.0001, 1.5, 35)
+_TGI_DURATION_BUCKETS = resolution.TGI_DURATION
 
 
 def _linear_100(limit: int) -> tuple[float, ...]:
@@ -326,7 +305,8 @@ NIM_2_VLLM = _vllm(op.NIM_2_VLLM)
 NIM_2_SGLANG = _sglang(op.NIM_2_SGLANG)
 TGI = _tgi(op.TGI)
 
-# NVIDIA dcgm-exporter in Kubernetes mode (reference §C): per-GPU labels plus the pod that holds the GPU.
+# NVIDIA dcgm-exporter in Kubernetes mode (etc/default-counters.csv, --kubernetes): per-GPU labels plus the pod
+# that holds the GPU.
 DCGM = Dialect(
     name=op.DCGM.name,
     path=op.DCGM.path,

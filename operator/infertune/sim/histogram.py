@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -28,17 +29,77 @@ def _upper(index: int) -> float:
     return MIN if index == _UNDER else MIN * RATIO ** (index + 1)
 
 
-class LogHistogram:
-    """Counts (possibly weighted) of non-negative values in 1%-wide log bins, with an exact sum and count."""
+class Buckets:
+    """Exact counts at an exporter's fixed upper bounds, as a Prometheus histogram keeps them: a value goes
+    into the first bucket whose bound is at or above it (`le`), 0.05 into le="0.05", 0.0501 into the next."""
 
-    __slots__ = ("bins", "count", "sum")
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)  # ascending, finite
+        self.counts = [0.0] * (len(self.bounds) + 1)  # per bucket, not cumulative; the last is above every bound
+        self.count = 0.0
+        self.sum = 0.0
+
+    def observe(self, value: float, weight: float = 1.0) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += weight
+        self.count += weight
+        self.sum += value * weight
+
+    def observe_series(self, first: float, step: float, n: int, weight: float = 1.0) -> None:
+        """Observe first + step x j for j = 0..n-1, each `weight` times, in O(log bounds + bounds spanned).
+
+        200 decode steps from 24.0 ms growing by 0.01 ms each (to 25.99 ms) against bounds 25 and 50 ms:
+        steps 0..100 (24.0..25.0 ms) go to le="0.025" and the other 99 to le="0.05".
+        """
+        if n <= 0:
+            return
+        self.count += n * weight
+        self.sum += (n * first + step * n * (n - 1) / 2.0) * weight
+        last = first + step * (n - 1)
+        if step < 0:  # values fall: count the mirrored series from the other end
+            first, last, step = last, first, -step
+        bounds, counts = self.bounds, self.counts
+        i0, i1 = bisect.bisect_left(bounds, first), bisect.bisect_left(bounds, last)
+        done = 0
+        for i in range(i0, i1):
+            # Values at or below this bound: j <= (bound - first) / step, corrected for rounding either way.
+            upto = min(n, max(done, math.floor((bounds[i] - first) / step) + 1))
+            while upto < n and first + step * upto <= bounds[i]:
+                upto += 1
+            while upto > done and first + step * (upto - 1) > bounds[i]:
+                upto -= 1
+            counts[i] += (upto - done) * weight
+            done = upto
+        counts[i1] += (n - done) * weight
+
+    def snapshot(self) -> tuple[tuple[float, ...], float]:
+        """(cumulative count at each bound and at +Inf, sum): what one scrape of the histogram reads."""
+        out, running = [], 0.0
+        for c in self.counts:
+            running += c
+            out.append(running)
+        return tuple(out), self.sum
+
+
+class LogHistogram:
+    """Counts (possibly weighted) of non-negative values in 1%-wide log bins, with an exact sum and count.
+
+    `exact`, when set, receives every observation too: the exporter's own buckets, kept without the fine bins'
+    1% rounding (the twin's Prometheus path reads those).
+    """
+
+    __slots__ = ("bins", "count", "exact", "sum")
 
     def __init__(self) -> None:
         self.bins: dict[int, float] = {}
         self.count = 0.0
         self.sum = 0.0
+        self.exact: Buckets | None = None
 
     def observe(self, value: float, weight: float = 1.0) -> None:
+        if self.exact is not None:
+            self.exact.observe(value, weight)
         i = _index(value)
         bins = self.bins
         bins[i] = bins.get(i, 0.0) + weight
@@ -52,6 +113,8 @@ class LogHistogram:
         """
         if n <= 0:
             return
+        if self.exact is not None:
+            self.exact.observe_series(first, step, n, weight)
         last = first + step * (n - 1)
         self.count += n * weight
         # Sum of the series: n x first + step x n(n-1)/2.

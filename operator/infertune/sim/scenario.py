@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Annotated, Any, Literal
 
@@ -168,16 +169,57 @@ class Arrival(models.Base):
                                     max(rate, end), f"ramp({rate:g}->{end:g}/s)")
 
 
+class Part(models.Base):
+    """One request shape of a mix."""
+
+    weight: float = pydantic.Field(gt=0, le=1_000_000, description="Relative share of the requests.")
+    input: Length
+    output: Length
+
+
 class Synthetic(models.Base):
     arrival: Arrival
     input: Length = pydantic.Field(default_factory=lambda: Length(mean=1000, cv=1.0))
     output: Length = pydantic.Field(default_factory=lambda: Length(mean=200, cv=1.0))
+    mix: list[Part] | None = pydantic.Field(
+        default=None, min_length=1, max_length=16,
+        description="Several request shapes, each request drawing one by weight (instead of input and output).",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _lengths_or_mix(self) -> Synthetic:
+        if self.mix is not None:
+            for field in ("input", "output"):
+                if field in self.model_fields_set:
+                    raise _at(field, "set either input and output, or mix, not both")
+        return self
+
+    def lengths(self) -> dict[str, Any]:
+        """The keyword arguments of `workload.synthetic` that draw each request's token counts."""
+        if self.mix is None:
+            return {"isl": self.input.sampler(), "osl": self.output.sampler()}
+        return {"mix": workload.Mix(tuple((p.weight, p.input.sampler(), p.output.sampler()) for p in self.mix))}
+
+
+TraceFormat = Literal["azure", "mooncake"]
 
 
 class Workload(models.Base):
     trace: str | None = pydantic.Field(
         default=None, min_length=1, max_length=4096,
-        description="Azure-format CSV, relative to the scenario file's folder.",
+        description="A trace file, relative to the scenario file's folder: an Azure-format CSV, or Mooncake JSON "
+        "lines (.jsonl).",
+    )
+    trace_format: TraceFormat | None = pydantic.Field(
+        default=None, description="azure or mooncake; by default mooncake for a .jsonl file, else azure."
+    )
+    trace_start: Offset | None = pydantic.Field(
+        default=None, description="Replay the trace from this offset into it (default 0s)."
+    )
+    prefix_retention: models.Duration | None = pydantic.Field(
+        default=None,
+        description="mooncake: how long the prefix cache keeps a block after its last use; the scenario's "
+        "prefixHitRate is then measured from the trace's hash_ids.",
     )
     rate_scale: float = pydantic.Field(default=1.0, gt=0, le=10_000, description="Multiply the request rate.")
     rate_scale_method: Literal["superpose", "compress"] = "superpose"
@@ -187,7 +229,19 @@ class Workload(models.Base):
     def _one_source(self) -> Workload:
         if (self.trace is None) == (self.synthetic is None):
             raise ValueError("set exactly one of trace and synthetic")
+        if self.trace is None:
+            for field in ("trace_format", "trace_start", "prefix_retention"):
+                if getattr(self, field) is not None:
+                    raise _at(_camel(field), "only with a trace")
+        elif self.prefix_retention is not None and self.format() != "mooncake":
+            raise _at("prefixRetention", "needs a mooncake trace (its hash_ids); this trace is azure")
         return self
+
+    def format(self) -> TraceFormat:
+        """The trace's format: as set, else by the file's suffix."""
+        if self.trace_format is not None:
+            return self.trace_format
+        return "mooncake" if (self.trace or "").endswith(".jsonl") else "azure"
 
 
 class Peers(models.Base):
@@ -252,6 +306,8 @@ class Scenario(models.Base):
             raise _at("initial.kvCacheDtype", f"{kv.value} contradicts tuning.kvCacheDtype {policy.value}")
         if self.window < self.interval:
             raise _at("window", f"must be at least the interval ({models.format_duration(self.interval)})")
+        if self.workload.prefix_retention is not None and "prefix_hit_rate" in self.model_fields_set:
+            raise _at("prefixHitRate", "measured from the trace when workload.prefixRetention is set; set one of them")
         spec = to_spec(self)
         for problem in validation.check(spec):
             raise _at(_SPEC_PATHS.get(problem.path, problem.path), problem.message)
@@ -322,16 +378,44 @@ def arrivals(s: Scenario) -> list[workload.Arrival]:
     if w.synthetic is not None:
         syn = w.synthetic
         profile = syn.arrival.profile(duration=s.duration, scale=w.rate_scale)
-        return workload.synthetic(profile, duration=s.duration, isl=syn.input.sampler(), osl=syn.output.sampler(),
-                                  seed=s.seed)
+        return workload.synthetic(profile, duration=s.duration, seed=s.seed, **syn.lengths())
     assert w.trace is not None
     try:
-        trace = workload.load_trace(w.trace)
+        trace = list(_mooncake(w.trace).arrivals) if w.format() == "mooncake" else workload.load_trace(w.trace)
         if w.rate_scale != 1.0:
             trace = workload.scale_rate(trace, w.rate_scale, method=w.rate_scale_method, seed=s.seed)
     except workload.WorkloadError as e:
         raise ScenarioError(f"workload.trace: {e}") from None
-    return workload.window(trace, duration=s.duration)
+    start = w.trace_start or 0.0
+    out = workload.window(trace, start=start, duration=s.duration)
+    if not out:
+        raise ScenarioError(f"workload.traceStart: no request of the trace arrives within "
+                            f"{models.format_duration(start)} + {models.format_duration(s.duration)}")
+    return out
+
+
+def _mooncake(path: str) -> workload.BlockTrace:
+    p = pathlib.Path(path)
+    try:
+        stamp = p.stat().st_mtime_ns
+    except OSError as e:
+        raise workload.WorkloadError(f"{p.name}: cannot read the trace: {e.strerror or e}") from None
+    return _mooncake_cached(str(p), stamp)
+
+
+# parse() measures the hit rate and arrivals() replays the same file: read it once (3 MB of JSON lines, 0.3 s).
+@functools.lru_cache(maxsize=4)
+def _mooncake_cached(path: str, stamp: int) -> workload.BlockTrace:
+    return workload.load_mooncake(path)
+
+
+def measured_prefix_hit_rate(s: Scenario) -> float:
+    """The prefix-cache hit rate of the scenario's stretch of its mooncake trace at workload.prefixRetention."""
+    w = s.workload
+    assert w.trace is not None and w.prefix_retention is not None
+    trace = _mooncake(w.trace)
+    return workload.prefix_hit_rate(trace, retention=w.prefix_retention, start=w.trace_start or 0.0,
+                                    duration=s.duration)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -402,6 +486,13 @@ def parse(raw: Any, *, base: pathlib.Path | None = None) -> Scenario:
         if not path.is_file():
             raise ScenarioError(f"workload.trace: no such file {trace!r} (relative to {base or '.'})")
         s = s.model_copy(update={"workload": s.workload.model_copy(update={"trace": str(path)})})
+        if s.workload.prefix_retention is not None:
+            try:
+                hit = measured_prefix_hit_rate(s)
+            except workload.WorkloadError as e:
+                raise ScenarioError(f"workload.trace: {e}") from None
+            # Four digits: the twin rounds cached tokens to whole 16-token blocks anyway.
+            s = s.model_copy(update={"prefix_hit_rate": round(hit, 4)})
     return s
 
 

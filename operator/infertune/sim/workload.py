@@ -1,10 +1,11 @@
-"""Twin: request arrivals — Azure-format trace replay with rate scaling, and seeded synthetic load shapes."""
+"""Twin: request arrivals — Azure and Mooncake trace replay with rate scaling, and seeded synthetic load shapes."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import datetime
+import json
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -86,6 +87,114 @@ def load_trace(path: str | Path) -> list[Arrival]:
     if not out:
         raise WorkloadError(f"{name}: the trace has a header but no requests")
     return out
+
+
+# Mooncake traces (kvcache-ai/Mooncake, FAST '25) hash each prompt in blocks of 512 tokens: the `hash_ids` of a
+# 1,100-token prompt are 3 ids (512 + 512 + 76 tokens), and an id equal to one in an earlier request is the
+# same content there (a shared prefix: the earlier turns of a conversation, a shared system prompt).
+MOONCAKE_BLOCK = 512
+MOONCAKE_KEYS = ("timestamp", "input_length", "output_length", "hash_ids")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlockTrace:
+    """A trace whose prompts come as block hashes: the arrivals, and each one's `hash_ids` (same order)."""
+
+    arrivals: tuple[Arrival, ...]
+    hash_ids: tuple[tuple[int, ...], ...]
+    block: int = MOONCAKE_BLOCK
+
+
+def _json_count(name: str, line_no: int, key: str, value: object, *, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkloadError(f"{name} line {line_no}: {key} must be a whole number, got {value!r}")
+    if value < low:
+        raise WorkloadError(f"{name} line {line_no}: {key} must be at least {low}, got {value}")
+    return value
+
+
+def load_mooncake(path: str | Path) -> BlockTrace:
+    """Read a Mooncake trace: one JSON object a line with `timestamp` (ms), `input_length`, `output_length` and
+    `hash_ids` (one id per 512-token block of the prompt), times from its first line.
+
+    Lines must be in time order; other keys are ignored. A request with 0 output tokens still produces one
+    (engines always sample at least one token).
+    """
+    p = Path(path)
+    name = p.name
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise WorkloadError(f"{name}: cannot read the trace: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise WorkloadError(f"{name}: not a text file (invalid UTF-8)") from None
+    arrivals: list[Arrival] = []
+    hashes: list[tuple[int, ...]] = []
+    start: int | None = None
+    last = -1
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise WorkloadError(f"{name} line {line_no}: not valid JSON: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise WorkloadError(f"{name} line {line_no}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in MOONCAKE_KEYS if k not in row]
+        if missing:
+            raise WorkloadError(f"{name} line {line_no}: missing key(s) {', '.join(missing)}")
+        ms = _json_count(name, line_no, "timestamp", row["timestamp"], low=0)
+        prompt = _json_count(name, line_no, "input_length", row["input_length"], low=1)
+        output = _json_count(name, line_no, "output_length", row["output_length"], low=0)
+        ids = row["hash_ids"]
+        if not isinstance(ids, list) or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+            raise WorkloadError(f"{name} line {line_no}: hash_ids must be a list of whole numbers >= 0")
+        blocks = -(-prompt // MOONCAKE_BLOCK)
+        if len(ids) != blocks:
+            raise WorkloadError(f"{name} line {line_no}: hash_ids has {len(ids)} ids; input_length {prompt} "
+                                f"needs {blocks} (one per {MOONCAKE_BLOCK} tokens)")
+        if ms < last:
+            raise WorkloadError(f"{name} line {line_no}: timestamp {ms} is earlier than the line before")
+        last = ms
+        if start is None:
+            start = ms
+        arrivals.append(Arrival((ms - start) / 1000.0, prompt, max(output, 1)))
+        hashes.append(tuple(ids))
+    if not arrivals:
+        raise WorkloadError(f"{name}: the trace has no requests")
+    return BlockTrace(tuple(arrivals), tuple(hashes))
+
+
+def prefix_hit_rate(trace: BlockTrace, *, retention: float, start: float = 0.0, duration: float | None = None
+                    ) -> float:
+    """Share of the prompt tokens of the requests in [start, start + duration) that a prefix cache serves when
+    it keeps a block for `retention` seconds after its last use.
+
+    A prompt hits on its leading blocks only (a prefix cache matches from the first token), the last token is
+    always computed, and requests before `start` warm the cache. Prompts of 1,100 tokens (3 blocks) whose first
+    2 blocks were used 30 s ago hit 1,024 tokens at a retention of 60 s, none at 20 s.
+    """
+    if not retention >= 0 or math.isinf(retention):
+        raise WorkloadError(f"retention must be zero or more seconds, got {retention}")
+    end = math.inf if duration is None else start + duration
+    used: dict[int, float] = {}
+    hits = total = 0
+    for a, ids in zip(trace.arrivals, trace.hash_ids, strict=True):
+        if a.time >= end:
+            break
+        if a.time >= start:
+            k = 0
+            for i in ids:
+                seen = used.get(i)
+                if seen is None or a.time - seen > retention:
+                    break
+                k += 1
+            hits += min(k * trace.block, a.prompt_tokens - 1)
+            total += a.prompt_tokens
+        for i in ids:
+            used[i] = a.time
+    return hits / total if total else 0.0
 
 
 def _count(name: str, line_no: int, column: str, text: str) -> int:
@@ -179,6 +288,8 @@ class LogNormal:
     cv: float
     low: int = 1
     high: int | None = None
+    _mu: float = dataclasses.field(init=False, repr=False, compare=False, default=0.0)
+    _sigma: float = dataclasses.field(init=False, repr=False, compare=False, default=0.0)
 
     def __post_init__(self) -> None:
         if not self.mean >= 1:
@@ -187,18 +298,42 @@ class LogNormal:
             raise WorkloadError(f"lognormal cv must not be negative, got {self.cv}")
         if self.low < 1 or (self.high is not None and self.high < self.low):
             raise WorkloadError(f"lognormal bounds must satisfy 1 <= low <= high, got {self.low}..{self.high}")
+        # Once, not per draw: a 30-minute scenario draws a million lengths.
+        s2 = math.log(1.0 + self.cv * self.cv)
+        object.__setattr__(self, "_mu", math.log(self.mean) - s2 / 2.0)
+        object.__setattr__(self, "_sigma", math.sqrt(s2))
 
     def sample(self, rng: random.Random) -> int:
-        if self.cv == 0:
-            value = round(self.mean)
-        else:
-            s2 = math.log(1.0 + self.cv * self.cv)
-            value = round(rng.lognormvariate(math.log(self.mean) - s2 / 2.0, math.sqrt(s2)))
+        value = round(self.mean) if self.cv == 0 else round(rng.lognormvariate(self._mu, self._sigma))
         value = max(self.low, value)
         return value if self.high is None else min(self.high, value)
 
 
 Length = Fixed | LogNormal
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Mix:
+    """Several request shapes in one stream: each request draws a part by weight, then its prompt and output
+    lengths from that part (weights 3 and 1: three requests in four take the first shape)."""
+
+    parts: tuple[tuple[float, Length, Length], ...]  # (weight, prompt length, output length)
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise WorkloadError("a mix needs at least one part")
+        for weight, _, _ in self.parts:
+            if not weight > 0 or math.isinf(weight):
+                raise WorkloadError(f"mix weights must be positive numbers, got {weight}")
+
+    def sample(self, rng: random.Random) -> tuple[int, int]:
+        x = rng.random() * sum(w for w, _, _ in self.parts)
+        for weight, isl, osl in self.parts:
+            x -= weight
+            if x < 0:
+                return isl.sample(rng), osl.sample(rng)
+        _, isl, osl = self.parts[-1]  # x == total after rounding
+        return isl.sample(rng), osl.sample(rng)
 
 
 # ---------------------------------------------------------------------------------------------- rates
@@ -280,13 +415,18 @@ def synthetic(
     profile: RateProfile,
     *,
     duration: float,
-    isl: Length,
-    osl: Length,
+    isl: Length | None = None,
+    osl: Length | None = None,
+    mix: Mix | None = None,
     seed: int = 0,
 ) -> list[Arrival]:
-    """Non-homogeneous Poisson arrivals by thinning (Lewis-Shedler), seeded and deterministic."""
+    """Non-homogeneous Poisson arrivals by thinning (Lewis-Shedler), seeded and deterministic; lengths from
+    `isl` and `osl`, or from `mix`."""
     if not duration > 0 or math.isinf(duration):
         raise WorkloadError(f"duration must be positive seconds, got {duration}")
+    lengths = isl is not None and osl is not None
+    if (mix is None and not lengths) or (mix is not None and (isl is not None or osl is not None)):
+        raise WorkloadError("give either isl and osl, or mix")
     rng = random.Random(seed)
     out: list[Arrival] = []
     t = 0.0
@@ -299,7 +439,11 @@ def synthetic(
         if r < 0:
             raise WorkloadError(f"{profile.name} gives a negative rate {r} at t={t:.1f}s")
         if rng.random() * peak <= r:
-            out.append(Arrival(t, isl.sample(rng), osl.sample(rng)))
+            if mix is not None:
+                out.append(Arrival(t, *mix.sample(rng)))
+            else:
+                assert isl is not None and osl is not None
+                out.append(Arrival(t, isl.sample(rng), osl.sample(rng)))
 
 
 def poisson(rate: float, *, duration: float, isl: Length, osl: Length, seed: int = 0) -> list[Arrival]:
