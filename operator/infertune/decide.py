@@ -799,7 +799,8 @@ def _itl_missed(spec: models.InferenceDeploymentSpec, pods: list[observation.Pod
     pod of four reporting 0.5 s (a liar, or one sick GPU that restarting every engine would not cure) put the mean
     at 130 ms and got the honest knee rolled back and rejected for good. Weighted by requests, as the SLO counts
     them: pods started a minute ago serve few requests fast and must not outvote the loaded ones (counting pods
-    instead, the trace-300s bench ran 2 more restarts and 13% more GPU-hours). Each pod's rate is itself bounded
+    instead, the trace-300s bench, on the twin before it read metrics through
+    prometheus.parse, ran 2 more restarts and 13% more GPU-hours). Each pod's rate is itself bounded
     by its hardware and its token counters (plausibility.screen).
     """
     limit = spec.slo.itl * (1 + REGRESSION_TOLERANCE)
