@@ -24,7 +24,8 @@ STATE = Path(os.environ.get("INFERTUNE_E2E_DIR", REPO / ".e2e"))
 # The twin's live mode writes one JSON file per model-server pod here (file_sd), labelled with
 # `namespace` and `pod`.
 DEFAULT_WORKDIR = STATE / "prometheus"
-MODEL_SERVER_JOB = "model-servers"
+# The shipped scrape job's name (manifests/monitoring): the operator reads engine series from it only.
+MODEL_SERVER_JOB = "infertune-model-servers"
 OPERATOR_JOB = "infertune-operator"
 
 

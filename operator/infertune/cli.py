@@ -214,6 +214,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         prometheus_token_file=args.prometheus_token_file,
         prometheus_ca_file=args.prometheus_ca_file,
         metrics_window=args.metrics_window,
+        engine_job=args.engine_job,
+        dcgm_job=args.dcgm_job,
         namespaces=tuple(args.namespace or ()),
         interval=args.interval,
         dry_run=args.dry_run,
@@ -256,6 +258,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _job(text: str) -> str:
+    """A scrape job name as it goes into PromQL's job="..." (no quotes, braces or spaces to break out of it)."""
+    if not models.JOB_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"a job name is letters, digits and _.:/- only, got {text!r}")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infertune", description=__doc__.split(":", 1)[1].strip() if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -266,6 +275,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-ca-file", help="CA bundle for Prometheus over TLS")
     run.add_argument("--metrics-window", type=_positive_float, default=60.0,
                      help="seconds of history behind rates and quantiles (default 60)")
+    run.add_argument("--engine-job", type=_job, default=models.ENGINE_JOB,
+                     help="the scrape job whose engine series are read; no other job may speak for an engine pod "
+                          f"(default {models.ENGINE_JOB}, the shipped PodMonitor's and scrape config's)")
+    run.add_argument("--dcgm-job", type=_job, default=models.DCGM_JOB,
+                     help="the scrape job whose DCGM series are read (default "
+                          f"{models.DCGM_JOB}, scraping only the GPU Operator's namespace)")
     run.add_argument("--namespace", "-n", action="append",
                      help="namespace to watch (repeatable); all when absent. Plain names need only a Role in each "
                      "(manifests/); globs (team-*) or all namespaces need the ClusterRole (manifests/clusterwide)")

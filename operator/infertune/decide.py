@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import math
 
-from infertune import catalog, conditions, knee, models, observation, render, resolution, rollout, scaling
+from infertune import catalog, conditions, knee, models, observation, plausibility, render, resolution, rollout, scaling
 from infertune.runtimes import metrics as dialects
 from infertune.runtimes import registry
 
@@ -38,6 +38,11 @@ STANDBY_SETTLE = 60.0
 DRAIN_SECONDS = 60.0
 # Prometheus scrapes every 15 s (manifests/monitoring): the shortest span a young pod's reading can cover.
 SCRAPE_SECONDS = 15.0
+# Garbage in the picture (a NaN queue, a running count beyond the batch) holds a scale-down, since the dropped
+# value could have been the load, but not forever: one NaN series held 40 replicas for a whole run. After
+# 10 minutes, the time after which InferTuneMetricsMissing pages for a missing picture, a Warning event
+# (GarbageMetrics) and the alert of the same name say so, and decisions go on from the clean part of it.
+GARBAGE_HOLD_SECONDS = 600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,10 +112,18 @@ def _metrics_health(obs: observation.Observation, now: float) -> _Metrics:
     if missing:
         return _Metrics(False, "PartialMetrics",
                         f"no series for serving pod(s) {', '.join(sorted(missing)[:5])}; decisions frozen", m.pods)
-    # Garbage the adapter dropped (NaN, negative, absurd) is named here, so whoever is paged sees why a pod's
-    # KV usage or load is missing from the picture.
-    ignored = f"; ignored: {'; '.join(m.ignored[:5])}" if m.ignored else ""
-    return _Metrics(True, "MetricsFound", f"{len(m.pods)} pod(s) reporting{ignored}", m.pods)
+    return _Metrics(True, "MetricsFound", _reporting(len(m.pods), m.ignored), m.pods)
+
+
+def _reporting(pods: int, ignored: tuple[str, ...] | list[str], outvoted: tuple[str, ...] = ()) -> str:
+    """Garbage dropped (NaN, negative, absurd, beyond a pod's limits) and claims outvoted, named, so whoever is
+    paged sees why a pod's KV usage or load is missing from the picture."""
+    text = f"{pods} pod(s) reporting"
+    if ignored:
+        text += f"; ignored: {'; '.join(ignored[:5])}"
+    if outvoted:
+        text += f"; outvoted: {'; '.join(outvoted[:3])}"
+    return text
 
 
 def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
@@ -179,7 +192,13 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     health = _metrics_health(obs, t)
     live = [p for p in obs.pods if not p.deleting]
     serving_pods = [p for p in live if p.ready and p.serving]
-    pm = health.pods
+    # Each pod's claims held to what its knobs and GPUs can do, and queue claims to what most pods agree on.
+    screened = plausibility.screen(spec, obs.pods, obs.revisions, health.pods,
+                                   window=obs.metrics.window if obs.metrics is not None else 60.0)
+    pm = screened.pods
+    garbage = [*(obs.metrics.ignored if obs.metrics is not None else ()), *screened.garbage]
+    if health.ok:
+        health = dataclasses.replace(health, pods=pm, message=_reporting(len(pm), garbage, screened.outvoted))
     # A pod younger than the metrics window reports rates over a partly empty window (a 5 s old pod shows a
     # tenth of its real rate over 60 s): its numbers would mislead the calibration and the demand estimate.
     grace = obs.metrics.grace if obs.metrics is not None else 0.0
@@ -347,7 +366,17 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         attained = None if overloaded else _weighted([
             (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
             for m in served])
-        demand = scaling.update_demand(prev.demand, rate + backlog, now=now, attainment=attained)
+        # What the smoothed demand believes grows no faster than the fleet may (scaling.step_limit): one cycle's
+        # claim of 1e12 req/s moved it to 2e11 for many minutes (40 replicas and 10 standby kept for 40 minutes);
+        # bounded at the capacity of the pods one step allows, a claim that persists doubles it every cycle.
+        # The capacity is the smaller of now's and at the request shape measured before this cycle: claims of tiny
+        # requests (1 token in, 2 out) would otherwise raise the bound along with the demand.
+        shape = workload if remembered is None or not remembered.input_tokens or not remembered.output_tokens \
+            else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
+                               prefix_hit_rate=workload.prefix_hit_rate)
+        before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
+        believable = min(capacity, before) * scaling.step_limit(prev_desired + prev.replicas.desired_standby)
+        demand = scaling.update_demand(prev.demand, min(rate + backlog, believable), now=now, attainment=attained)
         if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in served):
             demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
@@ -432,7 +461,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
         # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.
         whole = all(x.name in pm and pm[x.name].requests_per_s is not None for x in serving_pods)
-        clean = obs.metrics is not None and not obs.metrics.ignored
+        clean = obs.metrics is not None and not garbage
         if queued <= 0 and whole and clean:
             # One pod more than the demand needs (measured now, or smoothed, whichever is higher: one quiet
             # window is not a trend): the old revision hands over to a target that carries it with room, not at
@@ -459,14 +488,38 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             wanted = None
         demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued,
                                            "standby_wanted": wanted})
-        if obs.metrics is not None and obs.metrics.ignored:
+        if garbage:
             # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
             # take it away: the dropped value could have been the load. The scale-down delay starts over, so
             # the first clean cycle after garbage that comes and goes does not remove replicas at once: demand
-            # must look low for a whole scaleDownDelay of clean metrics.
-            demand = demand.model_copy(update={"below_since": None})
-            if serving_n < prev_desired:
-                serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({obs.metrics.ignored[0]})"
+            # must look low for a whole scaleDownDelay of clean metrics. For GARBAGE_HOLD_SECONDS at most.
+            began = _ts(demand.garbage_since)
+            if began is None:
+                began = t
+                demand = demand.model_copy(update={"garbage_since": conditions.timestamp(now)})
+            if t - began < GARBAGE_HOLD_SECONDS:
+                demand = demand.model_copy(update={"below_since": None})
+                if serving_n < prev_desired:
+                    serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({garbage[0]})"
+            else:
+                message = (f"garbage in the metrics for {t - began:.0f} s no longer holds a scale-down "
+                           f"(at most {GARBAGE_HOLD_SECONDS:.0f} s): {'; '.join(garbage[:3])}")
+                health = dataclasses.replace(health, reason="GarbageMetrics", message=message[:1024])
+                if since is None or since - began < GARBAGE_HOLD_SECONDS:  # said once, when the hold ends
+                    out.events.append(observation.Event(type="Warning", reason="GarbageMetrics",
+                                                        message=message[:1024]))
+        elif demand.garbage_since is not None:
+            # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
+            # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
+            pending = _ts(demand.below_since)
+            if pending is None or t - pending >= spec.scaling.scale_down_delay:
+                demand = demand.model_copy(update={"garbage_since": None})
+        # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
+        serving_n, standby_n, limited = scaling.limit_step(
+            spec.scaling, serving=serving_n, standby=standby_n,
+            before=prev_desired + prev.replicas.desired_standby)
+        if limited:
+            scale_why = f"{scale_why}; {limited}"
     else:
         # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply), and the
         # scale-down delay starts over once the metrics are back.
@@ -740,11 +793,27 @@ def _itl_missed(spec: models.InferenceDeploymentSpec, pods: list[observation.Pod
     REGRESSION_TOLERANCE (40 ms: 44 ms), and, read from histogram buckets, with even the least value its bucket
     allows at or above the objective. vLLM's buckets at 25 and 50 ms hold a p95 that interpolates to 48.8 ms when
     every request took 25-50 ms: as well 26 ms as 49, no evidence against 40 ms; the next bucket up (from 50 ms)
-    would be."""
-    if measured is None or measured <= spec.slo.itl * (1 + REGRESSION_TOLERANCE):
+    would be.
+
+    And from pods that served most of the requests, each on its own figure, not only from the fleet's mean: one
+    pod of four reporting 0.5 s (a liar, or one sick GPU that restarting every engine would not cure) put the mean
+    at 130 ms and got the honest knee rolled back and rejected for good. Weighted by requests, as the SLO counts
+    them: pods started a minute ago serve few requests fast and must not outvote the loaded ones (counting pods
+    instead, the trace-300s bench, on the twin before it read metrics through
+    prometheus.parse, ran 2 more restarts and 13% more GPU-hours). Each pod's rate is itself bounded
+    by its hardware and its token counters (plausibility.screen).
+    """
+    limit = spec.slo.itl * (1 + REGRESSION_TOLERANCE)
+    if measured is None or measured <= limit:
         return False
     floor = _weighted([(m.itl_floor, m.requests_per_s or 1.0) for m in pods])
-    return floor is None or floor >= spec.slo.itl
+    if floor is not None and floor < spec.slo.itl:
+        return False
+    voters = [(v, m.requests_per_s or 0.0) for m in pods if (v := m.tpot_p or m.itl_p) is not None]
+    total = sum(w for _, w in voters)
+    if total <= 0:  # no request finished anywhere: one vote per pod
+        voters, total = [(v, 1.0) for v, _ in voters], float(len(voters))
+    return 2 * sum(w for v, w in voters if v > limit) > total
 
 
 def _verify_note(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, *, obs: observation.Observation,

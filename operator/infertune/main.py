@@ -80,6 +80,7 @@ async def run(config: models.OperatorConfig, *, kubeconfig: str | None = None, l
         # suite runs) timed out and froze every resource. Cycles are not held up by it: a snapshot past its
         # age is served while the next one is fetched (prometheus.Source.snapshot).
         source = prometheus.Source(query=query, window=config.metrics_window,
+                                   jobs=prometheus.Jobs(engine=config.engine_job, dcgm=config.dcgm_job),
                                    budget=max(5.0, min(10.0, config.interval * 0.8)))
     own_metrics = None
     if config.metrics_port:

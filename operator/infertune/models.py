@@ -792,6 +792,11 @@ class DemandStatus(Base):
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when a scale-down has been held for lack of measured room under the SLO."
     )
+    garbage_since: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"},
+        description="Since when garbage metrics (dropped or implausible values) have been in the picture; they hold "
+        "a scale-down for at most 10 minutes from here."
+    )
 
 
 class CostStatus(Base):
@@ -868,6 +873,15 @@ def parse_spec(raw: Any) -> InferenceDeploymentSpec:
 
 
 
+# The scrape jobs whose series the operator believes (manifests/monitoring names them): engine metrics from
+# any other job could be a tenant's forgery for another tenant's pods (docs/hardening.md).
+ENGINE_JOB = "infertune-model-servers"
+DCGM_JOB = "dcgm-exporter"
+# What a job name may hold inside PromQL's job="...": nothing that could end the string or the selector. The
+# Prometheus Operator names jobs "<kind>/<namespace>/<name>/<index>", hence the slash.
+JOB_NAME = re.compile(r"[A-Za-z0-9_.:/-]{1,253}")
+
+
 class OperatorConfig(Base):
     """How the operator process runs (from `infertune run` flags)."""
 
@@ -875,6 +889,10 @@ class OperatorConfig(Base):
     prometheus_token_file: str | None = pydantic.Field(default=None, description="File with a bearer token.")
     prometheus_ca_file: str | None = pydantic.Field(default=None, description="CA bundle for Prometheus TLS.")
     metrics_window: float = pydantic.Field(default=60.0, ge=5, le=3600, description="Rate/quantile window, s.")
+    engine_job: str = pydantic.Field(default=ENGINE_JOB, pattern=JOB_NAME.pattern,
+                                     description="Scrape job whose engine series are read.")
+    dcgm_job: str = pydantic.Field(default=DCGM_JOB, pattern=JOB_NAME.pattern,
+                                   description="Scrape job whose DCGM series are read.")
     namespaces: tuple[str, ...] = pydantic.Field(default=(), description="Namespaces to watch; empty: all.")
     interval: float = pydantic.Field(default=15.0, ge=0.5, le=3600, description="Seconds between reconcile cycles.")
     dry_run: bool = pydantic.Field(default=False, description="Decide and log, but write nothing.")

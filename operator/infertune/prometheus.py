@@ -16,7 +16,7 @@ from prometheus_api_client import exceptions as prom_exceptions
 from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
-from infertune import observation
+from infertune import models, observation
 from infertune.runtimes import metrics
 
 PodKey = tuple[str, str]  # (namespace, pod)
@@ -41,6 +41,7 @@ class RawPod:
     values: Mapping[metrics.Signal, float]  # gauges averaged, counters as rates
     dropped: tuple[str, ...] = ()  # garbage that was ignored, with the reason
     now: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # latest running/waiting
+    rejected: frozenset[metrics.Signal] = frozenset()  # histograms dropped whole as garbage (see parse)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,19 +73,40 @@ NOW_WINDOW = 30.0
 # How per-series values of one pod combine: requests add up over engine indexes; ratios average.
 _AGGREGATE = {metrics.Signal.RUNNING: "sum", metrics.Signal.WAITING: "sum"}
 BY = "namespace, pod"
+# Only the scrape job that reads the operator's own engine pods (manifests/monitoring: PodMonitor and
+# scrape-config.yaml both name it) may speak for them: any other job that honours labels (a DCGM exporter in a
+# tenant's namespace, an app's own exporter) could otherwise write `vllm:*` series with another tenant's
+# `namespace` and `pod`. DCGM's signal comes from the DCGM job only, which scrapes the GPU Operator's namespace.
+ENGINE_JOB = models.ENGINE_JOB
+DCGM_JOB = models.DCGM_JOB
 
 
-def _names(signal: metrics.Signal, dialects: Iterable[metrics.Dialect]) -> list[tuple[str, metrics.Kind]]:
-    """Every metric name that carries this signal, newest name of each dialect first, without repeats."""
-    out: list[tuple[str, metrics.Kind]] = []
+@dataclasses.dataclass(frozen=True, slots=True)
+class Jobs:
+    """The scrape jobs whose series the operator believes: engines' and DCGM's (None: any job, for tests only)."""
+
+    engine: str | None = ENGINE_JOB
+    dcgm: str | None = DCGM_JOB
+
+    def of(self, dialect: metrics.Dialect) -> str | None:
+        return self.dcgm if dialect is metrics.DCGM else self.engine
+
+
+def _names(signal: metrics.Signal, dialects: Iterable[metrics.Dialect], jobs: Jobs = Jobs()
+           ) -> list[tuple[str, metrics.Kind, str]]:
+    """Every metric name that carries this signal, newest name of each dialect first, without repeats, with the
+    job matcher its dialect's series must carry (`, job="..."`, or nothing)."""
+    out: list[tuple[str, metrics.Kind, str]] = []
     for d in dialects:
         source = d.sources.get(signal)
         if source is None:
             continue
         kind = source.kind or metrics.KINDS[signal]
+        job = jobs.of(d)
+        matcher = f', job="{job}"' if job else ""
         for name in source.names:
-            if (name, kind) not in out:
-                out.append((name, kind))
+            if (name, kind, matcher) not in out:
+                out.append((name, kind, matcher))
     return out
 
 
@@ -92,7 +114,8 @@ def _window(seconds: float) -> str:
     return f"{max(1, round(seconds))}s"
 
 
-def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float,
+                    jobs: Jobs = Jobs()) -> str | None:
     """Bucket rates by pod and `le` for every dialect at once; `or` keeps the first name a pod has.
 
     A pod that observed nothing in the window (idle, or a standby pod by design) sends only its +Inf bucket, at
@@ -101,58 +124,61 @@ def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect],
     """
     w = _window(window)
     parts = []
-    for n, k in _names(signal, dialects):
+    for n, k, job in _names(signal, dialects, jobs):
         if k is not metrics.Kind.HISTOGRAM:
             continue
-        every = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\"}}[{w}]))"
-        total = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\", le=\"+Inf\"}}[{w}]))"
+        every = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\"{job}}}[{w}]))"
+        total = f"sum by ({BY}, le) (rate({{__name__=\"{n}_bucket\", le=\"+Inf\"{job}}}[{w}]))"
         parts.append(f"({every} and on ({BY}) ({total} > 0)) or {total}")
     return " or ".join(parts) or None
 
 
-def sum_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+def sum_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float,
+              jobs: Jobs = Jobs()) -> str | None:
     w = _window(window)
-    parts = [f"sum by ({BY}) (rate({{__name__=\"{n}_sum\"}}[{w}]))"
-             for n, k in _names(signal, dialects) if k is metrics.Kind.HISTOGRAM]
+    parts = [f"sum by ({BY}) (rate({{__name__=\"{n}_sum\"{job}}}[{w}]))"
+             for n, k, job in _names(signal, dialects, jobs) if k is metrics.Kind.HISTOGRAM]
     return " or ".join(parts) or None
 
 
-def scalar_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float) -> str | None:
+def scalar_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float,
+                 jobs: Jobs = Jobs()) -> str | None:
     w = _window(window)
     parts = []
-    for name, kind in _names(signal, dialects):
-        sel = f'{{__name__="{name}"}}'
+    for name, kind, job in _names(signal, dialects, jobs):
+        sel = f'{{__name__="{name}"{job}}}'
         if kind is metrics.Kind.GAUGE:
             agg = _AGGREGATE.get(signal, "avg")
             parts.append(f"{agg} by ({BY}) (avg_over_time({sel}[{w}]))")
         elif kind is metrics.Kind.COUNTER:
             parts.append(f"sum by ({BY}) (rate({sel}[{w}]))")
         elif kind is metrics.Kind.HISTOGRAM_SUM:
-            parts.append(f'sum by ({BY}) (rate({{__name__="{name}_sum"}}[{w}]))')
+            parts.append(f'sum by ({BY}) (rate({{__name__="{name}_sum"{job}}}[{w}]))')
     return " or ".join(parts) or None
 
 
-def now_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect]) -> str | None:
+def now_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], jobs: Jobs = Jobs()) -> str | None:
     w = _window(NOW_WINDOW)
-    parts = [f'sum by ({BY}) (last_over_time({{__name__="{n}"}}[{w}]))'
-             for n, k in _names(signal, dialects) if k is metrics.Kind.GAUGE]
+    parts = [f'sum by ({BY}) (last_over_time({{__name__="{n}"{job}}}[{w}]))'
+             for n, k, job in _names(signal, dialects, jobs) if k is metrics.Kind.GAUGE]
     return " or ".join(parts) or None
 
 
-def queries(dialects: Sequence[metrics.Dialect], window: float) -> dict[tuple[str, metrics.Signal], str]:
+def queries(dialects: Sequence[metrics.Dialect], window: float, *, jobs: Jobs = Jobs()
+            ) -> dict[tuple[str, metrics.Signal], str]:
     """The cycle's queries, keyed by (part, signal); their number does not depend on how many pods exist."""
     out: dict[tuple[str, metrics.Signal], str] = {}
     for s in HISTOGRAM_SIGNALS:
-        if (q := histogram_query(s, dialects, window)) is not None:
+        if (q := histogram_query(s, dialects, window, jobs)) is not None:
             out["buckets", s] = q
     for s in MEAN_SIGNALS:
-        if (q := sum_query(s, dialects, window)) is not None:
+        if (q := sum_query(s, dialects, window, jobs)) is not None:
             out["sum", s] = q
     for s in SCALAR_SIGNALS:
-        if (q := scalar_query(s, dialects, window)) is not None:
+        if (q := scalar_query(s, dialects, window, jobs)) is not None:
             out["value", s] = q
     for s in NOW_SIGNALS:
-        if (q := now_query(s, dialects)) is not None:
+        if (q := now_query(s, dialects, jobs)) is not None:
             out["now", s] = q
     return out
 
@@ -161,13 +187,26 @@ def queries(dialects: Sequence[metrics.Dialect], window: float) -> dict[tuple[st
 # Result parsing (pure)
 # ---------------------------------------------------------------------------------------------
 
-# Beyond these a value is garbage, not load: 100,000 requests in one pod's batch, 10 M tokens/s.
+# Beyond these a value is garbage, not load: 100,000 requests in one pod's batch, 10 M tokens/s. The policy's
+# own bounds (a pod runs at most its max batch; serves at most its batch per hardware step) are tighter and live
+# in the core (plausibility.py); these only keep absurd numbers out of everything downstream.
 _LIMITS = {
     metrics.Signal.RUNNING: 1e5, metrics.Signal.WAITING: 1e7, metrics.Signal.KV_USAGE: 1.0,
     metrics.Signal.PREFIX_HIT_RATE: 1.0, metrics.Signal.DRAM_ACTIVE: 1.0, metrics.Signal.PROMPT_TOKENS: 1e7,
     metrics.Signal.GENERATION_TOKENS: 1e7, metrics.Signal.PREEMPTIONS: 1e5,
     metrics.Signal.PREFIX_QUERIES: 1e8, metrics.Signal.PREFIX_HITS: 1e8,
 }
+# A latency histogram observes at most once per generated token (ITL) and a request yields at least one token,
+# so no bucket's rate can exceed the token ceiling above: 10 M observations/s.
+OBSERVATIONS_LIMIT = _LIMITS[metrics.Signal.GENERATION_TOKENS]
+# Buckets one pod may send per histogram. OpenTelemetry's default for its exponential histograms (MaxSize,
+# the SDK specification's Base2 Exponential Bucket Histogram Aggregation) is 160; the engines' classic
+# histograms have far fewer (vLLM's TTFT 22 + Inf). A pod sending 200,000 distinct `le` values would otherwise
+# cost the operator ~550 MiB and 10 s of CPU per snapshot against its 512 MiB limit, for every tenant.
+MAX_BUCKETS = 160
+# The most series one pod can honestly answer in a snapshot: every histogram at the bucket cap, plus one series
+# per mean, scalar and in-flight signal (the queries sum by pod, so no more than one each).
+MAX_SERIES = MAX_BUCKETS * len(HISTOGRAM_SIGNALS) + len(MEAN_SIGNALS) + len(SCALAR_SIGNALS) + len(NOW_SIGNALS)
 
 
 def _float(raw: Any) -> float | None:
@@ -180,51 +219,93 @@ def _float(raw: Any) -> float | None:
 
 def _sample(series: dict[str, Any]) -> tuple[PodKey | None, float | None, dict[str, str]]:
     labels = series.get("metric") or {}
+    if not isinstance(labels, dict):
+        return None, None, {}
     ns, pod = labels.get("namespace"), labels.get("pod")
     value = series.get("value")
     raw = value[1] if isinstance(value, (list, tuple)) and len(value) == 2 else None
-    return ((ns, pod) if ns and pod else None), _float(raw), labels
+    return ((ns, pod) if isinstance(ns, str) and isinstance(pod, str) and ns and pod else None), _float(raw), labels
 
 
-def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]]) -> dict[PodKey, RawPod]:
-    """Per-pod signals from the query results; NaN, ±Inf, negative and absurd values are dropped with a reason."""
+def _le(text: Any) -> float | None:
+    """A bucket's upper bound: +Inf, or a finite number >= 0 (latencies are never negative); None otherwise."""
+    if text in ("+Inf", "Inf"):
+        return math.inf
+    le = _float(text)
+    return le if le is not None and le >= 0 else None
+
+
+def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
+          max_buckets: int = MAX_BUCKETS) -> dict[PodKey, RawPod]:
+    """Per-pod signals from the query results; NaN, ±Inf, negative and absurd values are dropped with a reason.
+
+    A histogram with any bad bucket (a negative or non-numeric `le`, an absurd rate, more than `max_buckets`
+    buckets) is dropped whole for that pod: its other buckets no longer describe a distribution (a bucket at
+    `le` -1e308 holding every request made the p95 -inf, "SLO met"). Past the cap nothing more of that pod's
+    histogram is kept, so one pod's series cost at most MAX_SERIES entries here whatever it sends.
+    """
     buckets: dict[PodKey, dict[metrics.Signal, list[tuple[float, float]]]] = {}
+    bad: dict[PodKey, set[metrics.Signal]] = {}
     sums: dict[PodKey, dict[metrics.Signal, float]] = {}
     values: dict[PodKey, dict[metrics.Signal, float]] = {}
     latest: dict[PodKey, dict[metrics.Signal, float]] = {}
     dropped: dict[PodKey, list[str]] = {}
+
+    def drop(key: PodKey, reason: str) -> None:
+        dropped.setdefault(key, []).append(reason)
+
     for (part, signal), vector in results.items():
         for series in vector:
-            key, value, labels = _sample(series)
+            key, value, labels = _sample(series) if isinstance(series, dict) else (None, None, {})
             if key is None:
                 continue  # a series without pod identity cannot be attributed to anything
+            if part == "buckets":
+                if signal in bad.get(key, ()):
+                    continue  # already dropped whole: nothing more of it is kept
+                kept = buckets.setdefault(key, {}).setdefault(signal, [])
+                le = _le(labels.get("le"))
+                reason = None
+                if len(kept) >= max_buckets:
+                    reason = f"{signal.value}: more than {max_buckets} buckets"
+                elif le is None:
+                    reason = f"{signal.value}: bucket bound le={str(labels.get('le'))[:32]!r} is not a number >= 0"
+                elif value is None:
+                    reason = f"{signal.value}: not a finite number ({str(series.get('value'))[:64]})"
+                elif value < 0:
+                    reason = f"{signal.value}: negative ({value:g})"
+                elif value > OBSERVATIONS_LIMIT:
+                    reason = f"{signal.value}: implausible ({value:g} > {OBSERVATIONS_LIMIT:g} observations/s)"
+                if reason is not None:
+                    drop(key, f"{reason}; histogram dropped")
+                    bad.setdefault(key, set()).add(signal)
+                    del buckets[key][signal]
+                    continue
+                assert le is not None and value is not None
+                kept.append((le, value))
+                continue
             if value is None:
-                dropped.setdefault(key, []).append(f"{signal.value}: not a finite number ({series.get('value')!r})")
+                drop(key, f"{signal.value}: not a finite number ({str(series.get('value'))[:64]})")
                 continue
             if value < 0:
-                dropped.setdefault(key, []).append(f"{signal.value}: negative ({value:g})")
+                drop(key, f"{signal.value}: negative ({value:g})")
                 continue
-            if part == "buckets":
-                le_text = labels.get("le")
-                le = math.inf if le_text in ("+Inf", "Inf") else _float(le_text)
-                if le is None:
-                    continue
-                buckets.setdefault(key, {}).setdefault(signal, []).append((le, value))
-            elif part == "sum":
+            if part == "sum":
                 sums.setdefault(key, {})[signal] = value
-            elif part == "now":
+                continue
+            limit = _LIMITS.get(signal)
+            if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
+                drop(key, f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})")
+                continue
+            if part == "now":
                 latest.setdefault(key, {})[signal] = value
             else:
-                limit = _LIMITS.get(signal)
-                if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
-                    dropped.setdefault(key, []).append(f"{signal.value}: implausible ({value:g} > {limit:g})")
-                    continue
                 values.setdefault(key, {})[signal] = value
     out: dict[PodKey, RawPod] = {}
     for key in set(buckets) | set(sums) | set(values) | set(latest) | set(dropped):
-        hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items()}
+        hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items() if b}
         out[key] = RawPod(buckets=hist, sums=sums.get(key, {}), values=values.get(key, {}),
-                          dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}))
+                          dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}),
+                          rejected=frozenset(bad.get(key, ())))
     return out
 
 
@@ -339,6 +420,10 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
                          fraction_bounds(itl_slo, per_request) if per_request else None) if b is not None]
     low = math.prod(lo for lo, _ in edges) if edges else None
     high = math.prod(hi for _, hi in edges) if edges else None
+    if raw.rejected & {metrics.Signal.TTFT, metrics.Signal.TPOT, metrics.Signal.ITL}:
+        # A latency histogram dropped as garbage leaves no measurement of the SLO, not the other half of one: the
+        # ITL alone reading 100% would report the SLO met for a pod whose TTFT histogram was forged.
+        attainment = low = high = None
     # From the histogram decide() reads the percentile from: per-request when it has observations, else per-token
     # (a window in which no request finished has TPOT series but no TPOT percentile).
     tpot_p = quantile(q, tpot) if tpot else None
@@ -434,6 +519,7 @@ class Source:
     window: float = 60.0
     budget: float = 10.0  # seconds one cycle may spend on Prometheus, retries included
     attempts: int = 2
+    jobs: Jobs = Jobs()
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     queries_sent: int = 0
@@ -467,7 +553,7 @@ class Source:
     async def _take(self) -> Snapshot:
         started = self.clock()
         deadline = started + self.budget
-        plan = queries(self.dialects, self.window)
+        plan = queries(self.dialects, self.window, jobs=self.jobs)
         results: dict[tuple[str, metrics.Signal], list[dict[str, Any]]] = {}
         failed: dict[str, str] = {}
 

@@ -25,6 +25,34 @@ STANDBY_Z = 1.65
 MEAN_ABS_TO_SIGMA = 0.8
 
 
+# The scale-up step per cycle: Kubernetes HPA's default scale-up policy (autoscaling/v2 behavior.scaleUp) adds
+# at most 100% of the current replicas or 4 pods per 15 s, whichever is more
+# (kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/#default-behavior); the operator's cycle is
+# 15 s by default (--interval). From 1 pod: 5; from 10: 20; a need that persists doubles the fleet every cycle.
+STEP_FACTOR = 2
+STEP_PODS = 4
+
+
+def step_limit(pods: int) -> int:
+    """Pods (serving and standby) one cycle may grow to from `pods`: 1 -> 5, 3 -> 7, 10 -> 20."""
+    return max(pods * STEP_FACTOR, pods + STEP_PODS)
+
+
+def limit_step(spec: models.ScalingSpec, *, serving: int, standby: int, before: int) -> tuple[int, int, str | None]:
+    """Serving and standby within one step of the `before` pods, serving first; the spec's floors always hold.
+
+    One lying pod asked for 40 serving and 10 standby from 1: this cycle gets 5 serving; a claim told once is
+    gone by the next, and the demand it leaves behind is bounded the same way (decide).
+    """
+    most = max(step_limit(before), spec.min_replicas + spec.standby.min)
+    if serving + standby <= most:
+        return serving, standby, None
+    s = max(spec.min_replicas, min(serving, most))
+    sb = max(spec.standby.min, min(standby, most - s))
+    return s, sb, (f"scale-up limited to {most} pods this cycle ({serving} serving and {standby} standby asked; "
+                   f"at most 100% or {STEP_PODS} pods more per cycle, as the HPA's default)")
+
+
 def _seconds(stamp: str | None) -> float | None:
     if not stamp:
         return None
@@ -59,7 +87,8 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     trend = previous.trend + _alpha(dt, TREND_TAU) * (slope - previous.trend)
     error = previous.error + _alpha(dt, ERROR_TAU) * (abs(rate - expected) - previous.error)
     return models.DemandStatus(rate=max(0.0, smoothed), trend=trend, error=max(0.0, error), updated=stamp,
-                               below_since=previous.below_since, attainment=held, held_since=previous.held_since)
+                               below_since=previous.below_since, attainment=held, held_since=previous.held_since,
+                               garbage_since=previous.garbage_since)
 
 
 def forecast(demand: models.DemandStatus, *, lead: float) -> float:

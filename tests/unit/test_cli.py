@@ -195,3 +195,13 @@ def test_validate_warns_when_an_objective_lies_inside_a_bucket_and_keeps_the_exi
     edge = write(tmp_path, "edge.yaml", yaml.safe_dump(specs.resource(name="edge", **{"slo.itl": "50ms"})))
     assert cli.main(["validate", edge]) == 0
     assert "warning: spec.slo.itl" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--engine-job", "--dcgm-job"])
+@pytest.mark.parametrize("value", ['x"} or vector(1e12) or {a="', "two words", ""])
+def test_run_refuses_a_job_name_that_could_break_out_of_promql(flag: str, value: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", flag, value])
+    assert exc.value.code == 2
+    assert f"{flag}: a job name is letters, digits and _.:/- only" in capsys.readouterr().err

@@ -258,6 +258,7 @@ def test_specs_are_frozen() -> None:
     {"demand": {"rate": 8.0, "attainment": 1.5}},
     {"demand": {"rate": 8.0, "attainment": "high"}},
     {"demand": {"rate": 8.0, "heldSince": 5}},
+    {"demand": {"rate": 8.0, "garbageSince": 5}},
 ])
 def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
     # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next

@@ -1,0 +1,117 @@
+"""Pure: engine metrics are claims, not facts: each pod's bounded by its hardware and knobs, outvoted by its peers.
+
+Anyone who controls one engine pod (a compromised image, a tenant's sidecar, a bug) controls what it reports.
+The parser (prometheus.py) already drops what no engine could send (NaN, negative, absurd); here each claim is
+held to what this pod, with its knobs on its GPUs, can physically do, and a claim that only a minority of the
+pods makes does not move the fleet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+from infertune import knee, models, observation, perfmodel
+
+# Outvoting needs peers: with three pods reporting, one liar is a minority; with two it is a tie.
+QUORUM = 3
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Screened:
+    """The pods' metrics with implausible claims removed (garbage) or overruled (outvoted), and why."""
+
+    pods: dict[str, observation.PodMetrics]
+    garbage: tuple[str, ...] = ()  # "<pod> <signal>: <why>": held like a dropped value (see decide)
+    outvoted: tuple[str, ...] = ()  # claims a majority of peers contradicts: not counted, not garbage
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """What one pod of a revision can do at most."""
+
+    batch: int  # sequences it runs at once
+    requests_per_s: float  # requests it can complete per second
+
+
+def limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:
+    """A pod's physical ceilings at these knobs.
+
+    Sequences: the engine's scheduler admits at most its max batch (vLLM --max-num-seqs, SGLang
+    --max-running-requests, TensorRT-LLM --max_batch_size), and each running sequence holds at least one KV block
+    (16 tokens in vLLM): 8B on one H100 at batch 1,024 runs at most 1,024. Requests: a request needs at least
+    one step (prefill and its first token), and no step of a full batch is faster than the hardware floor of
+    reading the weights once at peak bandwidth (perfmodel.roofline_step_time): 16 GB at 3.35 TB/s is 4.8 ms,
+    so batch 256 completes at most 256 / 4.8 ms = 53k requests/s.
+    """
+    # The pod template's labels and annotations (dicts: unhashable) play no part in the hardware.
+    return _limits(spec.model_copy(update={"template": None}), knobs)
+
+
+# Revisions seen at once: a few per resource, for each of 1,000 resources.
+@functools.lru_cache(maxsize=4096)
+def _limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:
+    replica = knee.replica(spec, knobs)
+    batch = knobs.max_batch_size
+    try:
+        blocks = perfmodel.kv_capacity_tokens(replica) // replica.efficiency.block_size
+        batch = max(1, min(batch, blocks))
+    except perfmodel.ModelDoesNotFit:
+        pass  # validation refuses such a spec; keep the knob's own bound
+    floor = perfmodel.roofline_step_time(replica, tokens=batch, kv_tokens=0.0)
+    return Limits(batch=batch, requests_per_s=batch / floor if floor > 0 else math.inf)
+
+
+def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodFacts],
+           revisions: Sequence[observation.RevisionFacts], metrics: Mapping[str, observation.PodMetrics], *,
+           window: float = 60.0) -> Screened:
+    """Each pod's claims within its limits, and queue claims only where a majority of reporting pods queues.
+
+    Beyond a physical limit the value is garbage (dropped, named, and held like NaN: it could hide the load).
+    Queueing is outvoted instead: requests queued in one engine are served only by that engine, so more replicas
+    do not drain them; while most pods have free slots, one pod's queue is the router's imbalance or a lie, and
+    its waiting and in-flight count at its batch (its free slots are real). 1 pod of 4 reporting 10 M waiting
+    adds nothing; 3 of 4 queueing is a queue.
+    """
+    per_revision = {r.revision: limits(spec, r.knobs) for r in revisions if r.knobs is not None}
+    revision_of = {p.name: p.revision for p in pods}
+    out: dict[str, observation.PodMetrics] = {}
+    garbage: list[str] = []
+    caps: dict[str, Limits] = {}
+    for name, m in metrics.items():
+        found = per_revision.get(revision_of.get(name, ""))
+        if found is None:
+            out[name] = m
+            continue
+        cap = caps[name] = found
+        update: dict[str, float | None] = {}
+        if m.running is not None and m.running > cap.batch:
+            garbage.append(f"{name} running: {m.running:g} > {cap.batch} (the batch its engine admits)")
+            update["running"] = None
+        # Every request finished in the window generated at least one token in it, unless it was already running
+        # when the window began (at most a batch of them): 10,000 req/s beside 100 tokens/s is no load.
+        tokens = m.output_tokens_per_s
+        beyond = (tokens is not None and m.requests_per_s is not None
+                  and m.requests_per_s > tokens + cap.batch / max(window, 1.0))
+        if m.requests_per_s is not None and (m.requests_per_s > cap.requests_per_s or beyond):
+            why = (f"more than its {tokens:g} output tokens/s" if beyond else
+                   f"> {cap.requests_per_s:.0f}/s (its batch at the hardware's fastest step)")
+            garbage.append(f"{name} requests: {m.requests_per_s:g}/s {why}")
+            update.update(requests_per_s=None, mean_input_tokens=None, mean_output_tokens=None)
+        out[name] = m.model_copy(update=update) if update else m
+    outvoted: list[str] = []
+    voters = [n for n in out if n in caps and (out[n].in_flight is not None or out[n].waiting is not None)]
+    if len(voters) >= QUORUM:
+        queueing = [n for n in voters if (out[n].waiting or 0.0) > 0 or (out[n].in_flight or 0.0) > caps[n].batch]
+        if 2 * len(queueing) < len(voters):
+            for n in queueing:
+                m = out[n]
+                outvoted.append(f"{n} queue: {m.waiting or 0.0:g} waiting, {m.in_flight or 0.0:g} in flight, while "
+                                f"{len(voters) - len(queueing)} of {len(voters)} pods queue nothing")
+                out[n] = m.model_copy(update={
+                    "waiting": 0.0 if m.waiting is not None else None,
+                    "in_flight": min(m.in_flight, float(caps[n].batch)) if m.in_flight is not None else None})
+    return Screened(pods=out, garbage=tuple(garbage), outvoted=tuple(outvoted))
+
