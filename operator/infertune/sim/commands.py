@@ -43,8 +43,8 @@ def register(sub: Any) -> None:
     m = sub.add_parser("simulate", help="run policies side by side on a scenario in simulated time")
     m.add_argument("scenario", metavar="SCENARIO.yaml")
     m.add_argument("--policy", default=",".join(sim_policies.DEFAULT),
-                   help=f"comma-separated, from {', '.join(sim_policies.NAMES)} (default: all but "
-                   "infertune-nostandby)")
+                   help=f"comma-separated, from {', '.join(sim_policies.NAMES)} (default: "
+                   f"{', '.join(sim_policies.DEFAULT)})")
     m.add_argument("--json", action="store_true", help="print a JSON list with one object per policy")
     m.add_argument("--plot", metavar="FILE.png", help="draw replicas, latency and batch size over time")
     m.set_defaults(fn=cmd_simulate)
