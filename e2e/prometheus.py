@@ -26,6 +26,11 @@ STATE = Path(os.environ.get("INFERTUNE_E2E_DIR", REPO / ".e2e"))
 DEFAULT_WORKDIR = STATE / "prometheus"
 # The shipped scrape job's name (manifests/monitoring): the operator reads engine series from it only.
 MODEL_SERVER_JOB = "infertune-model-servers"
+# The operator reads DCGM series only from this job (models.DCGM_JOB). The twin serves its GPU's DCGM gauges on
+# the model server's own endpoint, so the same targets are scraped twice: each job keeps only its own series, as
+# a cluster's dcgm-exporter and model-server jobs would.
+DCGM_JOB = "dcgm-exporter"
+DCGM_SERIES = "DCGM_.*"
 OPERATOR_JOB = "infertune-operator"
 
 
@@ -87,7 +92,13 @@ def render_config(
             # No relabel_configs: the target labels `namespace` and `pod` written by the twin reach every
             # series unchanged, which is what the operator's PromQL selects on.
             "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
-        }
+            "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": DCGM_SERIES, "action": "drop"}],
+        },
+        {
+            "job_name": DCGM_JOB,
+            "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
+            "metric_relabel_configs": [{"source_labels": ["__name__"], "regex": DCGM_SERIES, "action": "keep"}],
+        },
     ]
     if operator_target:
         jobs.append({"job_name": OPERATOR_JOB, "static_configs": [{"targets": [operator_target]}]})
