@@ -60,7 +60,26 @@ def _ts(stamp: str | None) -> float | None:
 
 
 def _knobs(c: models.ConfigStatus | None) -> models.Knobs | None:
-    return None if c is None else models.Knobs(max_batch_size=c.max_batch_size, kv_cache_dtype=c.kv_cache_dtype)
+    return None if c is None else c.knobs()
+
+
+def _budget(knobs: models.Knobs) -> str:
+    return "default" if knobs.max_num_batched_tokens is None else str(knobs.max_num_batched_tokens)
+
+
+def _change(old: models.Knobs, new: models.Knobs) -> str:
+    """'maxBatchSize 64 -> 8, KV default -> fp8', and the token budget's move when either side sets one."""
+    text = (f"maxBatchSize {old.max_batch_size} -> {new.max_batch_size}, "
+            f"KV {old.kv_cache_dtype.value} -> {new.kv_cache_dtype.value}")
+    if old.max_num_batched_tokens is not None or new.max_num_batched_tokens is not None:
+        text += f", maxNumBatchedTokens {_budget(old)} -> {_budget(new)}"
+    return text
+
+
+def _same(a: models.Knobs, b: models.Knobs) -> bool:
+    """The same operating point: the same KV dtype and budget, and a batch within SAME_BATCH of it."""
+    return (a.kv_cache_dtype is b.kv_cache_dtype and a.max_num_batched_tokens == b.max_num_batched_tokens
+            and abs(a.max_batch_size - b.max_batch_size) <= SAME_BATCH * b.max_batch_size)
 
 
 def initial_knobs(spec: models.InferenceDeploymentSpec) -> tuple[models.Knobs, str]:
@@ -85,6 +104,8 @@ def allowed(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> bool:
     bounds = spec.tuning.max_batch_size
     if not bounds.min <= knobs.max_batch_size <= bounds.max:
         return False
+    if knobs.max_num_batched_tokens is not None and knobs.max_num_batched_tokens not in knee.budgets(spec):
+        return False  # the spec now sets engine.maxNumBatchedTokens (or turned chunked prefill off)
     policy = spec.tuning.kv_cache_dtype
     if policy is models.KvCachePolicy.FP8:
         return knobs.kv_cache_dtype is models.KvDtype.FP8
@@ -283,11 +304,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         bad = prev.target if health_rollback else config
         assert bad is not None
         rejected.append(models.Rejection(max_batch_size=bad.max_batch_size, kv_cache_dtype=bad.kv_cache_dtype,
+                                         max_num_batched_tokens=bad.max_num_batched_tokens,
                                          reason=rollback, time=conditions.timestamp(now)))
         target = _knobs(prev.previous) or initial
         why = f"rolled back from maxBatchSize {bad.max_batch_size}/KV {bad.kv_cache_dtype.value}: {rollback}"
-        out.record(now, "rollback", f"maxBatchSize {bad.max_batch_size} -> {target.max_batch_size}, "
-                   f"KV {bad.kv_cache_dtype.value} -> {target.kv_cache_dtype.value}", rollback, applied=True,
+        out.record(now, "rollback", _change(_knobs(bad) or initial, target), rollback, applied=True,
                    event="Rollback", warning=True)
         previous_config = None
     elif rollback is not None:
@@ -306,15 +327,15 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                             kv_pressure=pressure, overloaded=overloaded, cold=cold)
     if proposal is not None:
         new_knobs, reason = proposal
-        action = (f"maxBatchSize {current.max_batch_size} -> {new_knobs.max_batch_size}, "
-                  f"KV {current.kv_cache_dtype.value} -> {new_knobs.kv_cache_dtype.value}")
+        action = _change(current, new_knobs)
         if mode is models.TuningMode.AUTO:
             target, why, tuned_now = new_knobs, reason, True
             out.record(now, "knobs", action, reason, applied=True, event="TuningChanged")
         elif mode is models.TuningMode.RECOMMEND:
             # Say it once per distinct recommendation, not every cycle the calibration moves a little.
-            said = prev.knee is not None and prev.knee.kv_cache_dtype is new_knobs.kv_cache_dtype and abs(
-                prev.knee.max_batch_size - new_knobs.max_batch_size) <= SAME_BATCH * new_knobs.max_batch_size
+            said = prev.knee is not None and _same(models.Knobs(
+                max_batch_size=prev.knee.max_batch_size, kv_cache_dtype=prev.knee.kv_cache_dtype,
+                max_num_batched_tokens=prev.knee.max_num_batched_tokens), new_knobs)
             if not said or not any(r.kind == "knobs" and not r.applied for r in prev.decisions):
                 out.record(now, "knobs", action, f"recommendation only (tuning.mode recommend): {reason}",
                            applied=False, event="TuningRecommended")
@@ -326,6 +347,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if changed:
         new_cfg = models.ConfigStatus(
             revision=target_rev, max_batch_size=target.max_batch_size, kv_cache_dtype=target.kv_cache_dtype,
+            max_num_batched_tokens=target.max_num_batched_tokens,
             reason=why, since=conditions.timestamp(now), tuned=tuned_now,
             predicted_itl_p95_ms=round(best.itl_p * 1000, 2) if tuned_now else None,
             baseline_prefix_hit_rate=_weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in served]),
@@ -574,6 +596,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     cost = _cost(spec, live, standby=p.standby, output_tokens_per_s=observed.output_tokens_per_second)
     knee_status = models.KneeStatus(
         max_batch_size=best.knobs.max_batch_size, kv_cache_dtype=best.knobs.kv_cache_dtype,
+        max_num_batched_tokens=best.knobs.max_num_batched_tokens,
         goodput=round(best.output_tokens_per_s, 1), itl_p95_ms=round(best.itl_p * 1000, 2),
         ttft_p95_ms=round(best.ttft_p * 1000, 1), limited_by="slo" if best.feasible else "slo-unreachable",
         basis=basis, confidence=conf, calibration=cal,
@@ -615,8 +638,7 @@ def _propose(
         since = _ts(config.since)
         if since is not None and t - since < spec.tuning.min_change_interval:
             return None
-    same_batch = abs(best.knobs.max_batch_size - current.max_batch_size) <= SAME_BATCH * current.max_batch_size
-    if same_batch and best.knobs.kv_cache_dtype is current.kv_cache_dtype:
+    if _same(best.knobs, current):
         return None
     now_pred = knee.predict(spec, current, workload, cal)
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
@@ -693,12 +715,15 @@ def _propose(
     else:
         return None
     knobs = best.knobs
-    if violating and config is not None and config.tuned and knobs.max_batch_size < current.max_batch_size * 0.7:
+    if (violating and config is not None and config.tuned and knobs.max_batch_size < current.max_batch_size * 0.7
+            and knobs.max_num_batched_tokens == current.max_num_batched_tokens):
         # A tuned knee that misses under load is corrected by at most 30% at a time: one overloaded window
         # skews the calibration, and the verification after the change tells whether to go further.
         knobs = current.model_copy(update={"max_batch_size": max(1, math.floor(current.max_batch_size * 0.7))})
         why += f"; stepping down 30% toward the knee at {best.knobs.max_batch_size}"
-    return knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size} ({kv_why}): predicted ITL p95 "
+    budget = "" if best.knobs.max_num_batched_tokens is None else \
+        f", maxNumBatchedTokens {best.knobs.max_num_batched_tokens}"
+    return knobs, (f"{why}; knee at maxBatchSize {best.knobs.max_batch_size}{budget} ({kv_why}): predicted ITL p95 "
                         f"{best.itl_p * 1000:.1f} ms, TTFT p95 {best.ttft_p * 1000:.0f} ms, "
                         f"{best.output_tokens_per_s:.0f} tok/s per replica (confidence {conf:.2f})")
 
@@ -991,8 +1016,7 @@ def _conditions(
     else:
         conds = up(conds, C.OBJECTIVES_RESOLVABLE, True, "AtBucketEdges",
                    "each objective read from a histogram sits on one of its bucket edges: attainment is counted")
-    at_knee = (abs(target.max_batch_size - best.knobs.max_batch_size) <= SAME_BATCH * target.max_batch_size
-               and target.kv_cache_dtype is best.knobs.kv_cache_dtype)
+    at_knee = _same(best.knobs, target)
     blind = ""
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.AUTO and dialect.lacks(dialects.Signal.KV_USAGE):
         blind = f"; no FP8 KV decision: {dialect.name} exports no KV usage"

@@ -17,7 +17,7 @@ def replica(
     runtime = registry.for_engine(spec.engine)
     e = spec.engine
     chunked = runtime.chunked_prefill_default if e.chunked_prefill is None else e.chunked_prefill
-    budget = e.max_num_batched_tokens
+    budget = knobs.max_num_batched_tokens or e.max_num_batched_tokens
     if budget is not None and budget < knobs.max_batch_size:
         # The engine refuses such a pair (validation stops it for vLLM); the twin runs the batch-sized budget.
         budget = knobs.max_batch_size
@@ -56,22 +56,10 @@ PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 # Predictions must clear the SLO by this share: a 40 ms ITL objective is planned at 38 ms. The prediction
 # is already a p95 (the measured tail ratio times the mean), so the margin only absorbs calibration noise.
 MARGIN = 0.05
-# The calibrated ITL tail (per-request p95 over mean) is measured under open load, where most of the spread
-# comes from how full the batch happened to be while a request decoded. A full batch is the worst case of
-# that spread, so at a full batch only the spread from prefill chunks landing in a request's steps is left,
-# and it grows with the prompt tokens each output token shares its steps with: closed-loop runs on the twin at
-# a full batch show p95/mean 1.05 (70B FP8 on H100, 1,000-token prompts for 200 output tokens, batch 8) and
-# 1.11 (Qwen 72B on H200, 6,000 for 250). 1 + 0.05 x sqrt((isl / osl) / 5) meets both:
-# 1.05 at 5 prompt tokens per output token, 1.11 at 24. Planning a full batch at the open-load tail (1.1 to
-# 1.2 measured) on top of the margin put the knee a third below the batch the twin really sustains; planning
-# long prompts at 1.05 put Qwen's knee at 10 where the twin's full batch of 10 runs at 65 ms against 60.
-FULL_BATCH_TAIL = 1.05
-FULL_BATCH_TAIL_RATIO = 5.0
-
-
-def full_batch_tail(workload: Workload) -> float:
-    """The per-request ITL tail left at a full batch: 1.05 for chat (1,000 / 200), 1.11 for 6,000 / 250."""
-    return 1.0 + (FULL_BATCH_TAIL - 1.0) * math.sqrt(max(1.0, workload.isl / workload.osl / FULL_BATCH_TAIL_RATIO))
+# At a full batch the per-request ITL tail is the prefill's: how many of a request's steps carried a prefill
+# chunk (perfmodel.per_request_itl, a binomial over the prefill share of steps). It replaced a tail of
+# 1 + 0.05 x sqrt((isl / osl) / 5) fitted on two chat-like scenarios, which put the knee of a prefill-heavy
+# load (2,000 in, 30 out) far too low: there the chunks, not the batch, set the tail.
 
 
 # The context lengths of running requests vary: the Azure conversation trace's input + half its output has a
@@ -110,7 +98,10 @@ def predict(
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
                                    osl=workload.osl)
     full = concurrency is None or concurrency >= knobs.max_batch_size
-    itl_p = op.itl_s * cal.itl_scale * (min(cal.itl_tail, full_batch_tail(workload)) if full else cal.itl_tail)
+    # A full batch: the calibrated mean step (itl_scale) at the tail the prefill chunks make (physics). Part
+    # full: the measured tail ratio, which also holds how full the batch happened to be while a request ran.
+    tail = perfmodel.per_request_itl(op, osl=workload.osl, quantile=spec.slo.percentile / 100)
+    itl_p = tail * cal.itl_scale if full else op.itl_s * cal.itl_scale * cal.itl_tail
     ttft_p = op.ttft_s * cal.ttft_scale * cal.ttft_tail
     # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
     c = perfmodel.coefficients(r)
@@ -174,20 +165,64 @@ def search(
     return _search(spec.model_copy(update={"template": None}), workload, cal, kv=kv, ceiling=ceiling)
 
 
+# The token budgets weighed: the engine's default and its halvings, down to a 32nd of it (8,192 -> 256 on an
+# H100, 2,048 -> 64 on an L40S). A grid, not a fit: which one wins is the model's call for this shape. Smaller
+# budgets cut a prompt into more, shorter chunks, so fewer of a request's steps are slowed by much (the ITL
+# tail falls) while each prompt waits more steps (TTFT rises) and the batch may become prefill-bound.
+BUDGET_HALVINGS = 5
+
+
+def budgets(spec: models.InferenceDeploymentSpec) -> tuple[int | None, ...]:
+    """The budgets the tuner may choose: None (the engine's default) first, then halvings of it.
+
+    Only the default when the spec sets engine.maxNumBatchedTokens (the user's choice stands) or turns chunked
+    prefill off (a prompt must then fit one step, so the budget is not a latency knob)."""
+    e = spec.engine
+    chunked = registry.for_engine(e).chunked_prefill_default if e.chunked_prefill is None else e.chunked_prefill
+    if e.max_num_batched_tokens is not None or not chunked:
+        return (None,)
+    default = _default_budget(spec)
+    return (None, *(default >> k for k in range(1, BUDGET_HALVINGS + 1)))
+
+
+def _miss(spec: models.InferenceDeploymentSpec, p: Prediction) -> float:
+    """How far a prediction is from the SLO: the larger of its ITL and TTFT over their objectives."""
+    return max(p.itl_p / spec.slo.itl, p.ttft_p / spec.slo.ttft)
+
+
 @functools.lru_cache(maxsize=SEARCH_CACHE)
 def _search(
     spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.Calibration, *,
     kv: models.KvDtype, ceiling: int | None,
 ) -> Prediction:
+    # For each budget the largest batch that meets the SLO; among those the most requests per replica (per GPU:
+    # every candidate runs on the same GPUs), the default budget on a tie. When none meets it, the one closest
+    # to it, so that what Tuned reports is the best the hardware reaches on this shape.
+    best: Prediction | None = None
+    for budget in budgets(spec):
+        p = _search_batch(spec, workload, cal, kv=kv, ceiling=ceiling, budget=budget)
+        if best is None or (p.feasible and (not best.feasible or p.requests_per_s > best.requests_per_s)) or (not p.feasible and not best.feasible and _miss(spec, p) < _miss(spec, best)):
+            best = p
+    assert best is not None
+    return best
+
+
+def _search_batch(
+    spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.Calibration, *,
+    kv: models.KvDtype, ceiling: int | None, budget: int | None,
+) -> Prediction:
     bounds = spec.tuning.max_batch_size
     high = bounds.max if ceiling is None else min(bounds.max, ceiling)
+    if budget is not None:
+        high = min(high, budget)  # the engines refuse a budget below the batch
     low = bounds.min
-    if high < low:
-        return predict(spec, models.Knobs(max_batch_size=low, kv_cache_dtype=kv), workload, cal)
 
     def at(b: int) -> Prediction:
-        return predict(spec, models.Knobs(max_batch_size=b, kv_cache_dtype=kv), workload, cal)
+        return predict(spec, models.Knobs(max_batch_size=b, kv_cache_dtype=kv, max_num_batched_tokens=budget),
+                       workload, cal)
 
+    if high < low:
+        return at(low) if budget is None or budget >= low else dataclasses.replace(at(low), feasible=False)
     best = at(low)
     if not best.feasible:
         return best
@@ -235,18 +270,18 @@ def calibrate(
         if (m.waiting or 0) >= 0.5 or (m.preemptions_per_s or 0) > 0 or (m.kv_usage or 0) >= 0.9:
             continue
         running = max(1, round(m.running))
-        # The uncalibrated physics with no tails: its "p95" is the model's mean.
-        base = predict(spec, knobs, workload, MEANS, concurrency=running)
+        # The uncalibrated physics' means at the pod's own occupancy (no tails).
+        base = _means(spec, knobs, workload, running)
         w = m.requests_per_s
-        if m.itl_mean and base.itl_p > 0:
-            add("itl_scale", m.itl_mean / base.itl_p, w)
+        if m.itl_mean and base.itl_s > 0:
+            add("itl_scale", m.itl_mean / base.itl_s, w)
             # The SLO's ITL is a per-request mean: its tail comes from the per-request histogram. Per-token
             # ITL spikes on every prefill chunk (p95 = 2.5x the mean on a chat load), per-request ITL does not.
             per_request = m.tpot_p or m.itl_p
             if per_request:
                 add("itl_tail", max(1.0, per_request / m.itl_mean), w)
-        if m.ttft_mean and base.ttft_p > 0:
-            add("ttft_scale", m.ttft_mean / base.ttft_p, w)
+        if m.ttft_mean and base.ttft_s > 0:
+            add("ttft_scale", m.ttft_mean / base.ttft_s, w)
             if m.ttft_p:
                 add("ttft_tail", max(1.0, m.ttft_p / m.ttft_mean), w)
         used += 1
@@ -256,6 +291,12 @@ def calibrate(
     update = {k: min(SCALE_LIMITS[1], max(SCALE_LIMITS[0], _ewma(getattr(cal, k), total / weight, ALPHA)))
               for k, (total, weight) in sums.items() if weight > 0}
     return cal.model_copy(update={**update, "samples": cal.samples + used, "max_occupancy": fullest})
+
+
+def _means(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
+           running: int) -> perfmodel.OperatingPoint:
+    r = replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
+    return perfmodel.operating_point(r, concurrency=running, isl=workload.isl, osl=workload.osl)
 
 
 ALPHA = 0.2

@@ -668,6 +668,9 @@ class ConfigStatus(Base):
     revision: str = pydantic.Field(max_length=63, description="Name suffix of the revision now serving.")
     max_batch_size: int = pydantic.Field(ge=1, description="The engine's max batch size in that revision.")
     kv_cache_dtype: KvDtype = pydantic.Field(description="The KV cache data type in that revision.")
+    max_num_batched_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="The per-step token budget the tuner set in that revision (absent: the "
+        "spec's engine.maxNumBatchedTokens, else the engine's default).")
     reason: str = pydantic.Field(default="", max_length=1024, description="Why this configuration.")
     since: str | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When it was chosen."
@@ -694,6 +697,11 @@ class ConfigStatus(Base):
         default=False, description="Chosen by the tuner (rate-limited), not the initial or a spec-forced one."
     )
 
+    def knobs(self) -> Knobs:
+        """The knobs this revision runs."""
+        return Knobs(max_batch_size=self.max_batch_size, kv_cache_dtype=self.kv_cache_dtype,
+                     max_num_batched_tokens=self.max_num_batched_tokens)
+
 
 class Calibration(Base):
     """How measurements correct the physics prior (ratios; 1.0 means the prior was right)."""
@@ -713,6 +721,8 @@ class Calibration(Base):
 class KneeStatus(Base):
     max_batch_size: int = pydantic.Field(ge=1, description="Max batch size at the knee of the frontier.")
     kv_cache_dtype: KvDtype = pydantic.Field(default=KvDtype.DEFAULT, description="KV cache dtype of that knee.")
+    max_num_batched_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="Per-step token budget of that knee (absent: the engine's setting).")
     goodput: float = pydantic.Field(ge=0, description="Predicted output tokens/s per replica within the SLO there.")
     itl_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Predicted ITL there, ms.")
     ttft_p95_ms: float | None = pydantic.Field(default=None, ge=0, description="Predicted TTFT there, ms.")
@@ -813,6 +823,7 @@ class Rejection(Base):
 
     max_batch_size: int = pydantic.Field(ge=1, description="The rejected max batch size.")
     kv_cache_dtype: KvDtype = pydantic.Field(description="Its KV cache dtype.")
+    max_num_batched_tokens: int | None = pydantic.Field(default=None, ge=1, description="Its per-step token budget.")
     reason: str = pydantic.Field(max_length=1024, description="What the check measured.")
     time: str = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When.")
 
@@ -861,6 +872,10 @@ class Knobs(Base):
 
     max_batch_size: int = pydantic.Field(ge=1, le=65536)
     kv_cache_dtype: KvDtype = KvDtype.DEFAULT
+    # The per-step token budget (vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size, TensorRT-LLM
+    # --max_num_tokens, TGI --max-batch-prefill-tokens): None runs the spec's engine.maxNumBatchedTokens, else
+    # the engine's default. Tuned only when the spec leaves it unset.
+    max_num_batched_tokens: int | None = pydantic.Field(default=None, ge=1, le=10_000_000)
 
 
 def parse_spec(raw: Any) -> InferenceDeploymentSpec:

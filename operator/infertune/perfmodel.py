@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 from typing import Literal
 
 import pydantic
@@ -385,6 +386,9 @@ class OperatingPoint:
     requests_per_s: float
     mbu: float
     kv_usage: float  # share of KV blocks in use, 0-1
+    decode_step_s: float = 0.0  # a step that decodes the batch alone
+    mixed_step_s: float = 0.0  # a step that also carries a prefill chunk
+    prefill_share: float = 0.0  # share of steps that carry a prefill chunk
 
 
 def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -> OperatingPoint:
@@ -423,8 +427,8 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
     decode_steps = osl - 1
     pairs = (isl * (isl + 1) - cached * (cached + 1)) / 2.0
 
-    def steady(b: float) -> tuple[float, float, float, float, float]:
-        """Mean step, prefill-step time, steps per prefill, share of steps with prefill, bytes per step."""
+    def steady(b: float) -> tuple[float, float, float, float, float, float]:
+        """Mean step, decode-step and prefill-step time, steps per prefill, share of steps with prefill, bytes."""
         room = max(c.token_budget - int(b), 1)
         chunk = min(new, room)
         chunks = math.ceil(new / chunk)
@@ -440,15 +444,31 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         t_mix = c.step_seconds(tokens_mixed, kv_dec + kv_pf, pairs * in_step / max(new, 1))
         mean = (1.0 - share) * t_dec + share * t_mix
         moved = (1.0 - share) * c.bytes_moved(round(b), kv_dec) + share * c.bytes_moved(tokens_mixed, kv_dec + kv_pf)
-        return mean, t_mix, chunks, share, moved
+        return mean, t_dec, t_mix, chunks, share, moved
 
-    step, t_mix, chunks, share, moved = steady(batch)
-    if share >= 1.0 and limit != "kv_cache":
+    step, t_dec, t_mix, chunks, share, moved = steady(batch)
+    # Prefill tokens the batch needs per step against what the budget leaves beside its decodes.
+    prefill_bound = bool(new) and batch * new / (decode_steps + chunks) > max(c.token_budget - int(batch), 1)
+    if prefill_bound:
+        # Every step is filled to the budget with prefill and still the finished requests are not all
+        # replaced: the prefill is the bottleneck. It admits room / new requests a step, each holding its slot
+        # for chunks + decode_steps steps, so that many run (the rest of the clients wait for prefill): 8B on
+        # an L40S, 2,048-token prompts for 28 out, budget 512: 504 / 2,048 x (5 + 27) = 7.9 running, 0.246
+        # admitted per 23.9 ms step = 10.3 req/s (the twin's closed loop at concurrency 8-16: 10.6-10.8). A
+        # smaller batch leaves more of the budget to prefill, so the fixed point is found in a few rounds.
+        for _ in range(4):
+            room = max(c.token_budget - int(batch), 1)
+            batch = min(batch, max(1.0, room / new * (decode_steps + math.ceil(new / min(new, room)))))
+        step, t_dec, t_mix, chunks, share, moved = steady(batch)
+        if limit != "kv_cache":
+            limit = "prefill"
+    elif share >= 1.0 and limit != "kv_cache":
         limit = "prefill"
     # A request's own prefill: `chunks` mixed steps, plus waiting behind other prefills (M/D/1 queue on the
-    # prefill share of the steps): rho / (2 (1 - rho)) x its service time.
+    # prefill share of the steps): rho / (2 (1 - rho)) x its service time. Prefill-bound, the wait is the
+    # closed loop's queue below (clients beyond the running batch), not inside the batch.
     service = chunks * t_mix
-    rho = min(share * t_mix / step, 0.95)
+    rho = 0.0 if prefill_bound else min(share * t_mix / step, 0.95)
     ttft_service = service * (1.0 + rho / (2.0 * (1.0 - rho)))
     residence = ttft_service + decode_steps * step
     requests_per_s = batch / residence
@@ -465,7 +485,29 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         requests_per_s=requests_per_s,
         mbu=min(1.0, moved / (step * c.peak_bytes_per_s)),
         kv_usage=min(1.0, batch * per_seq_blocks / c.kv_blocks),
+        decode_step_s=t_dec,
+        mixed_step_s=t_mix,
+        prefill_share=share,
     )
+
+
+def per_request_itl(op: OperatingPoint, *, osl: int, quantile: float) -> float:
+    """The per-request mean ITL that `quantile` of requests stay within, at this operating point.
+
+    A request's ITL is the mean of its osl - 1 steps; each carries a prefill chunk with probability s (the
+    prefill share), so it saw K ~ Binomial(osl - 1, s) mixed steps and its ITL is t_dec + K / n x (t_mix -
+    t_dec). The quantile of K / n (normal approximation) is s + z sqrt(s (1 - s) / n). 8B on an L40S,
+    2,048-token prompts for 28 out, batch 8: s = 0.28, n = 27, z = 1.645: K / n at p95 = 0.42, so 16.7 + 0.42 x
+    (78.6 - 16.7) = 42.6 ms against a 33.8 ms mean; chat (1,000 / 200) on 70B: s = 0.04, n = 199: 1.06x the
+    mean. Long outputs average the chunks out; short ones do not, which is why the tail is the prefill's.
+    """
+    n = max(1, osl - 1)
+    s = op.prefill_share
+    if s <= 0.0 or s >= 1.0 or op.mixed_step_s <= op.decode_step_s:
+        return op.itl_s
+    z = statistics.NormalDist().inv_cdf(min(max(quantile, 0.5), 0.9999))
+    k = min(1.0, s + z * math.sqrt(s * (1.0 - s) / n))
+    return max(op.itl_s, op.decode_step_s + k * (op.mixed_step_s - op.decode_step_s))
 
 
 def prefix_hit_tokens(c: Coefficients, prompt: int) -> int:

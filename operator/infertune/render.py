@@ -17,6 +17,7 @@ LABEL_REVISION = PREFIX + "revision"
 LABEL_SERVING = PREFIX + "serving"
 LABEL_BATCH = PREFIX + "max-batch-size"
 LABEL_KV = PREFIX + "kv-cache-dtype"
+LABEL_BUDGET = PREFIX + "max-num-batched-tokens"
 LABEL_ENGINE = PREFIX + "engine"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "infertune"
@@ -80,7 +81,8 @@ def engine_knobs(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> r
         max_batch_size=knobs.max_batch_size,
         kv_cache_dtype=knobs.kv_cache_dtype,
         chunked_prefill=e.chunked_prefill,
-        max_num_batched_tokens=e.max_num_batched_tokens,
+        # A tuned budget (knobs) wins over none; the tuner tunes it only when the spec leaves it unset.
+        max_num_batched_tokens=knobs.max_num_batched_tokens or e.max_num_batched_tokens,
         prefix_caching=e.prefix_caching,
         gpu_memory_utilization=e.gpu_memory_utilization,
         max_model_len=spec.model.max_model_len,
@@ -94,7 +96,8 @@ def revision(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> str:
         "engine": spec.engine.model_dump(mode="json", by_alias=True),
         "accelerator": spec.accelerator.model_dump(mode="json", by_alias=True, exclude={"hourly_cost"}),
         "template": spec.template.model_dump(mode="json", by_alias=True),
-        "knobs": knobs.model_dump(mode="json", by_alias=True),
+        # Unset knobs are left out, so a knob added later (the token budget) does not rename every revision.
+        "knobs": knobs.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return digest[:10]
@@ -118,12 +121,15 @@ def common_labels(owner: Owner, spec: models.InferenceDeploymentSpec) -> dict[st
 def revision_labels(
     owner: Owner, spec: models.InferenceDeploymentSpec, knobs: models.Knobs, rev: str
 ) -> dict[str, str]:
-    return {
+    labels = {
         **common_labels(owner, spec),
         LABEL_REVISION: rev,
         LABEL_BATCH: str(knobs.max_batch_size),
         LABEL_KV: knobs.kv_cache_dtype.value,
     }
+    if knobs.max_num_batched_tokens is not None:
+        labels[LABEL_BUDGET] = str(knobs.max_num_batched_tokens)
+    return labels
 
 
 def selector(owner: Owner, rev: str) -> dict[str, str]:
@@ -338,8 +344,10 @@ def manifests(
 def knobs_from_labels(labels: dict[str, str]) -> models.Knobs | None:
     """The knobs a revision runs with, read back from its labels (None when they are missing or bad)."""
     try:
+        budget = labels.get(LABEL_BUDGET)
         return models.Knobs(
-            max_batch_size=int(labels[LABEL_BATCH]), kv_cache_dtype=models.KvDtype(labels[LABEL_KV])
+            max_batch_size=int(labels[LABEL_BATCH]), kv_cache_dtype=models.KvDtype(labels[LABEL_KV]),
+            max_num_batched_tokens=None if budget is None else int(budget),
         )
     except (KeyError, ValueError):
         return None

@@ -144,7 +144,9 @@ class Cluster:
             replicas=models.ReplicaStatus(desired=replicas, serving=replicas, ready=replicas,
                                           display=f"{replicas}/{replicas}"),
             config=models.ConfigStatus(revision=rev, max_batch_size=knobs.max_batch_size,
-                                       kv_cache_dtype=knobs.kv_cache_dtype, reason="the scenario's initial deployment",
+                                       kv_cache_dtype=knobs.kv_cache_dtype,
+                                       max_num_batched_tokens=knobs.max_num_batched_tokens,
+                                       reason="the scenario's initial deployment",
                                        since=conditions.timestamp(when(0.0)), verified=True),
         )
 

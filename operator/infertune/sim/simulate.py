@@ -71,6 +71,7 @@ class Result:
     series: tuple[Point, ...]
     wall_seconds: float
     gave_up: bool = False  # stopped early: more requests had missed the SLO than `give_up_below` allows
+    final_max_num_batched_tokens: int | None = None  # the token budget the run ended with (None: the engine's)
 
     def attainment_between(self, start: float, end: float, arrived: int) -> float:
         """Share of the `arrived` requests with arrival in [start, end) that met the SLO."""
@@ -194,6 +195,7 @@ def _result(ctx: sim_policies.Context, name: str, *, cl: sim_cluster.Cluster, se
         dropped_requests=sum(1 for r in records if r.status in (sim_fleet.DROPPED, sim_engine.ABORTED)),
         final_max_batch_size=knobs.max_batch_size if knobs else None,
         final_kv_cache_dtype=knobs.kv_cache_dtype.value if knobs else None,
+        final_max_num_batched_tokens=knobs.max_num_batched_tokens if knobs else None,
         max_replicas=most,
         requests=total,
         rejected_requests=sum(1 for r in records if r.status == sim_engine.REJECTED),
@@ -321,7 +323,8 @@ def final_knobs(result: Result) -> models.Knobs | None:
     if result.final_max_batch_size is None or result.final_kv_cache_dtype is None:
         return None
     return models.Knobs(max_batch_size=result.final_max_batch_size,
-                        kv_cache_dtype=models.KvDtype(result.final_kv_cache_dtype))
+                        kv_cache_dtype=models.KvDtype(result.final_kv_cache_dtype),
+                        max_num_batched_tokens=result.final_max_num_batched_tokens)
 
 
 def run(scenario: sim_scenario.Scenario, names: Sequence[str] = sim_policies.DEFAULT, *,
