@@ -190,6 +190,12 @@ def _miss(spec: models.InferenceDeploymentSpec, p: Prediction) -> float:
     return max(p.itl_p / spec.slo.itl, p.ttft_p / spec.slo.ttft)
 
 
+def _better(spec: models.InferenceDeploymentSpec, p: Prediction, than: Prediction) -> bool:
+    if p.feasible != than.feasible:
+        return p.feasible
+    return p.requests_per_s > than.requests_per_s if p.feasible else _miss(spec, p) < _miss(spec, than)
+
+
 @functools.lru_cache(maxsize=SEARCH_CACHE)
 def _search(
     spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.Calibration, *,
@@ -201,7 +207,7 @@ def _search(
     best: Prediction | None = None
     for budget in budgets(spec):
         p = _search_batch(spec, workload, cal, kv=kv, ceiling=ceiling, budget=budget)
-        if best is None or (p.feasible and (not best.feasible or p.requests_per_s > best.requests_per_s)) or (not p.feasible and not best.feasible and _miss(spec, p) < _miss(spec, best)):
+        if best is None or _better(spec, p, best):
             best = p
     assert best is not None
     return best
