@@ -324,7 +324,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         pressure = (kv_usage or 0) >= 0.9 or preempting
         proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
                             conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t,
-                            kv_pressure=pressure, overloaded=overloaded, cold=cold)
+                            kv_pressure=pressure, overloaded=overloaded, cold=cold,
+                            window=obs.metrics.window if obs.metrics is not None else 60.0)
     if proposal is not None:
         new_knobs, reason = proposal
         action = _change(current, new_knobs)
@@ -348,6 +349,8 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         new_cfg = models.ConfigStatus(
             revision=target_rev, max_batch_size=target.max_batch_size, kv_cache_dtype=target.kv_cache_dtype,
             max_num_batched_tokens=target.max_num_batched_tokens,
+            input_tokens=workload.isl if tuned_now and workload is not knee.PRIOR_WORKLOAD else None,
+            output_tokens=workload.osl if tuned_now and workload is not knee.PRIOR_WORKLOAD else None,
             reason=why, since=conditions.timestamp(now), tuned=tuned_now,
             predicted_itl_p95_ms=round(best.itl_p * 1000, 2) if tuned_now else None,
             baseline_prefix_hit_rate=_weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in served]),
@@ -364,7 +367,11 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         assert known is not None
         new_cfg = known
     if verified_now and config is not None and not changed:
-        new_cfg = new_cfg.model_copy(update={"verified": True}) if new_cfg.revision == config.revision else new_cfg
+        # Kept: the shape it is judged against from now on is the one measured on its own pods (the first
+        # minute's finished requests are the short ones: 1,315 prompt tokens measured for a 2,000-token load).
+        planned = {"input_tokens": workload.isl, "output_tokens": workload.osl} if measured_workload else {}
+        new_cfg = new_cfg.model_copy(update={"verified": True, **planned}) \
+            if new_cfg.revision == config.revision else new_cfg
         out.record(now, "verify", f"kept maxBatchSize {config.max_batch_size}/KV {config.kv_cache_dtype.value}",
                    _verify_note(spec, config, obs=obs, pm=pm), applied=True)
 
@@ -628,7 +635,7 @@ def _propose(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
     served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float, kv_pressure: bool = False,
-    overloaded: bool = False, cold: float | None = None,
+    overloaded: bool = False, cold: float | None = None, window: float = 60.0,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
     if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
@@ -678,6 +685,15 @@ def _propose(
         # it: the calibration it inherited came from the previous knobs' pods (75 running overloaded put the ITL
         # tail at 1.48, and the moment 49 took over the model called it "above the knee at 25"; measured, 49
         # ran at 36 ms inside 40 ms).
+        return None
+    # The window's request count: a shape read from a handful of requests (the first of a burst) is noise.
+    counted = sum(m.requests_per_s or 0.0 for m in served) * window
+    if (config is not None and config.tuned and not violating and not kv_pressure
+            and not _shifted(config, workload, counted)):
+        # One change per workload shift: once tuned, the knobs move for a measured miss (above), a full KV cache,
+        # a rollback, or a request shape that has moved since they were planned, not for the calibration's
+        # drift. On a bursty prefill-heavy load the model's next "better" knee flipped 8 -> 18 -> 9 in 12
+        # minutes, each a surge of new pods at a 300 s cold start.
         return None
     if violating and conf >= URGENT_CONFIDENCE:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
@@ -767,14 +783,29 @@ def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStat
     return n, rate
 
 
-def _wait_budget(spec: models.InferenceDeploymentSpec, at: knee.Prediction) -> float:
-    """What the TTFT objective leaves for queueing after prefill: 1.5 s x 0.95 - 0.3 s p95 prefill = 1.13 s."""
-    return max(0.1, spec.slo.ttft * (1 - knee.MARGIN) - at.ttft_p)
+_wait_budget = knee.wait_budget
+_queue_miss = knee.queue_miss
 
 
-def _queue_miss(spec: models.InferenceDeploymentSpec) -> float:
-    """Half the misses the SLO percentile allows go to queueing (2.5% for p95), half to latency tails."""
-    return (1 - spec.slo.percentile / 100) / 2
+# A workload shift: the mean prompt or output length moved by a factor of 2 since the knobs were planned, the
+# narrowest step of the engines' own 1-2-5 token histograms (vLLM's request_prompt_tokens buckets), so the
+# finest move the operator can tell from the buckets it reads.
+SHIFT = 2.0
+
+
+# The fewest requests whose mean length is read as a shape: the textbook n >= 30 for a sample mean to be near
+# normal; with a coefficient of variation of 1 (chat's outputs) its standard error is then 18%, so a factor of
+# 2 is over five of them, not noise. The first seconds of a burst had 72 output tokens where the load had 30.
+SHAPE_SAMPLE = 30
+
+
+def _shifted(config: models.ConfigStatus, workload: knee.Workload, counted: float) -> bool:
+    """Whether the request shape left the one these knobs were planned for (unknown: not shifted)."""
+    if config.input_tokens is None or config.output_tokens is None or workload is knee.PRIOR_WORKLOAD \
+            or counted < SHAPE_SAMPLE:
+        return False
+    return any(max(a / b, b / a) >= SHIFT for a, b in ((workload.isl, config.input_tokens),
+                                                       (workload.osl, config.output_tokens)))
 
 
 def _verifiable(config: models.ConfigStatus, t: float) -> bool:

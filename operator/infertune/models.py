@@ -692,6 +692,11 @@ class ConfigStatus(Base):
     baseline_itl_p95_ms: float | None = pydantic.Field(
         default=None, ge=0, description="Per-request ITL measured on the previous knobs when the change was made, ms."
     )
+    input_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="Mean prompt tokens of the load the tuner planned it for (a shift of 2x "
+        "in either mean allows the next change).")
+    output_tokens: int | None = pydantic.Field(
+        default=None, ge=1, description="Mean output tokens of the load the tuner planned it for.")
     verified: bool = pydantic.Field(default=False, description="Measured after the change and kept.")
     tuned: bool = pydantic.Field(
         default=False, description="Chosen by the tuner (rate-limited), not the initial or a spec-forced one."

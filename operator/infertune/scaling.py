@@ -155,6 +155,26 @@ def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: flo
     return limit
 
 
+def slo_rate(*, capacity: float, slots: float, wait_budget: float, miss: float) -> float:
+    """The most requests/s one replica takes while P(queueing longer than wait_budget) stays under `miss`.
+
+    The replica's SLO capacity on Poisson arrivals (replicas_for's queue with one replica): a configuration
+    whose prefill leaves no TTFT for queueing serves far below its throughput. 8 slots at 5.8 req/s with
+    0.1 s to spare: 2.4 req/s; with 1.1 s: 4.3 req/s. Bisection on the rate (late grows with it), to 0.1%.
+    """
+    if capacity <= 0 or slots <= 0:
+        return 0.0
+    hold = slots / capacity
+    servers = max(1, round(slots))
+    lo, hi = 0.0, capacity
+    while hi - lo > capacity * 1e-3:
+        mid = (lo + hi) / 2
+        load = mid * hold
+        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
+        lo, hi = (mid, hi) if late <= miss else (lo, mid)
+    return lo
+
+
 def targets(
     spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float, wait_budget: float,
     miss: float, current: int, lead: float, now: datetime.datetime, measured: float | None = None,
