@@ -1,0 +1,122 @@
+"""Test: the per-step token budget as a tuned knob: candidates, the model against the twin, render and revisions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+import specs
+from infertune import catalog, decide, knee, models, perfmodel, render, validation
+from infertune.sim import sweep
+
+ISL, OSL = 2048, 28  # issue 17's prefill-heavy shape: code completion, long prompts, short answers
+
+
+def spec_of(**changes: Any) -> models.InferenceDeploymentSpec:
+    base = {"model.architecture": "llama-3.1-8b", "model.weights": "fp8", "accelerator.type": "l40s",
+            "slo.ttft": "1s", "slo.itl": "30ms", "tuning.maxBatchSize": {"min": 1, "max": 256}}
+    spec, problems = validation.parse(specs.spec(**{**base, **changes}))
+    assert spec is not None, problems
+    return spec
+
+
+def l40s(budget: int, batch: int = 8) -> perfmodel.Replica:
+    return perfmodel.Replica(gpu=catalog.gpu("l40s"), model=catalog.model("llama-3.1-8b"),
+                             weights=models.Precision.FP8, max_num_seqs=batch, max_num_batched_tokens=budget)
+
+
+def test_the_candidates_are_the_default_and_its_halvings_unless_the_spec_sets_one() -> None:
+    # 2,048 tokens a step is vLLM's default on a GPU under 70 GiB; None stands for it (no flag rendered).
+    assert knee.budgets(spec_of()) == (None, 1024, 512, 256, 128, 64)
+    assert knee.budgets(spec_of(**{"accelerator.type": "h100-sxm-80gb"}))[1:3] == (4096, 2048)
+    assert knee.budgets(spec_of(**{"engine.maxNumBatchedTokens": 4096})) == (None,)
+    assert knee.budgets(spec_of(**{"engine.chunkedPrefill": False, "engine.maxNumBatchedTokens": 8192})) == (None,)
+
+
+@pytest.mark.parametrize("budget", [512, 256])
+def test_the_model_agrees_with_the_twin_where_prefill_bounds_the_batch(budget: int) -> None:
+    # Every step full of prefill and still not enough: the budget, not the batch, sets throughput and ITL.
+    r = l40s(budget)
+    op = perfmodel.operating_point(r, concurrency=8, isl=ISL, osl=OSL)
+    twin = sweep.closed_loop(r, concurrency=8, isl=ISL, osl=OSL)
+    assert op.limited_by == "prefill"
+    assert op.requests_per_s == pytest.approx(twin.requests_per_s, rel=0.10)
+    assert op.itl_s * 1e3 == pytest.approx(twin.itl_ms_mean, rel=0.10)
+
+
+def test_the_model_ranks_budgets_as_the_twin_does() -> None:
+    # The twin's closed loop at concurrency 8: 512 serves the most (10.6 req/s), 256 too little prefill (7.8),
+    # 2,048 slow mixed steps (8.2). The model need not match every number, but must rank the best first.
+    budgets = (2048, 1024, 512, 256)
+    model = {b: perfmodel.operating_point(l40s(b), concurrency=8, isl=ISL, osl=OSL).requests_per_s for b in budgets}
+    twin = {b: sweep.closed_loop(l40s(b), concurrency=8, isl=ISL, osl=OSL).requests_per_s for b in budgets}
+    assert max(model, key=model.__getitem__) == max(twin, key=twin.__getitem__) == 512
+
+
+def test_on_a_prefill_heavy_load_the_knee_serves_more_within_the_slo_than_the_defaults() -> None:
+    # Issue 17: the batch was driven down to 1 on this shape. The planner's choice must meet both objectives on
+    # the twin and serve at least what the best batch at the default budget serves within them.
+    spec = spec_of()
+    workload = knee.Workload(isl=ISL, osl=OSL)
+    best = knee.search(spec, workload, models.Calibration(), kv=models.KvDtype.DEFAULT)
+    assert best.feasible and best.knobs.max_num_batched_tokens is not None
+    assert best.knobs.max_batch_size > 1
+
+    def within(r: perfmodel.Replica, n: int) -> float:
+        p = sweep.closed_loop(r, concurrency=n, isl=ISL, osl=OSL)
+        return p.requests_per_s if p.itl_ms_p95 <= 30.0 and p.ttft_ms_p95 <= 1000.0 else 0.0
+
+    chosen = knee.replica(spec, best.knobs)
+    mine = within(chosen, best.knobs.max_batch_size)
+    default = max(within(knee.replica(spec, models.Knobs(max_batch_size=n)), n) for n in (1, 2, 4, 6, 8))
+    assert mine > 0 and mine >= default
+
+
+def test_a_tuned_budget_reaches_the_engine_flag_and_the_labels() -> None:
+    spec = spec_of()
+    owner = render.Owner(name="llm", namespace="ns", uid="u1")
+    knobs = models.Knobs(max_batch_size=8, max_num_batched_tokens=512)
+    dep = render.deployment(owner, spec, knobs, replicas=1)
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-num-batched-tokens") + 1] == "512"
+    labels = dep["metadata"]["labels"]
+    assert render.knobs_from_labels(labels) == knobs
+    # Unset, no flag and no label: the engine runs its default.
+    plain = render.deployment(owner, spec, models.Knobs(max_batch_size=8), replicas=1)
+    assert "--max-num-batched-tokens" not in plain["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert render.knobs_from_labels(plain["metadata"]["labels"]) == models.Knobs(max_batch_size=8)
+    # A bad label is unreadable knobs, not a crash.
+    assert render.knobs_from_labels({**labels, render.LABEL_BUDGET: "many"}) is None
+    assert render.knobs_from_labels({**labels, render.LABEL_BUDGET: "0"}) is None
+
+
+def test_revisions_without_a_budget_keep_the_names_they_had_before_the_knob_existed() -> None:
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=8, kv_cache_dtype=models.KvDtype.FP8)
+    # The hash as it was computed before the budget was a knob: the knobs' two fields only.
+    shaping = {
+        "model": spec.model.model_dump(mode="json", by_alias=True),
+        "engine": spec.engine.model_dump(mode="json", by_alias=True),
+        "accelerator": spec.accelerator.model_dump(mode="json", by_alias=True, exclude={"hourly_cost"}),
+        "template": spec.template.model_dump(mode="json", by_alias=True),
+        "knobs": {"maxBatchSize": 8, "kvCacheDtype": "fp8"},
+    }
+    old = hashlib.sha256(json.dumps(shaping, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    assert render.revision(spec, knobs) == old
+    assert render.revision(spec, knobs.model_copy(update={"max_num_batched_tokens": 512})) != old
+
+
+def test_a_budget_the_spec_now_pins_is_no_longer_allowed() -> None:
+    tuned = models.Knobs(max_batch_size=8, max_num_batched_tokens=512)
+    assert decide.allowed(spec_of(), tuned)
+    assert not decide.allowed(spec_of(**{"engine.maxNumBatchedTokens": 4096}), tuned)
+    assert decide.allowed(spec_of(**{"engine.maxNumBatchedTokens": 4096}), models.Knobs(max_batch_size=8))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10_000_001, "512", 1.5])
+def test_a_bad_budget_knob_is_refused_naming_the_field(bad: object) -> None:
+    with pytest.raises(ValueError, match="max_num_batched_tokens"):
+        models.Knobs.model_validate({"max_batch_size": 8, "max_num_batched_tokens": bad}, strict=True)
