@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import decide, knee, models, observation, render, scaling, validation
+from infertune import decide, knee, models, observation, render, replica, scaling, validation
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -478,7 +478,7 @@ def test_the_model_never_undoes_its_last_change_without_a_measured_violation() -
 def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() -> None:
     # 70B FP8 on one H100 with the FP8 KV cache: about 17 chat requests fit on average, 12 at the 95th percentile.
     spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8"})
-    r = knee.replica(spec, models.Knobs(max_batch_size=16, kv_cache_dtype=models.KvDtype.FP8))
+    r = replica.of(spec, models.Knobs(max_batch_size=16, kv_cache_dtype=models.KvDtype.FP8))
     c = knee.perfmodel.coefficients(r)
     per_seq = knee.PRIOR_WORKLOAD.isl + knee.PRIOR_WORKLOAD.osl / 2 + c.block_size / 2
     average = c.kv_blocks * c.block_size / per_seq

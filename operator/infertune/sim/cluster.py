@@ -9,7 +9,7 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
-from infertune import conditions, knee, models, observation, perfmodel, prometheus, render
+from infertune import conditions, models, observation, perfmodel, prometheus, render, replica
 from infertune.runtimes import metrics, registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, histogram, promql, workload
@@ -160,7 +160,7 @@ class Cluster:
         key = f"{knobs.max_batch_size}/{knobs.kv_cache_dtype.value}"
         if key not in self._replicas:
             try:
-                r = knee.replica(self.spec, knobs, prefix_cache_hit_rate=self.prefix_hit_rate)
+                r = replica.of(self.spec, knobs, prefix_cache_hit_rate=self.prefix_hit_rate)
                 perfmodel.coefficients(r)
                 self._replicas[key] = r
             except ValueError as e:  # the engine would refuse to start (FP8 KV without FP8, no room for KV)
