@@ -128,6 +128,24 @@ def is_subset(desired: Any, actual: Any) -> bool:
     return bool(desired == actual)
 
 
+def would_write(owner_uid: str, decision: observation.Decision, rendered: render.Rendered,
+                deployments: list[dict[str, Any]]) -> bool:
+    """Whether applying the decision would change a pod or a Deployment (Service and config aside): a pod patch,
+    a rendered Deployment missing, not ours or not yet as rendered, or one of ours the decision no longer keeps."""
+    if decision.pod_patches:
+        return True
+    known = {d["metadata"]["name"]: d for d in deployments}
+    for _, manifests in rendered:
+        for manifest in manifests:
+            if manifest["kind"] != "Deployment":
+                continue
+            current = known.get(manifest["metadata"]["name"])
+            if current is None or not owned_by(current, owner_uid) or not is_subset(manifest, current):
+                return True
+    keep = {name for name, _ in rendered}
+    return any(name not in keep and owned_by(d, owner_uid) for name, d in known.items())
+
+
 @dataclasses.dataclass
 class KubeCluster:
     """Cluster over the kubernetes asyncio client's transport (auth, TLS and config loading are its own)."""
