@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import decide, knee, models, observation, render, replica, scaling, validation
+from infertune import decide, knee, models, observation, render, replica, scaling, timestamps, validation
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -200,7 +200,7 @@ def test_changes_respect_the_min_change_interval() -> None:
         w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=1.0 + (t % 600) / 1200))
         w.step(t)
     tuned = [r for r in w.status.decisions if r.kind == "knobs"]
-    stamps = sorted(datetime.datetime.fromisoformat(r.time.replace("Z", "+00:00")) for r in tuned)
+    stamps = sorted(timestamps.parse(r.time) for r in tuned)
     for a, b in itertools.pairwise(stamps):
         assert (b - a).total_seconds() >= 1800
 
@@ -1051,7 +1051,7 @@ def test_a_knee_waiting_for_the_min_change_interval_says_when_the_next_change_ma
     w.step(0)
     t = until_tuned(w, spec)
     change = next(r for r in w.status.decisions if r.kind == "knobs")
-    allowed = datetime.datetime.fromisoformat(change.time.replace("Z", "+00:00")) + datetime.timedelta(minutes=30)
+    allowed = timestamps.parse(change.time) + datetime.timedelta(minutes=30)
     waits = []
     # A server slower than the calibration moves the knee away from the tuned size; the change must wait.
     for _ in range(60):

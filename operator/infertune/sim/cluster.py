@@ -9,7 +9,7 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
-from infertune import conditions, models, observation, perfmodel, prometheus, render, replica
+from infertune import conditions, models, observation, perfmodel, prometheus, render, replica, timestamps
 from infertune.runtimes import metrics, registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, histogram, promql, workload
@@ -31,9 +31,8 @@ def when(t: float) -> datetime.datetime:
 
 
 def _seconds(stamp: str | None, default: float) -> float:
-    if not stamp:
-        return default
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - EPOCH
+    at = timestamps.seconds(stamp)
+    return default if at is None else at - EPOCH
 
 
 @dataclasses.dataclass(slots=True)
