@@ -243,14 +243,14 @@ def _plan(args: argparse.Namespace, result: frontier_analysis.Knee) -> frontier_
         return None
     point = result.knee.point
     if args.target_tokens is not None:
-        return frontier_analysis.replicas_for(args.target_tokens, point.output_tokens_per_s, unit="tok/s",
-                                              utilization=args.target_utilization)
+        return frontier_analysis.replicas_at_utilization(args.target_tokens, point.output_tokens_per_s,
+                                                         unit="tok/s", utilization=args.target_utilization)
     capacity = frontier_analysis.request_capacity(point, osl=args.osl)
     if capacity is None:
         raise exits.UsageError("--target-rps: the runs carry no request rate; pass --osl (mean output tokens per "
                           "request) or use --target-tokens")
-    return frontier_analysis.replicas_for(args.target_rps, capacity, unit="req/s",
-                                          utilization=args.target_utilization)
+    return frontier_analysis.replicas_at_utilization(args.target_rps, capacity, unit="req/s",
+                                                     utilization=args.target_utilization)
 
 
 def plot(result: frontier_analysis.Knee, path: str) -> pathlib.Path:

@@ -212,7 +212,7 @@ def test_replicas_for_a_request_target_needs_a_request_rate(capsys: pytest.Captu
     (120.0, 1.63, 0.8, 93),
 ])
 def test_replicas_round_up(target: float, capacity: float, utilization: float, replicas: int) -> None:
-    plan = frontier_analysis.replicas_for(target, capacity, unit="req/s", utilization=utilization)
+    plan = frontier_analysis.replicas_at_utilization(target, capacity, unit="req/s", utilization=utilization)
     assert plan.replicas == replicas
     assert plan.worked().endswith(f"-> {replicas} replica{'s' if replicas != 1 else ''}")
 
