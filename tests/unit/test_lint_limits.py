@@ -20,11 +20,9 @@ AT_MOST = {
     "operator/infertune/rollout.py": {"PLR0912", "PLR0915"},
     "operator/infertune/handlers.py": {"PLR0915"},
     "operator/infertune/prometheus.py": {"PLR0912", "PLR0915"},
-    "operator/infertune/crd.py": {"PLR0912"},
     "operator/infertune/sim/sweep.py": {"PLR0912", "PLR0915"},
     "operator/infertune/sim/policies.py": {"PLR0911"},
     "operator/infertune/sim/scenario.py": {"PLR0911"},
-    "bench/decision_quality.py": {"PLR0915"},
     "e2e/demo.py": {"PLR0912", "PLR0915"},
 }
 
