@@ -19,7 +19,6 @@ AT_MOST = {
     "operator/infertune/decide.py": {"PLR0911", "PLR0912", "PLR0915"},
     "operator/infertune/rollout.py": {"PLR0912", "PLR0915"},
     "operator/infertune/handlers.py": {"PLR0915"},
-    "operator/infertune/prometheus.py": {"PLR0912", "PLR0915"},
     "operator/infertune/sim/sweep.py": {"PLR0912", "PLR0915"},
     "operator/infertune/sim/policies.py": {"PLR0911"},
     "operator/infertune/sim/scenario.py": {"PLR0911"},
