@@ -35,6 +35,8 @@ NOT_IN_THE_CORE = {
 }
 # kopf is the shell's framework: the twin and the adapters run without it.
 ONLY_IN_THE_SHELL = {"kopf"}
+# The twin's package, its command module included, runs without the kopf shell and below the command line.
+NOT_IN_THE_TWIN_PACKAGE = {"infertune.handlers", "infertune.main", "infertune.cli"}
 # The rows of the layer table in docs/design.md, by their first cell.
 DESIGN_ROWS = {"pure core": "Pure", "adapters": "Adapter", "shell": "Shell", "twin": "Twin", "command line": "CLI"}
 
@@ -106,6 +108,8 @@ def problems(modules: dict[str, Module]) -> list[str]:
                 out.append(f"{name} (Pure) imports {target}")
             elif m.role not in ("Shell", "CLI") and _top(target) in ONLY_IN_THE_SHELL:
                 out.append(f"{name} ({m.role}) imports {target}")
+            if name.startswith("infertune.sim") and target in NOT_IN_THE_TWIN_PACKAGE:
+                out.append(f"{name} (in sim/) imports {target}")
     out += [f"import circle: {' -> '.join(c)}" for c in circles(modules)]
     return out
 
@@ -214,6 +218,8 @@ def plant(root: pathlib.Path, module: str, line: str, *, at_top: bool = True) ->
      "infertune.sim.cluster (Twin) imports infertune.handlers (Shell)"),
     ("sim/live.py", "from infertune import cli", "infertune.sim.live (Twin) imports infertune.cli (CLI)"),
     ("sim/fleet.py", "import kopf", "infertune.sim.fleet (Twin) imports kopf"),
+    ("sim/commands.py", "from infertune import handlers",
+     "infertune.sim.commands (in sim/) imports infertune.handlers"),
     ("kube.py", "from infertune import handlers", "infertune.kube (Adapter) imports infertune.handlers (Shell)"),
 ])
 def test_a_planted_import_up_the_layers_is_caught(copy: pathlib.Path, module: str, line: str, expected: str) -> None:
