@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from infertune import decide, handlers, kube, models, observation, render, validation
+from infertune import decide, kube, models, observation, render, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "manifests" / "samples" / "vllm-llama-3.1-8b-l40s.yaml"
@@ -31,7 +31,7 @@ def main() -> None:
         name="bench", namespace="ns", generation=1, spec=spec, status=models.InferenceDeploymentStatus(),
         revisions=(), pods=(), metrics=observation.Metrics(pods={}, grace=0)), now=t0)
     # The stored Deployment as the watch cache holds it: the rendered one, owned, with one Ready replica.
-    deployments: list[dict[str, Any]] = [m for _, ms in handlers._render(owner, spec, first) for m in ms
+    deployments: list[dict[str, Any]] = [m for _, ms in render.revisions(owner, spec, first) for m in ms
                                          if m["kind"] == "Deployment"]
     for d in deployments:
         d["metadata"]["ownerReferences"] = [{"apiVersion": f"{models.GROUP}/{models.VERSION}", "controller": True,
@@ -55,8 +55,8 @@ def main() -> None:
             revisions=tuple(r for r in map(kube.revision_facts, deployments) if r is not None), pods=pods,
             metrics=observation.Metrics(pods={}, grace=0))
         decision = decide.decide(obs, now=t0 + datetime.timedelta(seconds=15 * i))
-        rendered = handlers._render(owner, parsed, decision)
-        handlers._writes(owner, decision, rendered, deployments)
+        rendered = render.revisions(owner, parsed, decision)
+        kube.would_write(owner.uid, decision, rendered, deployments)
         decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     cycle(0)

@@ -493,7 +493,7 @@ def scenario_files(suites: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="train,validation", help="comma-separated: train, validation")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
@@ -505,6 +505,11 @@ def main() -> None:
     parser.add_argument("--img", type=pathlib.Path, default=ROOT / "docs" / "img")
     parser.add_argument("--docs-only", action="store_true",
                         help="run nothing: rewrite --out and the README block from the runs in --json")
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
     if args.docs_only:
         data = json.loads(args.json.read_text(encoding="utf-8"))

@@ -22,6 +22,7 @@ import yaml
 from e2e import cluster as e2e_cluster
 from e2e import prometheus as e2e_prometheus
 from e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_SA, TwinProcess, install_operator_manifests, start_operator
+from infertune import timestamps
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((REPO / "manifests/samples/vllm-llama-3.1-8b-l40s.yaml").read_text())
@@ -232,7 +233,7 @@ def _steady_desired(env: Env, name: str, *, hold: float, timeout: float) -> int:
 
 def _event_time(event: dict[str, Any]) -> datetime.datetime:
     stamp = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or ""
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(microsecond=0)
+    return timestamps.parse(stamp).replace(microsecond=0)
 
 
 def _start_rollout(env: Env, twin: TwinProcess, name: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import threading
 import time
@@ -15,12 +14,9 @@ import yaml
 
 from e2e import cluster as e2e_cluster
 from e2e import prometheus as e2e_prometheus
+from infertune import timestamps
 
 H100 = "NVIDIA-H100-80GB-HBM3"
-
-
-def _parse_time(stamp: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _condition(pod: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -90,8 +86,8 @@ def test_pod_is_running_but_not_ready_until_its_ready_delay(k8s: e2e_cluster.Kub
     # ...and Ready once it has passed.
     pod = k8s.wait_for(lambda: _ready_pod(k8s, namespace, "slow-load"), 15, interval=0.1, message="pod Ready")
     assert time.monotonic() - applied >= delay
-    ready_at = _parse_time(_condition(pod, "Ready")["lastTransitionTime"])
-    started_at = _parse_time(pod["status"]["startTime"])
+    ready_at = timestamps.parse(_condition(pod, "Ready")["lastTransitionTime"])
+    started_at = timestamps.parse(pod["status"]["startTime"])
     # Both stamps are whole seconds and the delay is counted from after startTime was written, so the gap
     # is at least the delay: 3 s.
     assert (ready_at - started_at).total_seconds() >= delay

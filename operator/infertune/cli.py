@@ -13,11 +13,8 @@ from typing import Any
 
 import yaml
 
-from infertune import catalog, crd, decide, models, offline, render, validation
+from infertune import catalog, crd, decide, exits, models, offline, render, validation
 from infertune.sim import commands as sim_commands
-
-EXIT_OK = 0
-EXIT_INVALID = 2
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -27,10 +24,6 @@ class PlainDumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
-
-
-class UsageError(Exception):
-    """Bad input to a command: printed as one line, exit status 2."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +75,7 @@ def check_node(root: yaml.Node) -> str | None:
 
 
 def read_documents(path: str) -> list[Document]:
-    """The YAML documents of a file ('-' is stdin); raises UsageError naming the file on any read problem."""
+    """The YAML documents of a file ('-' is stdin); raises a UsageError naming the file on any read problem."""
     try:
         if path == "-":
             text = sys.stdin.read()
@@ -90,22 +83,22 @@ def read_documents(path: str) -> list[Document]:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
     except OSError as e:
-        raise UsageError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise exits.UsageError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a text file (invalid UTF-8)") from None
+        raise exits.UsageError(f"{path}: not a text file (invalid UTF-8)") from None
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise exits.UsageError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
-        raise UsageError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+        raise exits.UsageError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
     raw = []
     for node in nodes:
         problem = check_node(node)
         if problem:
-            raise UsageError(f"{path}: {problem}")
+            raise exits.UsageError(f"{path}: {problem}")
         loader = yaml.SafeLoader("")
         try:
             raw.append(loader.construct_document(node))
@@ -113,12 +106,12 @@ def read_documents(path: str) -> list[Document]:
             loader.dispose()
     raw = [d for d in raw if d is not None]
     if not raw:
-        raise UsageError(f"{path}: no YAML documents found")
+        raise exits.UsageError(f"{path}: no YAML documents found")
     docs = []
     for i, body in enumerate(raw, start=1):
         source = path if len(raw) == 1 else f"{path}#{i}"
         if not isinstance(body, dict):
-            raise UsageError(f"{source}: expected a mapping (an InferenceDeployment), got {type(body).__name__}")
+            raise exits.UsageError(f"{source}: expected a mapping (an InferenceDeployment), got {type(body).__name__}")
         docs.append(Document(source, body))
     return docs
 
@@ -161,7 +154,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             # Warnings keep the exit code: the spec is valid, but its SLO verdict may read Unknown.
             for w in validation.objective_warnings(spec) if spec is not None else ():
                 print(f"{doc.source}: {name}: warning: {w}", file=sys.stderr)
-    return EXIT_INVALID if failed else EXIT_OK
+    return exits.EXIT_INVALID if failed else exits.EXIT_OK
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -174,7 +167,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             if problems or spec is None:
                 for p in problems:
                     print(f"{doc.source}: {p}", file=sys.stderr)
-                return EXIT_INVALID
+                return exits.EXIT_INVALID
             meta = doc.body["metadata"]
             owner = render.Owner(
                 name=meta["name"], namespace=meta.get("namespace") or args.namespace, uid=PLACEHOLDER_UID
@@ -185,12 +178,12 @@ def cmd_render(args: argparse.Namespace) -> int:
     sys.stdout.write(f"# ownerReferences carry the placeholder uid {PLACEHOLDER_UID}; "
                      "the operator sets the real one.\n")
     sys.stdout.write(yaml.dump_all(out, Dumper=PlainDumper, sort_keys=False, width=120))
-    return EXIT_OK
+    return exits.EXIT_OK
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
     sys.stdout.write(crd.render_yaml())
-    return EXIT_OK
+    return exits.EXIT_OK
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
@@ -203,7 +196,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     for m in catalog.MODELS.values():
         kv = m.kv_bytes_per_token(2) / 1024
         print(f"  {m.name:16} {m.parameters / 1e9:>6.1f}B params  {m.layers:>3} layers  KV {kv:g} KiB/token (bf16)")
-    return EXIT_OK
+    return exits.EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -321,13 +314,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        code: int = args.fn(args)
-    except UsageError as e:
-        print(f"infertune {args.command}: {e}", file=sys.stderr)
-        return EXIT_INVALID
-    return code
+    return exits.run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

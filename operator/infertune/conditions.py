@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime
 
-from infertune import models
+from infertune import models, timestamps
 
-
-def timestamp(now: datetime.datetime) -> str:
-    """RFC 3339 in UTC with second precision, as the API server writes metav1.Time."""
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The name decide, scaling and rollout write their status stamps with; the format lives with its parser.
+timestamp = timestamps.text
 
 
 def upsert(

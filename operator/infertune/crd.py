@@ -98,17 +98,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         extra = {k: v for k, v in node.items() if k != "$ref"}
         return _resolve({**target, **extra}, defs)
     if "anyOf" in node:
-        options = [o for o in node["anyOf"] if o.get("type") != "null"]
-        nullable = len(options) < len(node["anyOf"])
-        rest = {k: v for k, v in node.items() if k != "anyOf"}
-        if len(options) != 1:
-            raise ValueError(f"cannot express a union in a structural schema: {node['anyOf']}")
-        merged = _resolve({**options[0], **rest}, defs)
-        if nullable:
-            # Optional fields are simply not required. They are deliberately not `nullable`: the API
-            # server then prunes explicit nulls, so CEL's has() and the operator see an absent field.
-            merged.pop("default", None)
-        return merged
+        return _union(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP and not (key == "additionalProperties" and isinstance(value, dict)):
@@ -125,6 +115,25 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             raise ValueError("fixed-length tuples are not structural")
         else:
             out[key] = _resolve(value, defs)
+    return _bounded(out)
+
+
+def _union(node: dict[str, Any], defs: dict[str, Any]) -> Any:
+    """`X | None` (pydantic's anyOf with null) as X, not required; any other union cannot be structural."""
+    options = [o for o in node["anyOf"] if o.get("type") != "null"]
+    nullable = len(options) < len(node["anyOf"])
+    rest = {k: v for k, v in node.items() if k != "anyOf"}
+    if len(options) != 1:
+        raise ValueError(f"cannot express a union in a structural schema: {node['anyOf']}")
+    merged = _resolve({**options[0], **rest}, defs)
+    if nullable:
+        # Optional fields are simply not required. They are deliberately not `nullable`: the API
+        # server then prunes explicit nulls, so CEL's has() and the operator see an absent field.
+        merged.pop("default", None)
+    return merged
+
+
+def _bounded(out: dict[str, Any]) -> dict[str, Any]:
     if out.get("type") == "array" and "items" in out and "maxItems" not in out:
         out["maxItems"] = 256  # bounds the CEL cost estimate
     if "default" in out and out.get("type") == "object" and not out["default"]:

@@ -132,13 +132,13 @@ class Operator:
         facts = cached
         if facts is not None:
             decision, pod_facts = await decide_from(facts)
-            rendered = _render(owner, spec, decision)
-            if _writes(owner, decision, rendered, facts[0]):
+            rendered = render.revisions(owner, spec, decision)
+            if kube.would_write(owner.uid, decision, rendered, facts[0]):
                 facts = None
         if facts is None:
             facts = await self.cluster.facts(namespace, name)
             decision, pod_facts = await decide_from(facts)
-            rendered = _render(owner, spec, decision)
+            rendered = render.revisions(owner, spec, decision)
         deployments = facts[0]
         status = decision.status
         if self.config.dry_run:
@@ -197,7 +197,7 @@ class Operator:
                                    edges=seen_edges(raws))
 
     async def _apply(
-        self, owner: render.Owner, decision: observation.Decision, rendered: Rendered,
+        self, owner: render.Owner, decision: observation.Decision, rendered: render.Rendered,
         deployments: list[dict[str, Any]], *, generation: int,
     ) -> None:
         # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
@@ -266,32 +266,6 @@ CONCURRENT_RECONCILES = 32
 
 # An object's owned Deployments and pods, as the API server (or a watch cache of it) holds them.
 Facts = tuple[list[dict[str, Any]], list[dict[str, Any]]]
-
-
-# Each planned revision's Deployment name and manifests, rendered once per decision.
-Rendered = list[tuple[str, list[dict[str, Any]]]]
-
-
-def _render(owner: render.Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision) -> Rendered:
-    return [(render.revision_name(owner, plan.revision),
-             render.manifests(owner, spec, plan.knobs, replicas=plan.replicas)) for plan in decision.revisions]
-
-
-def _writes(owner: render.Owner, decision: observation.Decision, rendered: Rendered,
-            deployments: list[dict[str, Any]]) -> bool:
-    """Whether applying the decision would change a pod or a Deployment (Service and config aside)."""
-    if decision.pod_patches:
-        return True
-    known = {d["metadata"]["name"]: d for d in deployments}
-    for _, manifests in rendered:
-        for manifest in manifests:
-            if manifest["kind"] != "Deployment":
-                continue
-            current = known.get(manifest["metadata"]["name"])
-            if current is None or not kube.owned_by(current, owner.uid) or not kube.is_subset(manifest, current):
-                return True
-    keep = {name for name, _ in rendered}
-    return any(name not in keep and kube.owned_by(d, owner.uid) for name, d in known.items())
 
 
 # Status fields that only report measurements (and the smoothing state behind them).

@@ -6,40 +6,8 @@ import dataclasses
 import functools
 import math
 
-from infertune import catalog, models, observation, perfmodel, scaling
+from infertune import models, observation, perfmodel, replica, scaling
 from infertune.runtimes import registry
-
-
-def replica(
-    spec: models.InferenceDeploymentSpec, knobs: models.Knobs, *, prefix_cache_hit_rate: float = 0.0
-) -> perfmodel.Replica:
-    """The performance model's view of one replica of this spec running these knobs."""
-    runtime = registry.for_engine(spec.engine)
-    e = spec.engine
-    chunked = runtime.chunked_prefill_default if e.chunked_prefill is None else e.chunked_prefill
-    budget = knobs.max_num_batched_tokens or e.max_num_batched_tokens
-    if budget is not None and budget < knobs.max_batch_size:
-        # The engine refuses such a pair (validation stops it for vLLM); the twin runs the batch-sized budget.
-        budget = knobs.max_batch_size
-    return perfmodel.Replica(
-        gpu=catalog.resolve_gpu(spec.accelerator),
-        model=catalog.resolve_model(spec.model),
-        gpus=spec.accelerator.count,
-        weights=spec.model.weights,
-        kv_dtype=knobs.kv_cache_dtype,
-        gpu_memory_utilization=e.gpu_memory_utilization or 0.9,
-        max_num_seqs=knobs.max_batch_size,
-        max_num_batched_tokens=budget if budget is not None else max(knobs.max_batch_size, _default_budget(spec)),
-        chunked_prefill=chunked,
-        prefix_caching=e.prefix_caching is not False,
-        prefix_cache_hit_rate=prefix_cache_hit_rate if e.prefix_caching is not False else 0.0,
-    )
-
-
-def _default_budget(spec: models.InferenceDeploymentSpec) -> int:
-    # vLLM's OpenAI-server defaults: 8192 tokens per step on >= 70 GiB GPUs that are not A100, else 2048.
-    gpu = catalog.resolve_gpu(spec.accelerator)
-    return 8192 if gpu.memory_gib >= 70 and not gpu.name.startswith("a100") else 2048
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,7 +62,7 @@ def predict(
     concurrency: int | None = None,
 ) -> Prediction:
     """Calibrated physics: the prior's means scaled by what was measured, times the measured tail ratios."""
-    r = replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
+    r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
                                    osl=workload.osl)
     full = concurrency is None or concurrency >= knobs.max_batch_size
@@ -134,7 +102,7 @@ def batch_that_fits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, w
     """The most requests a replica at these knobs runs at once 95% of the time (kv_fits), at most its max
     batch size: 70B FP8 on one H100 with the default KV cache and maxBatchSize 1,024 holds 8 chat requests of
     1,100 tokens on average, and 5 whenever a few long prompts meet."""
-    c = perfmodel.coefficients(replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
+    c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
     lo, hi = 1, max(1, knobs.max_batch_size)
     while lo < hi:  # kv_fits is monotone in the batch
         mid = (lo + hi + 1) // 2
@@ -181,7 +149,7 @@ def budgets(spec: models.InferenceDeploymentSpec) -> tuple[int | None, ...]:
     chunked = registry.for_engine(e).chunked_prefill_default if e.chunked_prefill is None else e.chunked_prefill
     if e.max_num_batched_tokens is not None or not chunked:
         return (None,)
-    default = _default_budget(spec)
+    default = replica.default_budget(spec)
     return (None, *(default >> k for k in range(1, BUDGET_HALVINGS + 1)))
 
 
@@ -318,7 +286,7 @@ def calibrate(
 
 def _means(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
            running: int) -> perfmodel.OperatingPoint:
-    r = replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
+    r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     return perfmodel.operating_point(r, concurrency=running, isl=workload.isl, osl=workload.osl)
 
 
@@ -351,7 +319,7 @@ def estimate_mbu(
     """
     if running <= 0 or itl_mean <= 0:
         return None
-    c = perfmodel.coefficients(replica(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
+    c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
     batch = max(1, round(running))
     moved = c.bytes_moved(batch, batch * (workload.isl + workload.osl / 2.0))
     return min(1.0, moved / (itl_mean * c.peak_bytes_per_s))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 from typing import Any, Protocol
@@ -11,7 +10,7 @@ from typing import Any, Protocol
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
-from infertune import models, observation, render
+from infertune import models, observation, render, timestamps
 
 FIELD_MANAGER = "infertune"
 
@@ -126,6 +125,24 @@ def is_subset(desired: Any, actual: Any) -> bool:
                                                                      and isinstance(actual, numeric)):
         return str(desired) == str(actual)
     return bool(desired == actual)
+
+
+def would_write(owner_uid: str, decision: observation.Decision, rendered: render.Rendered,
+                deployments: list[dict[str, Any]]) -> bool:
+    """Whether applying the decision would change a pod or a Deployment (Service and config aside): a pod patch,
+    a rendered Deployment missing, not ours or not yet as rendered, or one of ours the decision no longer keeps."""
+    if decision.pod_patches:
+        return True
+    known = {d["metadata"]["name"]: d for d in deployments}
+    for _, manifests in rendered:
+        for manifest in manifests:
+            if manifest["kind"] != "Deployment":
+                continue
+            current = known.get(manifest["metadata"]["name"])
+            if current is None or not owned_by(current, owner_uid) or not is_subset(manifest, current):
+                return True
+    keep = {name for name, _ in rendered}
+    return any(name not in keep and owned_by(d, owner_uid) for name, d in known.items())
 
 
 @dataclasses.dataclass
@@ -255,12 +272,6 @@ class KubeCluster:
 # ---------------------------------------------------------------------------------------------
 
 
-def _epoch(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def revision_facts(deployment: dict[str, Any]) -> observation.RevisionFacts | None:
     meta = deployment.get("metadata", {})
     labels = meta.get("labels") or {}
@@ -273,7 +284,7 @@ def revision_facts(deployment: dict[str, Any]) -> observation.RevisionFacts | No
         knobs=render.knobs_from_labels(labels),
         replicas=int(deployment.get("spec", {}).get("replicas") or 0),
         ready_replicas=int(deployment.get("status", {}).get("readyReplicas") or 0),
-        created=_epoch(meta.get("creationTimestamp")) or 0.0,
+        created=timestamps.seconds(meta.get("creationTimestamp")) or 0.0,
     )
 
 
@@ -297,13 +308,13 @@ def pod_facts(pod: dict[str, Any]) -> observation.PodFacts | None:
         revision=rev,
         ready=ready,
         serving=labels.get(render.LABEL_SERVING) == "true",
-        created=_epoch(meta.get("creationTimestamp")) or 0.0,
-        ready_since=_epoch(ready_cond.get("lastTransitionTime")) if ready and ready_cond else None,
+        created=timestamps.seconds(meta.get("creationTimestamp")) or 0.0,
+        ready_since=timestamps.seconds(ready_cond.get("lastTransitionTime")) if ready and ready_cond else None,
         deleting=bool(meta.get("deletionTimestamp")),
         node=(pod.get("spec") or {}).get("nodeName"),
         restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
         failed=status.get("phase") == "Failed",
-        unserved_since=_epoch(annotations.get(render.ANNOTATION_UNSERVED_SINCE)),
+        unserved_since=timestamps.seconds(annotations.get(render.ANNOTATION_UNSERVED_SINCE)),
         deletion_cost=cost,
     )
 

@@ -10,11 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from infertune import cost, frontier_analysis, models, scaling
+from infertune import cost, exits, frontier_analysis, models, scaling
 
-EXIT_OK = 0
-EXIT_NO_KNEE = 1  # the analysis ran: no measured concurrency meets the SLO
-EXIT_INVALID = 2
 # genai-perf and AIPerf write one summary per run into its own artifact directory.
 SUMMARY_NAMES = ("profile_export_genai_perf.json", "profile_export_aiperf.json")
 
@@ -83,10 +80,6 @@ def _percentile(text: str) -> float:
 # ---------------------------------------------------------------------------------------------- knee
 
 
-class _InputError(Exception):
-    """Bad input file or flag combination: one line on stderr, exit 2."""
-
-
 def _files(paths: Sequence[str]) -> list[pathlib.Path]:
     out: list[pathlib.Path] = []
     for raw in paths:
@@ -94,7 +87,7 @@ def _files(paths: Sequence[str]) -> list[pathlib.Path]:
         if path.is_dir():
             found = sorted(p for name in SUMMARY_NAMES for p in path.rglob(name))
             if not found:
-                raise _InputError(f"{raw}: a directory without {' or '.join(SUMMARY_NAMES)}; name the files")
+                raise exits.UsageError(f"{raw}: a directory without {' or '.join(SUMMARY_NAMES)}; name the files")
             out += found
         else:
             out.append(path)
@@ -105,15 +98,15 @@ def _read(path: pathlib.Path) -> frontier_analysis.Export:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise _InputError(f"{path}: no such file") from None
+        raise exits.UsageError(f"{path}: no such file") from None
     except UnicodeDecodeError:
-        raise _InputError(f"{path}: not a text file (invalid UTF-8)") from None
+        raise exits.UsageError(f"{path}: not a text file (invalid UTF-8)") from None
     except OSError as e:
-        raise _InputError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise exits.UsageError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
         return frontier_analysis.parse(text, name=str(path))
     except frontier_analysis.FormatError as e:
-        raise _InputError(f"{path}: {e}") from None
+        raise exits.UsageError(f"{path}: {e}") from None
 
 
 def _ms(seconds: float) -> str:
@@ -219,36 +212,30 @@ def _knee_json(result: frontier_analysis.Knee, export: frontier_analysis.Export,
 
 
 def cmd_knee(args: argparse.Namespace) -> int:
+    export = frontier_analysis.merge(_read(p) for p in _files(args.files))
+    slo = frontier_analysis.Slo(ttft=args.ttft, itl=args.itl, percentile=args.percentile)
     try:
-        export = frontier_analysis.merge(_read(p) for p in _files(args.files))
-        slo = frontier_analysis.Slo(ttft=args.ttft, itl=args.itl, percentile=args.percentile)
-        try:
-            result = frontier_analysis.find_knee(export.points, slo)
-        except frontier_analysis.FormatError as e:
-            raise _InputError(f"{', '.join(args.files)}: {e}") from None
-        plan, price = _plan(args, result), None
-        if result.knee is not None and args.gpu_hourly is not None:
-            price = cost.per_million_output_tokens(args.gpu_hourly, result.knee.point.output_tokens_per_s,
-                                                   gpus=args.gpus)
-    except _InputError as e:
-        print(f"infertune knee: {e}", file=sys.stderr)
-        return EXIT_INVALID
+        result = frontier_analysis.find_knee(export.points, slo)
+    except frontier_analysis.FormatError as e:
+        raise exits.UsageError(f"{', '.join(args.files)}: {e}") from None
+    plan, price = _plan(args, result), None
+    if result.knee is not None and args.gpu_hourly is not None:
+        price = cost.per_million_output_tokens(args.gpu_hourly, result.knee.point.output_tokens_per_s,
+                                               gpus=args.gpus)
     if args.plot and result.rows:
         try:
             plot(result, args.plot)
         except ImportError:
-            print("infertune knee: --plot needs matplotlib (pip install 'infertune[plot]')", file=sys.stderr)
-            return EXIT_INVALID
+            raise exits.UsageError("--plot needs matplotlib (pip install 'infertune[plot]')") from None
         except OSError as e:
-            print(f"infertune knee: --plot {args.plot}: cannot write: {e.strerror or e}", file=sys.stderr)
-            return EXIT_INVALID
+            raise exits.UsageError(f"--plot {args.plot}: cannot write: {e.strerror or e}") from None
     if args.json:
         sys.stdout.write(json.dumps(_knee_json(result, export, plan, price), indent=2) + "\n")
     else:
         sys.stdout.write(_knee_report(result, export, plan, price))
         if args.plot:
             print(f"plot: {args.plot}")
-    return EXIT_OK if result.knee is not None else EXIT_NO_KNEE
+    return exits.EXIT_OK if result.knee is not None else exits.EXIT_NO_KNEE
 
 
 def _plan(args: argparse.Namespace, result: frontier_analysis.Knee) -> frontier_analysis.Plan | None:
@@ -256,14 +243,14 @@ def _plan(args: argparse.Namespace, result: frontier_analysis.Knee) -> frontier_
         return None
     point = result.knee.point
     if args.target_tokens is not None:
-        return frontier_analysis.replicas_for(args.target_tokens, point.output_tokens_per_s, unit="tok/s",
-                                              utilization=args.target_utilization)
+        return frontier_analysis.replicas_at_utilization(args.target_tokens, point.output_tokens_per_s,
+                                                         unit="tok/s", utilization=args.target_utilization)
     capacity = frontier_analysis.request_capacity(point, osl=args.osl)
     if capacity is None:
-        raise _InputError("--target-rps: the runs carry no request rate; pass --osl (mean output tokens per "
+        raise exits.UsageError("--target-rps: the runs carry no request rate; pass --osl (mean output tokens per "
                           "request) or use --target-tokens")
-    return frontier_analysis.replicas_for(args.target_rps, capacity, unit="req/s",
-                                          utilization=args.target_utilization)
+    return frontier_analysis.replicas_at_utilization(args.target_rps, capacity, unit="req/s",
+                                                     utilization=args.target_utilization)
 
 
 def plot(result: frontier_analysis.Knee, path: str) -> pathlib.Path:
@@ -323,11 +310,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
             "utilization": c.utilization, "hourly": round(c.hourly, 4),
             "costPerMillionOutputTokens": round(c.per_million, 4),
         }, indent=2) + "\n")
-        return EXIT_OK
+        return exits.EXIT_OK
     print(f"${c.per_million:,.2f} per 1M output tokens")
     print(f"formula: {cost.FORMULA}")
     print(f"worked:  {c.worked()}")
-    return EXIT_OK
+    return exits.EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- parsers
@@ -386,9 +373,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    code: int = args.fn(args)
-    return code
+    return exits.run(parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -456,9 +456,7 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         # an L40S, 2,048-token prompts for 28 out, budget 512: 504 / 2,048 x (5 + 27) = 7.9 running, 0.246
         # admitted per 23.9 ms step = 10.3 req/s (the twin's closed loop at concurrency 8-16: 10.6-10.8). A
         # smaller batch leaves more of the budget to prefill, so the fixed point is found in a few rounds.
-        for _ in range(4):
-            room = max(c.token_budget - int(batch), 1)
-            batch = min(batch, max(1.0, room / new * (decode_steps + math.ceil(new / min(new, room)))))
+        batch = _prefill_bound_batch(c, batch, new=new, decode_steps=decode_steps)
         step, t_dec, t_mix, chunks, share, moved = steady(batch)
         if limit != "kv_cache":
             limit = "prefill"
@@ -489,6 +487,15 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         mixed_step_s=t_mix,
         prefill_share=share,
     )
+
+
+def _prefill_bound_batch(c: Coefficients, batch: float, *, new: int, decode_steps: int) -> float:
+    """The batch a prefill-bound replica sustains: admissions of room / new a step, each held chunks +
+    decode_steps steps (see operating_point); a smaller batch leaves more room, so a few rounds settle it."""
+    for _ in range(4):
+        room = max(c.token_budget - int(batch), 1)
+        batch = min(batch, max(1.0, room / new * (decode_steps + math.ceil(new / min(new, room)))))
+    return batch
 
 
 def per_request_itl(op: OperatingPoint, *, osl: int, quantile: float) -> float:

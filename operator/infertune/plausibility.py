@@ -13,7 +13,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 
-from infertune import knee, models, observation, perfmodel
+from infertune import models, observation, perfmodel, replica
 
 # Outvoting needs peers: with three pods reporting, one liar is a minority; with two it is a tie.
 QUORUM = 3
@@ -53,14 +53,14 @@ def limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:
 # Revisions seen at once: a few per resource, for each of 1,000 resources.
 @functools.lru_cache(maxsize=4096)
 def _limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:
-    replica = knee.replica(spec, knobs)
+    one = replica.of(spec, knobs)
     batch = knobs.max_batch_size
     try:
-        blocks = perfmodel.kv_capacity_tokens(replica) // replica.efficiency.block_size
+        blocks = perfmodel.kv_capacity_tokens(one) // one.efficiency.block_size
         batch = max(1, min(batch, blocks))
     except perfmodel.ModelDoesNotFit:
         pass  # validation refuses such a spec; keep the knob's own bound
-    floor = perfmodel.roofline_step_time(replica, tokens=batch, kv_tokens=0.0)
+    floor = perfmodel.roofline_step_time(one, tokens=batch, kv_tokens=0.0)
     return Limits(batch=batch, requests_per_s=batch / floor if floor > 0 else math.inf)
 
 

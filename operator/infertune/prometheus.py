@@ -235,6 +235,32 @@ def _le(text: Any) -> float | None:
     return le if le is not None and le >= 0 else None
 
 
+def _bucket_problem(signal: metrics.Signal, le: float | None, raw_le: Any, value: float | None,
+                    raw: Any) -> str | None:
+    """Why one histogram bucket sample cannot be kept (which drops its whole histogram), or None."""
+    if le is None:
+        return f"{signal.value}: bucket bound le={str(raw_le)[:32]!r} is not a number >= 0"
+    if value is None:
+        return f"{signal.value}: not a finite number ({str(raw)[:64]})"
+    if value < 0:
+        return f"{signal.value}: negative ({value:g})"
+    if value > OBSERVATIONS_LIMIT:
+        return f"{signal.value}: implausible ({value:g} > {OBSERVATIONS_LIMIT:g} observations/s)"
+    return None
+
+
+def _sample_problem(signal: metrics.Signal, part: str, value: float | None, raw: Any) -> str | None:
+    """Why a gauge, rate or sum sample cannot be kept, or None; a histogram's sum has no plausibility bound."""
+    if value is None:
+        return f"{signal.value}: not a finite number ({str(raw)[:64]})"
+    if value < 0:
+        return f"{signal.value}: negative ({value:g})"
+    limit = None if part == "sum" else _LIMITS.get(signal)
+    if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
+        return f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})"
+    return None
+
+
 def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
           max_buckets: int = MAX_BUCKETS) -> dict[PodKey, RawPod]:
     """Per-pod signals from the query results; NaN, ±Inf, negative and absurd values are dropped with a reason.
@@ -264,17 +290,8 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
                     continue  # already dropped whole: nothing more of it is kept
                 kept = buckets.setdefault(key, {}).setdefault(signal, [])
                 le = _le(labels.get("le"))
-                reason = None
-                if len(kept) >= max_buckets:
-                    reason = f"{signal.value}: more than {max_buckets} buckets"
-                elif le is None:
-                    reason = f"{signal.value}: bucket bound le={str(labels.get('le'))[:32]!r} is not a number >= 0"
-                elif value is None:
-                    reason = f"{signal.value}: not a finite number ({str(series.get('value'))[:64]})"
-                elif value < 0:
-                    reason = f"{signal.value}: negative ({value:g})"
-                elif value > OBSERVATIONS_LIMIT:
-                    reason = f"{signal.value}: implausible ({value:g} > {OBSERVATIONS_LIMIT:g} observations/s)"
+                reason = (f"{signal.value}: more than {max_buckets} buckets" if len(kept) >= max_buckets
+                          else _bucket_problem(signal, le, labels.get("le"), value, series.get("value")))
                 if reason is not None:
                     drop(key, f"{reason}; histogram dropped")
                     bad.setdefault(key, set()).add(signal)
@@ -283,23 +300,13 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
                 assert le is not None and value is not None
                 kept.append((le, value))
                 continue
-            if value is None:
-                drop(key, f"{signal.value}: not a finite number ({str(series.get('value'))[:64]})")
+            reason = _sample_problem(signal, part, value, series.get("value"))
+            if reason is not None:
+                drop(key, reason)
                 continue
-            if value < 0:
-                drop(key, f"{signal.value}: negative ({value:g})")
-                continue
-            if part == "sum":
-                sums.setdefault(key, {})[signal] = value
-                continue
-            limit = _LIMITS.get(signal)
-            if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
-                drop(key, f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})")
-                continue
-            if part == "now":
-                latest.setdefault(key, {})[signal] = value
-            else:
-                values.setdefault(key, {})[signal] = value
+            assert value is not None
+            into = sums if part == "sum" else latest if part == "now" else values
+            into.setdefault(key, {})[signal] = value
     out: dict[PodKey, RawPod] = {}
     for key in set(buckets) | set(sums) | set(values) | set(latest) | set(dropped):
         hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items() if b}

@@ -8,7 +8,7 @@ import json
 import math
 from typing import Any
 
-from infertune import catalog, models, runtimes, validation
+from infertune import catalog, models, observation, runtimes, validation
 from infertune.runtimes import registry
 
 PREFIX = "infertune.io/"
@@ -339,6 +339,16 @@ def manifests(
     out.append(deployment(owner, spec, knobs, replicas=replicas))
     out.append(service(owner, spec))
     return out
+
+
+# Each planned revision's Deployment name and manifests, rendered once per decision.
+Rendered = list[tuple[str, list[dict[str, Any]]]]
+
+
+def revisions(owner: Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision) -> Rendered:
+    """Every revision the decision plans: its Deployment's name and its manifests, in apply order."""
+    return [(revision_name(owner, plan.revision), manifests(owner, spec, plan.knobs, replicas=plan.replicas))
+            for plan in decision.revisions]
 
 
 def knobs_from_labels(labels: dict[str, str]) -> models.Knobs | None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import catalog, decide, knee, models, perfmodel, render, validation
+from infertune import catalog, decide, knee, models, perfmodel, render, replica, validation
 from infertune.sim import sweep
 
 ISL, OSL = 2048, 28  # issue 17's prefill-heavy shape: code completion, long prompts, short answers
@@ -69,9 +69,9 @@ def test_on_a_prefill_heavy_load_the_knee_serves_more_within_the_slo_than_the_de
         p = sweep.closed_loop(r, concurrency=n, isl=ISL, osl=OSL)
         return p.requests_per_s if p.itl_ms_p95 <= 30.0 and p.ttft_ms_p95 <= 1000.0 else 0.0
 
-    chosen = knee.replica(spec, best.knobs)
+    chosen = replica.of(spec, best.knobs)
     mine = within(chosen, best.knobs.max_batch_size)
-    default = max(within(knee.replica(spec, models.Knobs(max_batch_size=n)), n) for n in (1, 2, 4, 6, 8))
+    default = max(within(replica.of(spec, models.Knobs(max_batch_size=n)), n) for n in (1, 2, 4, 6, 8))
     assert mine > 0 and mine >= default
 
 

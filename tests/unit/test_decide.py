@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import decide, knee, models, observation, perfmodel, render, scaling, validation
+from infertune import decide, knee, models, observation, perfmodel, render, replica, scaling, timestamps, validation
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -200,7 +200,7 @@ def test_changes_respect_the_min_change_interval() -> None:
         w.set_load(**load(spec, current(w), running=30, rps=3.0, scale=1.0 + (t % 600) / 1200))
         w.step(t)
     tuned = [r for r in w.status.decisions if r.kind == "knobs"]
-    stamps = sorted(datetime.datetime.fromisoformat(r.time.replace("Z", "+00:00")) for r in tuned)
+    stamps = sorted(timestamps.parse(r.time) for r in tuned)
     for a, b in itertools.pairwise(stamps):
         assert (b - a).total_seconds() >= 1800
 
@@ -485,7 +485,7 @@ def test_once_tuned_the_knobs_move_for_a_miss_or_a_shift_not_for_the_models_drif
 def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() -> None:
     # 70B FP8 on one H100 with the FP8 KV cache: about 17 chat requests fit on average, 12 at the 95th percentile.
     spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8"})
-    r = knee.replica(spec, models.Knobs(max_batch_size=16, kv_cache_dtype=models.KvDtype.FP8))
+    r = replica.of(spec, models.Knobs(max_batch_size=16, kv_cache_dtype=models.KvDtype.FP8))
     c = knee.perfmodel.coefficients(r)
     per_seq = knee.PRIOR_WORKLOAD.isl + knee.PRIOR_WORKLOAD.osl / 2 + c.block_size / 2
     average = c.kv_blocks * c.block_size / per_seq
@@ -510,8 +510,8 @@ def test_a_full_batch_is_planned_at_the_tail_its_prefill_chunks_make() -> None:
     spec = spec_of()
     knobs = models.Knobs(max_batch_size=32, kv_cache_dtype=models.KvDtype.DEFAULT)
     wide = models.Calibration(itl_tail=1.4, itl_scale=1.2)
-    replica = knee.replica(spec, knobs)
-    mean = perfmodel.operating_point(replica, concurrency=32, isl=1000, osl=200).itl_s
+    one = replica.of(spec, knobs)
+    mean = perfmodel.operating_point(one, concurrency=32, isl=1000, osl=200).itl_s
     full = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, wide).itl_p
     # At a full batch the measured open-load tail (1.4) does not apply: only the prefill's spread, scaled by
     # the calibrated step time. For chat (1,000 / 200) that spread is a few percent.
@@ -523,10 +523,10 @@ def test_a_full_batch_is_planned_at_the_tail_its_prefill_chunks_make() -> None:
     assert knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, wide, concurrency=16).itl_p == pytest.approx(half * 1.2 * 1.4)
     # Long prompts put more prefill into each request's steps: 6,000 / 250 has a wider tail than chat (1.15
     # against 1.07 at this batch), and a tail of one when every step carries a chunk (2,000 / 30 at 32).
-    long_mean = perfmodel.operating_point(replica, concurrency=32, isl=6000, osl=250).itl_s
+    long_mean = perfmodel.operating_point(one, concurrency=32, isl=6000, osl=250).itl_s
     long_full = knee.predict(spec, knobs, knee.Workload(isl=6000, osl=250), narrow).itl_p / 1.2
     assert long_full / long_mean > 1.1 > full / 1.2 / mean
-    code_mean = perfmodel.operating_point(replica, concurrency=32, isl=2000, osl=30).itl_s
+    code_mean = perfmodel.operating_point(one, concurrency=32, isl=2000, osl=30).itl_s
     assert knee.predict(spec, knobs, knee.Workload(isl=2000, osl=30), narrow).itl_p == pytest.approx(code_mean * 1.2)
 
 
@@ -1064,7 +1064,7 @@ def test_a_knee_waiting_for_the_min_change_interval_says_when_the_next_change_ma
     w.step(0)
     t = until_tuned(w, spec)
     change = next(r for r in w.status.decisions if r.kind == "knobs")
-    allowed = datetime.datetime.fromisoformat(change.time.replace("Z", "+00:00")) + datetime.timedelta(minutes=30)
+    allowed = timestamps.parse(change.time) + datetime.timedelta(minutes=30)
     waits = []
     # A server slower than the calibration moves the knee away from the tuned size; the change must wait.
     for _ in range(60):

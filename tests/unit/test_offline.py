@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from infertune import cli, cost, frontier_analysis, offline
+from infertune import cli, cost, exits, frontier_analysis, offline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "benchmarks"
@@ -77,7 +77,7 @@ def test_knee_boundary_is_interpolated_towards_the_next_run(capsys: pytest.Captu
 
 
 def test_no_run_meets_the_slo(capsys: pytest.CaptureFixture[str]) -> None:
-    assert offline.main(["knee", str(nim()), "--ttft", "300ms", "--itl", "70ms"]) == offline.EXIT_NO_KNEE
+    assert offline.main(["knee", str(nim()), "--ttft", "300ms", "--itl", "70ms"]) == exits.EXIT_NO_KNEE
     out = capsys.readouterr().out
     assert "no knee: no measured concurrency meets the SLO; even concurrency 1 has TTFT 406.8 ms > 300.0 ms" in out
 
@@ -212,7 +212,7 @@ def test_replicas_for_a_request_target_needs_a_request_rate(capsys: pytest.Captu
     (120.0, 1.63, 0.8, 93),
 ])
 def test_replicas_round_up(target: float, capacity: float, utilization: float, replicas: int) -> None:
-    plan = frontier_analysis.replicas_for(target, capacity, unit="req/s", utilization=utilization)
+    plan = frontier_analysis.replicas_at_utilization(target, capacity, unit="req/s", utilization=utilization)
     assert plan.replicas == replicas
     assert plan.worked().endswith(f"-> {replicas} replica{'s' if replicas != 1 else ''}")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 import yaml
 
-from infertune import cli
+from infertune import cli, exits
 from infertune.sim import commands, policies
 
 SCENARIO = {
@@ -82,7 +82,7 @@ def test_sweep_bad_input_exits_2_with_one_line(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     base = dict(zip(SWEEP[1::2], SWEEP[2::2], strict=True))
     base.update(dict(zip(argv[::2], argv[1::2], strict=True)))
-    assert run(["sweep", *[x for kv in base.items() for x in kv]]) == cli.EXIT_INVALID
+    assert run(["sweep", *[x for kv in base.items() for x in kv]]) == exits.EXIT_INVALID
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("infertune sweep: ") and message in err
 
@@ -110,13 +110,13 @@ def test_simulate_table(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
 ])
 def test_simulate_bad_input_exits_2_with_one_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], *,
                                                   case: str, body: object, extra: list[str], message: str) -> None:
-    assert run(["simulate", write(tmp_path, body), *extra]) == cli.EXIT_INVALID, case
+    assert run(["simulate", write(tmp_path, body), *extra]) == exits.EXIT_INVALID, case
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("infertune simulate: ") and message in err
 
 
 def test_simulate_missing_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["simulate", str(tmp_path / "nope.yaml")]) == cli.EXIT_INVALID
+    assert run(["simulate", str(tmp_path / "nope.yaml")]) == exits.EXIT_INVALID
     assert "nope.yaml: cannot read" in capsys.readouterr().err
 
 

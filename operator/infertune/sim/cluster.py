@@ -9,7 +9,7 @@ import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
 
-from infertune import conditions, knee, models, observation, perfmodel, prometheus, render
+from infertune import conditions, models, observation, perfmodel, prometheus, render, replica, timestamps
 from infertune.runtimes import metrics, registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, histogram, promql, workload
@@ -31,9 +31,8 @@ def when(t: float) -> datetime.datetime:
 
 
 def _seconds(stamp: str | None, default: float) -> float:
-    if not stamp:
-        return default
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - EPOCH
+    at = timestamps.seconds(stamp)
+    return default if at is None else at - EPOCH
 
 
 @dataclasses.dataclass(slots=True)
@@ -162,7 +161,7 @@ class Cluster:
         key = f"{knobs.max_batch_size}/{knobs.kv_cache_dtype.value}"
         if key not in self._replicas:
             try:
-                r = knee.replica(self.spec, knobs, prefix_cache_hit_rate=self.prefix_hit_rate)
+                r = replica.of(self.spec, knobs, prefix_cache_hit_rate=self.prefix_hit_rate)
                 perfmodel.coefficients(r)
                 self._replicas[key] = r
             except ValueError as e:  # the engine would refuse to start (FP8 KV without FP8, no room for KV)

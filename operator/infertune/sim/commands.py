@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import pydantic
 
-from infertune import catalog, cli, models, perfmodel
+from infertune import catalog, exits, models, perfmodel
 from infertune.sim import policies as sim_policies
 from infertune.sim import scenario as sim_scenario
 from infertune.sim import simulate as sim_simulate
@@ -57,9 +57,9 @@ def _count(flag: str, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise cli.UsageError(f"{flag}: expected a whole number, got {text!r}") from None
+        raise exits.UsageError(f"{flag}: expected a whole number, got {text!r}") from None
     if value < 1:
-        raise cli.UsageError(f"{flag}: must be at least 1, got {value}")
+        raise exits.UsageError(f"{flag}: must be at least 1, got {value}")
     return value
 
 
@@ -69,9 +69,9 @@ def _duration(flag: str, text: str | None) -> float | None:
     try:
         seconds = models.parse_duration(text)
     except ValueError as e:
-        raise cli.UsageError(f"{flag}: {e}") from None
+        raise exits.UsageError(f"{flag}: {e}") from None
     if seconds <= 0:
-        raise cli.UsageError(f"{flag}: must be longer than zero, got {text!r}")
+        raise exits.UsageError(f"{flag}: must be longer than zero, got {text!r}")
     return seconds
 
 
@@ -80,15 +80,15 @@ def sweep_replica(args: argparse.Namespace) -> perfmodel.Replica:
     try:
         gpu = catalog.gpu(args.gpu)
     except catalog.UnknownKeyError as e:
-        raise cli.UsageError(f"--gpu: {e}") from None
+        raise exits.UsageError(f"--gpu: {e}") from None
     try:
         shape = catalog.model(args.model)
     except catalog.UnknownKeyError as e:
-        raise cli.UsageError(f"--model: {e}") from None
+        raise exits.UsageError(f"--model: {e}") from None
     gpus = _count("--gpus", args.gpus)
     batch = None if args.max_batch_size is None else _count("--max-batch-size", args.max_batch_size)
     if args.kv_dtype == "fp8" and not gpu.supports_fp8:
-        raise cli.UsageError(f"--kv-dtype: an FP8 KV cache needs FP8 support, which {gpu.name} lacks")
+        raise exits.UsageError(f"--kv-dtype: an FP8 KV cache needs FP8 support, which {gpu.name} lacks")
     base = perfmodel.Replica(gpu=gpu, model=shape, gpus=gpus, weights=models.Precision(args.weights),
                              kv_dtype=models.KvDtype(args.kv_dtype))
     # vLLM refuses a token budget below the batch: raise the budget with the batch, as the operator does.
@@ -96,13 +96,13 @@ def sweep_replica(args: argparse.Namespace) -> perfmodel.Replica:
         replica = base if batch is None else perfmodel.Replica.model_validate({
             **base.model_dump(), "max_num_seqs": batch, "max_num_batched_tokens": max(batch, base.token_budget)})
     except pydantic.ValidationError as e:
-        raise cli.UsageError(f"--max-batch-size: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        raise exits.UsageError(f"--max-batch-size: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     if replica.weights is models.Precision.FP8 and not gpu.supports_fp8:
-        raise cli.UsageError(f"--weights: fp8 weights need FP8 tensor cores, which {gpu.name} lacks")
+        raise exits.UsageError(f"--weights: fp8 weights need FP8 tensor cores, which {gpu.name} lacks")
     try:
         perfmodel.coefficients(replica)
     except perfmodel.ModelDoesNotFit as e:
-        raise cli.UsageError(f"--gpu: {e}") from None
+        raise exits.UsageError(f"--gpu: {e}") from None
     return replica
 
 
@@ -112,20 +112,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     ttft_slo, itl_slo = _duration("--ttft-slo", args.ttft_slo), _duration("--itl-slo", args.itl_slo)
     capacity = perfmodel.kv_capacity_tokens(replica)
     if isl + osl > capacity:
-        raise cli.UsageError(f"--isl/--osl: {isl} + {osl} tokens exceed the KV cache of one replica "
+        raise exits.UsageError(f"--isl/--osl: {isl} + {osl} tokens exceed the KV cache of one replica "
                              f"({capacity} tokens); use more --gpus, --kv-dtype fp8 or shorter requests")
     if args.max_throughput:
         tps = sim_sweep.max_throughput(replica, isl=isl, osl=osl)
         print(json.dumps({"output_tokens_per_s": round(tps, 1)}) if args.json
               else f"max throughput: {tps:.0f} output tokens/s")
-        return cli.EXIT_OK
+        return exits.EXIT_OK
     try:
         levels = [_count("--concurrency", c.strip()) for c in args.concurrency.split(",") if c.strip()]
-    except cli.UsageError:
-        raise cli.UsageError(f"--concurrency: expected positive whole numbers separated by commas, "
+    except exits.UsageError:
+        raise exits.UsageError(f"--concurrency: expected positive whole numbers separated by commas, "
                              f"got {args.concurrency!r}") from None
     if not levels:
-        raise cli.UsageError("--concurrency: no levels given")
+        raise exits.UsageError("--concurrency: no levels given")
     points = sim_sweep.sweep(replica, isl=isl, osl=osl, concurrencies=levels)
     rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in p.as_dict().items() if k in SWEEP_KEYS}
             for p in points]
@@ -142,7 +142,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                 slo_itl_ms=None if itl_slo is None else itl_slo * 1000,
                                 title=f"{replica.model.name} {replica.weights.value} on {replica.gpus} x "
                                 f"{replica.gpu.name}, {isl}/{osl} tokens")
-    return cli.EXIT_OK
+    return exits.EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- simulate
@@ -178,17 +178,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
     unknown = [n for n in names if n not in sim_policies.NAMES]
     if unknown or not names:
-        raise cli.UsageError(f"--policy: unknown policy {unknown[0] if unknown else args.policy!r}; "
+        raise exits.UsageError(f"--policy: unknown policy {unknown[0] if unknown else args.policy!r}; "
                              f"known: {', '.join(sim_policies.NAMES)}")
     try:
         scenario = sim_scenario.load(args.scenario)
     except sim_scenario.ScenarioError as e:
-        raise cli.UsageError(str(e)) from None
+        raise exits.UsageError(str(e)) from None
     bar = Bar(sys.stderr)
     try:
         results = sim_simulate.run(scenario, names, progress=bar)
     except sim_scenario.ScenarioError as e:
-        raise cli.UsageError(f"{args.scenario}: {e}") from None
+        raise exits.UsageError(f"{args.scenario}: {e}") from None
     finally:
         bar.close()
     if args.json:
@@ -199,4 +199,4 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(sim_simulate.table(results))
     if args.plot:
         sim_simulate.plot(results, args.plot, slo=scenario.slo, title=scenario.name)
-    return cli.EXIT_OK
+    return exits.EXIT_OK

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 from aiohttp import web
 
-from infertune import catalog, knee, kube, models, perfmodel, render, validation
+from infertune import catalog, kube, models, perfmodel, render, replica, validation
 from infertune.runtimes import registry
 from infertune.sim import engine as sim_engine
 from infertune.sim import exposition, workload
@@ -295,8 +295,8 @@ def pod_replica(spec: models.InferenceDeploymentSpec, read: Mapping[str, object]
     if not isinstance(batch, int):
         raise ValueError("the pod sets no max batch size the twin can read")
     kv = read.get("kv_cache_dtype", models.KvDtype.DEFAULT)
-    base = knee.replica(spec, models.Knobs(max_batch_size=batch, kv_cache_dtype=models.KvDtype.DEFAULT),
-                        prefix_cache_hit_rate=prefix_cache_hit_rate)
+    base = replica.of(spec, models.Knobs(max_batch_size=batch, kv_cache_dtype=models.KvDtype.DEFAULT),
+                      prefix_cache_hit_rate=prefix_cache_hit_rate)
     update: dict[str, object] = {}
     for field, knob in (("gpus", "tensor_parallel"), ("max_num_batched_tokens", "max_num_batched_tokens"),
                         ("chunked_prefill", "chunked_prefill"), ("gpu_memory_utilization", "gpu_memory_utilization"),

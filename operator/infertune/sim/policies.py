@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from infertune import catalog, decide, knee, models, observation, perfmodel, render, rollout
+from infertune import catalog, decide, models, observation, perfmodel, render, replica, rollout
 from infertune.runtimes import registry
 from infertune.sim import cluster as sim_cluster
 from infertune.sim import engine as sim_engine
@@ -175,7 +175,7 @@ class Context:
     # --- the twin as a load tester -----------------------------------------------------------------
 
     def replica(self, knobs: models.Knobs) -> perfmodel.Replica:
-        return knee.replica(self.spec, knobs, prefix_cache_hit_rate=self.scenario.prefix_hit_rate)
+        return replica.of(self.spec, knobs, prefix_cache_hit_rate=self.scenario.prefix_hit_rate)
 
     def closed(self, knobs: models.Knobs, concurrency: int) -> sweep.SweepPoint:
         """A closed-loop run (genai-perf style) of one replica at `concurrency`, with the scenario's lengths."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 
-from infertune import catalog, decide, knee, models, perfmodel, validation
+from infertune import catalog, decide, models, perfmodel, replica, validation
 from infertune.sim import workload
 
 # A placeholder image per engine: the twin never pulls it, but the revision hash covers the image.
@@ -313,7 +313,7 @@ class Scenario(models.Base):
             raise _at(_SPEC_PATHS.get(problem.path, problem.path), problem.message)
         knobs = initial_knobs(self, spec)
         try:
-            perfmodel.coefficients(knee.replica(spec, knobs))
+            perfmodel.coefficients(replica.of(spec, knobs))
         except perfmodel.ModelDoesNotFit as e:
             raise _at("gpu", str(e)) from None
         except pydantic.ValidationError as e:
