@@ -399,23 +399,10 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
     (prefill shares the GPU with decode). 70B FP8 TP2 H100, FP8 KV, 5000/500 at concurrency 50: decode step
     5.0 + 13.2 + 50 x 5,250 x 31 ns = 26 ms; one 5,000-token prefill (341 ms) every 10 steps; mean 59 ms.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    if isl < 1 or osl < 1:
-        raise ValueError(f"isl and osl must be at least 1, got isl={isl}, osl={osl}")
     c = coefficients(replica)
-    capacity = c.kv_blocks * c.block_size
-    if isl + osl > capacity:
-        raise ValueError(
-            f"isl + osl ({isl + osl} tokens) exceeds the KV cache of {capacity} tokens of "
-            f"{replica.model.name} on {replica.gpus} x {replica.gpu.name}"
-        )
-    cached = prefix_hit_tokens(c, isl)
+    cached = prefix_hit_tokens(c, isl) if isl >= 1 else 0
     new = isl - cached
-    if not c.chunked_prefill and new > c.token_budget:
-        raise ValueError(
-            f"isl ({isl}) exceeds maxNumBatchedTokens ({c.token_budget}) without chunked prefill"
-        )
+    _check(replica, c, concurrency=concurrency, isl=isl, osl=osl, new=new)
     mean_ctx = isl + osl / 2.0
     # A sequence holds whole blocks: on average half a block more than its tokens.
     per_seq_blocks = mean_ctx / c.block_size + 0.5
@@ -487,6 +474,24 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         mixed_step_s=t_mix,
         prefill_share=share,
     )
+
+
+def _check(replica: Replica, c: Coefficients, *, concurrency: int, isl: int, osl: int, new: int) -> None:
+    """The operating point's inputs, or a ValueError naming what is wrong."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if isl < 1 or osl < 1:
+        raise ValueError(f"isl and osl must be at least 1, got isl={isl}, osl={osl}")
+    capacity = c.kv_blocks * c.block_size
+    if isl + osl > capacity:
+        raise ValueError(
+            f"isl + osl ({isl + osl} tokens) exceeds the KV cache of {capacity} tokens of "
+            f"{replica.model.name} on {replica.gpus} x {replica.gpu.name}"
+        )
+    if not c.chunked_prefill and new > c.token_budget:
+        raise ValueError(
+            f"isl ({isl}) exceeds maxNumBatchedTokens ({c.token_budget}) without chunked prefill"
+        )
 
 
 def _prefill_bound_batch(c: Coefficients, batch: float, *, new: int, decode_steps: int) -> float:
