@@ -42,7 +42,7 @@ def test_every_engine_names_its_token_budget_flag() -> None:
 
 def test_an_unknown_kind_or_variant_is_named() -> None:
     engine = models.EngineSpec.model_construct(kind="llamacpp", image="x")
-    with pytest.raises(KeyError, match="no engine serves spec.engine.kind 'llamacpp'"):
+    with pytest.raises(KeyError, match=r"no engine serves spec\.engine\.kind 'llamacpp'"):
         registry.for_engine(engine)
     with pytest.raises(KeyError, match="unknown engine variant 'llamacpp'; known: vllm, sglang"):
         registry.by_variant("llamacpp")

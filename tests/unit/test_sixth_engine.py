@@ -150,9 +150,10 @@ def test_decide_starts_it_at_its_default_then_decides_on_its_metrics() -> None:
                                          replicas=plan.replicas, ready_replicas=plan.replicas, created=born)
     pod = observation.PodFacts(name="llm-0", revision=plan.revision, ready=True, serving=True, created=born,
                                ready_since=born)
+    later = NOW + datetime.timedelta(minutes=1)
     second = decide.decide(observation.Observation(
         name="llm", namespace="ns1", generation=1, spec=spec, status=first.status, revisions=(revision,),
-        pods=(pod,), metrics=observation.Metrics(pods={"llm-0": metrics_seen})), now=NOW + datetime.timedelta(minutes=1))
+        pods=(pod,), metrics=observation.Metrics(pods={"llm-0": metrics_seen})), now=later)
     status = second.status
     assert status.config is not None and "the toy default (64)" in status.config.reason
     # Demand and the knee come from what the operator read in Toy's dialect.
