@@ -17,31 +17,11 @@ from infertune import models
 from infertune.runtimes import metrics, registry, sglang, tgi, vllm
 
 # --- the engines' published default buckets (seconds) ----------------------------------------------------------
-# The twin's exposition (Engine.exposition) exports these same tuples, so what it serves and what is checked here
-# cannot drift apart.
-
-# Each engine module declares its buckets (runtimes/vllm.py, sglang.py, tgi.py); named here for the checks below.
+# Each engine declares them in its exposition (Engine.exposition, which the twin serves), so what the twin serves
+# and what is checked here cannot drift apart: Engine.default_buckets. Named here for the tests and docs.
 VLLM_TTFT, VLLM_TPOT, VLLM_LATENCY = vllm.TTFT_BUCKETS, vllm.TPOT_BUCKETS, vllm.LATENCY_BUCKETS
 SGLANG_TTFT, SGLANG_ITL = sglang.TTFT_BUCKETS, sglang.ITL_BUCKETS
 TGI_DURATION = tgi.DURATION_BUCKETS
-
-# Dialect name -> signal -> edges. TensorRT-LLM and NIM 1.x use vLLM's latency buckets (their collectors copy
-# vLLM's); NIM 2.x exports the metrics of the engine it runs.
-_VLLM_SET: Mapping[metrics.Signal, tuple[float, ...]] = {
-    metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.ITL: VLLM_TPOT, metrics.Signal.TPOT: VLLM_TPOT,
-}
-_SGLANG_SET: Mapping[metrics.Signal, tuple[float, ...]] = {
-    metrics.Signal.TTFT: SGLANG_TTFT, metrics.Signal.ITL: SGLANG_ITL,
-}
-DEFAULT_BUCKETS: Mapping[str, Mapping[metrics.Signal, tuple[float, ...]]] = {
-    "vllm": _VLLM_SET,
-    "nim-2-vllm": _VLLM_SET,
-    "sglang": _SGLANG_SET,
-    "nim-2-sglang": _SGLANG_SET,
-    "trtllm": {metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.TPOT: VLLM_TPOT},
-    "nim-1": {metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.ITL: VLLM_TPOT},
-    "tgi": {metrics.Signal.ITL: TGI_DURATION, metrics.Signal.TPOT: TGI_DURATION},
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,13 +82,13 @@ def check(spec: models.InferenceDeploymentSpec,
           seen: Mapping[str, tuple[float, ...]] | None = None) -> list[Inside]:
     """The objectives that lie inside a bucket. `seen` maps a signal's value ("ttft", "tpot", "itl") to the
     finite `le` edges scraped from this resource's pods; a signal not in it falls back to the defaults."""
-    dialect = registry.for_engine(spec.engine).dialect
-    defaults = DEFAULT_BUCKETS.get(dialect.name, {})
+    engine = registry.for_engine(spec.engine)
+    dialect = engine.dialect
     objectives = {"slo.ttft": spec.slo.ttft, "slo.itl": spec.slo.itl}
     out: list[Inside] = []
     for field, signal in objective_signals(dialect).items():
         observed = (seen or {}).get(signal.value)
-        edges = observed or defaults.get(signal)
+        edges = observed or engine.default_buckets(signal)
         if not edges:
             continue
         bucket = enclosing(objectives[field], edges)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import specs
-from infertune import models, validation
+from infertune import models, resolution, validation
 from infertune.runtimes import metrics, registry, vllm
 
 
@@ -71,3 +71,22 @@ def test_vllms_token_budget_check_runs_for_both_vllm_variants(kind: str) -> None
     assert spec is None
     assert [p.path for p in problems] == ["spec.engine.maxNumBatchedTokens"]
     assert "at least the largest batch (512); got 256" in problems[0].message
+
+
+S = metrics.Signal
+
+
+@pytest.mark.parametrize(("variant", "signal", "edges"), [
+    ("vllm", S.TTFT, resolution.VLLM_TTFT), ("vllm", S.ITL, resolution.VLLM_TPOT),
+    ("vllm", S.TPOT, resolution.VLLM_TPOT), ("nim-2-vllm", S.TPOT, resolution.VLLM_TPOT),
+    ("sglang", S.TTFT, resolution.SGLANG_TTFT), ("sglang", S.ITL, resolution.SGLANG_ITL), ("sglang", S.TPOT, None),
+    ("nim-2-sglang", S.ITL, resolution.SGLANG_ITL),
+    ("trtllm", S.TTFT, resolution.VLLM_TTFT), ("trtllm", S.TPOT, resolution.VLLM_TPOT),
+    ("nim-1", S.TTFT, resolution.VLLM_TTFT), ("nim-1", S.ITL, resolution.VLLM_TPOT), ("nim-1", S.TPOT, None),
+    ("tgi", S.TTFT, None), ("tgi", S.TPOT, resolution.TGI_DURATION),
+    # Token counts are histograms whose edges follow the model's length: no published default.
+    ("tgi", S.PROMPT_TOKENS, None),
+])
+def test_each_engines_published_buckets_come_from_its_exposition(
+        variant: str, signal: metrics.Signal, edges: tuple[float, ...] | None) -> None:
+    assert registry.by_variant(variant).default_buckets(signal) == edges

@@ -193,3 +193,11 @@ def test_the_walk_through_names_commands_and_files_that_exist() -> None:
     paths = re.findall(r"\.venv/bin/pytest (tests/\S+\.py)", section)
     assert paths and all((ROOT / p).is_file() for p in paths), paths
     assert "registry.ALL" in section and "models.EngineKind" in section
+
+
+def test_its_buckets_resolve_objectives_as_the_shipped_engines_do() -> None:
+    # 40 ms lies inside Toy's 20-50 ms TPOT bucket, 1.5 s inside its 1-2 s TTFT one; 50 ms and 2 s are edges.
+    inside = validation.objective_warnings(toy_spec(**{"slo.ttft": "1500ms", "slo.itl": "40ms"}))
+    assert [(p.path, p.message.split(" of ")[1].split()[0]) for p in inside] == [
+        ("spec.slo.ttft", "toy_ttft_seconds"), ("spec.slo.itl", "toy_tpot_seconds")]
+    assert validation.objective_warnings(toy_spec(**{"slo.ttft": "2s", "slo.itl": "50ms"})) == []

@@ -141,6 +141,17 @@ class Engine:
     def lacks(self, knob: str) -> bool:
         return knob not in self.knob_flags
 
+    def default_buckets(self, signal: metrics.Signal) -> tuple[float, ...] | None:
+        """The published default `le` edges of the histogram this engine exports a signal in (its exposition's,
+        under the dialect's newest name); None when it lacks the signal or the edges depend on the model."""
+        source = self.dialect.sources.get(signal)
+        if source is None:
+            return None
+        for spec in self.exposition.metrics.values():
+            if spec.kind is twin.Kind.HISTOGRAM and spec.name == source.names[0] and isinstance(spec.buckets, tuple):
+                return spec.buckets
+        return None
+
     def knob_flag(self, knob: str) -> str | None:
         """How this engine sets a knob ("--max-num-batched-tokens", "env NIM_MAX_NUM_SEQS"); None: it lacks it."""
         return self.knob_flags.get(knob)
