@@ -95,7 +95,7 @@ def test_metric_names_lexer(expr: str, expected: set[str]) -> None:
 
 
 def engine_series_names() -> frozenset[str]:
-    """Every series name runtimes.metrics reads: histograms with their _bucket/_sum/_count."""
+    """Every series name the engines' dialects and DCGM's hold: histograms with their _bucket/_sum/_count."""
     out: set[str] = set()
     for d in (*dialects.BY_VARIANT.values(), dialects.DCGM):
         for signal, source in d.sources.items():

@@ -1,7 +1,7 @@
 """Pure: how an engine's exporter writes its metrics (names, types, labels, buckets), for the twin to imitate.
 
 Each engine module declares its exposition here beside its launch rules, so the twin (sim/exposition.py) serves
-what the engine serves and the operator's names (runtimes/metrics.py) come from the same module.
+what the engine serves and the names the operator queries (Engine.dialect) come from the same module.
 """
 
 from __future__ import annotations
