@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 
 from infertune import models
@@ -125,6 +126,8 @@ class Engine:
     # Directories the engine writes at start-up besides $HOME (TGI's weight cache /data, NIM's
     # /opt/nim/.cache): each gets an emptyDir so the engine runs as a non-root user on a root-owned image.
     writable_paths: tuple[str, ...] = ()
+    # A variable whose value is more arguments, shell-quoted (NIM 2.x's NIM_PASSTHROUGH_ARGS for its backend).
+    args_env: str | None = None
 
     def __post_init__(self) -> None:
         # The dialect is the engine's own, under its variant's name (the docs tables and the twin key on it).
@@ -133,6 +136,11 @@ class Engine:
         unknown = sorted(set(self.knob_flags) - set(KNOBS))
         if unknown:
             raise ValueError(f"engine {self.variant}: knob_flags names unknown knobs {unknown}; known: {KNOBS}")
+
+    def arguments(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        """Every argument the server sees: the container's argv, then those in `args_env`."""
+        extra = shlex.split(env.get(self.args_env, "")) if self.args_env else []
+        return [*argv, *extra]
 
     @property
     def metrics_path(self) -> str:

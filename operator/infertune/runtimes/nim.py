@@ -10,6 +10,8 @@ from infertune import models, runtimes
 from infertune.runtimes import metrics, sglang, twin, vllm
 
 HEALTH = "/v1/health/ready"
+# NIM 2.x hands the backend the arguments in this variable, shell-quoted.
+PASSTHROUGH = "NIM_PASSTHROUGH_ARGS"
 
 # NIM 1.x: documented NIM_ENABLE_KV_CACHE_REUSE and NIM_MAX_MODEL_LEN; the batch and memory variables
 # are seen only in third-party deployment files, so they are marked as such in docs.
@@ -43,7 +45,7 @@ NIM1_OWNED_ENV = {**_mapped_env(vllm.OWNED_FLAGS, NIM1_ENV), **{v: k for k, v in
 # the user's args and variables may set none of the backend's owned flags.
 NIM2_OWNED_ENV = {
     **_mapped_env(vllm.OWNED_FLAGS), **_mapped_env(sglang.OWNED_FLAGS), **NIM1_OWNED_ENV,
-    "NIM_PASSTHROUGH_ARGS": "max_batch_size", **{v: k for k, v in NIM2_ENV.items()},
+    PASSTHROUGH: "max_batch_size", **{v: k for k, v in NIM2_ENV.items()},
 }
 # Where NIM downloads and unpacks the model (NIM_CACHE_PATH's default); root-owned in the image.
 CACHE_PATH = "/opt/nim/.cache"
@@ -77,7 +79,7 @@ def _launch_2(backend_flags: tuple[str, ...], k: runtimes.EngineKnobs) -> runtim
         ("NIM_SERVED_MODEL_NAME", k.served_model_name),
         ("NIM_SERVER_PORT", str(k.port)),
         # The passthrough string is split by a shell-like parser; quote each token so hostile values stay one token.
-        ("NIM_PASSTHROUGH_ARGS", shlex.join(backend_flags)),
+        (PASSTHROUGH, shlex.join(backend_flags)),
     )
     return runtimes.Launch(command=None, args=(), env=env)
 
@@ -110,7 +112,7 @@ Reader = Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[st
 def _read_2(flags: Callable[[Sequence[str]], dict[str, object]]) -> Reader:
     def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) -> dict[str, object]:
         # CLI arguments after nim-serve outrank NIM_PASSTHROUGH_ARGS (NIM 2.x configuration priority).
-        out = flags(shlex.split(env.get("NIM_PASSTHROUGH_ARGS", "")))
+        out = flags(shlex.split(env.get(PASSTHROUGH, "")))
         out.update(flags(list(args)))
         runtimes.put(out, "served_model_name", env.get("NIM_SERVED_MODEL_NAME"), str)
         runtimes.put(out, "port", env.get("NIM_SERVER_PORT"), int)
@@ -210,6 +212,7 @@ ENGINE_2_VLLM = runtimes.Engine(
     read=_read_2(vllm.read_flags),
     sample_image=SAMPLE_IMAGE,
     selects=_generation(2, "vllm"),
+    args_env=PASSTHROUGH,
     checks=vllm.check_budget,
     prefix_matching=True,
     writable_paths=(CACHE_PATH,),
@@ -230,6 +233,7 @@ ENGINE_2_SGLANG = runtimes.Engine(
     read=_read_2(sglang.read_flags),
     sample_image=SAMPLE_IMAGE,
     selects=_generation(2, "sglang"),
+    args_env=PASSTHROUGH,
     prefix_matching=True,
     writable_paths=(CACHE_PATH,),
 )

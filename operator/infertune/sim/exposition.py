@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
@@ -98,14 +97,14 @@ NIM_1, NIM_2_VLLM, NIM_2_SGLANG = dialect("nim-1"), dialect("nim-2-vllm"), diale
 def pod_dialects(variant: str, argv: Sequence[str], *, env: Mapping[str, str]) -> tuple[Dialect, ...]:
     """What a pod of this engine variant exports at its metrics path, given its command line.
 
-    SGLang without --enable-metrics (in argv, or NIM 2.x's NIM_PASSTHROUGH_ARGS) exports no engine series;
-    DCGM's GPU series come from the node's exporter either way.
+    An engine with an enable flag (SGLang's --enable-metrics) exports no engine series without it, in argv or in
+    the arguments its environment passes on (NIM 2.x's NIM_PASSTHROUGH_ARGS); DCGM's GPU series come from the
+    node's exporter either way.
     """
-    d = dialect(variant)
-    if d.enable_flag is not None:
-        args = [*argv, *shlex.split(env.get("NIM_PASSTHROUGH_ARGS", ""))]
-        if not runtimes.has_flag(args, d.enable_flag):
-            return (DCGM,)
+    engine = engines.by_variant(variant)
+    d = of(engine)
+    if d.enable_flag is not None and not runtimes.has_flag(engine.arguments(argv, env), d.enable_flag):
+        return (DCGM,)
     return (d, DCGM)
 
 
