@@ -155,7 +155,7 @@ def test_each_engine_converges_with_its_flags_and_its_metrics(
     assert runtime.read(argv, env, files)["max_batch_size"] == status["config"]["maxBatchSize"]
 
     # Status filled from this engine's dialect: scraped at its path, its series under its names.
-    dialect = metrics.BY_VARIANT[variant]
+    dialect = runtime.dialect
     mine = [t for t in prometheus.targets()
             if t["labels"].get("namespace") == ns and t["labels"].get("pod", "").startswith(f"{variant}-")]
     # A pod started by a rollout or a scale-up may not have been scraped yet: at least one is up.

@@ -21,8 +21,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _variants() -> list[runtimes.Runtime]:
-    return list(registry.ALL)
+def _variants() -> list[runtimes.Engine]:
+    return list(registry.engines())
 
 
 def knob_table() -> str:
@@ -53,7 +53,7 @@ def signal_table() -> str:
     """Signal x engine: the metric names the operator queries (newest first), its endpoint path, and an em
     dash where the engine exports no such series."""
     engines = _variants()
-    dialects = [metrics.BY_VARIANT[r.variant] for r in engines]
+    dialects = [r.dialect for r in engines]
     rows = [["endpoint", "", *(f"`{d.path}`" for d in dialects)]]
     for signal in metrics.Signal:
         cells = []

@@ -329,7 +329,7 @@ class NimSpec(Base):
 
 
 class EngineSpec(Base):
-    kind: EngineKind = pydantic.Field(description="The model server: vllm, sglang, trtllm, nim or tgi.")
+    kind: EngineKind = pydantic.Field(description="The model server; docs/engines.md describes each.")
     image: str = pydantic.Field(
         min_length=1, max_length=512, pattern=IMAGE_REFERENCE,
         description="Container image of the model server: [registry[:port]/]repository[:tag][@digest].",

@@ -14,65 +14,14 @@ import math
 from collections.abc import Mapping
 
 from infertune import models
-from infertune.runtimes import metrics, registry
+from infertune.runtimes import metrics, registry, sglang, tgi, vllm
 
 # --- the engines' published default buckets (seconds) ----------------------------------------------------------
-# The twin's exposition (sim/exposition.py) exports these same tuples, so what it serves and what is checked here
-# cannot drift apart.
-
-# vLLM V1, vllm/v1/metrics/loggers.py: histogram_time_to_first_token.
-VLLM_TTFT = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
-    80.0, 160.0, 640.0, 2560.0,
-)
-# vLLM V1: histogram_inter_token_latency and histogram_request_time_per_output_token share these.
-VLLM_TPOT = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-)
-# vLLM V1: e2e, queue, prefill, decode and inference time.
-VLLM_LATENCY = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
-    960.0, 1920.0, 7680.0,
-)
-# SGLang, python/sglang/srt/metrics/collector.py (TokenizerMetricsCollector).
-SGLANG_TTFT = (
-    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0,
-)
-SGLANG_ITL = (
-    0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
-    1.0, 2.0, 4.0, 6.0, 8.0,
-)
-
-
-def geometric(start: float, factor: float, n: int) -> tuple[float, ...]:
-    """start x factor, x factor again, ... n times, multiplied step by step as TGI does (same float bits)."""
-    out, value = [], start
-    for _ in range(n):
-        value *= factor
-        out.append(value)
-    return tuple(out)
-
-
-# TGI, router/src/server.rs: durations in 35 geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s).
-TGI_DURATION = geometric(0.0001, 1.5, 35)
-
-# Dialect name -> signal -> edges. TensorRT-LLM and NIM 1.x use vLLM's latency buckets (their collectors copy
-# vLLM's); NIM 2.x exports the metrics of the engine it runs.
-_VLLM_SET: Mapping[metrics.Signal, tuple[float, ...]] = {
-    metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.ITL: VLLM_TPOT, metrics.Signal.TPOT: VLLM_TPOT,
-}
-_SGLANG_SET: Mapping[metrics.Signal, tuple[float, ...]] = {
-    metrics.Signal.TTFT: SGLANG_TTFT, metrics.Signal.ITL: SGLANG_ITL,
-}
-DEFAULT_BUCKETS: Mapping[str, Mapping[metrics.Signal, tuple[float, ...]]] = {
-    "vllm": _VLLM_SET,
-    "nim-2-vllm": _VLLM_SET,
-    "sglang": _SGLANG_SET,
-    "nim-2-sglang": _SGLANG_SET,
-    "trtllm": {metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.TPOT: VLLM_TPOT},
-    "nim-1": {metrics.Signal.TTFT: VLLM_TTFT, metrics.Signal.ITL: VLLM_TPOT},
-    "tgi": {metrics.Signal.ITL: TGI_DURATION, metrics.Signal.TPOT: TGI_DURATION},
-}
+# Each engine declares them in its exposition (Engine.exposition, which the twin serves), so what the twin serves
+# and what is checked here cannot drift apart: Engine.default_buckets. Named here for the tests and docs.
+VLLM_TTFT, VLLM_TPOT, VLLM_LATENCY = vllm.TTFT_BUCKETS, vllm.TPOT_BUCKETS, vllm.LATENCY_BUCKETS
+SGLANG_TTFT, SGLANG_ITL = sglang.TTFT_BUCKETS, sglang.ITL_BUCKETS
+TGI_DURATION = tgi.DURATION_BUCKETS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -133,13 +82,13 @@ def check(spec: models.InferenceDeploymentSpec,
           seen: Mapping[str, tuple[float, ...]] | None = None) -> list[Inside]:
     """The objectives that lie inside a bucket. `seen` maps a signal's value ("ttft", "tpot", "itl") to the
     finite `le` edges scraped from this resource's pods; a signal not in it falls back to the defaults."""
-    dialect = metrics.BY_VARIANT[registry.for_engine(spec.engine).variant]
-    defaults = DEFAULT_BUCKETS.get(dialect.name, {})
+    engine = registry.for_engine(spec.engine)
+    dialect = engine.dialect
     objectives = {"slo.ttft": spec.slo.ttft, "slo.itl": spec.slo.itl}
     out: list[Inside] = []
     for field, signal in objective_signals(dialect).items():
         observed = (seen or {}).get(signal.value)
-        edges = observed or defaults.get(signal)
+        edges = observed or engine.default_buckets(signal)
         if not edges:
             continue
         bucket = enclosing(objectives[field], edges)

@@ -21,7 +21,6 @@ NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 OWNED_LABEL_PREFIXES = ("infertune.io/", "app.kubernetes.io/")
 OWNED_ANNOTATION_PREFIXES = ("infertune.io/",)
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-VLLM_VARIANTS = ("vllm", "nim-2-vllm")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,13 +182,7 @@ def check(spec: models.InferenceDeploymentSpec) -> list[Problem]:
             "spec.model.maxModelLen",
             f"{spec.model.max_model_len} exceeds {shape.name}'s context of {shape.max_context_tokens} tokens",
         ))
-    budget = spec.engine.max_num_batched_tokens
-    if budget is not None and runtime.variant in VLLM_VARIANTS and budget < spec.tuning.max_batch_size.max:
-        # vLLM refuses to start when max_num_batched_tokens < max_num_seqs.
-        problems.append(Problem(
-            "spec.engine.maxNumBatchedTokens",
-            f"vLLM needs a token budget of at least the largest batch ({spec.tuning.max_batch_size.max}); got {budget}",
-        ))
+    problems += [Problem(path, message) for path, message in runtime.checks(spec)]
     if gpu is not None and shape is not None:
         problems += _fits(spec, gpu, shape)
     return problems
@@ -211,7 +204,7 @@ def _owned_message(written: str, owned: str, knob: str) -> str:
     return f"{read_as} sets {knob}, which the operator owns; set it through {field} instead"
 
 
-def _owned_args(args: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
+def _owned_args(args: Sequence[str], runtime: runtimes.Engine) -> list[Problem]:
     """User arguments checked as the engine parses them (the operator's own flags are written after them)."""
     problems = []
     for i, arg in enumerate(args):
@@ -227,7 +220,7 @@ def _owned_args(args: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]
     return problems
 
 
-def _owned_env(names: Sequence[str], runtime: runtimes.Runtime) -> list[Problem]:
+def _owned_env(names: Sequence[str], runtime: runtimes.Engine) -> list[Problem]:
     problems = []
     for i, name in enumerate(names):
         hit = runtimes.owned_by_env(runtime, name)

@@ -8,15 +8,14 @@ import functools
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import pytest
 from prometheus_client import parser
 
-from infertune import catalog, models, observation, perfmodel, prometheus, runtimes
+import scrapes
+from infertune import models, observation, prometheus, runtimes
 from infertune.runtimes import metrics, registry
-from infertune.sim import engine, exposition, histogram, workload
+from infertune.sim import exposition, histogram
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
@@ -24,12 +23,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
 UPDATE = os.environ.get("INFERTUNE_UPDATE_FIXTURES") == "1"
 
 VARIANTS = [r.variant for r in registry.ALL]
-NAMESPACE, POD = "prod", "llm-0"
-IDENTITY = exposition.PodIdentity(
-    model_name="meta-llama/Llama-3.3-70B-Instruct", pod=POD, namespace=NAMESPACE, gpus=2,
-    gpu_model=exposition.gpu_model_name("NVIDIA-H100-80GB-HBM3"),
-)
-
+NAMESPACE, POD, IDENTITY = scrapes.NAMESPACE, scrapes.POD, scrapes.IDENTITY
 
 
 def wire(spec: exposition.MetricSpec) -> str:
@@ -56,16 +50,8 @@ def feeding(d: exposition.Dialect, op: metrics.Dialect, *, signal: metrics.Signa
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_engine_has_a_twin_dialect_at_the_operators_path(variant: str) -> None:
-    runtime = next(r for r in registry.ALL if r.variant == variant)
-    twin = exposition.dialect(variant)
-    assert twin.path == runtime.metrics_path == metrics.BY_VARIANT[variant].path
-    assert twin.name == metrics.BY_VARIANT[variant].name == variant
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
 def test_the_twin_exports_every_signal_the_operator_reads_under_the_same_name_and_type(variant: str) -> None:
-    twin, op = exposition.dialect(variant), metrics.BY_VARIANT[variant]
+    twin, op = exposition.dialect(variant), registry.by_variant(variant).dialect
     for signal, source in op.sources.items():
         internal = feeding(twin, op, signal=signal)
         assert internal is not None, f"{variant}: no twin series named {source.names[0]} ({signal.value})"
@@ -76,12 +62,12 @@ def test_the_twin_exports_every_signal_the_operator_reads_under_the_same_name_an
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_signals_an_engine_lacks_appear_under_no_dialects_name(variant: str) -> None:
-    twin, op = exposition.dialect(variant), metrics.BY_VARIANT[variant]
+    twin, op = exposition.dialect(variant), registry.by_variant(variant).dialect
     names = {wire(spec) for spec in twin.metrics.values()}
     for signal in metrics.Signal:
         if signal in op.sources:
             continue
-        others = {n for d in (*metrics.BY_VARIANT.values(), metrics.DCGM) for n in getattr(
+        others = {n for d in (*(e.dialect for e in registry.ALL), metrics.DCGM) for n in getattr(
             d.sources.get(signal), "names", ())}
         assert not names & others, f"{variant} lacks {signal.value} but exports {names & others}"
 
@@ -95,7 +81,7 @@ def test_signals_an_engine_lacks_appear_under_no_dialects_name(variant: str) -> 
     ("trtllm", {metrics.Signal.PREFIX_QUERIES}),
 ])
 def test_what_each_engine_lacks(variant: str, lacks: set[metrics.Signal]) -> None:
-    op = metrics.BY_VARIANT[variant]
+    op = registry.by_variant(variant).dialect
     assert {s for s in lacks if op.lacks(s)} == lacks
 
 
@@ -125,7 +111,7 @@ def test_the_renderer_turns_sglang_metrics_on() -> None:
         model="m", served_model_name="m", port=8000, tensor_parallel=1, max_batch_size=8,
         kv_cache_dtype=models.KvDtype.DEFAULT)
     for variant in ("sglang", "nim-2-sglang"):
-        runtime = next(r for r in registry.ALL if r.variant == variant)
+        runtime = registry.by_variant(variant)
         launch = runtime.launch(knobs)
         argv = [*(launch.command or ()), *launch.args]
         assert exposition.dialect(variant) in exposition.pod_dialects(variant, argv, env=dict(launch.env))
@@ -134,123 +120,16 @@ def test_the_renderer_turns_sglang_metrics_on() -> None:
 # ------------------------------------------------------------------------------------------ one simulated load
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """Samples of one engine under load, every `step` seconds over the operator's window."""
-
-    samples: tuple[exposition.Sample, ...]
-    replica: perfmodel.Replica
-
-    @property
-    def window(self) -> float:
-        return self.samples[-1].time - self.samples[0].time
-
-
-def simulate(*, rate: float, isl: float, osl: float, hit_rate: float, warmup: float, window: float, step: float,
-             seed: int, max_num_seqs: int | None = None) -> Run:
-    # Llama-3.3-70B FP8 on 2 x H100 with FP8 KV, the calibration setup (docs/twin.md).
-    replica = perfmodel.Replica(gpu=catalog.gpu("h100-sxm-80gb"), model=catalog.model("llama-3.3-70b"), gpus=2,
-                                weights=models.Precision.FP8, kv_dtype=models.KvDtype.FP8,
-                                prefix_cache_hit_rate=hit_rate, max_num_seqs=max_num_seqs)
-    eng = engine.SimEngine(replica)
-    arrivals = workload.poisson(rate, duration=warmup + window + step, isl=workload.LogNormal(isl, 0.5),
-                                osl=workload.LogNormal(osl, 0.5), seed=seed)
-    samples: list[exposition.Sample] = []
-    pending = iter(enumerate(arrivals))
-    nxt = next(pending, None)
-    for k in range(round(window / step) + 1):
-        t = warmup + k * step
-        while nxt is not None and nxt[1].time <= t:
-            i, a = nxt
-            eng.submit(engine.Request(i, a.time, a.prompt_tokens, a.output_tokens), a.time)
-            nxt = next(pending, None)
-        samples.append(exposition.sample(eng, now=t))
-    return Run(tuple(samples), replica)
-
-
 @functools.cache
-def steady() -> Run:
+def steady() -> scrapes.Run:
     """3 req/s of 1,000 in / 200 out with a 30% prefix hit rate: a busy but unsaturated server."""
-    return simulate(rate=3.0, isl=1000, osl=200, hit_rate=0.3, warmup=30, window=60, step=2, seed=11)
+    return scrapes.simulate(rate=3.0, isl=1000, osl=200, hit_rate=0.3, warmup=30, window=60, step=2, seed=11)
 
 
 @functools.cache
-def starved() -> Run:
+def starved() -> scrapes.Run:
     """Long prompts at a rate the KV cache cannot hold: preemptions (retractions, pauses) happen."""
-    return simulate(rate=2.0, isl=6000, osl=600, hit_rate=0.0, warmup=60, window=60, step=2, seed=5)
-
-
-def scrape(run: Run, d: exposition.Dialect) -> list[dict[str, parser.Metric]]:
-    """The text each sample renders in this dialect, parsed back as a scraper would."""
-    out = []
-    previous = None
-    for s in run.samples:
-        text = exposition.render(s, IDENTITY, dialects=[d], previous=previous)
-        out.append({f.name: f for f in parser.text_string_to_metric_families(text)})
-        previous = s
-    return out
-
-
-# Flattened samples of one scrape: (sample name, labels) -> value.
-Flat = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def flat(families: Mapping[str, parser.Metric]) -> Flat:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
-
-
-def _vector(values: Mapping[tuple[str, ...], float], label: str | None = None) -> list[dict[str, Any]]:
-    out = []
-    for key, v in values.items():
-        metric = {"namespace": NAMESPACE, "pod": POD}
-        if label is not None:
-            metric[label] = key[0]
-        out.append({"metric": metric, "value": [0, repr(v)]})
-    return out
-
-
-# The adapter sums requests over a pod's series and averages ratios (prometheus._AGGREGATE).
-_SUMMED = {metrics.Signal.RUNNING, metrics.Signal.WAITING}
-
-
-def promql(scrapes: Sequence[Flat], key: tuple[str, metrics.Signal], *, dt: float,
-           dialects: Sequence[metrics.Dialect]) -> list[dict[str, Any]]:
-    """What Prometheus would answer to the adapter's query (part, signal) over these scrapes: rate() as the
-    change over the window, avg_over_time() as the mean of the scrapes, `or` as the first name present."""
-    part, signal = key
-    first, last = scrapes[0], scrapes[-1]
-    for d in dialects:
-        source = d.sources.get(signal)
-        if source is None:
-            continue
-        kind = source.kind or metrics.KINDS[signal]
-        for name in source.names:
-            if part in ("buckets", "sum") and kind is metrics.Kind.HISTOGRAM:
-                suffix = "_bucket" if part == "buckets" else "_sum"
-                by: dict[tuple[str, ...], float] = {}
-                for (n, labels), v in last.items():
-                    if n == name + suffix:
-                        le = dict(labels).get("le", "")
-                        key = (le,) if part == "buckets" else ()
-                        by[key] = by.get(key, 0.0) + (v - first.get((n, labels), 0.0)) / dt
-                if by:
-                    return _vector(by, "le" if part == "buckets" else None)
-            elif part == "value" and kind in (metrics.Kind.COUNTER, metrics.Kind.HISTOGRAM_SUM):
-                n = name + "_sum" if kind is metrics.Kind.HISTOGRAM_SUM else name
-                deltas = [v - first.get((k, labels), 0.0) for (k, labels), v in last.items() if k == n]
-                if deltas:
-                    return _vector({(): sum(deltas) / dt})
-            elif part in ("value", "now") and kind is metrics.Kind.GAUGE:
-                series = sorted({labels for s in scrapes for (k, labels) in s if k == name})
-                if not series:
-                    continue
-                if part == "now":
-                    per = [last.get((name, labels), 0.0) for labels in series]
-                    return _vector({(): sum(per)})
-                per = [sum(s.get((name, labels), 0.0) for s in scrapes) / len(scrapes) for labels in series]
-                total = sum(per) if signal in _SUMMED else sum(per) / len(per)
-                return _vector({(): total})
-    return []
+    return scrapes.simulate(rate=2.0, isl=6000, osl=600, hit_rate=0.0, warmup=60, window=60, step=2, seed=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +144,7 @@ class Seen:
 SLO_PERCENTILE = 95.0
 
 
-def truth_histogram(run: Run, internal: str) -> histogram.LogHistogram:
+def truth_histogram(run: scrapes.Run, internal: str) -> histogram.LogHistogram:
     last, first = run.samples[-1].values[internal], run.samples[0].values[internal]
     assert isinstance(last, histogram.LogHistogram) and isinstance(first, histogram.LogHistogram)
     return last.minus(first)
@@ -278,17 +157,18 @@ def slos(which: str) -> tuple[float, float]:
     return truth_histogram(run, exposition.TTFT).quantile(0.8), truth_histogram(run, exposition.TPOT).quantile(0.8)
 
 
-def runs() -> dict[str, Run]:
+def runs() -> dict[str, scrapes.Run]:
     return {"steady": steady(), "starved": starved()}
 
 
 @functools.cache
 def seen(which: str, variant: str) -> Seen:
     run = runs()[which]
-    twin, op = exposition.dialect(variant), metrics.BY_VARIANT[variant]
-    scrapes = [flat(a) | flat(b) for a, b in zip(scrape(run, twin), scrape(run, exposition.DCGM), strict=True)]
+    twin, op = exposition.dialect(variant), registry.by_variant(variant).dialect
+    pairs = zip(scrapes.scrape(run, twin), scrapes.scrape(run, exposition.DCGM), strict=True)
+    scraped = [scrapes.flat(a) | scrapes.flat(b) for a, b in pairs]
     plan = prometheus.queries([op, metrics.DCGM], window=run.window)
-    results = {key: promql(scrapes, key, dt=run.window, dialects=[op, metrics.DCGM]) for key in plan}
+    results = {key: scrapes.promql(scraped, key, dt=run.window, dialects=[op, metrics.DCGM]) for key in plan}
     raw = prometheus.parse(results)[NAMESPACE, POD]
     assert not raw.dropped
     ttft_slo, itl_slo = slos(which)
@@ -296,7 +176,7 @@ def seen(which: str, variant: str) -> Seen:
     return Seen(pod, twin, op)
 
 
-def bucket(spec: exposition.MetricSpec, value: float, *, run: Run) -> tuple[float, float]:
+def bucket(spec: exposition.MetricSpec, value: float, *, run: scrapes.Run) -> tuple[float, float]:
     """The (lower, upper] bucket of this spec's layout that holds `value` (upper inf past the last bound)."""
     les = exposition.bounds(spec, run.samples[-1].max_model_len)
     lower = 0.0
@@ -311,7 +191,7 @@ def bucket(spec: exposition.MetricSpec, value: float, *, run: Run) -> tuple[floa
 FINE = histogram.RATIO
 
 
-def within_bucket(estimate: float, truth: float, *, spec: exposition.MetricSpec, run: Run) -> bool:
+def within_bucket(estimate: float, truth: float, *, spec: exposition.MetricSpec, run: scrapes.Run) -> bool:
     lower, upper = bucket(spec, truth / FINE, run=run)[0], bucket(spec, truth * FINE, run=run)[1]
     # Past the last finite bound Prometheus reports that bound (prometheus.quantile does the same).
     return lower / FINE <= estimate <= (upper * FINE if math.isfinite(upper) else lower * FINE)
@@ -417,7 +297,8 @@ def test_preemptions_seen_where_exported(variant: str) -> None:
     assert s.pod.preemptions_per_s is not None and s.pod.preemptions_per_s > 0
 
 
-def fraction_bounds(run: Run, threshold: float, *, spec: exposition.MetricSpec, internal: str) -> tuple[float, float]:
+def fraction_bounds(run: scrapes.Run, threshold: float, *, spec: exposition.MetricSpec,
+                    internal: str) -> tuple[float, float]:
     """The true share of observations at or below the edges of the bucket that holds `threshold`."""
     h = truth_histogram(run, internal)
     lower, upper = bucket(spec, threshold, run=run)
@@ -480,7 +361,7 @@ def test_fixture_has_the_twins_current_shape(variant: str) -> None:
 def test_fixture_carries_every_signal_the_operator_reads(variant: str) -> None:
     families = {f.name: f for f in parser.text_string_to_metric_families((FIXTURES / f"{variant}.txt").read_text())}
     samples = {s.name: s for f in families.values() for s in f.samples}
-    op = metrics.BY_VARIANT[variant]
+    op = registry.by_variant(variant).dialect
     for signal, source in op.sources.items():
         kind = source.kind or metrics.KINDS[signal]
         name = source.names[0]

@@ -95,9 +95,9 @@ def test_metric_names_lexer(expr: str, expected: set[str]) -> None:
 
 
 def engine_series_names() -> frozenset[str]:
-    """Every series name runtimes.metrics reads: histograms with their _bucket/_sum/_count."""
+    """Every series name the engines' dialects and DCGM's hold: histograms with their _bucket/_sum/_count."""
     out: set[str] = set()
-    for d in (*dialects.ENGINE_DIALECTS, dialects.DCGM, dialects.NIM_2_VLLM, dialects.NIM_2_SGLANG):
+    for d in (*dialects.BY_VARIANT.values(), dialects.DCGM):
         for signal, source in d.sources.items():
             kind = source.kind or dialects.KINDS[signal]
             for name in source.names:

@@ -6,6 +6,7 @@ import pytest
 from prometheus_client import parser
 
 from infertune import catalog, perfmodel
+from infertune.runtimes import vllm
 from infertune.sim import engine, exposition
 
 IDENTITY = exposition.PodIdentity(
@@ -64,9 +65,9 @@ def test_counters_are_scraped_with_total(scraped: tuple[str, dict[str, parser.Me
 @pytest.mark.parametrize(
     ("name", "bounds"),
     [
-        ("vllm:time_to_first_token_seconds", exposition._VLLM_TTFT_BUCKETS),
-        ("vllm:inter_token_latency_seconds", exposition._VLLM_TPOT_BUCKETS),
-        ("vllm:e2e_request_latency_seconds", exposition._VLLM_LATENCY_BUCKETS),
+        ("vllm:time_to_first_token_seconds", vllm.TTFT_BUCKETS),
+        ("vllm:inter_token_latency_seconds", vllm.TPOT_BUCKETS),
+        ("vllm:e2e_request_latency_seconds", vllm.LATENCY_BUCKETS),
     ],
 )
 def test_histogram_buckets_and_consistency(

@@ -1,11 +1,13 @@
-"""Pure: what every engine needs to be launched with a set of knobs, and the knobs it lacks."""
+"""Pure: the Engine value (everything the operator and the twin know about one model server) and its helpers."""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 
 from infertune import models
+from infertune.runtimes import metrics, twin
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,19 +68,39 @@ OWNED_REASONS = {
 }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Runtime:
-    """One engine's launch rules."""
+Check = Callable[[models.InferenceDeploymentSpec], Sequence[tuple[str, str]]]  # -> (field path, problem)
 
-    kind: models.EngineKind
-    variant: str  # "vllm", "nim-1", "nim-2-vllm"...: what the docs table calls it
+
+def _always(engine: models.EngineSpec) -> bool:
+    return True
+
+
+def _no_checks(spec: models.InferenceDeploymentSpec) -> Sequence[tuple[str, str]]:
+    return ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Engine:
+    """One engine variant: how to launch it and read it back, the knobs it has, what it exports, and its checks.
+
+    Every place that depends on the engine reads it from here: render (launch, paths, writable paths),
+    validation (owned flags and variables, FP8 KV, checks), the tuner (defaults, knob flags), the operator's
+    metric queries (dialect), the twin (exposition), the docs tables and the CRD's kind enum (registry.ALL).
+    """
+
+    # The value of spec.engine.kind it serves (a models.EngineKind member for the shipped engines).
+    kind: str
+    variant: str  # "vllm", "nim-1", "nim-2-vllm"...: what the docs table calls it; unique
     health_path: str
-    metrics_path: str
+    # The metric names the operator queries and the path they are served at (declared once, here).
+    dialect: metrics.Dialect
+    # The twin's copy of the engine's exporter: labels, types, buckets.
+    exposition: twin.Exposition
     launch: Callable[[EngineKnobs], Launch]
     # knob -> how it is set ("--max-num-seqs", "env NIM_MAX_NUM_SEQS"); absent = the engine lacks it.
     knob_flags: Mapping[str, str]
     # Flags and variables that set an owned knob: a user's engine.args/env may not contain them.
-    # flag -> knob it sets (flags are normalised with normalise_flag).
+    # flag -> knob it sets (flags are normalised with normalise_flag), aliases included.
     owned_flags: Mapping[str, str]
     owned_env: Mapping[str, str]
     default_max_batch_size: Callable[[models.GpuSpec], int]
@@ -86,6 +108,12 @@ class Runtime:
     # The inverse of launch: the knobs set by a container's argv (command + args), environment and mounted
     # files (the twin reads pods with it; a round-trip test keeps it honest). Knobs not set are absent.
     read: Callable[[Sequence[str], Mapping[str, str], Mapping[str, str]], dict[str, object]]
+    # An image the samples, the twin's scenarios and the docs may use to run it.
+    sample_image: str
+    # Whether this variant serves an engine spec of its kind (NIM picks by generation and backend).
+    selects: Callable[[models.EngineSpec], bool] = _always
+    # The engine's own semantic checks of a spec, beyond the owned flags (vLLM's token budget >= batch).
+    checks: Check = _no_checks
     # Whether prompts are chunked when the spec does not say (TensorRT-LLM's LLM API defaults to off).
     chunked_prefill_default: bool = True
     # The engine parses its arguments with Python's argparse and its default allow_abbrev=True, so any
@@ -98,9 +126,43 @@ class Runtime:
     # Directories the engine writes at start-up besides $HOME (TGI's weight cache /data, NIM's
     # /opt/nim/.cache): each gets an emptyDir so the engine runs as a non-root user on a root-owned image.
     writable_paths: tuple[str, ...] = ()
+    # A variable whose value is more arguments, shell-quoted (NIM 2.x's NIM_PASSTHROUGH_ARGS for its backend).
+    args_env: str | None = None
+
+    def __post_init__(self) -> None:
+        # The dialect is the engine's own, under its variant's name (the docs tables and the twin key on it).
+        if self.dialect.name != self.variant:
+            raise ValueError(f"engine {self.variant}: dialect is named {self.dialect.name!r}, not the variant")
+        unknown = sorted(set(self.knob_flags) - set(KNOBS))
+        if unknown:
+            raise ValueError(f"engine {self.variant}: knob_flags names unknown knobs {unknown}; known: {KNOBS}")
+
+    def arguments(self, argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+        """Every argument the server sees: the container's argv, then those in `args_env`."""
+        extra = shlex.split(env.get(self.args_env, "")) if self.args_env else []
+        return [*argv, *extra]
+
+    @property
+    def metrics_path(self) -> str:
+        return self.dialect.path
 
     def lacks(self, knob: str) -> bool:
         return knob not in self.knob_flags
+
+    def default_buckets(self, signal: metrics.Signal) -> tuple[float, ...] | None:
+        """The published default `le` edges of the histogram this engine exports a signal in (its exposition's,
+        under the dialect's newest name); None when it lacks the signal or the edges depend on the model."""
+        source = self.dialect.sources.get(signal)
+        if source is None:
+            return None
+        for spec in self.exposition.metrics.values():
+            if spec.kind is twin.Kind.HISTOGRAM and spec.name == source.names[0] and isinstance(spec.buckets, tuple):
+                return spec.buckets
+        return None
+
+    def knob_flag(self, knob: str) -> str | None:
+        """How this engine sets a knob ("--max-num-batched-tokens", "env NIM_MAX_NUM_SEQS"); None: it lacks it."""
+        return self.knob_flags.get(knob)
 
 
 def normalise_flag(arg: str) -> str | None:
@@ -117,7 +179,7 @@ def flag_env_name(flag_name: str) -> str:
     return flag_name.lstrip("-").replace("-", "_").upper()
 
 
-def owned_by_arg(runtime: Runtime, arg: str) -> tuple[str, str] | None:
+def owned_by_arg(runtime: Engine, arg: str) -> tuple[str, str] | None:
     """(the owned flag, its knob) when a user argument would set an owned knob as the engine parses it.
 
     Checked: both spellings of a flag (`--max_num_seqs`, `--max-num-seqs`), both value forms (`--x=v`, `--x v`),
@@ -136,7 +198,7 @@ def owned_by_arg(runtime: Runtime, arg: str) -> tuple[str, str] | None:
     return None
 
 
-def owned_by_env(runtime: Runtime, name: str) -> tuple[str, str] | None:
+def owned_by_env(runtime: Engine, name: str) -> tuple[str, str] | None:
     """(what it stands for, its knob) when a user variable would set an owned knob."""
     if name in runtime.owned_env:
         return name, runtime.owned_env[name]

@@ -1,29 +1,53 @@
-"""Pure: the runtime for an engine spec."""
+"""Pure: the shipped engines, and the Engine that serves an engine spec."""
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 from infertune import models, runtimes
 from infertune.runtimes import nim, sglang, tgi, trtllm, vllm
 
-ALL: tuple[runtimes.Runtime, ...] = (
-    vllm.RUNTIME, sglang.RUNTIME, trtllm.RUNTIME, nim.RUNTIME_1, nim.RUNTIME_2_VLLM, nim.RUNTIME_2_SGLANG,
-    tgi.RUNTIME,
+# Every engine the operator ships, in the order the docs tables list them. Adding an engine: one module that
+# defines its Engine, one models.EngineKind value, this line (docs/engines.md, "Adding an engine").
+ALL: tuple[runtimes.Engine, ...] = (
+    vllm.ENGINE, sglang.ENGINE, trtllm.ENGINE, nim.ENGINE_1, nim.ENGINE_2_VLLM, nim.ENGINE_2_SGLANG, tgi.ENGINE,
 )
 
+# Engines added for the current context only (a test's fake engine, through `registered`); none in production.
+_EXTRA: contextvars.ContextVar[tuple[runtimes.Engine, ...]] = contextvars.ContextVar("extra_engines", default=())
 
-def for_engine(engine: models.EngineSpec) -> runtimes.Runtime:
-    """The launch rules for this engine (NIM picks by generation and backend)."""
-    match engine.kind:
-        case models.EngineKind.VLLM:
-            return vllm.RUNTIME
-        case models.EngineKind.SGLANG:
-            return sglang.RUNTIME
-        case models.EngineKind.TRTLLM:
-            return trtllm.RUNTIME
-        case models.EngineKind.TGI:
-            return tgi.RUNTIME
-        case models.EngineKind.NIM:
-            settings = engine.nim or models.NimSpec()
-            if settings.generation == 1:
-                return nim.RUNTIME_1
-            return nim.RUNTIME_2_SGLANG if settings.backend == "sglang" else nim.RUNTIME_2_VLLM
+
+def engines() -> tuple[runtimes.Engine, ...]:
+    return (*ALL, *_EXTRA.get())
+
+
+def for_engine(engine: models.EngineSpec) -> runtimes.Engine:
+    """The Engine that serves this spec: its kind's variant that selects it (NIM picks by generation and backend)."""
+    for e in engines():
+        if e.kind == engine.kind and e.selects(engine):
+            return e
+    raise KeyError(f"no engine serves spec.engine.kind {str(engine.kind)!r}")
+
+
+def by_variant(variant: str) -> runtimes.Engine:
+    for e in engines():
+        if e.variant == variant:
+            return e
+    raise KeyError(f"unknown engine variant {variant!r}; known: {', '.join(e.variant for e in engines())}")
+
+
+@contextlib.contextmanager
+def registered(*added: runtimes.Engine) -> Iterator[None]:
+    """Engines served beside the shipped ones inside the block (for a test's fake engine); variants stay unique."""
+    taken = {e.variant for e in engines()}
+    for e in added:
+        if e.variant in taken:
+            raise ValueError(f"engine variant {e.variant!r} is already registered")
+        taken.add(e.variant)
+    token = _EXTRA.set((*_EXTRA.get(), *added))
+    try:
+        yield
+    finally:
+        _EXTRA.reset(token)

@@ -1,10 +1,11 @@
-"""Pure: SGLang's flags for the knobs (docs/advanced_features/server_arguments.md) and its defaults."""
+"""Pure: the SGLang engine: flags for the knobs (docs/advanced_features/server_arguments.md), defaults, metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from infertune import models, runtimes
+from infertune.runtimes import metrics, twin
 
 KNOB_FLAGS = {
     "max_batch_size": "--max-running-requests",
@@ -108,11 +109,87 @@ def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) 
     return read_flags(args)
 
 
-RUNTIME = runtimes.Runtime(
+# SGLang (python/sglang/srt/metrics/collector.py); exported only with --enable-metrics.
+S = metrics.Signal
+DIALECT = metrics.Dialect("sglang", "/metrics", {
+    S.TTFT: metrics.source("sglang:time_to_first_token_seconds"),
+    S.ITL: metrics.source("sglang:inter_token_latency_seconds", "sglang:time_per_output_token_seconds"),
+    S.E2E: metrics.source("sglang:e2e_request_latency_seconds"),
+    S.QUEUE: metrics.source("sglang:queue_time_seconds"),
+    S.RUNNING: metrics.source("sglang:num_running_reqs"),
+    S.WAITING: metrics.source("sglang:num_queue_reqs"),
+    S.KV_USAGE: metrics.source("sglang:token_usage"),
+    S.PREEMPTIONS: metrics.source("sglang:num_retracted_requests_total"),
+    S.PROMPT_TOKENS: metrics.source("sglang:prompt_tokens_total"),
+    S.GENERATION_TOKENS: metrics.source("sglang:generation_tokens_total"),
+    S.PREFIX_HIT_RATE: metrics.source("sglang:cache_hit_rate"),
+})
+
+# SGLang's published default buckets (seconds), python/sglang/srt/metrics/collector.py
+# (TokenizerMetricsCollector).
+TTFT_BUCKETS = (
+    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0,
+)
+ITL_BUCKETS = (
+    0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
+    1.0, 2.0, 4.0, 6.0, 8.0,
+)
+E2E_BUCKETS = (
+    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0, 600.0,
+    1200.0, 1800.0, 2400.0,
+)
+QUEUE_BUCKETS = (
+    0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
+    200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0,
+    2500.0, 3000.0,
+)
+# Request histograms carry model_name and engine_type (TokenizerMetricsCollector); scheduler gauges
+# (SchedulerMetricsCollector) add the ranks, and only rank 0 of a tensor-parallel group logs them.
+SCHEDULER_LABELS: twin.Labels = (
+    ("model_name", "model_name"), ("engine_type", "=unified"), ("tp_rank", "=0"), ("pp_rank", "=0"),
+    ("moe_ep_rank", "=0"),
+)
+
+
+def _exposition(d: metrics.Dialect) -> twin.Exposition:
+    """SGLang's exposition under the names of `d`; exported only with --enable-metrics."""
+    s, h, g, c, M = metrics.Signal, twin.Kind.HISTOGRAM, twin.Kind.GAUGE, twin.Kind.COUNTER, twin.MetricSpec
+    sched = SCHEDULER_LABELS
+
+    def n(signal: metrics.Signal) -> str:
+        return twin.name(d, signal)
+
+    return twin.Exposition(
+        labels=(("model_name", "model_name"), ("engine_type", "=unified")),
+        metrics={
+            twin.TTFT: M(n(s.TTFT), h, "Time to first token, seconds.", buckets=TTFT_BUCKETS),
+            twin.ITL: M(n(s.ITL), h, "Inter-token latency, seconds.", buckets=ITL_BUCKETS),
+            twin.E2E: M(n(s.E2E), h, "End-to-end request latency, seconds.", buckets=E2E_BUCKETS),
+            twin.QUEUE: M(n(s.QUEUE), h, "Queueing time, seconds.", buckets=QUEUE_BUCKETS, labels=sched),
+            twin.PROMPT_TOKENS: M(n(s.PROMPT_TOKENS), c, "Prefill tokens processed."),
+            twin.GENERATION_TOKENS: M(n(s.GENERATION_TOKENS), c, "Generation tokens processed."),
+            twin.PREFIX_HITS: M("sglang:cached_tokens", c, "Prompt tokens served from the cache."),
+            twin.RUNNING: M(n(s.RUNNING), g, "Running requests.", labels=sched),
+            twin.WAITING: M(n(s.WAITING), g, "Requests in the waiting queue.", labels=sched),
+            twin.KV_USAGE: M(n(s.KV_USAGE), g, "Share of the KV token pool in use, 0-1.", labels=sched),
+            twin.KV_TOKENS_USED: M("sglang:num_used_tokens", g, "KV pool tokens in use.", labels=sched),
+            twin.KV_TOKENS: M("sglang:max_total_num_tokens", g, "KV pool size, tokens.", labels=sched),
+            twin.PREFIX_HIT_RATE: M(n(s.PREFIX_HIT_RATE), g, "Prefix cache hit rate, 0-1.", labels=sched),
+            twin.PREEMPTIONS: M(n(s.PREEMPTIONS), c, "Requests retracted to free KV cache.", labels=sched),
+        },
+        enable_flag="--enable-metrics",
+    )
+
+
+# NIM 2.x on an SGLang image exports these same series.
+EXPOSITION = _exposition(DIALECT)
+
+ENGINE = runtimes.Engine(
     kind=models.EngineKind.SGLANG,
     variant="sglang",
     health_path="/health",
-    metrics_path="/metrics",
+    dialect=DIALECT,
+    exposition=EXPOSITION,
     launch=launch,
     knob_flags=KNOB_FLAGS,
     owned_flags=OWNED_FLAGS,
@@ -120,5 +197,6 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    sample_image="lmsysorg/sglang:v0.5.2",
     prefix_matching=True,
 )

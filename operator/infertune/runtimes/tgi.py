@@ -1,10 +1,11 @@
-"""Pure: Text Generation Inference launcher flags for the knobs (docs/source/reference/launcher.md); TGI is legacy."""
+"""Pure: the Text Generation Inference engine (legacy): launcher flags (docs/source/reference/launcher.md), metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from infertune import models, runtimes
+from infertune.runtimes import metrics, twin
 
 KNOB_FLAGS = {
     "max_batch_size": "--max-batch-size (and --max-concurrent-requests)",
@@ -83,11 +84,72 @@ def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) 
     return out
 
 
-RUNTIME = runtimes.Runtime(
+# TGI (docs/source/reference/metrics.md): no TTFT, no KV usage, no prefix cache; token counts only as
+# the _sum of per-request length histograms.
+S = metrics.Signal
+DIALECT = metrics.Dialect("tgi", "/metrics", {
+    S.ITL: metrics.source("tgi_request_mean_time_per_token_duration"),
+    S.TPOT: metrics.source("tgi_request_mean_time_per_token_duration"),  # a per-request mean
+    S.E2E: metrics.source("tgi_request_duration"),
+    S.QUEUE: metrics.source("tgi_request_queue_duration"),
+    S.RUNNING: metrics.source("tgi_batch_current_size"),
+    S.WAITING: metrics.source("tgi_queue_size"),
+    S.PROMPT_TOKENS: metrics.source("tgi_request_input_length", kind=metrics.Kind.HISTOGRAM_SUM),
+    S.GENERATION_TOKENS: metrics.source("tgi_request_generated_tokens", kind=metrics.Kind.HISTOGRAM_SUM),
+})
+
+
+def geometric(start: float, factor: float, n: int) -> tuple[float, ...]:
+    """start x factor, x factor again, ... n times, multiplied step by step as TGI does (same float bits)."""
+    out, value = [], start
+    for _ in range(n):
+        value *= factor
+        out.append(value)
+    return tuple(out)
+
+
+# router/src/server.rs: durations in 35 geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s).
+DURATION_BUCKETS = geometric(0.0001, 1.5, 35)
+
+
+def linear_100(limit: int) -> tuple[float, ...]:
+    """TGI's token-length buckets: limit/100 x 1..100 (8,192 tokens -> 81.92, 163.84, ... 8,192)."""
+    return tuple(limit / 100.0 * (k + 1) for k in range(100))
+
+
+def _exposition(d: metrics.Dialect) -> twin.Exposition:
+    """No labels; durations in the geometric buckets, token lengths in 100 linear buckets up to the model's
+    length. No TTFT, no KV usage, no prefix cache, no preemption series."""
+    s, h, g, M = metrics.Signal, twin.Kind.HISTOGRAM, twin.Kind.GAUGE, twin.MetricSpec
+    duration = DURATION_BUCKETS
+
+    def n(signal: metrics.Signal) -> str:
+        return twin.name(d, signal)
+
+    return twin.Exposition(
+        labels=(),
+        metrics={
+            # TGI observes each request's inference time / generated tokens; the twin's per-request TPOT leaves
+            # out the prefill (one step of ~50 ms against 200 x 20 ms of decode: 1% lower).
+            twin.TPOT: M(n(s.TPOT), h, "Mean time per token per request, seconds.", buckets=duration),
+            twin.E2E: M(n(s.E2E), h, "Total time spent on the request, seconds.", buckets=duration),
+            twin.QUEUE: M(n(s.QUEUE), h, "Time spent in the queue, seconds.", buckets=duration),
+            twin.INFERENCE: M("tgi_request_inference_duration", h, "Request inference, seconds.", buckets=duration),
+            # The operator reads token rates from these histograms' _sum: counted when a request ends.
+            twin.PROMPT_LEN: M(n(s.PROMPT_TOKENS), h, "Input tokens per request.", buckets=linear_100),
+            twin.GENERATION_LEN: M(n(s.GENERATION_TOKENS), h, "Generated tokens per request.", buckets=linear_100),
+            twin.RUNNING: M(n(s.RUNNING), g, "Current batch size."),
+            twin.WAITING: M(n(s.WAITING), g, "Current queue size."),
+        },
+    )
+
+
+ENGINE = runtimes.Engine(
     kind=models.EngineKind.TGI,
     variant="tgi",
     health_path="/health",
-    metrics_path="/metrics",
+    dialect=DIALECT,
+    exposition=_exposition(DIALECT),
     launch=launch,
     knob_flags=KNOB_FLAGS,
     owned_flags=OWNED_FLAGS,
@@ -95,6 +157,7 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    sample_image="ghcr.io/huggingface/text-generation-inference:3.3.4",
     env_from_flags=True,
     # The image's weight cache (HUGGINGFACE_HUB_CACHE=/data), root-owned in the image.
     writable_paths=("/data",),

@@ -1,4 +1,4 @@
-"""Pure: TensorRT-LLM `trtllm-serve` flags and YAML options for the knobs (commands/serve.py, llmapi/llm_args.py)."""
+"""Pure: the TensorRT-LLM engine: `trtllm-serve` flags and YAML options (commands/serve.py, llmapi/llm_args.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import yaml
 
 from infertune import models, runtimes
+from infertune.runtimes import metrics, twin, vllm
 
 OPTIONS_FILE = "trtllm-options.yaml"
 
@@ -96,12 +97,73 @@ def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) 
     return out
 
 
-RUNTIME = runtimes.Runtime(
+# trtllm-serve (tensorrt_llm/metrics/collector.py), at /prometheus/metrics (/metrics is JSON iteration stats).
+# The KV, token and cache series are recent (2026 main); 1.1-era servers export only the five latency ones.
+S = metrics.Signal
+DIALECT = metrics.Dialect("trtllm", "/prometheus/metrics", {
+    S.TTFT: metrics.source("trtllm_time_to_first_token_seconds"),
+    S.ITL: metrics.source("trtllm_time_per_output_token_seconds"),
+    S.TPOT: metrics.source("trtllm_time_per_output_token_seconds"),  # one observation per request
+    S.E2E: metrics.source("trtllm_e2e_request_latency_seconds"),
+    S.QUEUE: metrics.source("trtllm_request_queue_time_seconds"),
+    S.RUNNING: metrics.source("trtllm_num_requests_running"),
+    S.WAITING: metrics.source("trtllm_num_requests_waiting"),
+    S.KV_USAGE: metrics.source("trtllm_kv_cache_utilization"),
+    # Paused requests (MAX_UTILIZATION scheduling) are the closest analog of preemptions; a gauge.
+    S.PREEMPTIONS: metrics.source("trtllm_num_paused_requests", kind=metrics.Kind.GAUGE),
+    S.PROMPT_TOKENS: metrics.source("trtllm_prompt_tokens_total"),
+    S.GENERATION_TOKENS: metrics.source("trtllm_generation_tokens_total"),
+    S.PREFIX_HIT_RATE: metrics.source("trtllm_kv_cache_hit_rate"),
+})
+
+PREFILL_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)
+
+
+def _exposition(d: metrics.Dialect) -> twin.Exposition:
+    """Labels model_name and engine_type; TTFT, TPOT, e2e and queue buckets are vLLM's (its collector copies
+    them); TPOT is one observation per request."""
+    s, h, g, c, M = metrics.Signal, twin.Kind.HISTOGRAM, twin.Kind.GAUGE, twin.Kind.COUNTER, twin.MetricSpec
+    latency = vllm.LATENCY_BUCKETS
+
+    def n(signal: metrics.Signal) -> str:
+        return twin.name(d, signal)
+
+    return twin.Exposition(
+        labels=(("model_name", "model_name"), ("engine_type", "=trtllm")),
+        metrics={
+            twin.TTFT: M(n(s.TTFT), h, "Time to first token, seconds.", buckets=vllm.TTFT_BUCKETS),
+            # One histogram carries both ITL and TPOT in the operator's table: it is per request.
+            twin.TPOT: M(n(s.TPOT), h, "Time per output token, seconds.", buckets=vllm.TPOT_BUCKETS),
+            twin.E2E: M(n(s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
+            twin.QUEUE: M(n(s.QUEUE), h, "Time in the WAITING phase, seconds.", buckets=latency),
+            twin.PREFILL: M("trtllm_request_prefill_time_seconds", h, "Prefill phase, seconds.",
+                            buckets=PREFILL_BUCKETS),
+            twin.DECODE: M("trtllm_request_decode_time_seconds", h, "Decode phase, seconds.", buckets=latency),
+            twin.INFERENCE: M("trtllm_request_inference_time_seconds", h, "Inference duration, seconds.",
+                              buckets=latency),
+            twin.PROMPT_TOKENS: M(n(s.PROMPT_TOKENS), c, "Prompt tokens processed."),
+            twin.GENERATION_TOKENS: M(n(s.GENERATION_TOKENS), c, "Generation tokens produced."),
+            twin.RUNNING: M(n(s.RUNNING), g, "Active requests."),
+            twin.WAITING: M(n(s.WAITING), g, "Queued requests."),
+            twin.PAUSED: M(n(s.PREEMPTIONS), g, "Requests paused to free KV cache."),
+            twin.KV_USAGE: M(n(s.KV_USAGE), g, "KV cache utilization, 0-1."),
+            twin.KV_BLOCKS_USED: M("trtllm_kv_cache_used_blocks", g, "KV cache blocks in use."),
+            twin.KV_BLOCKS: M("trtllm_kv_cache_max_blocks", g, "KV cache blocks in the pool."),
+            twin.PREFIX_HIT_RATE: M(n(s.PREFIX_HIT_RATE), g, "KV cache hit rate, 0-1."),
+            twin.REQUEST_SUCCESS: M("trtllm_request_success", c, "Finished requests by reason.",
+                                    label="finished_reason"),
+        },
+    )
+
+
+ENGINE = runtimes.Engine(
     kind=models.EngineKind.TRTLLM,
     variant="trtllm",
     health_path="/health",
-    # /metrics on trtllm-serve is JSON iteration stats; Prometheus text lives here.
-    metrics_path="/prometheus/metrics",
+    dialect=DIALECT,
+    exposition=_exposition(DIALECT),
     launch=launch,
     knob_flags=KNOB_FLAGS,
     owned_flags=OWNED_FLAGS,
@@ -109,5 +171,6 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    sample_image="nvcr.io/nvidia/tensorrt-llm/release:1.0.0",
     chunked_prefill_default=False,
 )

@@ -1,10 +1,11 @@
-"""Pure: vLLM's flags for the knobs (vllm/engine/arg_utils.py, vllm/config/) and its defaults."""
+"""Pure: the vLLM engine: flags for the knobs (vllm/engine/arg_utils.py, vllm/config/), defaults, metrics."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from infertune import models, runtimes
+from infertune.runtimes import metrics, twin
 
 KNOB_FLAGS = {
     "max_batch_size": "--max-num-seqs",
@@ -106,11 +107,96 @@ def read(args: Sequence[str], env: Mapping[str, str], files: Mapping[str, str]) 
     return read_flags(args)
 
 
-RUNTIME = runtimes.Runtime(
+def check_budget(spec: models.InferenceDeploymentSpec) -> list[tuple[str, str]]:
+    """vLLM refuses to start when max_num_batched_tokens < max_num_seqs (shared with NIM 2.x on vLLM)."""
+    budget, largest = spec.engine.max_num_batched_tokens, spec.tuning.max_batch_size.max
+    if budget is not None and budget < largest:
+        return [("spec.engine.maxNumBatchedTokens",
+                 f"vLLM needs a token budget of at least the largest batch ({largest}); got {budget}")]
+    return []
+
+
+# vLLM V1 (vllm/v1/metrics/loggers.py). Renames in 0.10-0.11 (PR #18354, #23919): the old names are read
+# when the new ones are absent, so older images keep working.
+S = metrics.Signal
+DIALECT = metrics.Dialect("vllm", "/metrics", {
+    S.TTFT: metrics.source("vllm:time_to_first_token_seconds"),
+    S.ITL: metrics.source("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    # Per request since PR #24015 (2025-09): decode time / (generated tokens - 1).
+    S.TPOT: metrics.source("vllm:request_time_per_output_token_seconds"),
+    S.E2E: metrics.source("vllm:e2e_request_latency_seconds"),
+    S.QUEUE: metrics.source("vllm:request_queue_time_seconds"),
+    S.RUNNING: metrics.source("vllm:num_requests_running"),
+    S.WAITING: metrics.source("vllm:num_requests_waiting"),
+    S.KV_USAGE: metrics.source("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    S.PREEMPTIONS: metrics.source("vllm:num_preemptions_total"),
+    S.PROMPT_TOKENS: metrics.source("vllm:prompt_tokens_total"),
+    S.GENERATION_TOKENS: metrics.source("vllm:generation_tokens_total"),
+    S.PREFIX_QUERIES: metrics.source("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+    S.PREFIX_HITS: metrics.source("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+})
+
+# vLLM V1's published default buckets (seconds), vllm/v1/metrics/loggers.py: histogram_time_to_first_token.
+TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+    80.0, 160.0, 640.0, 2560.0,
+)
+# histogram_inter_token_latency and histogram_request_time_per_output_token share these.
+TPOT_BUCKETS = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)
+# e2e, queue, prefill, decode and inference time.
+LATENCY_BUCKETS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+    960.0, 1920.0, 7680.0,
+)
+
+
+def _exposition(d: metrics.Dialect) -> twin.Exposition:
+    """vLLM V1's exposition (labels model_name and engine, the engine index) under the names of `d`."""
+    s, h, g, c, M = metrics.Signal, twin.Kind.HISTOGRAM, twin.Kind.GAUGE, twin.Kind.COUNTER, twin.MetricSpec
+    latency = LATENCY_BUCKETS
+
+    def n(signal: metrics.Signal) -> str:
+        return twin.name(d, signal)
+
+    return twin.Exposition(
+        labels=(("model_name", "model_name"), ("engine", "engine")),
+        metrics={
+            twin.TTFT: M(n(s.TTFT), h, "Time to first token, seconds.", buckets=TTFT_BUCKETS),
+            twin.ITL: M(n(s.ITL), h, "Inter-token latency, seconds.", buckets=TPOT_BUCKETS),
+            twin.TPOT: M(n(s.TPOT), h, "Per-request mean time per output token, seconds.", buckets=TPOT_BUCKETS),
+            twin.E2E: M(n(s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
+            twin.QUEUE: M(n(s.QUEUE), h, "Time waiting before admission, seconds.", buckets=latency),
+            twin.PREFILL: M("vllm:request_prefill_time_seconds", h, "Prefill phase time, seconds.", buckets=latency),
+            twin.DECODE: M("vllm:request_decode_time_seconds", h, "Decode phase time, seconds.", buckets=latency),
+            twin.INFERENCE: M("vllm:request_inference_time_seconds", h, "Running phase time, seconds.",
+                              buckets=latency),
+            twin.PROMPT_LEN: M("vllm:request_prompt_tokens", h, "Prompt tokens per request."),
+            twin.GENERATION_LEN: M("vllm:request_generation_tokens", h, "Output tokens per request."),
+            twin.RUNNING: M(n(s.RUNNING), g, "Requests in the running batch."),
+            twin.WAITING: M(n(s.WAITING), g, "Requests waiting for admission."),
+            twin.KV_USAGE: M(n(s.KV_USAGE), g, "KV cache usage, 1 means 100 percent."),
+            twin.PREFIX_QUERIES: M(n(s.PREFIX_QUERIES), c, "Prefix cache queries, in tokens."),
+            twin.PREFIX_HITS: M(n(s.PREFIX_HITS), c, "Prefix cache hits, in tokens."),
+            twin.PROMPT_TOKENS: M(n(s.PROMPT_TOKENS), c, "Prefill tokens processed."),
+            twin.GENERATION_TOKENS: M(n(s.GENERATION_TOKENS), c, "Generation tokens processed."),
+            twin.PREEMPTIONS: M(n(s.PREEMPTIONS), c, "Preemptions by the scheduler."),
+            twin.REQUEST_SUCCESS: M("vllm:request_success", c, "Finished requests by reason.",
+                                    label="finished_reason"),
+        },
+    )
+
+
+# NIM 2.x on a vLLM image exports these same series (the names are the dialect's, shared).
+EXPOSITION = _exposition(DIALECT)
+
+ENGINE = runtimes.Engine(
     kind=models.EngineKind.VLLM,
     variant="vllm",
     health_path="/health",
-    metrics_path="/metrics",
+    dialect=DIALECT,
+    exposition=EXPOSITION,
     launch=launch,
     knob_flags=KNOB_FLAGS,
     owned_flags=OWNED_FLAGS,
@@ -118,5 +204,7 @@ RUNTIME = runtimes.Runtime(
     default_max_batch_size=default_max_batch_size,
     fp8_kv=True,
     read=read,
+    sample_image="vllm/vllm-openai:v0.11.0",
+    checks=check_budget,
     prefix_matching=True,
 )

@@ -1,77 +1,39 @@
-"""Twin: Prometheus text exposition of a simulated pod, one dialect table per engine plus DCGM."""
+"""Twin: Prometheus text exposition of a simulated pod, in its engine's dialect (Engine.exposition) plus DCGM."""
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import math
-import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Union
 
 from prometheus_client import core, exposition, registry
 
-from infertune import resolution, runtimes
+from infertune import runtimes
 from infertune.runtimes import metrics as op
+from infertune.runtimes import registry as engines
+from infertune.runtimes import twin
 from infertune.sim import engine as sim_engine
 from infertune.sim import histogram
 
 # ---------------------------------------------------------------------------------------------- signals
-# Internal signal names: what the twin measures, independent of any engine's metric names.
+# Internal signal names, the metric spec and each engine's exposition are pure data in runtimes/twin.py and the
+# engine modules; they are named here too for the twin's readers.
 
-TTFT = "ttft_seconds"
-ITL = "inter_token_latency_seconds"  # one observation per output token after the first
-TPOT = "request_time_per_output_token_seconds"  # one per request: decode time / (tokens - 1)
-E2E = "e2e_seconds"
-QUEUE = "queue_seconds"
-PREFILL = "prefill_seconds"
-DECODE = "decode_seconds"
-INFERENCE = "inference_seconds"
-PROMPT_LEN = "request_prompt_tokens"
-GENERATION_LEN = "request_generation_tokens"
-RUNNING = "requests_running"
-WAITING = "requests_waiting"
-PAUSED = "requests_paused"  # waiting again after a preemption (TensorRT-LLM's paused requests)
-MAX_RUNNING = "max_running_requests"  # the max batch size the engine runs with
-KV_USAGE = "kv_cache_usage"  # 0-1
-KV_TOKENS_USED = "kv_cache_tokens_used"
-KV_TOKENS = "kv_cache_tokens"  # capacity
-KV_BLOCKS_USED = "kv_cache_blocks_used"
-KV_BLOCKS = "kv_cache_blocks"  # capacity
-PREFIX_QUERIES = "prefix_cache_queries"  # tokens
-PREFIX_HITS = "prefix_cache_hits"  # tokens
-PREFIX_HIT_RATE = "prefix_cache_hit_rate"  # 0-1, since the previous scrape
-PROMPT_TOKENS = "prompt_tokens"
-GENERATION_TOKENS = "generation_tokens"
-PREEMPTIONS = "preemptions"
-REQUEST_SUCCESS = "request_success"  # by finished reason
-DRAM_ACTIVE = "dram_active"  # 0-1, per GPU
-GPU_UTIL = "gpu_busy"  # 0-1, per GPU
+TTFT, ITL, TPOT, E2E, QUEUE = twin.TTFT, twin.ITL, twin.TPOT, twin.E2E, twin.QUEUE
+PREFILL, DECODE, INFERENCE = twin.PREFILL, twin.DECODE, twin.INFERENCE
+PROMPT_LEN, GENERATION_LEN = twin.PROMPT_LEN, twin.GENERATION_LEN
+RUNNING, WAITING, PAUSED, MAX_RUNNING = twin.RUNNING, twin.WAITING, twin.PAUSED, twin.MAX_RUNNING
+KV_USAGE, KV_TOKENS_USED, KV_TOKENS = twin.KV_USAGE, twin.KV_TOKENS_USED, twin.KV_TOKENS
+KV_BLOCKS_USED, KV_BLOCKS = twin.KV_BLOCKS_USED, twin.KV_BLOCKS
+PREFIX_QUERIES, PREFIX_HITS, PREFIX_HIT_RATE = twin.PREFIX_QUERIES, twin.PREFIX_HITS, twin.PREFIX_HIT_RATE
+PROMPT_TOKENS, GENERATION_TOKENS, PREEMPTIONS = twin.PROMPT_TOKENS, twin.GENERATION_TOKENS, twin.PREEMPTIONS
+REQUEST_SUCCESS, DRAM_ACTIVE, GPU_UTIL = twin.REQUEST_SUCCESS, twin.DRAM_ACTIVE, twin.GPU_UTIL
 
-
-class Kind(enum.StrEnum):
-    COUNTER = "counter"
-    GAUGE = "gauge"
-    HISTOGRAM = "histogram"
-
-
-Labels = tuple[tuple[str, str], ...]  # (label, PodIdentity field) or (label, "=constant")
-Buckets = Union[tuple[float, ...], Callable[[int], tuple[float, ...]], None]  # noqa: UP007 - a runtime alias
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """How one signal appears in a dialect. Counters are named without `_total` (the wire adds it)."""
-
-    name: str
-    kind: Kind
-    help: str
-    scale: float = 1.0  # wire value = internal value x scale (0-1 -> percent: 100)
-    # Histograms: fixed bounds, or bounds from the model's max length (token counts); None: 1-2-5 up to it.
-    buckets: Buckets = None
-    label: str | None = None  # the label of a signal with a dimension, e.g. finished_reason
-    labels: Labels | None = None  # this metric's own label set where the engine uses several (SGLang)
+Kind = twin.Kind
+MetricSpec = twin.MetricSpec
+Labels = twin.Labels
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,219 +53,12 @@ class Dialect:
     enable_flag: str | None = None
 
 
-def _name(d: op.Dialect, signal: op.Signal) -> str:
-    """The operator's newest name for a signal in its dialect, as a twin spec declares it.
+def of(engine: runtimes.Engine) -> Dialect:
+    """What a pod of this engine serves: its exposition, under its variant's name at its dialect's path."""
+    e = engine.exposition
+    return Dialect(name=engine.variant, path=engine.metrics_path, labels=e.labels, metrics=e.metrics,
+                   enable_flag=e.enable_flag)
 
-    Names come from runtimes/metrics.py so that what the twin exports and what the operator queries cannot
-    drift apart; counters drop `_total` because prometheus_client adds it on the wire. (Units agree too: a test
-    checks each spec's scale against the operator's.)
-    """
-    source = d.sources[signal]
-    name = source.names[0]
-    if (source.kind or op.KINDS[signal]) is op.Kind.COUNTER:
-        name = name.removesuffix("_total")
-    return name
-
-
-# vLLM V1 (vllm/v1/metrics/loggers.py): labels model_name and engine (the engine index). The
-# published buckets live in resolution.py, which checks the SLO's objectives against the same edges.
-_VLLM_TTFT_BUCKETS = resolution.VLLM_TTFT
-_VLLM_TPOT_BUCKETS = resolution.VLLM_TPOT
-_VLLM_LATENCY_BUCKETS = resolution.VLLM_LATENCY
-
-
-def _vllm(d: op.Dialect) -> Dialect:
-    """vLLM V1's exposition under the names of `d` (vLLM itself, or NIM 2.x on a vLLM image)."""
-    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
-    latency = _VLLM_LATENCY_BUCKETS
-    return Dialect(
-        name=d.name,
-        path=d.path,
-        labels=(("model_name", "model_name"), ("engine", "engine")),
-        metrics={
-            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
-            ITL: MetricSpec(_name(d, s.ITL), h, "Inter-token latency, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            TPOT: MetricSpec(_name(d, s.TPOT), h, "Per-request mean time per output token, seconds.",
-                             buckets=_VLLM_TPOT_BUCKETS),
-            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
-            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time waiting before admission, seconds.", buckets=latency),
-            PREFILL: MetricSpec("vllm:request_prefill_time_seconds", h, "Prefill phase time, seconds.",
-                                buckets=latency),
-            DECODE: MetricSpec("vllm:request_decode_time_seconds", h, "Decode phase time, seconds.", buckets=latency),
-            INFERENCE: MetricSpec("vllm:request_inference_time_seconds", h, "Running phase time, seconds.",
-                                  buckets=latency),
-            PROMPT_LEN: MetricSpec("vllm:request_prompt_tokens", h, "Prompt tokens per request."),
-            GENERATION_LEN: MetricSpec("vllm:request_generation_tokens", h, "Output tokens per request."),
-            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Requests in the running batch."),
-            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests waiting for admission."),
-            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "KV cache usage, 1 means 100 percent."),
-            PREFIX_QUERIES: MetricSpec(_name(d, s.PREFIX_QUERIES), c, "Prefix cache queries, in tokens."),
-            PREFIX_HITS: MetricSpec(_name(d, s.PREFIX_HITS), c, "Prefix cache hits, in tokens."),
-            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
-            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
-            PREEMPTIONS: MetricSpec(_name(d, s.PREEMPTIONS), c, "Preemptions by the scheduler."),
-            REQUEST_SUCCESS: MetricSpec("vllm:request_success", c, "Finished requests by reason.",
-                                        label="finished_reason"),
-        },
-    )
-
-
-# SGLang (python/sglang/srt/metrics/collector.py, TokenizerMetricsCollector and SchedulerMetricsCollector):
-# request histograms carry model_name and engine_type; scheduler gauges add the ranks, and only rank 0 of a
-# tensor-parallel group logs them. Exported only with --enable-metrics.
-_SGLANG_TTFT_BUCKETS = resolution.SGLANG_TTFT
-_SGLANG_ITL_BUCKETS = resolution.SGLANG_ITL
-_SGLANG_E2E_BUCKETS = (
-    0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0, 600.0,
-    1200.0, 1800.0, 2400.0,
-)
-_SGLANG_QUEUE_BUCKETS = (
-    0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
-    200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0,
-    2500.0, 3000.0,
-)
-_SGLANG_SCHEDULER: Labels = (
-    ("model_name", "model_name"), ("engine_type", "=unified"), ("tp_rank", "=0"), ("pp_rank", "=0"),
-    ("moe_ep_rank", "=0"),
-)
-
-
-def _sglang(d: op.Dialect) -> Dialect:
-    """SGLang's exposition under the names of `d` (SGLang itself, or NIM 2.x on an SGLang image)."""
-    s, h, g, c, sched = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER, _SGLANG_SCHEDULER
-    return Dialect(
-        name=d.name,
-        path=d.path,
-        labels=(("model_name", "model_name"), ("engine_type", "=unified")),
-        metrics={
-            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_SGLANG_TTFT_BUCKETS),
-            ITL: MetricSpec(_name(d, s.ITL), h, "Inter-token latency, seconds.", buckets=_SGLANG_ITL_BUCKETS),
-            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=_SGLANG_E2E_BUCKETS),
-            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Queueing time, seconds.", buckets=_SGLANG_QUEUE_BUCKETS,
-                              labels=sched),
-            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
-            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
-            PREFIX_HITS: MetricSpec("sglang:cached_tokens", c, "Prompt tokens served from the cache."),
-            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Running requests.", labels=sched),
-            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests in the waiting queue.", labels=sched),
-            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "Share of the KV token pool in use, 0-1.", labels=sched),
-            KV_TOKENS_USED: MetricSpec("sglang:num_used_tokens", g, "KV pool tokens in use.", labels=sched),
-            KV_TOKENS: MetricSpec("sglang:max_total_num_tokens", g, "KV pool size, tokens.", labels=sched),
-            PREFIX_HIT_RATE: MetricSpec(_name(d, s.PREFIX_HIT_RATE), g, "Prefix cache hit rate, 0-1.", labels=sched),
-            PREEMPTIONS: MetricSpec(_name(d, s.PREEMPTIONS), c, "Requests retracted to free KV cache.", labels=sched),
-        },
-        enable_flag="--enable-metrics",
-    )
-
-
-# TensorRT-LLM trtllm-serve (tensorrt_llm/metrics/collector.py) at /prometheus/metrics: labels model_name and
-# engine_type; TTFT, TPOT, e2e and queue buckets are vLLM's; TPOT is one observation per request.
-_TRTLLM_PREFILL_BUCKETS = (
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)
-
-
-def _trtllm(d: op.Dialect) -> Dialect:
-    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
-    latency = _VLLM_LATENCY_BUCKETS
-    return Dialect(
-        name=d.name,
-        path=d.path,
-        labels=(("model_name", "model_name"), ("engine_type", "=trtllm")),
-        metrics={
-            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
-            # One histogram carries both ITL and TPOT in the operator's table: it is per request.
-            TPOT: MetricSpec(_name(d, s.TPOT), h, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.", buckets=latency),
-            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time in the WAITING phase, seconds.", buckets=latency),
-            PREFILL: MetricSpec("trtllm_request_prefill_time_seconds", h, "Prefill phase, seconds.",
-                                buckets=_TRTLLM_PREFILL_BUCKETS),
-            DECODE: MetricSpec("trtllm_request_decode_time_seconds", h, "Decode phase, seconds.", buckets=latency),
-            INFERENCE: MetricSpec("trtllm_request_inference_time_seconds", h, "Inference duration, seconds.",
-                                  buckets=latency),
-            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prompt tokens processed."),
-            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens produced."),
-            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Active requests."),
-            WAITING: MetricSpec(_name(d, s.WAITING), g, "Queued requests."),
-            PAUSED: MetricSpec(_name(d, s.PREEMPTIONS), g, "Requests paused to free KV cache."),
-            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "KV cache utilization, 0-1."),
-            KV_BLOCKS_USED: MetricSpec("trtllm_kv_cache_used_blocks", g, "KV cache blocks in use."),
-            KV_BLOCKS: MetricSpec("trtllm_kv_cache_max_blocks", g, "KV cache blocks in the pool."),
-            PREFIX_HIT_RATE: MetricSpec(_name(d, s.PREFIX_HIT_RATE), g, "KV cache hit rate, 0-1."),
-            REQUEST_SUCCESS: MetricSpec("trtllm_request_success", c, "Finished requests by reason.",
-                                        label="finished_reason"),
-        },
-    )
-
-
-# NIM 1.x (docs.nvidia.com/nim/large-language-models/latest/observability): unprefixed names at /v1/metrics,
-# per model; its histograms are vLLM V0's (time per output token observed per token there).
-def _nim_1(d: op.Dialect) -> Dialect:
-    s, h, g, c = op.Signal, Kind.HISTOGRAM, Kind.GAUGE, Kind.COUNTER
-    return Dialect(
-        name=d.name,
-        path=d.path,
-        labels=(("model_name", "model_name"),),
-        metrics={
-            TTFT: MetricSpec(_name(d, s.TTFT), h, "Time to first token, seconds.", buckets=_VLLM_TTFT_BUCKETS),
-            ITL: MetricSpec(_name(d, s.ITL), h, "Time per output token, seconds.", buckets=_VLLM_TPOT_BUCKETS),
-            E2E: MetricSpec(_name(d, s.E2E), h, "End-to-end request latency, seconds.",
-                            buckets=_VLLM_LATENCY_BUCKETS),
-            PROMPT_LEN: MetricSpec("request_prompt_tokens", h, "Prompt tokens per request."),
-            GENERATION_LEN: MetricSpec("request_generation_tokens", h, "Output tokens per request."),
-            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Requests running on the GPU."),
-            WAITING: MetricSpec(_name(d, s.WAITING), g, "Requests waiting to be processed."),
-            MAX_RUNNING: MetricSpec("num_request_max", g, "Requests the model may run at once."),
-            KV_USAGE: MetricSpec(_name(d, s.KV_USAGE), g, "GPU KV-cache usage, 1 means 100 percent."),
-            PROMPT_TOKENS: MetricSpec(_name(d, s.PROMPT_TOKENS), c, "Prefill tokens processed."),
-            GENERATION_TOKENS: MetricSpec(_name(d, s.GENERATION_TOKENS), c, "Generation tokens processed."),
-        },
-    )
-
-
-# TGI (docs/source/reference/metrics.md; router/src/server.rs for buckets): no labels; durations in 35
-# geometric buckets from 0.15 ms (x1.5 each: 0.0001 x 1.5^35 = 146 s at the top); token lengths in 100
-# linear buckets up to the model's length. No TTFT, no KV usage, no prefix cache, no preemption series.
-_TGI_DURATION_BUCKETS = resolution.TGI_DURATION
-
-
-def _linear_100(limit: int) -> tuple[float, ...]:
-    """TGI's token-length buckets: limit/100 x 1..100 (8,192 tokens -> 81.92, 163.84, ... 8,192)."""
-    return tuple(limit / 100.0 * (k + 1) for k in range(100))
-
-
-def _tgi(d: op.Dialect) -> Dialect:
-    s, h, g = op.Signal, Kind.HISTOGRAM, Kind.GAUGE
-    duration = _TGI_DURATION_BUCKETS
-    return Dialect(
-        name=d.name,
-        path=d.path,
-        labels=(),
-        metrics={
-            # TGI observes each request's inference time / generated tokens; the twin's per-request TPOT leaves
-            # out the prefill (one step of ~50 ms against 200 x 20 ms of decode: 1% lower).
-            TPOT: MetricSpec(_name(d, s.TPOT), h, "Mean time per token per request, seconds.", buckets=duration),
-            E2E: MetricSpec(_name(d, s.E2E), h, "Total time spent on the request, seconds.", buckets=duration),
-            QUEUE: MetricSpec(_name(d, s.QUEUE), h, "Time spent in the queue, seconds.", buckets=duration),
-            INFERENCE: MetricSpec("tgi_request_inference_duration", h, "Request inference, seconds.",
-                                  buckets=duration),
-            # The operator reads token rates from these histograms' _sum: counted when a request ends.
-            PROMPT_LEN: MetricSpec(_name(d, s.PROMPT_TOKENS), h, "Input tokens per request.", buckets=_linear_100),
-            GENERATION_LEN: MetricSpec(_name(d, s.GENERATION_TOKENS), h, "Generated tokens per request.",
-                                       buckets=_linear_100),
-            RUNNING: MetricSpec(_name(d, s.RUNNING), g, "Current batch size."),
-            WAITING: MetricSpec(_name(d, s.WAITING), g, "Current queue size."),
-        },
-    )
-
-
-VLLM = _vllm(op.VLLM)
-SGLANG = _sglang(op.SGLANG)
-TRTLLM = _trtllm(op.TRTLLM)
-NIM_1 = _nim_1(op.NIM_1)
-NIM_2_VLLM = _vllm(op.NIM_2_VLLM)
-NIM_2_SGLANG = _sglang(op.NIM_2_SGLANG)
-TGI = _tgi(op.TGI)
 
 # NVIDIA dcgm-exporter in Kubernetes mode (etc/default-counters.csv, --kubernetes): per-GPU labels plus the pod
 # that holds the GPU.
@@ -315,36 +70,41 @@ DCGM = Dialect(
         ("container", "container"), ("namespace", "namespace"), ("pod", "pod"),
     ),
     metrics={
-        DRAM_ACTIVE: MetricSpec(_name(op.DCGM, op.Signal.DRAM_ACTIVE), Kind.GAUGE,
+        DRAM_ACTIVE: MetricSpec(twin.name(op.DCGM, op.Signal.DRAM_ACTIVE), Kind.GAUGE,
                                 "Ratio of cycles the device memory interface is active (0-1)."),
         GPU_UTIL: MetricSpec("DCGM_FI_DEV_GPU_UTIL", Kind.GAUGE, "GPU utilization (in %).", scale=100.0),
     },
     per_gpu=True,
 )
 
-# Engine dialects by runtime variant (runtimes.Runtime.variant), as the operator's BY_VARIANT.
-ENGINE_DIALECTS: tuple[Dialect, ...] = (VLLM, SGLANG, TRTLLM, NIM_1, NIM_2_VLLM, NIM_2_SGLANG, TGI)
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (*ENGINE_DIALECTS, DCGM)}
-
 
 def dialect(name: str) -> Dialect:
+    """The twin's dialect of an engine variant (any registered engine), or DCGM's."""
+    if name == DCGM.name:
+        return DCGM
     try:
-        return DIALECTS[name]
+        return of(engines.by_variant(name))
     except KeyError:
-        raise KeyError(f"unknown metrics dialect {name!r}; known: {', '.join(sorted(DIALECTS))}") from None
+        known = sorted([*(e.variant for e in engines.engines()), DCGM.name])
+        raise KeyError(f"unknown metrics dialect {name!r}; known: {', '.join(known)}") from None
+
+
+# The shipped engines' dialects, by name, for the twin's readers and tests.
+VLLM, SGLANG, TRTLLM, TGI = dialect("vllm"), dialect("sglang"), dialect("trtllm"), dialect("tgi")
+NIM_1, NIM_2_VLLM, NIM_2_SGLANG = dialect("nim-1"), dialect("nim-2-vllm"), dialect("nim-2-sglang")
 
 
 def pod_dialects(variant: str, argv: Sequence[str], *, env: Mapping[str, str]) -> tuple[Dialect, ...]:
     """What a pod of this engine variant exports at its metrics path, given its command line.
 
-    SGLang without --enable-metrics (in argv, or NIM 2.x's NIM_PASSTHROUGH_ARGS) exports no engine series;
-    DCGM's GPU series come from the node's exporter either way.
+    An engine with an enable flag (SGLang's --enable-metrics) exports no engine series without it, in argv or in
+    the arguments its environment passes on (NIM 2.x's NIM_PASSTHROUGH_ARGS); DCGM's GPU series come from the
+    node's exporter either way.
     """
-    d = dialect(variant)
-    if d.enable_flag is not None:
-        args = [*argv, *shlex.split(env.get("NIM_PASSTHROUGH_ARGS", ""))]
-        if not runtimes.has_flag(args, d.enable_flag):
-            return (DCGM,)
+    engine = engines.by_variant(variant)
+    d = of(engine)
+    if d.enable_flag is not None and not runtimes.has_flag(engine.arguments(argv, env), d.enable_flag):
+        return (DCGM,)
     return (d, DCGM)
 
 
