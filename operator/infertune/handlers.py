@@ -156,8 +156,12 @@ class Operator:
             await self._write_status(namespace, name, uid, previous_raw, failed)
             raise
         except kube.NotOwnedError as e:
+            # Onto the Degraded this resource had before the cycle (decide() rewrote it as AsExpected, knowing
+            # nothing of the conflict): a conflict that lasts keeps the time it began.
+            prior = tuple(c for c in previous.conditions if c.type == models.ConditionType.DEGRADED)
+            kept = tuple(c for c in status.conditions if c.type != models.ConditionType.DEGRADED) + prior
             status = status.model_copy(update={"conditions": conditions.upsert(
-                status.conditions, type=models.ConditionType.DEGRADED, status=True, reason="NameConflict",
+                kept, type=models.ConditionType.DEGRADED, status=True, reason="NameConflict",
                 message=str(e), generation=generation, now=now)})
             if not conditions.is_true(previous.conditions, models.ConditionType.DEGRADED):
                 kopf.warn(body, reason="NameConflict", message=str(e))

@@ -17,7 +17,7 @@ from prometheus_api_client import prometheus_connect
 from urllib3.util import retry as urllib3_retry
 
 from infertune import models, observation
-from infertune.runtimes import metrics
+from infertune.runtimes import metrics, registry
 
 PodKey = tuple[str, str]  # (namespace, pod)
 
@@ -522,7 +522,8 @@ class Source:
     """Reads a Snapshot once per cycle, however many resources ask for it (one query per signal)."""
 
     query: Query
-    dialects: Sequence[metrics.Dialect] = (*metrics.ENGINE_DIALECTS, metrics.DCGM)
+    dialects: Sequence[metrics.Dialect] = dataclasses.field(
+        default_factory=lambda: (*registry.dialects(), metrics.DCGM))
     window: float = 60.0
     budget: float = 10.0  # seconds one cycle may spend on Prometheus, retries included
     attempts: int = 2

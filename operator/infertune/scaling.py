@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import math
 
-from infertune import conditions, models
+from infertune import conditions, models, timestamps
 
 # Smoothing horizons. The rate reacts within a minute (a 60 s EWMA follows a 2x step to 86% in 2 minutes),
 # the trend over five, and the forecast error is remembered for five, so a burst keeps its standby a while.
@@ -53,12 +53,6 @@ def limit_step(spec: models.ScalingSpec, *, serving: int, standby: int, before: 
                    f"at most 100% or {STEP_PODS} pods more per cycle, as the HPA's default)")
 
 
-def _seconds(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def _alpha(dt: float, tau: float) -> float:
     return 1.0 - math.exp(-max(dt, 0.0) / tau)
 
@@ -72,7 +66,7 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     """
     stamp = conditions.timestamp(now)
     t = now.timestamp()
-    last = _seconds(previous.updated) if previous is not None else None
+    last = timestamps.seconds(previous.updated) if previous is not None else None
     if previous is None or last is None:
         return models.DemandStatus(rate=rate, trend=0.0, error=0.0, updated=stamp, attainment=attainment)
     dt = t - last
@@ -216,7 +210,7 @@ def targets(
            f"per replica (queueing beyond {wait_budget:.2f} s for under {miss:.1%})")
     if need >= current:
         return Targets(need, pool(need), None, f"{why} -> {need}")
-    since = _seconds(demand.below_since)
+    since = timestamps.seconds(demand.below_since)
     if since is None:
         return Targets(current, pool(current), conditions.timestamp(now),
                        f"{why} -> {need}; waiting scaleDownDelay before removing replicas")

@@ -149,6 +149,10 @@ async def test_a_service_owned_by_someone_else_is_left_alone(kmock, run_operator
     cond = await eventually(lambda: condition(kmock, "Degraded"))
     assert cond["status"] == "True" and cond["reason"] == "NameConflict"
     assert "not owned by this InferenceDeployment" in cond["message"]
+    # Cycles later (the stamps have whole seconds) the conflict is the same one: it began when it began.
+    await asyncio.sleep(2.5)
+    later = condition(kmock, "Degraded")
+    assert later["reason"] == "NameConflict" and later["lastTransitionTime"] == cond["lastTransitionTime"]
     assert kmock.objects["v1/services", "ns1", "llm"].raw["spec"]["selector"] == {"app": "mine"}
     patches = [r for r in kmock[kmock.resource("v1/services")] if r.method in ("PATCH", "PUT", "DELETE")]
     assert patches == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import catalog, decide, knee, models, perfmodel, render, replica, validation
+from infertune import catalog, decide, knee, models, observation, perfmodel, render, replica, validation
 from infertune.sim import sweep
 
 ISL, OSL = 2048, 28  # issue 17's prefill-heavy shape: code completion, long prompts, short answers
@@ -120,3 +121,16 @@ def test_a_budget_the_spec_now_pins_is_no_longer_allowed() -> None:
 def test_a_bad_budget_knob_is_refused_naming_the_field(bad: object) -> None:
     with pytest.raises(ValueError, match="max_num_batched_tokens"):
         models.Knobs.model_validate({"max_batch_size": 8, "max_num_batched_tokens": bad}, strict=True)
+
+
+def test_an_unreachable_slo_names_the_objective_and_the_best_the_planner_reaches() -> None:
+    # 8B on an L40S cannot decode a token in 5 ms at any batch or budget: the ITL objective is infeasible.
+    spec = spec_of(**{"slo.itl": "5ms", "scaling.coldStart": "60s"})
+    status = models.InferenceDeploymentStatus()
+    obs = observation.Observation(name="llm", namespace="ns", generation=1, spec=spec, status=status,
+                                  revisions=(), pods=(), metrics=None)
+    d = decide.decide(obs, now=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    tuned = next(c for c in d.status.conditions if c.type == "Tuned")
+    assert (tuned.status, tuned.reason) == ("False", "SLOUnreachable")
+    assert "ITL (predicted" in tuned.message and "against 5 ms" in tuned.message
+    assert "TTFT (predicted" not in tuned.message  # the TTFT objective (1 s) is met; only ITL is not

@@ -61,8 +61,8 @@ def test_an_engine_with_an_unknown_knob_is_refused() -> None:
 
 
 def test_the_engine_dialect_views_follow_the_registry() -> None:
-    assert [d.name for d in metrics.ENGINE_DIALECTS] == ["vllm", "sglang", "trtllm", "nim-1", "tgi"]
-    assert list(metrics.BY_VARIANT) == [e.variant for e in registry.ALL]
+    assert [d.name for d in registry.dialects()] == ["vllm", "sglang", "trtllm", "nim-1", "tgi"]
+    assert [e.variant for e in registry.engines()] == [e.variant for e in registry.ALL]
 
 
 @pytest.mark.parametrize("kind", ["vllm", "nim"])

@@ -65,8 +65,12 @@ def _imports(name: str, path: pathlib.Path, tree: ast.Module, known: set[str]) -
                 package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, base] if base else package)
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known}
+            modules = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known}
+            found |= modules
+            if len(modules) < len(node.names):
+                # A name that is not a module comes from the package itself (its __init__); `from pkg import
+                # module` needs only the module (the package object exists before its __init__ has finished).
+                found.add(base)
     return frozenset(found)
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from infertune import models, observation, render, telemetry
 from infertune.runtimes import metrics as dialects
+from infertune.runtimes import registry
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "manifests" / "monitoring"
@@ -97,7 +98,7 @@ def test_metric_names_lexer(expr: str, expected: set[str]) -> None:
 def engine_series_names() -> frozenset[str]:
     """Every series name the engines' dialects and DCGM's hold: histograms with their _bucket/_sum/_count."""
     out: set[str] = set()
-    for d in (*dialects.BY_VARIANT.values(), dialects.DCGM):
+    for d in (*(e.dialect for e in registry.engines()), dialects.DCGM):
         for signal, source in d.sources.items():
             kind = source.kind or dialects.KINDS[signal]
             for name in source.names:
@@ -341,7 +342,7 @@ def test_rules_use_only_known_metrics() -> None:
 
 def test_the_ttft_rule_reads_every_engine_s_ttft_histogram() -> None:
     expected = set()
-    for d in dialects.ENGINE_DIALECTS:
+    for d in registry.dialects():
         source = d.sources.get(dialects.Signal.TTFT)
         if source is not None:
             expected |= {f"{n}_bucket" for n in source.names}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from infertune import prometheus
-from infertune.runtimes import metrics
+from infertune.runtimes import metrics, registry
 
 S = metrics.Signal
 
@@ -29,7 +29,7 @@ POD_B = {"namespace": "ns", "pod": "b"}
 
 
 def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
-    plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
+    plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
     # 4 histograms + 2 sums + 10 scalars + 2 in-flight, for every engine and any number of resources.
     assert len(plan) == 18
     assert "last_over_time" in plan["now", S.RUNNING]
@@ -297,7 +297,7 @@ def test_a_failed_request_is_described_without_its_url(fake_prometheus: tuple[st
 
 async def test_the_failure_message_does_not_depend_on_which_query_failed_first() -> None:
     """Which query times out first is a race; the message names the first failed signal in name order."""
-    plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
+    plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
 
     def failing(promql: str, *, timeout: float) -> list[dict[str, Any]]:
         time.sleep(random.uniform(0, 0.01))  # the threads finish in a different order each time

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from infertune import decide, models, observation, prometheus
-from infertune.runtimes import metrics
+from infertune.runtimes import metrics, registry
 from infertune.sim import cluster, exposition, histogram, policies, promql, scenario, simulate, workload
 
 # ------------------------------------------------------------------------------------------ exact buckets
@@ -192,7 +192,7 @@ def test_every_engine_dialect_goes_through_the_parser(variant: str) -> None:
     truth = sum(1 for r in cl.fleet.records if r.replica == pod.name and 60.0 < r.finished <= 120.0) / 60.0
     assert got.requests_per_s == pytest.approx(truth, rel=0.01)
     assert got.itl_floor is not None and got.slo_attainment_low is not None and got.slo_attainment_high is not None
-    op = metrics.BY_VARIANT[variant]
+    op = registry.by_variant(variant).dialect
     assert (got.ttft_p is None) == op.lacks(metrics.Signal.TTFT)
     assert (got.tpot_p is None) == op.lacks(metrics.Signal.TPOT)
     assert (got.kv_usage is None) == op.lacks(metrics.Signal.KV_USAGE)

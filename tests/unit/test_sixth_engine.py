@@ -49,7 +49,7 @@ def toy_spec(engine: dict[str, Any] | None = None, **changes: Any) -> models.Inf
 def test_the_registry_serves_toy_only_while_registered() -> None:
     spec = toy_spec()
     assert registry.for_engine(spec.engine) is TOY
-    assert metrics.BY_VARIANT["toy"] is TOY.dialect
+    assert registry.by_variant("toy").dialect is TOY.dialect
     with pytest.raises(ValueError, match="'toy' is already registered"), registry.registered(TOY):
         pass
 

@@ -15,7 +15,7 @@ from test_decide import World, current, load, spec_of
 from test_monitoring import promtool  # noqa: F401 - the fixture (promtool, installed with Prometheus if missing)
 
 from infertune import decide, models, observation, plausibility, prometheus, scaling
-from infertune.runtimes import metrics
+from infertune.runtimes import metrics, registry
 
 S = metrics.Signal
 Results = dict[tuple[str, metrics.Signal], list[dict[str, Any]]]
@@ -294,7 +294,7 @@ def test_200k_buckets_from_one_pod_are_capped_in_the_parser() -> None:
 
 
 def test_every_engine_query_carries_the_engine_job_and_dcgm_the_dcgm_job() -> None:
-    plan = prometheus.queries((*metrics.ENGINE_DIALECTS, metrics.DCGM), 60)
+    plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
     for (part, signal), promql in plan.items():
         selectors = promql.count("{__name__=")
         job = prometheus.DCGM_JOB if signal is S.DRAM_ACTIVE else prometheus.ENGINE_JOB
@@ -305,7 +305,7 @@ def test_a_tenant_s_forged_series_for_another_tenant_s_pod_is_not_read(tmp_path:
                                                                         promtool: pathlib.Path) -> None:  # noqa: F811
     # A real PromQL engine (promtool's) evaluates the operator's own queries over the victim's honest series
     # and a forgery from a job that honours labels (a DCGM exporter a tenant runs in its own namespace).
-    running = prometheus.scalar_query(S.RUNNING, metrics.ENGINE_DIALECTS, 60)
+    running = prometheus.scalar_query(S.RUNNING, registry.dialects(), 60)
     dram = prometheus.scalar_query(S.DRAM_ACTIVE, (metrics.DCGM,), 60)
     assert running is not None and dram is not None
     victim = 'namespace="victim", pod="llm-abc-1"'

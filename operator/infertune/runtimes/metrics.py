@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterator, Mapping, Sequence
-from typing import overload
+from collections.abc import Mapping
 
 
 class Signal(enum.StrEnum):
@@ -72,51 +71,5 @@ def source(*names: str, kind: Kind | None = None, scale: float = 1.0) -> Source:
 # DCGM exporter in Kubernetes mode labels GPU series with the pod and namespace they serve.
 DCGM = Dialect("dcgm", "/metrics", {Signal.DRAM_ACTIVE: source("DCGM_FI_PROF_DRAM_ACTIVE")})
 
-# Each engine's dialect lives in its own module (runtimes/vllm.py, ...) as Engine.dialect. The two views below
-# read the registry at each use, so an engine added to it is seen; they import it late because every engine
-# module imports this one. New code should use registry.for_engine(spec).dialect instead.
-
-
-class _ByVariant(Mapping[str, Dialect]):
-    """Every registered engine's dialect by its variant (Engine.variant, the dialect's name)."""
-
-    def _all(self) -> dict[str, Dialect]:
-        from infertune.runtimes import registry  # late: see above
-
-        return {e.variant: e.dialect for e in registry.engines()}
-
-    def __getitem__(self, variant: str) -> Dialect:
-        return self._all()[variant]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-
-class _Distinct(Sequence[Dialect]):
-    """The registered engines' dialects without repeats of the same names (NIM 2.x exports its backend's)."""
-
-    def _all(self) -> list[Dialect]:
-        out: list[Dialect] = []
-        for d in BY_VARIANT.values():
-            if all(d.sources != seen.sources for seen in out):
-                out.append(d)
-        return out
-
-    @overload
-    def __getitem__(self, i: int) -> Dialect: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[Dialect]: ...
-
-    def __getitem__(self, i: int | slice) -> Dialect | Sequence[Dialect]:
-        return self._all()[i]
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-
-BY_VARIANT: Mapping[str, Dialect] = _ByVariant()
-ENGINE_DIALECTS: Sequence[Dialect] = _Distinct()
+# Each engine's dialect lives in its own module (runtimes/vllm.py, ...) as Engine.dialect; the registry lists
+# them (registry.dialects()).

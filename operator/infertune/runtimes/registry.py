@@ -7,7 +7,7 @@ import contextvars
 from collections.abc import Iterator
 
 from infertune import models, runtimes
-from infertune.runtimes import nim, sglang, tgi, trtllm, vllm
+from infertune.runtimes import metrics, nim, sglang, tgi, trtllm, vllm
 
 # Every engine the operator ships, in the order the docs tables list them. Adding an engine: one module that
 # defines its Engine, one models.EngineKind value, this line (docs/engines.md, "Adding an engine").
@@ -36,6 +36,15 @@ def by_variant(variant: str) -> runtimes.Engine:
         if e.variant == variant:
             return e
     raise KeyError(f"unknown engine variant {variant!r}; known: {', '.join(e.variant for e in engines())}")
+
+
+def dialects() -> tuple[metrics.Dialect, ...]:
+    """The registered engines' dialects without repeats of the same names (NIM 2.x exports its backend's)."""
+    out: list[metrics.Dialect] = []
+    for e in engines():
+        if all(e.dialect.sources != seen.sources for seen in out):
+            out.append(e.dialect)
+    return tuple(out)
 
 
 @contextlib.contextmanager

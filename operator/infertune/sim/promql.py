@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from infertune import prometheus
-from infertune.runtimes import metrics
+from infertune.runtimes import metrics, registry
 from infertune.sim import exposition
 
 Key = tuple[str, metrics.Signal]  # (part, signal), as prometheus.queries keys its queries
@@ -61,7 +61,7 @@ def reads(variant: str, max_model_len: int) -> dict[Key, Read]:
     vLLM's ("buckets", ITL) reads vllm:inter_token_latency_seconds (per token); TensorRT-LLM's reads
     trtllm_time_per_output_token_seconds, which is per request; SGLang answers no ("buckets", TPOT) query.
     """
-    op = metrics.BY_VARIANT[variant]
+    op = registry.by_variant(variant).dialect
     twins = ((op, exposition.dialect(variant)), (metrics.DCGM, exposition.DCGM))
     out: dict[Key, Read] = {}
     for part, signal in prometheus.queries([op, metrics.DCGM], window=60.0):
