@@ -16,6 +16,7 @@ from infertune import (
     render,
     resolution,
     rollout,
+    runtimes,
     scaling,
     timestamps,
 )
@@ -210,13 +211,108 @@ class _Out:
 
 
 def decide(obs: observation.Observation, *, now: datetime.datetime) -> observation.Decision:
-    """One reconcile: measure, tune the knobs, size serving and standby replicas, roll out, report."""
+    """One reconcile as a pipeline: observe -> plan the knobs -> tune (the knob lifecycle) -> size replicas ->
+    roll out -> report. Each step reads what the steps before it found; `out` collects records and events."""
+    out = _Out()
+    seen = _observe(obs, now)
+    plan = _plan_knobs(seen)
+    tuning = _tune(seen, plan, out)
+    sizing = _size(seen, tuning, out)
+    rolled = _roll_out(seen, tuning, sizing, out)
+    status = _report(seen, plan, tuning, sizing=sizing, rolled=rolled, out=out)
+    return observation.Decision(revisions=rolled.plan.revisions, pod_patches=rolled.plan.patches, status=status,
+                                events=tuple(out.events))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Seen:
+    """What this cycle observes: the knobs that run, the screened metrics, the request shape, the calibration."""
+
+    obs: observation.Observation
+    now: datetime.datetime
+    runtime: runtimes.Engine
+    initial: models.Knobs
+    initial_why: str
+    current: models.Knobs
+    forced: str | None
+    health: _Metrics
+    live: list[observation.PodFacts]
+    serving_pods: list[observation.PodFacts]
+    pm: dict[str, observation.PodMetrics]
+    garbage: list[str]
+    measured_pods: list[observation.PodFacts]
+    served: list[observation.PodMetrics]
+    measured_workload: bool
+    workload: knee.Workload
+    cal: models.Calibration
+    cold: float
+
+    @property
+    def spec(self) -> models.InferenceDeploymentSpec:
+        return self.obs.spec
+
+    @property
+    def prev(self) -> models.InferenceDeploymentStatus:
+        return self.obs.status
+
+    @property
+    def t(self) -> float:
+        return self.now.timestamp()
+
+    @property
+    def window(self) -> float:
+        return self.obs.metrics.window if self.obs.metrics is not None else 60.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """The knee the model finds for this shape: the knobs it would run, why that KV dtype, how sure it is."""
+
+    best: knee.Prediction
+    kv_why: str
+    conf: float
+    basis: str
+    kv_usage: float | None
+    preempting: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Tuning:
+    """The knob lifecycle's step: the knobs targeted, the revision they make, what was rejected or kept."""
+
+    target: models.Knobs
+    target_rev: str
+    changed: bool
+    tuned_now: bool
+    new_cfg: models.ConfigStatus
+    rejected: list[models.Rejection]
+    previous_config: models.ConfigStatus | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sizing:
+    """Serving and standby replicas, the demand behind them, and how many old pods a rollout must keep."""
+
+    serving: int
+    standby: int
+    demand: models.DemandStatus | None
+    carry: int | None
+    health: _Metrics
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Rolled:
+    plan: rollout.Plan
+    config: models.ConfigStatus | None
+    target: models.ConfigStatus | None
+    new_cfg: models.ConfigStatus
+
+
+def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
+    """The knobs that run now, the metrics held to what the pods can do, the request shape, the calibration."""
     spec, prev = obs.spec, obs.status
     t = now.timestamp()
-    out = _Out()
     runtime = registry.for_engine(spec.engine)
-    dialect = runtime.dialect
-    gpu = catalog.resolve_gpu(spec.accelerator)
 
     # --- what runs now -------------------------------------------------------------------------
     initial, initial_why = initial_knobs(spec)
@@ -226,7 +322,6 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if not allowed(spec, current):
         forced = f"the spec no longer allows maxBatchSize {current.max_batch_size}/KV {current.kv_cache_dtype.value}"
         current = initial
-    rolling = prev.target is not None
 
     # --- metrics -------------------------------------------------------------------------------
     health = _metrics_health(obs, t)
@@ -261,8 +356,17 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if health.ok and config is not None and measured_workload:
         points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
         cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
+    return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
+                 forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
+                 measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
+                 cal=cal, cold=_cold_start(spec, obs))
 
-    # --- the knee ------------------------------------------------------------------------------
+
+def _plan_knobs(s: _Seen) -> _Plan:
+    """The knee for this shape at each KV dtype (each with its best token budget), and which dtype to run."""
+    spec, prev, workload, cal, served, current = s.spec, s.prev, s.workload, s.cal, s.served, s.current
+    runtime, dialect = s.runtime, s.runtime.dialect
+    gpu = catalog.resolve_gpu(spec.accelerator)
     def ceiling(kv: models.KvDtype) -> int | None:
         caps = [r.max_batch_size for r in prev.rejected if r.kv_cache_dtype is kv]
         # A rejected size is an upper bound: propose at most 90% of the smallest one rejected.
@@ -302,8 +406,16 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             kv_why += f" ({dialect.name} exports no KV usage, so no FP8 decision)"
     conf = knee.confidence(cal, best.batch)
     basis = "measured" if cal.samples > 0 else "prior"
+    return _Plan(best=best, kv_why=kv_why, conf=conf, basis=basis, kv_usage=kv_usage, preempting=preempting)
 
-    # --- the knobs -----------------------------------------------------------------------------
+
+def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
+    """The knob lifecycle: verify a tuned change or roll it back, propose a new one, or keep what runs."""
+    spec, prev, obs, now, t, pm, served = s.spec, s.prev, s.obs, s.now, s.t, s.pm, s.served
+    config, current, initial, initial_why, forced = prev.config, s.current, s.initial, s.initial_why, s.forced
+    rolling, health, workload, cal, cold = prev.target is not None, s.health, s.workload, s.cal, s.cold
+    best, kv_why, conf, kv_usage, preempting = k.best, k.kv_why, k.conf, k.kv_usage, k.preempting
+    measured_workload = s.measured_workload
     shown = prev.target or config
     target, why, tuned_now = current, shown.reason if shown is not None else initial_why, False
     if forced:
@@ -312,7 +424,7 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     # A saturated engine admits a prefill chunk into every step and every request's ITL grows (58 -> 120 ms at
     # a 3x burst on the twin) whatever the max batch size: what is measured while requests queue judges the
     # replica count, not the knobs. Verification waits, and no knob change is urged by it.
-    overloaded = sum(m.waiting or 0.0 for m in served) > 0.5 * max(1, len(served))
+    overloaded = _overloaded(served)
     if config is not None and not config.verified and not rolling and health.ok and config.tuned and not overloaded:
         verify_rollback = _verify(spec, config, obs=obs, pm=pm, t=t)
     health_rollback = _health_check(spec, prev, obs=obs, t=t) if rolling else None
@@ -337,7 +449,6 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                     and rollback is None and _verifiable(config, t) and config.tuned and not overloaded)
 
     mode = spec.tuning.mode
-    cold = _cold_start(spec, obs)
     proposal = None
     if rollback is None and not forced:
         pressure = (kv_usage or 0) >= 0.9 or preempting
@@ -393,8 +504,17 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
             if new_cfg.revision == config.revision else new_cfg
         out.record(now, "verify", f"kept maxBatchSize {config.max_batch_size}/KV {config.kv_cache_dtype.value}",
                    _verify_note(spec, config, obs=obs, pm=pm), applied=True)
+    return _Tuning(target=target, target_rev=target_rev, changed=changed, tuned_now=tuned_now, new_cfg=new_cfg,
+                   rejected=rejected, previous_config=previous_config)
 
-    # --- replicas and standby ------------------------------------------------------------------
+
+def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
+    """Serving replicas for the demand at the target's capacity, standby for the forecast's error."""
+    spec, prev, obs, now, t, pm, served, live = s.spec, s.prev, s.obs, s.now, s.t, s.pm, s.served, s.live
+    workload, cal, cold, garbage, health, serving_pods = s.workload, s.cal, s.cold, s.garbage, s.health, s.serving_pods
+    target, changed, tuned_now = tuning.target, tuning.changed, tuning.tuned_now
+    remembered = prev.knee
+    overloaded = _overloaded(served)
     at_target = knee.predict(spec, target, workload, cal)
     capacity = at_target.requests_per_s
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
@@ -583,8 +703,14 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
     if standby_n != prev.replicas.desired_standby and prev.replicas.desired:
         out.record(now, "standby", f"standby replicas {prev.replicas.desired_standby} -> {standby_n}", scale_why,
                    applied=True)
+    return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health)
 
-    # --- rollout -------------------------------------------------------------------------------
+
+def _roll_out(s: _Seen, tuning: _Tuning, sizing: _Sizing, out: _Out) -> _Rolled:
+    """The revisions and pods for the target knobs at the sized replicas (rollout.plan), and what now serves."""
+    spec, obs, now, pm, workload, serving_pods = s.spec, s.obs, s.now, s.pm, s.workload, s.serving_pods
+    config, changed, target, target_rev = s.prev.config, tuning.changed, tuning.target, tuning.target_rev
+    new_cfg, serving_n, standby_n, carry = tuning.new_cfg, sizing.serving, sizing.standby, sizing.carry
     if changed and serving_pods and serving_n > 0:
         # Both revisions are sized for the same demand: 13 pods at 1,024 serve what 7 at 13/fp8 will (1.86
         # each). Never below one: the old pods were sized for the demand before this cycle, and when a burst
@@ -610,8 +736,19 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
                                                 message=f"revision {new_cfg.revision} serves: {new_cfg.reason}"))
     else:
         config_out, target_out = config, new_cfg
+    return _Rolled(plan=p, config=config_out, target=target_out, new_cfg=new_cfg)
 
-    # --- status --------------------------------------------------------------------------------
+
+def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Rolled, out: _Out
+            ) -> models.InferenceDeploymentStatus:
+    """The status: what is observed, replicas, cost, the knee, and every condition (each written here only)."""
+    spec, prev, obs, now, served, live = s.spec, s.prev, s.obs, s.now, s.served, s.live
+    workload, cal = s.workload, s.cal
+    dialect, current, measured_pods, cold = s.runtime.dialect, s.current, s.measured_pods, s.cold
+    best, conf, basis, health, p = k.best, k.conf, k.basis, sizing.health, rolled.plan
+    serving_n, standby_n, demand, rejected = sizing.serving, sizing.standby, sizing.demand, tuning.rejected
+    mode, target, new_cfg = spec.tuning.mode, tuning.target, rolled.new_cfg
+    config_out, target_out, previous_config = rolled.config, rolled.target, tuning.previous_config
     observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
                          dialect=dialect, cal=cal, revisions=tuple(sorted({p.revision for p in measured_pods})))
     ready = [x for x in live if x.ready]
@@ -646,8 +783,12 @@ def decide(obs: observation.Observation, *, now: datetime.datetime) -> observati
         "decisions": tuple([*prev.decisions, *out.records][-MAX_DECISIONS:]),
         "conditions": conds,
     })
-    return observation.Decision(revisions=p.revisions, pod_patches=p.patches, status=status,
-                                events=tuple(out.events))
+    return status
+
+
+def _overloaded(served: list[observation.PodMetrics]) -> bool:
+    """Requests queue on the serving pods (more than half a request each on average)."""
+    return sum(m.waiting or 0.0 for m in served) > 0.5 * max(1, len(served))
 
 
 def _propose(
