@@ -129,8 +129,35 @@ def search(
     Latency only grows with the batch, so feasibility is monotone and a bisection over 1..1024 needs ten
     evaluations. When even the smallest bound misses the SLO, that bound is returned, marked infeasible.
     """
-    # The pod template's labels and annotations (dicts: unhashable) play no part in the frontier.
-    return _search(spec.model_copy(update={"template": None}), workload, cal, kv=kv, ceiling=ceiling)
+    # The pod template's labels and annotations (dicts: unhashable) play no part in the frontier. With traffic
+    # the calibration moves every cycle (an EWMA of noisy minutes), so the search is asked on a signature of
+    # its inputs: the four ratios on a 2.5% grid and the request shape on a 5% one (planning error at most half
+    # a step, well inside the 5% margin the predictions keep from the SLO). A cycle with traffic cost 6.5 ms
+    # of which the search over six budgets was three quarters; on the signature, 2.2 on average (docs/scale.md).
+    return _search(spec.model_copy(update={"template": None}), _signature(workload), _signed(cal), kv=kv,
+                   ceiling=ceiling)
+
+
+# Grids of the search's signature: log steps of 2.5% (calibration ratios) and 5% (prompt and output tokens).
+CAL_STEP = math.log(1.025)
+SHAPE_STEP = math.log(1.05)
+
+
+def _grid(x: float, step: float) -> float:
+    return math.exp(round(math.log(x) / step) * step) if x > 0 else x
+
+
+def _signed(cal: models.Calibration) -> models.Calibration:
+    """The calibration's ratios on the grid, without the counters predict() does not read."""
+    return models.Calibration(itl_scale=_grid(cal.itl_scale, CAL_STEP), itl_tail=_grid(cal.itl_tail, CAL_STEP),
+                              ttft_scale=_grid(cal.ttft_scale, CAL_STEP), ttft_tail=_grid(cal.ttft_tail, CAL_STEP))
+
+
+def _signature(workload: Workload) -> Workload:
+    """The request shape on the grid (the prefix-cache hit rate in steps of 0.05)."""
+    return Workload(isl=max(1, round(_grid(workload.isl, SHAPE_STEP))),
+                    osl=max(2, round(_grid(workload.osl, SHAPE_STEP))),
+                    prefix_hit_rate=round(workload.prefix_hit_rate * 20) / 20)
 
 
 # The token budgets weighed: the engine's default and its halvings, down to a 32nd of it (8,192 -> 256 on an
@@ -174,12 +201,6 @@ def _miss(spec: models.InferenceDeploymentSpec, p: Prediction) -> float:
     return max(p.itl_p / spec.slo.itl, p.ttft_p / spec.slo.ttft)
 
 
-def _better(spec: models.InferenceDeploymentSpec, p: Prediction, than: Prediction) -> bool:
-    if p.feasible != than.feasible:
-        return p.feasible
-    return slo_rate(spec, p) > slo_rate(spec, than) if p.feasible else _miss(spec, p) < _miss(spec, than)
-
-
 @functools.lru_cache(maxsize=SEARCH_CACHE)
 def _search(
     spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.Calibration, *,
@@ -189,12 +210,16 @@ def _search(
     # the SLO on Poisson arrivals (per GPU: every candidate runs on the same GPUs; slo_rate: a prefill that
     # leaves no TTFT for queueing serves far below its throughput), the default budget on a tie. When none
     # meets it, the one closest to it, so that what Tuned reports is the best the hardware reaches.
-    best: Prediction | None = None
-    for budget in budgets(spec):
-        p = _search_batch(spec, workload, cal, kv=kv, ceiling=ceiling, budget=budget)
-        if best is None or _better(spec, p, best):
-            best = p
-    assert best is not None
+    scored = [(p, slo_rate(spec, p) if p.feasible else 0.0) for p in
+              (_search_batch(spec, workload, cal, kv=kv, ceiling=ceiling, budget=b) for b in budgets(spec))]
+    best, score = scored[0]
+    for p, rate in scored[1:]:
+        if p.feasible != best.feasible:
+            better = p.feasible
+        else:
+            better = rate > score if p.feasible else _miss(spec, p) < _miss(spec, best)
+        if better:
+            best, score = p, rate
     return best
 
 

@@ -134,3 +134,20 @@ def test_an_unreachable_slo_names_the_objective_and_the_best_the_planner_reaches
     assert (tuned.status, tuned.reason) == ("False", "SLOUnreachable")
     assert "ITL (predicted" in tuned.message and "against 5 ms" in tuned.message
     assert "TTFT (predicted" not in tuned.message  # the TTFT objective (1 s) is met; only ITL is not
+
+
+def test_the_search_is_asked_on_a_signature_of_its_inputs() -> None:
+    # With traffic the calibration moves a little every cycle: the search answers from memory within its grid.
+    spec = spec_of()
+    workload = knee.Workload(isl=ISL, osl=OSL)
+    first = knee.search(spec, workload, models.Calibration(itl_scale=1.100), kv=models.KvDtype.DEFAULT)
+    hits = knee._search.cache_info().hits
+    again = knee.search(spec, knee.Workload(isl=ISL + 20, osl=OSL), models.Calibration(itl_scale=1.104, samples=9),
+                        kv=models.KvDtype.DEFAULT)
+    assert knee._search.cache_info().hits == hits + 1 and again == first
+    # A move beyond the grid is searched afresh.
+    knee.search(spec, workload, models.Calibration(itl_scale=1.2), kv=models.KvDtype.DEFAULT)
+    assert knee._search.cache_info().hits == hits + 1
+    # The grid's error is at most half a step: 2.5% steps put any ratio within 1.25% of itself.
+    for x in (0.31, 0.97, 1.0, 1.013, 1.5, 2.99):
+        assert abs(knee._signed(models.Calibration(itl_scale=x)).itl_scale / x - 1) <= 0.0125
