@@ -71,6 +71,10 @@ class Runner:
         self.base = hashlib.sha256(path.read_bytes() + version.encode()).hexdigest()
         self.hits = 0
         self.runs = 0
+        # The runs of this scenario so far, by key, also without a disk cache: static-right's search ends on a
+        # count it has already run, static-peak probes the counts static-right did, and the tuned knobs can be
+        # the default ones; none of them runs twice.
+        self.memo: dict[str, simulate.Result] = {}
         b = ctx.busiest_minute
         self.minute = (b, b + 60.0)
 
@@ -78,12 +82,16 @@ class Runner:
             replicas: int | None = None, give_up: bool = False) -> simulate.Result:
         key = json.dumps([self.base, policy, None if knobs is None else _knobs_text(knobs), setting, replicas,
                           give_up])
+        if key in self.memo:
+            self.hits += 1
+            return self.memo[key]
         file = None if self.cache is None else self.cache / f"{hashlib.sha256(key.encode()).hexdigest()}.pickle"
         if file is not None and file.exists():
             try:
                 with file.open("rb") as f:
                     result: simulate.Result = pickle.load(f)  # our own cache, keyed by a hash
                 self.hits += 1
+                self.memo[key] = result
                 return result
             except (OSError, pickle.UnpicklingError, EOFError):
                 pass  # a torn write from an interrupted run: run it again
@@ -94,6 +102,7 @@ class Runner:
             # Only the busiest minute's good requests are read later (static-peak); the rest is megabytes.
             lo, hi = self.minute
             result = dataclasses.replace(result, good_tokens=tuple(g for g in result.good_tokens if lo <= g[0] < hi))
+        self.memo[key] = result
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
             tmp = file.with_suffix(f".{os.getpid()}.tmp")

@@ -300,19 +300,17 @@ def within_slo(r: sim_engine.Request, slo: models.SloSpec) -> bool:
 
 
 def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in [low, high] with ok(n), assuming ok is monotone (true, then false); low if none."""
+    """The largest n in [low, high] with ok(n), assuming ok is monotone (true, then false); low if none.
+
+    The ends first (one probe each when every n or none holds), then the standard library's bisection for the
+    first failing n between them: for 1..256 with ok(n) = n <= 40, bisect_left finds 41 in 8 probes.
+    """
     if not ok(low):
         return low
     if ok(high):
         return high
-    lo, hi = low, high
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    # ok(low) holds and ok(high) fails: the first failure lies in (low, high].
+    return bisect.bisect_left(range(low + 1, high + 1), True, key=lambda n: not ok(n)) + low
 
 
 # ---------------------------------------------------------------------------------------------- acting
