@@ -3,16 +3,12 @@ the setting an exhaustive sweep of full runs picks, with that setting's full-run
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
-from types import ModuleType
 
 import pytest
 
+import bench_module
 from infertune.sim import policies, scenario, simulate
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Ten minutes of 8 requests/s on Llama-3.1-8B / L40S: a few replicas, so the small targets hold and the large
 # ones (fewer replicas) miss the goal, and the sweep has a boundary to find.
@@ -24,15 +20,6 @@ SCENARIO = scenario.parse({
 })
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench" / "decision_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("decision_quality", module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ctx() -> policies.Context:
     return policies.Context(SCENARIO, scenario.arrivals(SCENARIO))
@@ -41,7 +28,7 @@ def ctx() -> policies.Context:
 @pytest.mark.parametrize("peer", ["hpa", "dynamo"])
 def test_the_pruned_sweep_picks_what_the_full_sweep_picks(ctx: policies.Context, peer: str,
                                                            tmp_path: pathlib.Path) -> None:
-    bench = _bench()
+    bench = bench_module.decision_quality()
     file = tmp_path / "sweep.yaml"
     file.write_text("the runner keys its cache by this file's bytes")
     runner = bench.Runner(ctx, file, None, "test")
