@@ -3,15 +3,14 @@ docs/bench.json, and the scorecard's summary lines, sweeps and suites read the r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+import bench_module
 from infertune import models
 from infertune.sim import policies, scenario, simulate
 
@@ -19,12 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("decision_quality", ROOT / "bench" / "decision_quality.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("decision_quality", module)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module.decision_quality()
 
 
 def test_the_readme_block_and_bench_md_match_the_last_benchmark_run() -> None:

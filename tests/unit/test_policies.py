@@ -448,3 +448,32 @@ def test_every_peer_has_a_grid_of_six_rising_values_around_its_default() -> None
     assert policies.tunable("hpa", ctx, ctx.knobs).default == 12.0
     with pytest.raises(ValueError, match="no tunable"):
         policies.tunable("static", ctx, ctx.knobs)
+
+
+@pytest.mark.parametrize(("low", "high", "answer"), [(1, 256, 40), (1, 256, 0), (1, 256, 256), (5, 6, 5),
+                                                     (1, 2, 1), (2, 100, 99)])
+def test_largest_finds_the_last_passing_value_bisecting_between_the_ends(low: int, high: int, answer: int) -> None:
+    probed: list[int] = []
+
+    def ok(n: int) -> bool:
+        probed.append(n)
+        return n <= answer
+
+    assert policies._largest(low, high, ok) == max(low, min(answer, high))
+    assert probed[:2] == [low, high][:len(probed[:2])]  # the ends first
+    assert len(probed) == len(set(probed))
+    assert len(probed) <= 2 + (high - low).bit_length()
+
+
+def test_largest_probes_the_midpoints_of_its_known_ends() -> None:
+    # A closed-loop check near its threshold need not be monotone: the probes, and so the answer, follow the
+    # midpoints (good + bad) // 2 of the last known-good and known-bad values.
+    passing = {1, 128, 136}
+    probed: list[int] = []
+
+    def ok(n: int) -> bool:
+        probed.append(n)
+        return n in passing
+
+    assert policies._largest(1, 256, ok) == 136
+    assert probed == [1, 256, 128, 192, 160, 144, 136, 140, 138, 137]

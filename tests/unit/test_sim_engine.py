@@ -262,3 +262,21 @@ def test_replicas_added_later_take_traffic() -> None:
     f.run_until(20.0)
     late = [x for x in f.records if x.replica == "late"]
     assert late and min(x.arrival for x in late) >= 10.0
+
+
+def test_the_kept_block_rounding_equals_each_decoding_sequences_blocks_summed() -> None:
+    # _dec_blocks keeps the rounding to whole blocks per change of the decoding batch instead of summing over the
+    # sequences on every call; under a load that admits, finishes and preempts all the time it must still equal
+    # the sum of ceil(KV tokens / block) over the decoding sequences, at the steps around the current one.
+    e = engine.SimEngine(replica("llama-3.1-70b", gpus=2))
+    bs = e.c.block_size
+    checked = 0
+    for i, a in enumerate(poisson_load(40.0, 30.0)):
+        e.submit(req(i, a.time, a.prompt_tokens, a.output_tokens), a.time)
+        decoding = [r for r in e.running.values() if r.state == engine.DECODE]
+        for n in range(e.step_no - 1, e.step_no + bs + 1):
+            assert e._dec_blocks(n) == sum(-(-(r.off + n) // bs) for r in decoding)
+        checked += bool(decoding)
+    drain(e)
+    assert checked > 100
+    assert e.stats.preemptions > 0, "the load must preempt, or the removal path goes unchecked"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import heapq
 import math
+import operator
 
 from infertune import perfmodel
 from infertune.sim import histogram
@@ -138,6 +140,12 @@ class _Plan:
         return j * self.first + self.inc * j * (j - 1) / 2.0
 
 
+@functools.cache
+def _pad_rows(block: int) -> tuple[tuple[int, ...], ...]:
+    """row[x][m] = (-x - m) mod block: the padding a sequence at offset residue x needs after step m."""
+    return tuple(tuple((-x - m) % block for m in range(block)) for x in range(block))
+
+
 class SimEngine:
     """One replica: admission by max_num_seqs and free KV blocks, a token budget per step, chunked prefill,
     preemption by recompute (newest first) and a prefix-cache hit ratio.
@@ -164,6 +172,10 @@ class SimEngine:
         self._n_dec = 0
         self._sum_off = 0
         self._residues = [0] * self.c.block_size
+        # _pad[m]: sum over decoding sequences of (-(off + m)) mod block, the rounding up that turns their KV
+        # tokens after step m into whole blocks; kept per residue change so a query costs O(1), not O(block).
+        self._pad = [0] * self.c.block_size
+        self._pad_rows = _pad_rows(self.c.block_size)
         self._heap: list[tuple[int, int, Request]] = []
         self._keys = 0
         self._prefill_blocks = 0
@@ -259,6 +271,7 @@ class SimEngine:
         self.waiting.clear()
         self._n_dec = self._sum_off = self._prefill_blocks = 0
         self._residues = [0] * self.c.block_size
+        self._pad = [0] * self.c.block_size
         self._heap.clear()
         self.now = max(self.now, now)
         self.finished.extend(out)
@@ -286,12 +299,9 @@ class SimEngine:
         """Blocks the decoding sequences need for step n: sum of ceil((off + n) / block)."""
         if self._n_dec == 0:
             return 0
-        bs = self.c.block_size
-        pad = 0
-        for x, h in enumerate(self._residues):
-            if h:
-                pad += h * ((-x - n) % bs)
-        return (self._sum_off + self._n_dec * n + pad) // bs
+        # 3 sequences at offsets 5, 20, 31 after step 1 (block 16): 6 + 21 + 32 = 59 tokens, padded by
+        # 10 + 11 + 0 = 21 to 80 = 5 blocks.
+        return (self._sum_off + self._n_dec * n + self._pad[n % self.c.block_size]) // self.c.block_size
 
     def _kv_steps(self, n: int, slack: int) -> int:
         """Steps from n the decoding batch can run before it needs more than `slack` further blocks.
@@ -539,12 +549,16 @@ class SimEngine:
         heapq.heappush(self._heap, (r.done_step, r.heap_key, r))
         self._n_dec += 1
         self._sum_off += r.off
-        self._residues[r.off % self.c.block_size] += 1
+        x = r.off % self.c.block_size
+        self._residues[x] += 1
+        self._pad = list(map(operator.add, self._pad, self._pad_rows[x]))
 
     def _remove_decoder(self, r: Request) -> None:
         self._n_dec -= 1
         self._sum_off -= r.off
-        self._residues[r.off % self.c.block_size] -= 1
+        x = r.off % self.c.block_size
+        self._residues[x] -= 1
+        self._pad = list(map(operator.sub, self._pad, self._pad_rows[x]))
 
     def _remove_running(self, r: Request) -> None:
         if r.state == DECODE:
