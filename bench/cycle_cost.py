@@ -18,6 +18,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "manifests" / "samples" / "vllm-llama-3.1-8b-l40s.yaml"
 
 
+def _check_read(status_raw: dict[str, Any], cycles: int) -> None:
+    """The traffic must have been read (not screened out as garbage): the calibration counts its cycles."""
+    cal = kube.parse_status(status_raw).knee
+    if cal is None or cal.calibration.samples < cycles:
+        raise SystemExit(f"the loaded pod's metrics were not used (calibrated samples: "
+                         f"{cal.calibration.samples if cal else 0})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=2000, help="timed reconciles (at least 1)")
@@ -89,11 +97,7 @@ def main() -> None:
         cycle(i + 1)
     per = (time.perf_counter() - start) / args.cycles
     if args.loaded:
-        # The traffic must have been read (not screened out as garbage): the calibration counts its cycles.
-        cal = kube.parse_status(status_raw).knee
-        if cal is None or cal.calibration.samples < args.cycles:
-            raise SystemExit(f"the loaded pod's metrics were not used (calibrated samples: "
-                             f"{cal.calibration.samples if cal else 0})")
+        _check_read(status_raw, args.cycles)
     kind = "loaded" if args.loaded else "steady"
     print(f"{per * 1000:.2f} ms per {kind} reconcile ({args.cycles} cycles): at 1,000 resources "
           f"{per * 1000:.1f} s of CPU per pass over all of them")
