@@ -4,8 +4,8 @@ Suites: `train` (bench/scenarios/*.yaml: policy changes are chosen on it) and `v
 (bench/scenarios/validation/*.yaml when present: reported, never tuned on). Per scenario: infertune, the oracle,
 three fixed fleets found in hindsight (static-right, static-right-tuned, static-peak; sim/simulate.py), and each
 peer's own tunable swept at the engine's default knobs and at infertune's final knobs (the cheapest setting
-holding 0.95, every grid value run; a run stops once it cannot hold). Every run is cached by (scenario file, code version, policy, knobs,
-setting, fleet size), so a rerun after a docs-only change takes seconds.
+holding 0.95, every grid value run; a run stops once it cannot hold). Every run is cached by (scenario file, code
+version, policy, knobs, setting, fleet size), so a rerun after a docs-only change takes seconds.
 """
 
 from __future__ import annotations
