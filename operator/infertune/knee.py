@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
 
-from infertune import models, observation, perfmodel, replica, scaling
+from infertune import bisection, models, observation, perfmodel, replica, scaling
 from infertune.runtimes import registry
 
 
@@ -105,22 +103,8 @@ def batch_that_fits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, w
     batch size: 70B FP8 on one H100 with the default KV cache and maxBatchSize 1,024 holds 8 chat requests of
     1,100 tokens on average, and 5 whenever a few long prompts meet."""
     c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
-    return largest(1, max(1, knobs.max_batch_size), lambda b: kv_fits(c, b, workload))  # monotone in the batch
-
-
-def largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in [low, high] with ok(n), assuming ok is monotone (true, then false); low if none.
-
-    The ends first (one probe each when every n or none holds), then the standard library's bisection between
-    them, over the values from high - 1 down to low + 1 (ok reads False, False, ..., True there): its midpoints
-    are (lo + hi) // 2 of the known-good and known-bad ends, so a check that is not quite monotone (the twin's
-    closed loop) is probed where it always was. For 1..256 with ok(n) = n <= 40: 128, 64, 32, 48, 40, 44, 42, 41.
-    """
-    if not ok(low):
-        return low
-    if ok(high):
-        return high
-    return high - 1 - bisect.bisect_left(range(high - 1, low, -1), True, key=ok)
+    # kv_fits is monotone in the batch.
+    return bisection.largest(1, max(1, knobs.max_batch_size), lambda b: kv_fits(c, b, workload))
 
 
 # The search is a pure function of frozen inputs, and at rest they do not move from one cycle to the next: an
@@ -250,7 +234,7 @@ def _search_batch(
 
     if high < low:
         return at(low) if budget is None or budget >= low else dataclasses.replace(at(low), feasible=False)
-    found = largest(low, high, lambda b: at(b).feasible)
+    found = bisection.largest(low, high, lambda b: at(b).feasible)
     if found in (low, high):
         return at(found)  # the smallest bound (feasible or not: then marked so), or every batch meets the SLO
     chosen = found - found % GRANULE if found >= 10 * GRANULE else found
