@@ -10,6 +10,7 @@ from infertune import (
     catalog,
     conditions,
     knee,
+    lifecycle,
     models,
     observation,
     plausibility,
@@ -33,8 +34,6 @@ URGENT_CONFIDENCE = 0.25
 SAME_BATCH = 0.10
 # A change made for goodput must save replicas worth its restart within this long (see _propose).
 PAYBACK_SECONDS = 900.0
-# After a change the new configuration is measured this long before it is kept (or rolled back).
-VERIFY_SECONDS = 300.0
 # Measured per-request ITL above SLO x 1.1 while the prediction promised it fits is a regression.
 REGRESSION_TOLERANCE = 0.10
 # FP8 KV pays when KV bytes are at least this share of a decode step (or the knee is KV-limited).
@@ -446,14 +445,14 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
         verify_rollback = None  # nothing to go back to; keep it and say so
         out.record(now, "verify", "kept: no earlier configuration to return to", rollback, applied=False)
     verified_now = (config is not None and not config.verified and not rolling and verify_rollback is None
-                    and rollback is None and _verifiable(config, t) and config.tuned and not overloaded)
+                    and rollback is None and lifecycle.verifiable(config, t) and config.tuned and not overloaded)
 
     mode = spec.tuning.mode
     proposal = None
     if rollback is None and not forced:
         pressure = (kv_usage or 0) >= 0.9 or preempting
         proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
-                            conf=conf, served=served, metrics_ok=health.ok, rolling=rolling, t=t,
+                            conf=conf, served=served, metrics_ok=health.ok, t=t,
                             kv_pressure=pressure, overloaded=overloaded, cold=cold,
                             window=obs.metrics.window if obs.metrics is not None else 60.0)
     if proposal is not None:
@@ -794,12 +793,13 @@ def _overloaded(served: list[observation.PodMetrics]) -> bool:
 def _propose(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
     best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
-    served: list[observation.PodMetrics], metrics_ok: bool, rolling: bool, t: float, kv_pressure: bool = False,
+    served: list[observation.PodMetrics], metrics_ok: bool, t: float, kv_pressure: bool = False,
     overloaded: bool = False, cold: float | None = None, window: float = 60.0,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
-    if spec.tuning.mode is models.TuningMode.OFF or not metrics_ok or rolling:
-        return None
+    where = lifecycle.state(prev, frozen=spec.tuning.mode is models.TuningMode.OFF or not metrics_ok, t=t)
+    if not lifecycle.MOVES[where]:
+        return None  # frozen, or a rollout in progress
     config = prev.config
     if config is not None and config.tuned:
         since = _ts(config.since)
@@ -840,20 +840,17 @@ def _propose(
     fullest = max((m.running or 0.0 for m in served), default=0.0)
     proven = measured is not None and measured <= spec.slo.itl and fullest >= 0.8 * current.max_batch_size
     above = current.max_batch_size > best.knobs.max_batch_size * 1.5 and not proven and not scaling_up
-    if config is not None and config.tuned and not _verifiable(config, t) and not violating and not kv_pressure:
-        # A tuned configuration is measured on its own pods for VERIFY_SECONDS before the model moves on from
-        # it: the calibration it inherited came from the previous knobs' pods (75 running overloaded put the ITL
-        # tail at 1.48, and the moment 49 took over the model called it "above the knee at 25"; measured, 49
-        # ran at 36 ms inside 40 ms).
-        return None
     # The window's request count: a shape read from a handful of requests (the first of a burst) is noise.
     counted = sum(m.requests_per_s or 0.0 for m in served) * window
-    if (config is not None and config.tuned and not violating and not kv_pressure
-            and not _shifted(config, workload, counted)):
-        # One change per workload shift: once tuned, the knobs move for a measured miss (above), a full KV cache,
-        # a rollback, or a request shape that has moved since they were planned, not for the calibration's
-        # drift. On a bursty prefill-heavy load the model's next "better" knee flipped 8 -> 18 -> 9 in 12
-        # minutes, each a surge of new pods at a 300 s cold start.
+    shifted = config is not None and config.tuned and _shifted(config, workload, counted)
+    event = lifecycle.Event.MISS if violating or kv_pressure else (
+        lifecycle.Event.SHIFT if shifted else lifecycle.Event.PROPOSE)
+    if not lifecycle.allows(where, event):
+        # Verifying: a tuned change is measured on its own pods before the model moves on from it (only a miss
+        # moves it). Verified: one change per workload shift; the knobs move for a measured miss, a full KV
+        # cache, or a request shape that has moved since they were planned, not for the calibration's drift (on
+        # a bursty prefill-heavy load the model's next "better" knee flipped 8 -> 18 -> 9 in 12 minutes, each a
+        # surge of new pods at a 300 s cold start).
         return None
     if violating and conf >= URGENT_CONFIDENCE:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
@@ -968,17 +965,10 @@ def _shifted(config: models.ConfigStatus, workload: knee.Workload, counted: floa
                                                        (workload.osl, config.output_tokens)))
 
 
-def _verifiable(config: models.ConfigStatus, t: float) -> bool:
-    # Measured for VERIFY_SECONDS once its own pods serve: a rollout that took 11 minutes (the demand grew
-    # while the new pods loaded) must not be judged on the old revision's last minutes.
-    since = _ts(config.serving_since or config.since)
-    return since is not None and t - since >= VERIFY_SECONDS
-
-
 def _verify(spec: models.InferenceDeploymentSpec, config: models.ConfigStatus, *, obs: observation.Observation,
             pm: dict[str, observation.PodMetrics], t: float) -> str | None:
     """After a tuned change has served a while: a regression (or FP8 collapsing the prefix cache) as a reason."""
-    if not _verifiable(config, t):
+    if not lifecycle.verifiable(config, t):
         return None
     mine = [pm[p.name] for p in obs.pods if p.revision == config.revision and p.serving and p.ready
             and p.name in pm and (pm[p.name].requests_per_s or 0) > 0]
@@ -1231,7 +1221,7 @@ def _conditions(
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
                    f"{_tuning_wait(spec, cfg, now=now, conf=conf)}{blind}")
-    degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < 3600]
+    degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < lifecycle.REJECTION_MEMORY]
     if degraded:
         last = degraded[-1]
         conds = up(conds, C.DEGRADED, True, "RolledBack",
@@ -1252,10 +1242,10 @@ def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus,
         at = conditions.timestamp(datetime.datetime.fromtimestamp(until, datetime.UTC))
         return (f"tuning.minChangeInterval {models.format_duration(spec.tuning.min_change_interval)} since the last "
                 f"change: the next may come at {at} (in {_minutes(until - t)})")
-    if cfg.tuned and not _verifiable(cfg, t):
+    if cfg.tuned and not lifecycle.verifiable(cfg, t):
         start = _ts(cfg.serving_since or cfg.since) or t
-        return (f"revision {cfg.revision} is measured for {_minutes(VERIFY_SECONDS)} once it serves before the "
-                f"model moves on (another {_minutes(start + VERIFY_SECONDS - t)})")
+        return (f"revision {cfg.revision} is measured for {_minutes(lifecycle.VERIFY_SECONDS)} once it serves "
+                f"before the model moves on (another {_minutes(start + lifecycle.VERIFY_SECONDS - t)})")
     return (f"a change needs confidence {MIN_CONFIDENCE} (now {conf:.2f}) and a predicted gain of "
             f"{GAIN_THRESHOLD:.0%} per replica that repays the restart")
 

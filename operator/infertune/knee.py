@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import math
 
-from infertune import models, observation, perfmodel, replica, scaling
+from infertune import bisection, models, observation, perfmodel, replica, scaling
 from infertune.runtimes import registry
 
 
@@ -103,14 +103,8 @@ def batch_that_fits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, w
     batch size: 70B FP8 on one H100 with the default KV cache and maxBatchSize 1,024 holds 8 chat requests of
     1,100 tokens on average, and 5 whenever a few long prompts meet."""
     c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
-    lo, hi = 1, max(1, knobs.max_batch_size)
-    while lo < hi:  # kv_fits is monotone in the batch
-        mid = (lo + hi + 1) // 2
-        if kv_fits(c, mid, workload):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    # kv_fits is monotone in the batch.
+    return bisection.largest(1, max(1, knobs.max_batch_size), lambda b: kv_fits(c, b, workload))
 
 
 # The search is a pure function of frozen inputs, and at rest they do not move from one cycle to the next: an
@@ -233,26 +227,17 @@ def _search_batch(
         high = min(high, budget)  # the engines refuse a budget below the batch
     low = bounds.min
 
+    @functools.cache
     def at(b: int) -> Prediction:
         return predict(spec, models.Knobs(max_batch_size=b, kv_cache_dtype=kv, max_num_batched_tokens=budget),
                        workload, cal)
 
     if high < low:
         return at(low) if budget is None or budget >= low else dataclasses.replace(at(low), feasible=False)
-    best = at(low)
-    if not best.feasible:
-        return best
-    top = at(high)
-    if top.feasible:
-        return top
-    lo, hi = low, high  # lo feasible, hi not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if at(mid).feasible:
-            lo = mid
-        else:
-            hi = mid
-    chosen = lo - lo % GRANULE if lo >= 10 * GRANULE else lo
+    found = bisection.largest(low, high, lambda b: at(b).feasible)
+    if found in (low, high):
+        return at(found)  # the smallest bound (feasible or not: then marked so), or every batch meets the SLO
+    chosen = found - found % GRANULE if found >= 10 * GRANULE else found
     return at(max(low, chosen))
 
 

@@ -10,7 +10,19 @@ from typing import Any
 import pytest
 
 import specs
-from infertune import decide, knee, models, observation, perfmodel, render, replica, scaling, timestamps, validation
+from infertune import (
+    decide,
+    knee,
+    lifecycle,
+    models,
+    observation,
+    perfmodel,
+    render,
+    replica,
+    scaling,
+    timestamps,
+    validation,
+)
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -899,7 +911,7 @@ def test_a_tuned_configuration_is_measured_on_its_own_pods_before_the_model_move
         t += 15
     second = t - 15
     assert current(w).max_batch_size == 20
-    assert second - first >= decide.VERIFY_SECONDS
+    assert second - first >= lifecycle.VERIFY_SECONDS
 
 
 def test_the_standby_pool_grows_only_for_a_need_that_lasts_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:

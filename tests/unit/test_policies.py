@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from infertune import models, observation, render
+from infertune import bisection, models, observation, render
 from infertune.sim import cluster, policies, scenario, simulate, workload
 
 SCENARIO = scenario.parse({
@@ -459,7 +459,7 @@ def test_largest_finds_the_last_passing_value_bisecting_between_the_ends(low: in
         probed.append(n)
         return n <= answer
 
-    assert policies._largest(low, high, ok) == max(low, min(answer, high))
+    assert bisection.largest(low, high, ok) == max(low, min(answer, high))
     assert probed[:2] == [low, high][:len(probed[:2])]  # the ends first
     assert len(probed) == len(set(probed))
     assert len(probed) <= 2 + (high - low).bit_length()
@@ -475,5 +475,5 @@ def test_largest_probes_the_midpoints_of_its_known_ends() -> None:
         probed.append(n)
         return n in passing
 
-    assert policies._largest(1, 256, ok) == 136
+    assert bisection.largest(1, 256, ok) == 136
     assert probed == [1, 256, 128, 192, 160, 144, 136, 140, 138, 137]

@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from infertune import catalog, decide, models, observation, perfmodel, render, replica, rollout
+from infertune import bisection, catalog, decide, models, observation, perfmodel, render, replica, rollout
 from infertune.runtimes import registry
 from infertune.sim import cluster as sim_cluster
 from infertune.sim import engine as sim_engine
@@ -204,7 +204,7 @@ class Context:
         bisection); 1 when even one client misses it."""
         if knobs not in self._load_test:
             top = max(1, min(knobs.max_batch_size, 4 * self._kv_limit(knobs)))
-            self._load_test[knobs] = _largest(1, top, lambda c: self.meets_slo_closed(knobs, c))
+            self._load_test[knobs] = bisection.largest(1, top, lambda c: self.meets_slo_closed(knobs, c))
         return self._load_test[knobs]
 
     def _kv_limit(self, knobs: models.Knobs) -> int:
@@ -283,7 +283,7 @@ class Context:
             # Past a few times what the KV cache holds, a closed loop only queues: no need to try 1,024.
             top = max(bounds.min, min(bounds.max, 4 * self._kv_limit(models.Knobs(max_batch_size=bounds.max,
                                                                                    kv_cache_dtype=kv))))
-            batch = _largest(bounds.min, top, functools.partial(self._fits_at_batch, kv))
+            batch = bisection.largest(bounds.min, top, functools.partial(self._fits_at_batch, kv))
             knobs = models.Knobs(max_batch_size=batch, kv_cache_dtype=kv)
             rps = self.closed(knobs, batch).requests_per_s if self.meets_slo_closed(knobs, batch) else 0.0
             if best is None or rps > best[0] * 1.0001:
@@ -297,21 +297,6 @@ def within_slo(r: sim_engine.Request, slo: models.SloSpec) -> bool:
     if r.status != sim_engine.FINISHED:
         return False
     return r.ttft <= slo.ttft and (r.generated < 2 or r.itl <= slo.itl)
-
-
-def _largest(low: int, high: int, ok: Callable[[int], bool]) -> int:
-    """The largest n in [low, high] with ok(n), assuming ok is monotone (true, then false); low if none.
-
-    The ends first (one probe each when every n or none holds), then the standard library's bisection between
-    them, over the values from high - 1 down to low + 1 (ok reads False, False, ..., True there): its midpoints
-    are (lo + hi) // 2 of the known-good and known-bad ends, so a closed-loop check that is not quite monotone
-    is probed where it always was. For 1..256 with ok(n) = n <= 40: 128, 64, 32, 48, 40, 44, 42, 41 -> 40.
-    """
-    if not ok(low):
-        return low
-    if ok(high):
-        return high
-    return high - 1 - bisect.bisect_left(range(high - 1, low, -1), True, key=ok)
 
 
 # ---------------------------------------------------------------------------------------------- acting

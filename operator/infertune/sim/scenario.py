@@ -10,21 +10,21 @@ import pydantic
 import yaml
 
 from infertune import catalog, decide, models, perfmodel, replica, validation
+from infertune.runtimes import registry
 from infertune.sim import workload
 
-# A placeholder image per engine: the twin never pulls it, but the revision hash covers the image.
-IMAGES: dict[models.EngineKind, str] = {
-    models.EngineKind.VLLM: "vllm/vllm-openai:v0.11.0",
-    models.EngineKind.SGLANG: "lmsysorg/sglang:v0.5.2",
-    models.EngineKind.TRTLLM: "nvcr.io/nvidia/tensorrt-llm/release:1.0.0",
-    models.EngineKind.NIM: "nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8.0",
-    models.EngineKind.TGI: "ghcr.io/huggingface/text-generation-inference:3.3.4",
-}
+# The image is each engine's sample (Engine.sample_image): the twin never pulls it, but the revision hash covers it.
+
 
 # A validator error that belongs to a field inside the model it checks: "<<peak>>required for pattern spike"
 # is reported at ...arrival.peak (pydantic puts model-validator errors on the model itself).
 _MARK = "<<"
 _END = ">>"
+
+
+def _image(kind: models.EngineKind) -> str:
+    """The sample image of the kind's first registered engine (NIM's generations share one)."""
+    return next(e.sample_image for e in registry.engines() if e.kind == kind)
 
 
 class ScenarioError(ValueError):
@@ -359,7 +359,7 @@ def to_spec(s: Scenario) -> models.InferenceDeploymentSpec:
                                min_change_interval=models.format_duration(t.min_change_interval),
                                initial_max_batch_size=s.initial.max_batch_size)
     return models.InferenceDeploymentSpec(
-        model=model, engine=models.EngineSpec(kind=s.engine, image=IMAGES[s.engine]), accelerator=accelerator,
+        model=model, engine=models.EngineSpec(kind=s.engine, image=_image(s.engine)), accelerator=accelerator,
         slo=s.slo, tuning=tuning, scaling=s.scaling,
     )
 
