@@ -348,20 +348,21 @@ SPEED = [
     "answers and the operator's parser, kept on purpose) most of the rest for the policies that read metrics. "
     "The twin's sizing of a scenario (load tests, Poisson capacity at two knob settings, the oracle's knobs) "
     "adds 10-20 CPU-s once per scenario.",
-    "- A scenario needs about 45-50 simulations: infertune, the oracle (and infertune without standby where the "
+    "- A scenario needs about 80 simulations: infertune, the oracle (and infertune without standby where the "
     "scenario has a standby pool), 6-9 fixed fleets for the three yardsticks, and 12 peer sweeps (6 peers at 2 "
-    "knob settings) of 1-5 runs each.",
-    "- train: 11 scenarios, 548 simulations (65 more reused within their scenario). Measured cold "
-    "(`--suite train --no-cache`, 2 workers): 2,050 CPU-s, 28.7 minutes wall on the shared machine, so 17 "
-    "minutes on 2 free cores. Before the changes below: 55 minutes wall (this page's last full run, other work "
-    "running) and, by the measured 18% per simulation and the 65 repeated runs, about 2,800 CPU-s.",
-    "- validation (25 scenarios, smaller on average): about 25 x 45 simulations x 3-4 CPU-s / 2 cores, 30-40 "
-    "minutes; both suites about an hour cold. A rerun after a change to the docs or the harness reads every run "
+    "knob settings) of 6 runs each (the whole grid: a peer's GPU-hours need not fall as its target rises, so a "
+    "bisection can miss the cheapest holding setting); the failing ones stop early.",
+    "- train: 14 scenarios, 1,135 simulations. Measured cold (`--suite train`, a fresh code version so nothing "
+    "from the cache, 2 workers, the machine otherwise nearly idle): 1,678 s, 28 minutes wall. The run before "
+    "whole-grid sweeps: 11 scenarios, 548 simulations, 2,050 CPU-s, 17 minutes on 2 free cores; before the "
+    "twin's savings below, 55 minutes wall on a shared machine.",
+    "- validation (25 scenarios, smaller on average): about 25 x 80 simulations x 3-4 CPU-s / 2 cores, about an "
+    "hour; both suites about 1.5 hours cold. A rerun after a change to the docs or the harness reads every run "
     "from the cache in seconds; a change to the operator or the twin invalidates every run.",
     "- The issue's targets (train under 4 minutes, both suites under 20) are out of reach without changing what "
-    "is measured: 4 minutes on 2 cores is 480 CPU-s, under 1 CPU-s for each of train's ~500 simulations, a twin "
-    "5x faster than this one. The honest target on this machine: about 20 minutes for train and about an hour "
-    "for both suites, cold; seconds with the cache.",
+    "is measured: 4 minutes on 2 cores is 480 CPU-s, under half a CPU-second for each of train's 1,135 "
+    "simulations of one to two simulated hours, a twin ten times faster than this one. The honest target on this "
+    "machine: about 30 minutes for train and 1.5 hours for both suites, cold; seconds with the cache.",
     "",
     "Exact savings in place (every reported number unchanged: `infertune simulate --json` of llama-8b-l40s, "
     "spike-60s and v19-mix-spike-8b-l40s byte-identical before and after):",
