@@ -65,9 +65,6 @@ class _Metrics:
     pods: dict[str, observation.PodMetrics]
 
 
-_ts = timestamps.seconds
-
-
 def _knobs(c: models.ConfigStatus | None) -> models.Knobs | None:
     return None if c is None else c.knobs()
 
@@ -551,7 +548,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
         # nothing to scale down slowly (the old revision serves until these are Ready).
         fresh = changed and tuned_now
-        budget = _wait_budget(spec, at_target)
+        budget = knee.wait_budget(spec, at_target)
         # The fast path (Knative's panic mode, but from the queue itself): requests queued right now beyond
         # the batch slots mean the window's rate lags a burst. 10 queued against a 1.1 s TTFT budget ask for
         # 9 req/s more at once, which promotes standby pods this cycle instead of a minute later.
@@ -566,7 +563,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
 
         def sized(measured: float) -> scaling.Targets:
             return scaling.targets(spec.scaling, smoothed, capacity=capacity, slots=at_target.batch,
-                                   wait_budget=budget, miss=_queue_miss(spec),
+                                   wait_budget=budget, miss=knee.queue_miss(spec),
                                    current=0 if fresh else prev_desired, lead=cold, now=now, measured=measured,
                                    window=window)
 
@@ -581,7 +578,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         # 100 queued growing 8/s over a 300 s cold start is 2,500 then, 42 req/s more; 90 growing 0.3/s is
         # 180 then, 3 req/s more.
         last = prev.demand
-        since = _ts(last.updated) if last is not None else None
+        since = timestamps.seconds(last.updated) if last is not None else None
         dt = t - since if since is not None else 0.0
         growth = max(0.0, queued - (last.queued if last is not None else 0.0)) / dt if dt > 0 else 0.0
         goal = sized(rate + backlog + growth)
@@ -636,7 +633,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
             # minReplicas, the floor the user set for serving capacity.
             carry = max(spec.scaling.min_replicas, 1 + scaling.replicas_for(
                 max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
-                miss=_queue_miss(spec), limit=spec.scaling.max_replicas))
+                miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas))
         # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
         # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
         # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.
@@ -644,7 +641,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         wanted = prev.demand.standby_wanted if prev.demand is not None else None
         prev_standby = prev.replicas.desired_standby
         if standby_n > prev_standby:
-            since_wanted = _ts(wanted)
+            since_wanted = timestamps.seconds(wanted)
             if since_wanted is None:
                 wanted = conditions.timestamp(now)
             if since_wanted is None or t - since_wanted < STANDBY_SETTLE:
@@ -660,7 +657,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
             # take it away: the dropped value could have been the load. The scale-down delay starts over, so
             # the first clean cycle after garbage that comes and goes does not remove replicas at once: demand
             # must look low for a whole scaleDownDelay of clean metrics. For GARBAGE_HOLD_SECONDS at most.
-            began = _ts(demand.garbage_since)
+            began = timestamps.seconds(demand.garbage_since)
             if began is None:
                 began = t
                 demand = demand.model_copy(update={"garbage_since": conditions.timestamp(now)})
@@ -678,7 +675,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         elif demand.garbage_since is not None:
             # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
             # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
-            pending = _ts(demand.below_since)
+            pending = timestamps.seconds(demand.below_since)
             if pending is None or t - pending >= spec.scaling.scale_down_delay:
                 demand = demand.model_copy(update={"garbage_since": None})
         # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
@@ -802,7 +799,7 @@ def _propose(
         return None  # frozen, or a rollout in progress
     config = prev.config
     if config is not None and config.tuned:
-        since = _ts(config.since)
+        since = timestamps.seconds(config.since)
         if since is not None and t - since < spec.tuning.min_change_interval:
             return None
     if _same(best.knobs, current):
@@ -935,13 +932,9 @@ def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStat
                  at: knee.Prediction) -> tuple[int, float]:
     """Serving replicas the demand forecast needs at a predicted operating point (the sizing decide() uses)."""
     rate = scaling.forecast(demand, lead=lead) if demand is not None else 0.0
-    n = scaling.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=_wait_budget(spec, at),
-                             miss=_queue_miss(spec), limit=spec.scaling.max_replicas)
+    n = scaling.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=knee.wait_budget(spec, at),
+                             miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas)
     return n, rate
-
-
-_wait_budget = knee.wait_budget
-_queue_miss = knee.queue_miss
 
 
 # A workload shift: the mean prompt or output length moved by a factor of 2 since the knobs were planned, the
@@ -1044,7 +1037,7 @@ def _health_check(spec: models.InferenceDeploymentSpec, prev: models.InferenceDe
         p = crashing[0]
         return (f"pod {p.name} of the new revision failed" if p.failed
                 else f"pod {p.name} of the new revision restarted {p.restarts} times")
-    since = _ts(target.since)
+    since = timestamps.seconds(target.since)
     budget = STARTUP_BUDGET_COLD_STARTS * _cold_start(spec, obs)
     if since is not None and t - since > max(budget, 600.0) and not any(p.ready for p in mine):
         return f"no pod of the new revision became Ready within {t - since:.0f} s"
@@ -1221,7 +1214,8 @@ def _conditions(
         conds = up(conds, C.TUNED, False, "Converging",
                    f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
                    f"{_tuning_wait(spec, cfg, now=now, conf=conf)}{blind}")
-    degraded = [r for r in rejected if now.timestamp() - (_ts(r.time) or 0.0) < lifecycle.REJECTION_MEMORY]
+    t = now.timestamp()
+    degraded = [r for r in rejected if t - (timestamps.seconds(r.time) or 0.0) < lifecycle.REJECTION_MEMORY]
     if degraded:
         last = degraded[-1]
         conds = up(conds, C.DEGRADED, True, "RolledBack",
@@ -1235,7 +1229,7 @@ def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus,
                  conf: float) -> str:
     """What a knee elsewhere waits for, with the time it ends where there is one (the rules are _propose's)."""
     t = now.timestamp()
-    since = _ts(cfg.since)
+    since = timestamps.seconds(cfg.since)
     if cfg.tuned and since is not None and t - since < spec.tuning.min_change_interval:
         # Tuned at 14:00:00 with minChangeInterval 30m: the next change may come at 14:30:00, 25 min from 14:05.
         until = since + spec.tuning.min_change_interval
@@ -1243,7 +1237,7 @@ def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus,
         return (f"tuning.minChangeInterval {models.format_duration(spec.tuning.min_change_interval)} since the last "
                 f"change: the next may come at {at} (in {_minutes(until - t)})")
     if cfg.tuned and not lifecycle.verifiable(cfg, t):
-        start = _ts(cfg.serving_since or cfg.since) or t
+        start = timestamps.seconds(cfg.serving_since or cfg.since) or t
         return (f"revision {cfg.revision} is measured for {_minutes(lifecycle.VERIFY_SECONDS)} once it serves "
                 f"before the model moves on (another {_minutes(start + lifecycle.VERIFY_SECONDS - t)})")
     return (f"a change needs confidence {MIN_CONFIDENCE} (now {conf:.2f}) and a predicted gain of "
