@@ -5,12 +5,14 @@ Suites: `train` (bench/scenarios/*.yaml: policy changes are chosen on it) and `v
 three fixed fleets found in hindsight (static-right, static-right-tuned, static-peak; sim/simulate.py), and each
 peer's own tunable swept at the engine's default knobs and at infertune's final knobs (the cheapest setting
 holding 0.95, every grid value run; a run stops once it cannot hold). Every run is cached by (scenario file, code
-version, policy, knobs, setting, fleet size), so a rerun after a docs-only change takes seconds.
+version, policy, knobs, setting, fleet size; infertune's own runs by the whole code, the others by all but the
+decision core), so a rerun after a docs-only change takes seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -45,12 +47,61 @@ def default_cache() -> pathlib.Path:
     return pathlib.Path(base) / "infertune" / "bench"
 
 
-def code_version() -> str:
-    """A hash of the operator's sources (the twin and every policy) and the data the twin reads: a change to any
-    of them invalidates every cached run. This harness's formatting is not in it; a change to what a cached run
-    holds bumps CACHE_VERSION."""
+# The policies whose runs go through infertune's own decisions; every other policy's runs (the fixed fleets, the
+# oracle, the peers) depend only on the twin and the shared operator parts it drives.
+OURS = ("infertune", "infertune-nostandby")
+
+
+def _imports() -> dict[str, set[str]]:
+    """The package's import graph: module -> the package modules it imports anywhere in the file (a lazy import
+    in a function counts), from the sources' syntax trees."""
+    pkg = ROOT / "operator"
+    files = {".".join(f.relative_to(pkg).with_suffix("").parts).removesuffix(".__init__"): f
+             for f in (pkg / "infertune").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & files.keys()
+                found |= subs or ({node.module} & files.keys())
+        graph[name] = found
+    return graph
+
+
+def _closure(graph: dict[str, set[str]], roots: Sequence[str], *, without: str = "") -> set[str]:
+    seen: set[str] = set()
+    todo = [r for r in roots if r != without]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += [n for n in graph.get(m, ()) if n != without and n not in seen]
+    return seen
+
+
+def decision_modules() -> set[str]:
+    """The modules only infertune's decisions reach: what `infertune.decide` imports (itself included) that the
+    twin and the other policies do not reach once decide is cut out of the graph. Derived, not listed, so a
+    module the peers start to use moves to the shared side by itself."""
+    graph = _imports()
+    shared = _closure(graph, ["infertune.sim.simulate", "infertune.sim.scenario"], without="infertune.decide")
+    return _closure(graph, ["infertune.decide"]) - shared
+
+
+def code_version(*, ours: bool) -> str:
+    """A hash of the operator's sources and the data the twin reads. ours=True: everything (infertune's own
+    runs); ours=False: everything but `decision_modules()`, so a change to the decision core reruns infertune
+    and the runs at its final knobs (keyed by those knobs) but not the fixed fleets, the oracle or the peers at
+    the default knobs. This harness's formatting is not in it; a change to what a cached run holds bumps
+    CACHE_VERSION."""
     h = hashlib.sha256(CACHE_VERSION.encode())
-    files = sorted((ROOT / "operator" / "infertune").rglob("*.py"))
+    pkg = ROOT / "operator"
+    skip = set() if ours else decision_modules()
+    files = [f for f in sorted((pkg / "infertune").rglob("*.py"))
+             if ".".join(f.relative_to(pkg).with_suffix("").parts).removesuffix(".__init__") not in skip]
     files += sorted(p for p in (ROOT / "data").rglob("*") if p.is_file())
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
@@ -66,10 +117,13 @@ def _knobs_text(k: models.Knobs) -> str:
 class Runner:
     """Runs one scenario's policies through a cache on disk (None: no cache), counting hits and misses."""
 
-    def __init__(self, ctx: policies.Context, path: pathlib.Path, cache: pathlib.Path | None, version: str) -> None:
+    def __init__(self, ctx: policies.Context, path: pathlib.Path, cache: pathlib.Path | None,
+                 versions: tuple[str, str]) -> None:
         self.ctx = ctx
         self.cache = cache
-        self.base = hashlib.sha256(path.read_bytes() + version.encode()).hexdigest()
+        text = path.read_bytes()
+        # (infertune's runs, every other policy's runs): see code_version.
+        self.bases = tuple(hashlib.sha256(text + v.encode()).hexdigest() for v in versions)
         self.hits = 0
         self.runs = 0
         self.reused = 0
@@ -82,7 +136,8 @@ class Runner:
 
     def run(self, policy: str, *, knobs: models.Knobs | None = None, setting: float | None = None,
             replicas: int | None = None, give_up: bool = False) -> simulate.Result:
-        key = json.dumps([self.base, policy, None if knobs is None else _knobs_text(knobs), setting, replicas,
+        base = self.bases[0 if policy in OURS else 1]
+        key = json.dumps([base, policy, None if knobs is None else _knobs_text(knobs), setting, replicas,
                           give_up])
         if key in self.memo:
             self.reused += 1
@@ -152,14 +207,14 @@ def _shown(file: pathlib.Path) -> str:
     return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else file.name
 
 
-def run_one(path: str, suite: str, cache: str | None, version: str, img: str | None) -> dict[str, Any]:
+def run_one(path: str, suite: str, cache: str | None, versions: tuple[str, str], img: str | None) -> dict[str, Any]:
     """One scenario: infertune, the oracle, the yardsticks and every peer swept at both knob settings."""
     start = time.perf_counter()
     file = pathlib.Path(path)
     s = scenario.load(file)
     stream = scenario.arrivals(s)
     ctx = policies.Context(s, stream)
-    runner = Runner(ctx, file, None if cache is None else pathlib.Path(cache), version)
+    runner = Runner(ctx, file, None if cache is None else pathlib.Path(cache), versions)
     me = runner.run("infertune")
     tuned = simulate.final_knobs(me) or ctx.knobs
     best = ctx.oracle_knobs
@@ -586,7 +641,7 @@ def main() -> None:
                      else f"--jobs: must be at least 1, got {args.jobs}")
     files = scenario_files(suites)
     cache = None if args.no_cache else str(args.cache)
-    version = code_version()
+    versions = (code_version(ours=True), code_version(ours=False))
     args.img.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     walls: dict[str, float] = {}
@@ -612,7 +667,7 @@ def main() -> None:
         return data
 
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run_one, f, suite, cache, version, str(args.img) if suite == "train" else None):
+        futures = {pool.submit(run_one, f, suite, cache, versions, str(args.img) if suite == "train" else None):
                    (suite, f) for suite, f in files}
         left = {suite: sum(1 for s, _ in files if s == suite) for suite in suites}
         for suite in suites:

@@ -31,7 +31,7 @@ def test_the_pruned_sweep_picks_what_the_full_sweep_picks(ctx: policies.Context,
     bench = bench_module.decision_quality()
     file = tmp_path / "sweep.yaml"
     file.write_text("the runner keys its cache by this file's bytes")
-    runner = bench.Runner(ctx, file, None, "test")
+    runner = bench.Runner(ctx, file, None, ("test", "test"))
     info, picked = bench.sweep(runner, peer, ctx.knobs)
     grid = info["grid"]
     full = {v: simulate.run_policy(ctx, peer, setting=v) for v in grid}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 from types import ModuleType
 from typing import Any
 
@@ -153,3 +154,30 @@ def test_the_targets_say_met_or_missed_against_the_best_tuned_peer() -> None:
     r2 = run("x", 2.0, 4.0, 1.0, peer_holds=False)
     assert "- met: no peer setting reaches 0.95 at tuned knobs; the best, hpa (target 8), reaches 0.900 with " \
            "1.00 GPU-h (target: higher attainment)" in bench.check(r2)
+
+
+def test_a_change_to_the_decision_core_keeps_the_yardsticks_cache_and_a_twin_change_does_not(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    bench = _bench()
+    ours = bench.decision_modules()
+    # The decision core is what only decide reaches; the twin, the peers' parts and the model are shared.
+    assert {"infertune.decide", "infertune.knee", "infertune.scaling"} <= ours
+    assert not ours & {"infertune.perfmodel", "infertune.sim.cluster", "infertune.rollout", "infertune.observation"}
+    copy = tmp_path / "repo"
+    (copy / "operator").mkdir(parents=True)
+    shutil.copytree(ROOT / "operator" / "infertune", copy / "operator" / "infertune",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "data").mkdir()
+    monkeypatch.setattr(bench, "ROOT", copy)
+    before = (bench.code_version(ours=True), bench.code_version(ours=False))
+    knee = copy / "operator" / "infertune" / "knee.py"
+    knee.write_text(knee.read_text() + "\n# a change\n")
+    after = (bench.code_version(ours=True), bench.code_version(ours=False))
+    assert after[0] != before[0] and after[1] == before[1]
+    model = copy / "operator" / "infertune" / "perfmodel.py"
+    model.write_text(model.read_text() + "\n# a change\n")
+    assert bench.code_version(ours=False) != after[1] and bench.code_version(ours=True) != after[0]
+    # A peer that starts to import a decision module moves it to the shared side.
+    peers = copy / "operator" / "infertune" / "sim" / "policies.py"
+    peers.write_text(peers.read_text() + "\nfrom infertune import knee as _knee  # noqa: E402\n")
+    assert "infertune.knee" not in bench.decision_modules()
