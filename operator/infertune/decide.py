@@ -540,7 +540,8 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
                                prefix_hit_rate=workload.prefix_hit_rate)
         before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
         believable = min(capacity, before) * scaling.step_limit(prev_desired + prev.replicas.desired_standby)
-        demand = scaling.update_demand(prev.demand, min(rate + backlog, believable), now=now, attainment=attained)
+        demand = scaling.update_demand(prev.demand, min(rate + backlog, believable), now=now, attainment=attained,
+                                        lead=cold)
         if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in served):
             demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
         # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
@@ -561,9 +562,16 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
 
         smoothed = demand
 
+        # Queueing may take what the measured misses leave of the allowance (scaling.queue_budget): the
+        # replicas spend the misses the SLO allows rather than keep half of them in reserve.
+        miss = scaling.queue_budget(
+            1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
+            predicted_late=scaling.late(rate + backlog, replicas=len(serving_pods), capacity=capacity,
+                                        slots=at_target.batch, wait_budget=budget))
+
         def sized(measured: float) -> scaling.Targets:
             return scaling.targets(spec.scaling, smoothed, capacity=capacity, slots=at_target.batch,
-                                   wait_budget=budget, miss=knee.queue_miss(spec),
+                                   wait_budget=budget, miss=miss,
                                    current=0 if fresh else prev_desired, lead=cold, now=now, measured=measured,
                                    window=window)
 
@@ -602,7 +610,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         # 6 replicas of 13: 74%). Misses that more replicas do not fix (prompts too long for the TTFT objective at
         # any load) hold nothing at 2 req/s over 8 replicas, and a quiet window forgets the misses before it.
         objective = spec.slo.percentile / 100
-        room = objective + (1 - objective) / 2
+        room = scaling.room(objective, rate=demand.rate)
         hold = min(prev_desired, spec.scaling.max_replicas)
         busy = sum(m.running or 0.0 for m in served) / max(serving_n, 1) >= 0.5 * at_target.batch
         if (serving_n < hold and not fresh and attained is not None and demand.attainment is not None
@@ -633,7 +641,7 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
             # minReplicas, the floor the user set for serving capacity.
             carry = max(spec.scaling.min_replicas, 1 + scaling.replicas_for(
                 max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
-                miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas))
+                miss=miss, limit=spec.scaling.max_replicas))
         # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
         # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
         # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.

@@ -812,6 +812,13 @@ class DemandStatus(Base):
         description="Since when garbage metrics (dropped or implausible values) have been in the picture; they hold "
         "a scale-down for at most 10 minutes from here."
     )
+    peak: float = pydantic.Field(
+        default=0, ge=0, description="The highest smoothed rate within the last cold start (the standby pool covers "
+        "a return to it, not a random walk beyond it)."
+    )
+    peak_at: str | None = pydantic.Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="When the peak was measured."
+    )
 
 
 class CostStatus(Base):

@@ -81,3 +81,77 @@ def test_the_measured_attainment_is_smoothed_over_minutes_and_kept_while_nothing
     # No request finished in the window: nothing measured, the last value stands.
     kept = scaling.update_demand(d, 0.0, now=NOW + datetime.timedelta(seconds=75), attainment=None)
     assert kept.attainment == d.attainment
+
+
+def _feed(rates: list[float], *, lead: float, step: float = 15.0) -> models.DemandStatus:
+    demand = None
+    for i, r in enumerate(rates):
+        demand = scaling.update_demand(demand, r, now=NOW + datetime.timedelta(seconds=i * step), lead=lead)
+    assert demand is not None
+    return demand
+
+
+def test_the_peak_is_kept_for_one_cold_start_then_follows_the_rate() -> None:
+    # On/off: 3 minutes at 10 req/s, then 3 minutes of nothing, with a 300 s cold start: the quiet minutes
+    # keep the peak of the burst (the next burst comes within a cold start).
+    on, off = [10.0] * 12, [0.0] * 12
+    d = _feed(on + off, lead=300.0)
+    assert d.rate < 1.0 and d.peak > 8.0
+    # With a 60 s cold start the peak is forgotten a minute after the burst.
+    d = _feed(on + off, lead=60.0)
+    assert d.peak == pytest.approx(d.rate) and d.peak < 1.0
+    # A rising rate is its own peak.
+    d = _feed([1.0, 2.0, 3.0, 4.0], lead=300.0)
+    assert d.peak == d.rate
+
+
+def test_standby_covers_a_return_to_the_recent_peak_not_a_random_walk_beyond_it() -> None:
+    # On/off at 10 req/s over 4 serving replicas of 5.8 req/s (5 slots, 0.33 s to queue in), 300 s cold start:
+    # a minute's error of 3 req/s extrapolated as a random walk over 5 minutes asks for 10 + 1.65 x 8.4 =
+    # 24 req/s, 2 standby pods started every burst and deleted unready when it ended. A return to the peak of
+    # 10.7 needs none beyond the 4 that serve.
+    spec = models.ScalingSpec.model_validate({"minReplicas": 1, "maxReplicas": 24, "standby": {"min": 0, "max": 4}})
+    kw = {"capacity": 5.8, "slots": 5, "wait_budget": 0.33, "miss": 0.025, "current": 4, "lead": 300.0,
+          "now": NOW, "window": 60.0}
+    walk = models.DemandStatus(rate=10.0, error=3.0, updated="2026-01-01T00:00:00Z")
+    assert scaling.targets(spec, walk, **kw).standby == 2  # no peak measured yet: the random walk
+    seen = walk.model_copy(update={"peak": 10.7, "peak_at": "2026-01-01T00:00:00Z"})
+    assert scaling.targets(spec, seen, **kw).standby == 0
+    # A steady rate with a small error is not capped below its own forecast: the peak is at least the rate.
+    calm = models.DemandStatus(rate=16.0, error=3.0, updated="2026-01-01T00:00:00Z", peak=25.0,
+                               peak_at="2026-01-01T00:00:00Z")
+    t = scaling.targets(SPEC, calm, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=0, lead=60.0,
+                        now=NOW, window=60.0)
+    assert (t.serving, t.standby) == (3, 1)  # as without a peak (test above): 22 req/s is under the peak
+
+
+def test_queueing_gets_what_the_measured_misses_leave_of_the_allowance() -> None:
+    # Nothing measured: the prior, half of a p95 allowance.
+    assert scaling.queue_budget(0.05, prior=0.025, attainment=None, predicted_late=0.0) == 0.025
+    # 97% measured, 0.5% of it queueing as the model predicts: the tails took 2.5%, queueing gets the rest.
+    assert scaling.queue_budget(0.05, prior=0.025, attainment=0.97, predicted_late=0.005) == pytest.approx(0.025)
+    # 99.5% measured with no queueing predicted: the tails took 0.5%, queueing may take 4.5%; none missed: all 5%.
+    assert scaling.queue_budget(0.05, prior=0.025, attainment=0.995, predicted_late=0.0) == pytest.approx(0.045)
+    assert scaling.queue_budget(0.05, prior=0.025, attainment=1.0, predicted_late=0.0) == pytest.approx(0.05)
+    # Tails beyond the allowance leave queueing a tenth of it, never nothing.
+    assert scaling.queue_budget(0.05, prior=0.025, attainment=0.80, predicted_late=0.0) == pytest.approx(0.005)
+    # The budget is what replicas_for sizes with: a larger one never asks for more replicas.
+    kw = {"capacity": 7.9, "slots": 57, "wait_budget": 1.1, "limit": 16}
+    assert scaling.replicas_for(20.0, miss=0.05, **kw) <= scaling.replicas_for(20.0, miss=0.025, **kw)
+
+
+def test_late_is_the_queue_replicas_for_sizes_with() -> None:
+    kw = {"capacity": 7.9, "slots": 57, "wait_budget": 1.1}
+    n = scaling.replicas_for(20.0, miss=0.025, limit=16, **kw)
+    assert scaling.late(20.0, replicas=n, **kw) <= 0.025 < scaling.late(20.0, replicas=n - 1, **kw)
+    assert scaling.late(0.0, replicas=1, **kw) == 0.0
+    assert scaling.late(1000.0, replicas=1, **kw) == 1.0  # more load than slots
+    assert scaling.late(1.0, replicas=0, **kw) == 1.0
+
+
+def test_the_scale_down_room_is_the_objective_plus_the_counting_noise() -> None:
+    # 8 req/s over 300 s: 2,400 requests, sd sqrt(0.95 x 0.05 / 2400) = 0.44%.
+    assert scaling.room(0.95, rate=8.0) == pytest.approx(0.95 + math.sqrt(0.95 * 0.05 / 2400))
+    # 0.5 req/s: 150 requests, 1.8%.
+    assert scaling.room(0.95, rate=0.5) == pytest.approx(0.95 + math.sqrt(0.95 * 0.05 / 150))
+    assert scaling.room(0.95, rate=0.0) <= 1.0
