@@ -14,6 +14,7 @@ from infertune import (
     models,
     observation,
     plausibility,
+    queueing,
     render,
     resolution,
     rollout,
@@ -44,10 +45,6 @@ PREFIX_COLLAPSE = 0.5
 CRASH_RESTARTS = 3
 STARTUP_BUDGET_COLD_STARTS = 3.0
 DEFAULT_COLD_START = 120.0
-# A standby pod is started for a forecast that has asked for it this long (see decide).
-STANDBY_SETTLE = 60.0
-# Pods started for a growing queue clear what will be queued when they are Ready within this long.
-DRAIN_SECONDS = 60.0
 # Prometheus scrapes every 15 s (manifests/monitoring): the shortest span a young pod's reading can cover.
 SCRAPE_SECONDS = 15.0
 # Garbage in the picture (a NaN queue, a running count beyond the batch) holds a scale-down, since the dropped
@@ -294,6 +291,7 @@ class _Sizing:
     demand: models.DemandStatus | None
     carry: int | None
     health: _Metrics
+    why: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -506,208 +504,174 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
 
 def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
     """Serving replicas for the demand at the target's capacity, standby for the forecast's error."""
-    spec, prev, obs, now, t, pm, served, live = s.spec, s.prev, s.obs, s.now, s.t, s.pm, s.served, s.live
-    workload, cal, cold, garbage, health, serving_pods = s.workload, s.cal, s.cold, s.garbage, s.health, s.serving_pods
-    target, changed, tuned_now = tuning.target, tuning.changed, tuning.tuned_now
+    spec, prev, now = s.spec, s.prev, s.now
+    prev_desired = prev.replicas.desired or spec.scaling.min_replicas
+    if s.health.ok:
+        sizing = _sized(s, tuning, out, prev_desired)
+    else:
+        # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply), and the
+        # scale-down delay starts over once the metrics are back. The rollout waits for the whole target revision.
+        demand = None if prev.demand is None else prev.demand.model_copy(update={"below_since": None})
+        sizing = _Sizing(
+            serving=min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired)),
+            standby=min(spec.scaling.standby.max, max(spec.scaling.standby.min, prev.replicas.desired_standby)),
+            demand=demand, carry=None, health=s.health, why=f"frozen: {s.health.message}")
+    if sizing.serving != prev_desired and prev.replicas.desired:
+        kind = "ScaledUp" if sizing.serving > prev_desired else "ScaledDown"
+        out.record(now, "replicas", f"serving replicas {prev_desired} -> {sizing.serving}", sizing.why, applied=True,
+                   event=kind)
+    if sizing.standby != prev.replicas.desired_standby and prev.replicas.desired:
+        out.record(now, "standby", f"standby replicas {prev.replicas.desired_standby} -> {sizing.standby}",
+                   sizing.why, applied=True)
+    return sizing
+
+
+def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured: float, *, overloaded: bool,
+            pods: int) -> tuple[models.DemandStatus, float | None]:
+    """The smoothed demand with this cycle's measured rate (and backlog) folded in, and the attainment read."""
+    spec, prev, workload, cal = s.spec, s.prev, s.workload, s.cal
+    # The SLO attainment the scale-down guard reads, from windows without a queue: misses while requests wait
+    # are the replica count's own and scale it up already; after a burst they would hold a fleet sized for it
+    # for a quarter of an hour (a 3x spike read 50% and took 15 minutes to recover).
+    attained = None if overloaded else _weighted([
+        (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
+        for m in s.served])
+    # What the smoothed demand believes grows no faster than the fleet may (scaling.step_limit): one cycle's
+    # claim of 1e12 req/s moved it to 2e11 for many minutes (40 replicas and 10 standby kept for 40 minutes);
+    # bounded at the capacity of the pods one step allows, a claim that persists doubles it every cycle.
+    # The capacity is the smaller of now's and at the request shape measured before this cycle: claims of tiny
+    # requests (1 token in, 2 out) would otherwise raise the bound along with the demand.
     remembered = prev.knee
-    overloaded = _overloaded(served)
-    at_target = knee.predict(spec, target, workload, cal)
+    shape = workload if remembered is None or not remembered.input_tokens or not remembered.output_tokens \
+        else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
+                           prefix_hit_rate=workload.prefix_hit_rate)
+    capacity = at_target.requests_per_s
+    before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
+    believable = min(capacity, before) * scaling.step_limit(pods)
+    demand = scaling.update_demand(prev.demand, min(measured, believable), now=s.now, attainment=attained,
+                                   lead=s.cold)
+    if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in s.served):
+        demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
+    return demand, attained
+
+
+def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float) -> scaling.Queue:
+    """Three readings of the queue beside the window's rate (scaling.goal says what each asks for)."""
+    prev, t = s.prev, s.t
+    # The fast path (Knative's panic mode, but from the queue itself): requests queued right now beyond
+    # the batch slots mean the window's rate lags a burst.
+    queued = sum(max(0.0, (m.in_flight or 0.0) - at_target.batch) for m in s.pm.values())
+    # A few queued at a full batch is Poisson noise the Erlang sizing already allows for; a burst queues
+    # more than half a batch per serving pod.
+    if queued <= 0.5 * at_target.batch * max(1, len(s.serving_pods)):
+        queued = 0.0
+    # Its growth since the last cycle is arrivals the replicas could not take: the part of a burst the window's
+    # average has not caught up with yet (150 more queued than 15 s ago is 10 req/s more demand).
+    last = prev.demand
+    since = timestamps.seconds(last.updated) if last is not None else None
+    dt = t - since if since is not None else 0.0
+    growth = max(0.0, queued - (last.queued if last is not None else 0.0)) / dt if dt > 0 else 0.0
+    standby_ready = sum(1 for x in s.live if x.ready and not x.serving)
+    return scaling.Queue(rate=rate, backlog=backlog, queued=queued, growth=growth, standby_ready=standby_ready,
+                         promotable=len(s.serving_pods) + standby_ready)
+
+
+def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
+    """Sizing on a whole picture of the metrics: demand, goal, the measured room, the carry, the standby pool."""
+    spec, prev, obs, now, t, pm = s.spec, s.prev, s.obs, s.now, s.t, s.pm
+    at_target = knee.predict(spec, tuning.target, s.workload, s.cal)
     capacity = at_target.requests_per_s
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
     # the serving set changes hands, but the requests keep coming.
-    rate = demand_rate(obs, pm, t, cold=cold)
+    rate = demand_rate(obs, pm, t, cold=s.cold)
     # Queued requests are a backlog, not a rate: new capacity drains them over the cold-start lead time
     # (2,000 waiting over 300 s adds 6.7 req/s, not the 33 req/s of draining them in a minute).
-    waiting = sum((m.waiting or 0.0) for m in pm.values())
-    prev_desired = prev.replicas.desired or spec.scaling.min_replicas
-    demand = prev.demand
-    carry: int | None = None  # frozen metrics or a queue: the rollout waits for the whole target revision
-    if health.ok:
-        backlog = waiting / max(cold, 60.0)
-        # The SLO attainment the scale-down guard below reads, from windows without a queue: misses while
-        # requests wait are the replica count's own and scale it up already; after a burst they would hold a
-        # fleet sized for it for a quarter of an hour (a 3x spike read 50% and took 15 minutes to recover).
-        attained = None if overloaded else _weighted([
-            (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
-            for m in served])
-        # What the smoothed demand believes grows no faster than the fleet may (scaling.step_limit): one cycle's
-        # claim of 1e12 req/s moved it to 2e11 for many minutes (40 replicas and 10 standby kept for 40 minutes);
-        # bounded at the capacity of the pods one step allows, a claim that persists doubles it every cycle.
-        # The capacity is the smaller of now's and at the request shape measured before this cycle: claims of tiny
-        # requests (1 token in, 2 out) would otherwise raise the bound along with the demand.
-        shape = workload if remembered is None or not remembered.input_tokens or not remembered.output_tokens \
-            else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
-                               prefix_hit_rate=workload.prefix_hit_rate)
-        before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
-        believable = min(capacity, before) * scaling.step_limit(prev_desired + prev.replicas.desired_standby)
-        demand = scaling.update_demand(prev.demand, min(rate + backlog, believable), now=now, attainment=attained,
-                                        lead=cold)
-        if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in served):
-            demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
-        # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s, and
-        # may make late half of the requests the percentile allows (2.5% for p95).
-        # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
-        # nothing to scale down slowly (the old revision serves until these are Ready).
-        fresh = changed and tuned_now
-        budget = knee.wait_budget(spec, at_target)
-        # The fast path (Knative's panic mode, but from the queue itself): requests queued right now beyond
-        # the batch slots mean the window's rate lags a burst. 10 queued against a 1.1 s TTFT budget ask for
-        # 9 req/s more at once, which promotes standby pods this cycle instead of a minute later.
-        queued = sum(max(0.0, (m.in_flight or 0.0) - at_target.batch) for m in pm.values())
-        # A few queued at a full batch is Poisson noise the Erlang sizing already allows for; a burst queues
-        # more than half a batch per serving pod.
-        if queued <= 0.5 * at_target.batch * max(1, len(serving_pods)):
-            queued = 0.0
-        window = obs.metrics.window if obs.metrics is not None else 60.0
+    backlog = sum((m.waiting or 0.0) for m in pm.values()) / max(s.cold, 60.0)
+    overloaded = _overloaded(s.served)
+    demand, attained = _demand(s, tuning.target, at_target, rate + backlog, overloaded=overloaded,
+                               pods=prev_desired + prev.replicas.desired_standby)
+    # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
+    # nothing to scale down slowly (the old revision serves until these are Ready).
+    fresh = tuning.changed and tuning.tuned_now
+    # Queueing may use what prefill leaves of the TTFT objective: 1.5 s - 0.3 s p95 prefill = 1.2 s.
+    budget = knee.wait_budget(spec, at_target)
+    # ... and may make late what the measured misses leave of the allowance (scaling.queue_budget): the
+    # replicas spend the misses the SLO allows rather than keep half of them in reserve.
+    miss = scaling.queue_budget(
+        1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
+        predicted_late=queueing.late(rate + backlog, replicas=len(s.serving_pods), capacity=capacity,
+                                     slots=at_target.batch, wait_budget=budget))
+    q = _queue(s, at_target, rate, backlog)
+    goal = scaling.goal(spec.scaling, demand, q, capacity=capacity, slots=at_target.batch, wait_budget=budget,
+                        miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now,
+                        window=obs.metrics.window if obs.metrics is not None else 60.0)
+    busy = sum(m.running or 0.0 for m in s.served) / max(goal.serving, 1) >= 0.5 * at_target.batch
+    held = scaling.hold_for_room(spec, demand, goal, prev_desired=prev_desired,
+                                 measured=attained is not None and not fresh, busy=busy, now=now, last=prev.demand)
+    if held.began:  # said once, when the hold begins
+        out.record(now, "replicas", f"serving replicas {held.serving} kept (scale-down to {goal.serving} held)",
+                   held.why, applied=True, event="ScaleDownHeld")
+    serving_n, standby_n, scale_why, demand = held.serving, held.standby, held.why, held.demand
+    # The early handover reads the rate from every serving pod, so only from a whole, clean picture: a
+    # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
+    # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.
+    carry: int | None = None  # a queue or an unclean picture: the rollout waits for the whole target revision
+    whole = all(x.name in pm and pm[x.name].requests_per_s is not None for x in s.serving_pods)
+    if q.queued <= 0 and whole and obs.metrics is not None and not s.garbage:
+        # One pod more than the demand needs (measured now, or smoothed, whichever is higher: one quiet
+        # window is not a trend): the old revision hands over to a target that carries it with room, not at
+        # its edge (where a knee that holds at part load is first seen full); and never fewer than
+        # minReplicas, the floor the user set for serving capacity.
+        carry = max(spec.scaling.min_replicas, 1 + queueing.replicas_for(
+            max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
+            miss=miss, limit=spec.scaling.max_replicas))
+    standby_n, wanted = scaling.settle_standby(
+        spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
+        wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now)
+    demand = demand.model_copy(update={"below_since": held.below_since, "queued": q.queued,
+                                       "standby_wanted": wanted})
+    health = s.health
+    if s.garbage:
+        demand, serving_n, scale_why, health = _garbage_hold(s, demand, out, serving=serving_n, why=scale_why,
+                                                                prev_desired=prev_desired)
+    elif demand.garbage_since is not None:
+        # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
+        # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
+        pending = timestamps.seconds(demand.below_since)
+        if pending is None or t - pending >= spec.scaling.scale_down_delay:
+            demand = demand.model_copy(update={"garbage_since": None})
+    # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
+    serving_n, standby_n, limited = scaling.limit_step(
+        spec.scaling, serving=serving_n, standby=standby_n, before=prev_desired + prev.replicas.desired_standby)
+    if limited:
+        scale_why = f"{scale_why}; {limited}"
+    return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health, why=scale_why)
 
-        smoothed = demand
 
-        # Queueing may take what the measured misses leave of the allowance (scaling.queue_budget): the
-        # replicas spend the misses the SLO allows rather than keep half of them in reserve.
-        miss = scaling.queue_budget(
-            1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
-            predicted_late=scaling.late(rate + backlog, replicas=len(serving_pods), capacity=capacity,
-                                        slots=at_target.batch, wait_budget=budget))
-
-        def sized(measured: float) -> scaling.Targets:
-            return scaling.targets(spec.scaling, smoothed, capacity=capacity, slots=at_target.batch,
-                                   wait_budget=budget, miss=miss,
-                                   current=0 if fresh else prev_desired, lead=cold, now=now, measured=measured,
-                                   window=window)
-
-        # Three readings of a queue. Its growth since the last cycle is arrivals the replicas could not take:
-        # the part of a burst the window's average has not caught up with yet (150 more queued than 15 s ago
-        # is 10 req/s more demand). The queue itself is work waiting now, to be served within the TTFT budget:
-        # only standby pods can do that, so they are promoted for it at once (150 queued against a 1.1 s
-        # budget ask for 136 req/s), and no cold pod starts for it: 2 serving and 3 standby facing 150 queued
-        # promote to 5 instead of starting 14 that would be Ready after the burst is served. With no standby
-        # left and the queue still growing, pods started now meet the queue as it will be one cold start
-        # later, behind which every arrival waits (FIFO); they are sized to clear that within a minute:
-        # 100 queued growing 8/s over a 300 s cold start is 2,500 then, 42 req/s more; 90 growing 0.3/s is
-        # 180 then, 3 req/s more.
-        last = prev.demand
-        since = timestamps.seconds(last.updated) if last is not None else None
-        dt = t - since if since is not None else 0.0
-        growth = max(0.0, queued - (last.queued if last is not None else 0.0)) / dt if dt > 0 else 0.0
-        goal = sized(rate + backlog + growth)
-        if queued > 0:
-            standby_ready = sum(1 for x in live if x.ready and not x.serving)
-            if standby_ready:
-                fast = sized(rate + backlog + queued / max(budget, 1.0))
-                promotable = len(serving_pods) + standby_ready
-                if fast.serving > goal.serving:
-                    goal = dataclasses.replace(fast, serving=max(goal.serving, min(fast.serving, promotable)))
-            elif growth > 0:
-                ahead = sized(rate + growth + (queued + growth * cold) / DRAIN_SECONDS)
-                if ahead.serving > goal.serving:
-                    goal = ahead
-        serving_n, standby_n, scale_why = goal.serving, goal.standby, goal.reason
-        # A scale-down needs room under the SLO, measured, not only predicted: while the smoothed share of
-        # requests within both objectives is under the percentile plus half its allowance (97.5% for p95), the
-        # replicas stay. The model sized a 70B chat load of 8 req/s at 6 replicas (Erlang queueing is short
-        # there), but 6 ran at 94.8%: the ITL tail of nearly full batches, which no queueing model sees. So the
-        # hold is for busy batches only: the replicas left would run at least half their batch (58 running over
-        # 6 replicas of 13: 74%). Misses that more replicas do not fix (prompts too long for the TTFT objective at
-        # any load) hold nothing at 2 req/s over 8 replicas, and a quiet window forgets the misses before it.
-        objective = spec.slo.percentile / 100
-        room = scaling.room(objective, rate=demand.rate)
-        hold = min(prev_desired, spec.scaling.max_replicas)
-        busy = sum(m.running or 0.0 for m in served) / max(serving_n, 1) >= 0.5 * at_target.batch
-        if (serving_n < hold and not fresh and attained is not None and demand.attainment is not None
-                and demand.attainment < room and busy):
-            scale_why = (f"{scale_why}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the "
-                         f"last minutes, under {room:.1%}")
-            if demand.held_since is None:  # said once, when the hold begins
-                demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
-                out.record(now, "replicas", f"serving replicas {hold} kept (scale-down to {serving_n} held)",
-                           scale_why, applied=True, event="ScaleDownHeld")
-            # Replicas held serving cover the upper forecast as standby would: the pool shrinks by as many.
-            standby_n = max(spec.scaling.standby.min, standby_n - (hold - serving_n))
-            serving_n = hold
-            # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
-            goal = dataclasses.replace(goal, below_since=(last.below_since if last is not None else None)
-                                       or conditions.timestamp(now))
-        elif demand.held_since is not None:
-            demand = demand.model_copy(update={"held_since": None})
-        # The early handover reads the rate from every serving pod, so only from a whole, clean picture: a
-        # target pod Ready 20 s ago has no series yet, and counting only the old pod beside it (25 of 150 req/s)
-        # would take that pod out of the Service with the target a pod short; garbage reads as no traffic.
-        whole = all(x.name in pm and pm[x.name].requests_per_s is not None for x in serving_pods)
-        clean = obs.metrics is not None and not garbage
-        if queued <= 0 and whole and clean:
-            # One pod more than the demand needs (measured now, or smoothed, whichever is higher: one quiet
-            # window is not a trend): the old revision hands over to a target that carries it with room, not at
-            # its edge (where a knee that holds at part load is first seen full); and never fewer than
-            # minReplicas, the floor the user set for serving capacity.
-            carry = max(spec.scaling.min_replicas, 1 + scaling.replicas_for(
-                max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
-                miss=miss, limit=spec.scaling.max_replicas))
-        # The pool grows only for a need that lasts STANDBY_SETTLE: sized afresh each cycle, a forecast near a
-        # boundary (5 req/s against 7.6 per replica, upper 6.6) asked for 1, 0, 1, 0 standby, and the pod was
-        # deleted while loading and started again, holding a GPU for minutes without ever becoming Ready.
-        # A burst does not wait for this: the queue promotes what is Ready and starts serving pods at once.
-        wanted = prev.demand.standby_wanted if prev.demand is not None else None
-        prev_standby = prev.replicas.desired_standby
-        if standby_n > prev_standby:
-            since_wanted = timestamps.seconds(wanted)
-            if since_wanted is None:
-                wanted = conditions.timestamp(now)
-            if since_wanted is None or t - since_wanted < STANDBY_SETTLE:
-                standby_n = max(prev_standby, spec.scaling.standby.min)  # the spec's floor holds at once
-            else:
-                wanted = None
-        else:
-            wanted = None
-        demand = demand.model_copy(update={"below_since": goal.below_since, "queued": queued,
-                                           "standby_wanted": wanted})
-        if garbage:
-            # A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never
-            # take it away: the dropped value could have been the load. The scale-down delay starts over, so
-            # the first clean cycle after garbage that comes and goes does not remove replicas at once: demand
-            # must look low for a whole scaleDownDelay of clean metrics. For GARBAGE_HOLD_SECONDS at most.
-            began = timestamps.seconds(demand.garbage_since)
-            if began is None:
-                began = t
-                demand = demand.model_copy(update={"garbage_since": conditions.timestamp(now)})
-            if t - began < GARBAGE_HOLD_SECONDS:
-                demand = demand.model_copy(update={"below_since": None})
-                if serving_n < prev_desired:
-                    serving_n, scale_why = prev_desired, f"scale-down held: garbage metrics ({garbage[0]})"
-            else:
-                message = (f"garbage in the metrics for {t - began:.0f} s no longer holds a scale-down "
-                           f"(at most {GARBAGE_HOLD_SECONDS:.0f} s): {'; '.join(garbage[:3])}")
-                health = dataclasses.replace(health, reason="GarbageMetrics", message=message[:1024])
-                if since is None or since - began < GARBAGE_HOLD_SECONDS:  # said once, when the hold ends
-                    out.events.append(observation.Event(type="Warning", reason="GarbageMetrics",
-                                                        message=message[:1024]))
-        elif demand.garbage_since is not None:
-            # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
-            # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
-            pending = timestamps.seconds(demand.below_since)
-            if pending is None or t - pending >= spec.scaling.scale_down_delay:
-                demand = demand.model_copy(update={"garbage_since": None})
-        # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
-        serving_n, standby_n, limited = scaling.limit_step(
-            spec.scaling, serving=serving_n, standby=standby_n,
-            before=prev_desired + prev.replicas.desired_standby)
-        if limited:
-            scale_why = f"{scale_why}; {limited}"
-    else:
-        # Frozen: never scale down on a missing signal; hold what was decided (bounds still apply), and the
-        # scale-down delay starts over once the metrics are back.
-        if demand is not None:
-            demand = demand.model_copy(update={"below_since": None})
-        serving_n = min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired))
-        standby_n = min(spec.scaling.standby.max, max(spec.scaling.standby.min, prev.replicas.desired_standby))
-        scale_why = f"frozen: {health.message}"
-    if serving_n != prev_desired and prev.replicas.desired:
-        kind = "ScaledUp" if serving_n > prev_desired else "ScaledDown"
-        out.record(now, "replicas", f"serving replicas {prev_desired} -> {serving_n}", scale_why, applied=True,
-                   event=kind)
-    if standby_n != prev.replicas.desired_standby and prev.replicas.desired:
-        out.record(now, "standby", f"standby replicas {prev.replicas.desired_standby} -> {standby_n}", scale_why,
-                   applied=True)
-    return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health)
+def _garbage_hold(s: _Seen, demand: models.DemandStatus, out: _Out, *, serving: int, why: str, prev_desired: int
+                  ) -> tuple[models.DemandStatus, int, str, _Metrics]:
+    """A picture with garbage in it (a NaN queue, a negative running count) may add capacity but never take it
+    away: the dropped value could have been the load. The scale-down delay starts over, so the first clean cycle
+    after garbage that comes and goes does not remove replicas at once: demand must look low for a whole
+    scaleDownDelay of clean metrics. For GARBAGE_HOLD_SECONDS at most."""
+    t, garbage, health = s.t, s.garbage, s.health
+    began = timestamps.seconds(demand.garbage_since)
+    if began is None:
+        began = t
+        demand = demand.model_copy(update={"garbage_since": conditions.timestamp(s.now)})
+    if t - began < GARBAGE_HOLD_SECONDS:
+        demand = demand.model_copy(update={"below_since": None})
+        if serving < prev_desired:
+            serving, why = prev_desired, f"scale-down held: garbage metrics ({garbage[0]})"
+        return demand, serving, why, health
+    message = (f"garbage in the metrics for {t - began:.0f} s no longer holds a scale-down "
+               f"(at most {GARBAGE_HOLD_SECONDS:.0f} s): {'; '.join(garbage[:3])}")
+    health = dataclasses.replace(health, reason="GarbageMetrics", message=message[:1024])
+    last = s.prev.demand
+    since = timestamps.seconds(last.updated) if last is not None else None
+    if since is None or since - began < GARBAGE_HOLD_SECONDS:  # said once, when the hold ends
+        out.events.append(observation.Event(type="Warning", reason="GarbageMetrics", message=message[:1024]))
+    return demand, serving, why, health
 
 
 def _roll_out(s: _Seen, tuning: _Tuning, sizing: _Sizing, out: _Out) -> _Rolled:
@@ -940,7 +904,7 @@ def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStat
                  at: knee.Prediction) -> tuple[int, float]:
     """Serving replicas the demand forecast needs at a predicted operating point (the sizing decide() uses)."""
     rate = scaling.forecast(demand, lead=lead) if demand is not None else 0.0
-    n = scaling.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=knee.wait_budget(spec, at),
+    n = queueing.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=knee.wait_budget(spec, at),
                              miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas)
     return n, rate
 

@@ -506,7 +506,7 @@ def request_capacity(point: Point, *, osl: float | None = None) -> float | None:
 def replicas_at_utilization(target: float, capacity: float, *, unit: str,
                             utilization: float = scaling.UTILIZATION) -> Plan:
     """Replicas that carry a throughput `target` with each at `utilization` of the knee's measured capacity (the
-    operator's 0.8): a plain share of the knee, where scaling.replicas_for sizes for queueing under live demand.
+    operator's 0.8): a plain share of the knee, where queueing.replicas_for sizes for queueing under live demand.
 
     120 req/s at 1.63 req/s per replica x 0.8: ceil(92.0) = 92 replicas.
     """

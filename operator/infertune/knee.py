@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import math
 
-from infertune import bisection, models, observation, perfmodel, replica, scaling
+from infertune import bisection, models, observation, perfmodel, queueing, replica
 from infertune.runtimes import registry
 
 
@@ -185,8 +185,8 @@ def queue_miss(spec: models.InferenceDeploymentSpec) -> float:
 
 
 def slo_rate(spec: models.InferenceDeploymentSpec, p: Prediction) -> float:
-    """Requests/s one replica at this prediction serves within the SLO on Poisson arrivals (scaling.slo_rate)."""
-    return scaling.slo_rate(capacity=p.requests_per_s, slots=p.batch, wait_budget=wait_budget(spec, p),
+    """Requests/s one replica at this prediction serves within the SLO on Poisson arrivals (queueing.slo_rate)."""
+    return queueing.slo_rate(capacity=p.requests_per_s, slots=p.batch, wait_budget=wait_budget(spec, p),
                             miss=queue_miss(spec))
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import datetime
 import math
 
-from infertune import conditions, models, timestamps
+from infertune import conditions, models, queueing, timestamps
 
 # Smoothing horizons. The rate reacts within a minute (a 60 s EWMA follows a 2x step to 86% in 2 minutes),
 # the trend over five, and the forecast error is remembered for five, so a burst keeps its standby a while.
@@ -23,6 +23,12 @@ UTILIZATION = 0.8
 STANDBY_Z = 1.65
 # The smoothed error is a mean absolute deviation; a normal's standard deviation is 1.25 times that.
 MEAN_ABS_TO_SIGMA = 0.8
+
+
+# A standby pod is started for a forecast that has asked for it this long (settle_standby).
+STANDBY_SETTLE = 60.0
+# Pods started for a growing queue clear what will be queued when they are Ready within this long (goal).
+DRAIN_SECONDS = 60.0
 
 
 # The scale-up step per cycle: Kubernetes HPA's default scale-up policy (autoscaling/v2 behavior.scaleUp) adds
@@ -112,61 +118,6 @@ class Targets:
     reason: str
 
 
-def erlang_c(servers: int, load: float) -> float:
-    """Probability that an arrival waits in an M/M/c queue with `servers` slots and `load` Erlangs.
-
-    Exact (Erlang B recursion) up to 400 slots; beyond, the Halfin-Whitt limit, which is accurate there.
-    8 slots at 6 Erlangs: P(wait) = 0.32; 80 slots at 60 Erlangs: 0.04 (pooling shortens queues).
-    """
-    if load <= 0:
-        return 0.0
-    if load >= servers:
-        return 1.0
-    if servers <= 400:
-        b = 1.0
-        for k in range(1, servers + 1):
-            b = load * b / (k + load * b)
-        rho = load / servers
-        return b / (1.0 - rho * (1.0 - b))
-    beta = (servers - load) / math.sqrt(load)
-    phi = math.exp(-beta * beta / 2.0) / math.sqrt(2.0 * math.pi)
-    cdf = 0.5 * (1.0 + math.erf(beta / math.sqrt(2.0)))
-    return 1.0 / (1.0 + beta * cdf / phi) if phi > 0 else 0.0
-
-
-def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: float, miss: float,
-                 limit: int) -> int:
-    """Fewest replicas whose pooled batch slots keep P(queueing longer than wait_budget) under `miss`.
-
-    Each replica offers `slots` concurrent requests and serves `capacity` req/s with all of them busy, so
-    a request holds a slot for slots / capacity seconds (8 / 1.15 = 7 s for a 70B chat replica). Requests
-    wait for a free slot as in M/M/c: P(W > t) = P(wait) x exp(-(c - a) t / hold).
-    20 req/s x 7 s = 140 Erlangs: 18 replicas (144 slots) queue too often, 20 (160 slots) wait > 1.2 s for
-    under 2.5% of requests.
-    """
-    if rate <= 0 or capacity <= 0 or slots <= 0:
-        return 0
-    for n in range(1, limit + 1):
-        if late(rate, replicas=n, capacity=capacity, slots=slots, wait_budget=wait_budget) <= miss:
-            return n
-    return limit
-
-
-def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: float) -> float:
-    """P(a request queues longer than wait_budget) with `replicas` pooled: replicas_for's queue (1.0 when the
-    load exceeds the slots). 20 req/s over 20 replicas of 8 slots at 1.15 req/s, 1.2 s budget: under 2.5%."""
-    if rate <= 0:
-        return 0.0
-    if capacity <= 0 or slots <= 0 or replicas <= 0:
-        return 1.0
-    hold = slots / capacity
-    load = rate * hold
-    servers = max(1, round(replicas * slots))
-    if load >= servers:
-        return 1.0
-    return erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
-
-
 def queue_budget(allowance: float, *, prior: float, attainment: float | None, predicted_late: float) -> float:
     """The share of requests the replica count may let queue past the TTFT budget: the SLO's allowance less the
     misses measured beyond what queueing explains (latency tails, which more replicas do not remove).
@@ -190,26 +141,6 @@ def room(objective: float, *, rate: float, seconds: float = ATTAINMENT_TAU) -> f
     return min(1.0, objective + math.sqrt(objective * (1 - objective) / n))
 
 
-def slo_rate(*, capacity: float, slots: float, wait_budget: float, miss: float) -> float:
-    """The most requests/s one replica takes while P(queueing longer than wait_budget) stays under `miss`.
-
-    The replica's SLO capacity on Poisson arrivals (replicas_for's queue with one replica): a configuration
-    whose prefill leaves no TTFT for queueing serves far below its throughput. 8 slots at 5.8 req/s with
-    0.1 s to spare: 2.4 req/s; with 1.1 s: 4.3 req/s. Bisection on the rate (late grows with it), to 0.1%.
-    """
-    if capacity <= 0 or slots <= 0:
-        return 0.0
-    hold = slots / capacity
-    servers = max(1, round(slots))
-    lo, hi = 0.0, capacity
-    while hi - lo > capacity * 1e-3:
-        mid = (lo + hi) / 2
-        load = mid * hold
-        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
-        lo, hi = (mid, hi) if late <= miss else (lo, mid)
-    return lo
-
-
 def targets(
     spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float, wait_budget: float,
     miss: float, current: int, lead: float, now: datetime.datetime, measured: float | None = None,
@@ -224,7 +155,7 @@ def targets(
     # Up at once: the latest measurement counts before smoothing catches up (Knative's panic mode does the
     # same with a 6 s window); down only on the smoothed forecast, after scaleDownDelay.
     expected = max(forecast(demand, lead=lead), measured or 0.0)
-    sized = replicas_for(expected, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
+    sized = queueing.replicas_for(expected, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
                          limit=spec.max_replicas)
     need = min(spec.max_replicas, max(spec.min_replicas, sized))
     # Part of the forecast error is only the Poisson noise of counting requests over the metrics window
@@ -245,7 +176,7 @@ def targets(
     # started 2 to 3 standby pods every burst, deleted unready when it ended; the peak, 10.7, needs none.
     surprise_rate = expected + STANDBY_Z * spread
     upper_rate = min(surprise_rate, max(expected, demand.peak)) if demand.peak_at is not None else surprise_rate
-    upper = replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
+    upper = queueing.replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
                          miss=miss, limit=spec.max_replicas + spec.standby.max)
     def pool(serving: int) -> int:
         # Beyond the replicas that serve, held ones included: while a scale-down waits out its delay, 3 pods
@@ -265,3 +196,106 @@ def targets(
         return Targets(need, pool(need), None, f"{why} -> {need} after {spec.scale_down_delay:.0f} s below")
     return Targets(current, pool(current), demand.below_since,
                    f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Queue:
+    """This cycle's demand beside the queue: the window's rate, the backlog, what is queued beyond the batch
+    slots and how fast that grew, and the pods that could take it now."""
+
+    rate: float
+    backlog: float
+    queued: float
+    growth: float
+    standby_ready: int
+    promotable: int  # serving pods and Ready standby pods
+
+
+def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, capacity: float, slots: float,
+         wait_budget: float, miss: float, current: int, lead: float, now: datetime.datetime, window: float) -> Targets:
+    """Serving and standby for the demand, read three ways when requests queue beyond the batch slots.
+
+    The queue's growth since the last cycle is arrivals the replicas could not take, added to the rate. The
+    queue itself is work waiting now, to be served within the TTFT budget: only standby pods can do that, so
+    they are promoted for it at once (150 queued against a 1.1 s budget ask for 136 req/s), and no cold pod
+    starts for it: 2 serving and 3 standby facing 150 queued promote to 5 instead of starting 14 that would be
+    Ready after the burst is served. With no standby left and the queue still growing, pods started now meet
+    the queue as it will be one cold start later, behind which every arrival waits (FIFO); they are sized to
+    clear that within DRAIN_SECONDS: 100 queued growing 8/s over a 300 s cold start is 2,500 then, 42 req/s
+    more; 90 growing 0.3/s is 180 then, 3 req/s more.
+    """
+    def sized(measured: float) -> Targets:
+        return targets(spec, demand, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
+                       current=current, lead=lead, now=now, measured=measured, window=window)
+
+    best = sized(q.rate + q.backlog + q.growth)
+    if q.queued <= 0:
+        return best
+    if q.standby_ready:
+        fast = sized(q.rate + q.backlog + q.queued / max(wait_budget, 1.0))
+        if fast.serving > best.serving:
+            best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)))
+    elif q.growth > 0:
+        ahead = sized(q.rate + q.growth + (q.queued + q.growth * lead) / DRAIN_SECONDS)
+        if ahead.serving > best.serving:
+            best = ahead
+    return best
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    serving: int
+    standby: int
+    why: str
+    demand: models.DemandStatus
+    below_since: str | None
+    began: bool  # the hold began this cycle (said once)
+
+
+def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus, goal: Targets, *,
+                  prev_desired: int, measured: bool, busy: bool, now: datetime.datetime,
+                  last: models.DemandStatus | None) -> Held:
+    """A scale-down waits for room under the SLO, measured, not only predicted.
+
+    While the smoothed share of requests within both objectives is under `room` (the percentile plus the
+    counting noise), the replicas stay. The model sized a 70B chat load of 8 req/s at 6 replicas (Erlang
+    queueing is short there), but 6 ran at 94.8%: the ITL tail of nearly full batches, which no queueing model
+    sees. So the hold is for busy batches only (`busy`: the replicas left would run at least half their batch,
+    58 running over 6 replicas of 13: 74%). Misses that more replicas do not fix (prompts too long for the TTFT
+    objective at any load) hold nothing at 2 req/s over 8 replicas, and a quiet window forgets the misses before
+    it. Replicas held serving cover the upper forecast as standby would: the pool shrinks by as many.
+    """
+    hold = min(prev_desired, spec.scaling.max_replicas)
+    bar = room(spec.slo.percentile / 100, rate=demand.rate)
+    if not (goal.serving < hold and measured and demand.attainment is not None and demand.attainment < bar
+            and busy):
+        if demand.held_since is not None:
+            demand = demand.model_copy(update={"held_since": None})
+        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False)
+    why = (f"{goal.reason}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the last "
+           f"minutes, under {bar:.1%}")
+    began = demand.held_since is None
+    if began:
+        demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
+    standby = max(spec.scaling.standby.min, goal.standby - (hold - goal.serving))
+    # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
+    below = (last.below_since if last is not None else None) or conditions.timestamp(now)
+    return Held(hold, standby, why, demand, below, began=began)
+
+
+def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,
+                   now: datetime.datetime) -> tuple[int, str | None]:
+    """The pool grows only for a need that lasts STANDBY_SETTLE, and shrinks at once: (pool, wanted since).
+
+    Sized afresh each cycle, a forecast near a boundary (5 req/s against 7.6 per replica, upper 6.6) asked for
+    1, 0, 1, 0 standby, and the pod was deleted while loading and started again, holding a GPU for minutes
+    without ever becoming Ready. A burst does not wait for this: the queue promotes what is Ready and starts
+    serving pods at once."""
+    if standby <= prev_standby:
+        return standby, None
+    since = timestamps.seconds(wanted)
+    if since is None:
+        return max(prev_standby, spec.standby.min), conditions.timestamp(now)  # the spec's floor holds at once
+    if now.timestamp() - since < STANDBY_SETTLE:
+        return max(prev_standby, spec.standby.min), wanted
+    return standby, None

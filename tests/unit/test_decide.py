@@ -948,7 +948,7 @@ def test_the_standby_pool_grows_only_for_a_need_that_lasts_a_minute(monkeypatch:
         if w.step(t).status.replicas.desired_standby == 1 and grown is None:
             grown = t
         t += 15
-    assert grown is not None and grown - start == decide.STANDBY_SETTLE
+    assert grown is not None and grown - start == scaling.STANDBY_SETTLE
     asked["standby"] = 0
     w.set_load(**load(spec, current(w), running=5, rps=1.0))
     assert w.step(t).status.replicas.desired_standby == 0

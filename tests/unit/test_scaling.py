@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from infertune import models, scaling
+from infertune import models, queueing, scaling
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 SPEC = models.ScalingSpec.model_validate({"minReplicas": 1, "maxReplicas": 16, "standby": {"min": 0, "max": 4}})
@@ -25,7 +25,7 @@ def test_a_small_forecast_error_within_the_serving_slack_keeps_no_pod_warm() -> 
     # 16 and 17.4 alike (up to 20); rounding 0.18 of a replica up to a whole idle pod would cost a third more
     # GPUs all day.
     t = _targets(16.0, 0.8)
-    assert t.serving == 3 == scaling.replicas_for(16.0, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, limit=16)
+    assert t.serving == 3 == queueing.replicas_for(16.0, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, limit=16)
     assert t.standby == 0
 
 
@@ -137,16 +137,16 @@ def test_queueing_gets_what_the_measured_misses_leave_of_the_allowance() -> None
     assert scaling.queue_budget(0.05, prior=0.025, attainment=0.80, predicted_late=0.0) == pytest.approx(0.005)
     # The budget is what replicas_for sizes with: a larger one never asks for more replicas.
     kw = {"capacity": 7.9, "slots": 57, "wait_budget": 1.1, "limit": 16}
-    assert scaling.replicas_for(20.0, miss=0.05, **kw) <= scaling.replicas_for(20.0, miss=0.025, **kw)
+    assert queueing.replicas_for(20.0, miss=0.05, **kw) <= queueing.replicas_for(20.0, miss=0.025, **kw)
 
 
 def test_late_is_the_queue_replicas_for_sizes_with() -> None:
     kw = {"capacity": 7.9, "slots": 57, "wait_budget": 1.1}
-    n = scaling.replicas_for(20.0, miss=0.025, limit=16, **kw)
-    assert scaling.late(20.0, replicas=n, **kw) <= 0.025 < scaling.late(20.0, replicas=n - 1, **kw)
-    assert scaling.late(0.0, replicas=1, **kw) == 0.0
-    assert scaling.late(1000.0, replicas=1, **kw) == 1.0  # more load than slots
-    assert scaling.late(1.0, replicas=0, **kw) == 1.0
+    n = queueing.replicas_for(20.0, miss=0.025, limit=16, **kw)
+    assert queueing.late(20.0, replicas=n, **kw) <= 0.025 < queueing.late(20.0, replicas=n - 1, **kw)
+    assert queueing.late(0.0, replicas=1, **kw) == 0.0
+    assert queueing.late(1000.0, replicas=1, **kw) == 1.0  # more load than slots
+    assert queueing.late(1.0, replicas=0, **kw) == 1.0
 
 
 def test_the_scale_down_room_is_the_objective_plus_the_counting_noise() -> None:

@@ -1,0 +1,80 @@
+"""Pure: the M/M/c queue of batch slots: P(wait), the share queueing past a budget, replicas and SLO rate."""
+
+from __future__ import annotations
+
+import math
+
+
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with `servers` slots and `load` Erlangs.
+
+    Exact (Erlang B recursion) up to 400 slots; beyond, the Halfin-Whitt limit, which is accurate there.
+    8 slots at 6 Erlangs: P(wait) = 0.32; 80 slots at 60 Erlangs: 0.04 (pooling shortens queues).
+    """
+    if load <= 0:
+        return 0.0
+    if load >= servers:
+        return 1.0
+    if servers <= 400:
+        b = 1.0
+        for k in range(1, servers + 1):
+            b = load * b / (k + load * b)
+        rho = load / servers
+        return b / (1.0 - rho * (1.0 - b))
+    beta = (servers - load) / math.sqrt(load)
+    phi = math.exp(-beta * beta / 2.0) / math.sqrt(2.0 * math.pi)
+    cdf = 0.5 * (1.0 + math.erf(beta / math.sqrt(2.0)))
+    return 1.0 / (1.0 + beta * cdf / phi) if phi > 0 else 0.0
+
+
+def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: float, miss: float,
+                 limit: int) -> int:
+    """Fewest replicas whose pooled batch slots keep P(queueing longer than wait_budget) under `miss`.
+
+    Each replica offers `slots` concurrent requests and serves `capacity` req/s with all of them busy, so
+    a request holds a slot for slots / capacity seconds (8 / 1.15 = 7 s for a 70B chat replica). Requests
+    wait for a free slot as in M/M/c: P(W > t) = P(wait) x exp(-(c - a) t / hold).
+    20 req/s x 7 s = 140 Erlangs: 18 replicas (144 slots) queue too often, 20 (160 slots) wait > 1.2 s for
+    under 2.5% of requests.
+    """
+    if rate <= 0 or capacity <= 0 or slots <= 0:
+        return 0
+    for n in range(1, limit + 1):
+        if late(rate, replicas=n, capacity=capacity, slots=slots, wait_budget=wait_budget) <= miss:
+            return n
+    return limit
+
+
+def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: float) -> float:
+    """P(a request queues longer than wait_budget) with `replicas` pooled: replicas_for's queue (1.0 when the
+    load exceeds the slots). 20 req/s over 20 replicas of 8 slots at 1.15 req/s, 1.2 s budget: under 2.5%."""
+    if rate <= 0:
+        return 0.0
+    if capacity <= 0 or slots <= 0 or replicas <= 0:
+        return 1.0
+    hold = slots / capacity
+    load = rate * hold
+    servers = max(1, round(replicas * slots))
+    if load >= servers:
+        return 1.0
+    return erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
+
+
+def slo_rate(*, capacity: float, slots: float, wait_budget: float, miss: float) -> float:
+    """The most requests/s one replica takes while P(queueing longer than wait_budget) stays under `miss`.
+
+    The replica's SLO capacity on Poisson arrivals (replicas_for's queue with one replica): a configuration
+    whose prefill leaves no TTFT for queueing serves far below its throughput. 8 slots at 5.8 req/s with
+    0.1 s to spare: 2.4 req/s; with 1.1 s: 4.3 req/s. Bisection on the rate (late grows with it), to 0.1%.
+    """
+    if capacity <= 0 or slots <= 0:
+        return 0.0
+    hold = slots / capacity
+    servers = max(1, round(slots))
+    lo, hi = 0.0, capacity
+    while hi - lo > capacity * 1e-3:
+        mid = (lo + hi) / 2
+        load = mid * hold
+        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
+        lo, hi = (mid, hi) if late <= miss else (lo, mid)
+    return lo
