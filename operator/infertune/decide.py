@@ -405,23 +405,47 @@ def _plan_knobs(s: _Seen) -> _Plan:
 
 def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
     """The knob lifecycle: verify a tuned change or roll it back, propose a new one, or keep what runs."""
-    spec, prev, obs, now, t, pm, served = s.spec, s.prev, s.obs, s.now, s.t, s.pm, s.served
-    config, current, initial, initial_why, forced = prev.config, s.current, s.initial, s.initial_why, s.forced
-    rolling, health, workload, cal, cold = prev.target is not None, s.health, s.workload, s.cal, s.cold
-    best, kv_why, conf, kv_usage, preempting = k.best, k.kv_why, k.conf, k.kv_usage, k.preempting
-    measured_workload = s.measured_workload
-    shown = prev.target or config
-    target, why, tuned_now = current, shown.reason if shown is not None else initial_why, False
-    if forced:
-        target, why = initial, f"{forced}; {initial_why}"
-    verify_rollback = None
     # A saturated engine admits a prefill chunk into every step and every request's ITL grows (58 -> 120 ms at
     # a 3x burst on the twin) whatever the max batch size: what is measured while requests queue judges the
     # replica count, not the knobs. Verification waits, and no knob change is urged by it.
-    overloaded = _overloaded(served)
-    if config is not None and not config.verified and not rolling and health.ok and config.tuned and not overloaded:
-        verify_rollback = _verify(spec, config, obs=obs, pm=pm, t=t)
-    health_rollback = _health_check(spec, prev, obs=obs, t=t) if rolling else None
+    overloaded = _overloaded(s.served)
+    c = _check(s, out, overloaded=overloaded)
+    target, why, tuned_now = c.target, c.why, False
+    if c.rollback is None and not s.forced:
+        proposal = _propose(s.spec, s.prev, current=s.current, best=k.best, kv_why=k.kv_why, workload=s.workload,
+                            cal=s.cal, conf=k.conf, served=s.served, metrics_ok=s.health.ok, t=s.t,
+                            kv_pressure=(k.kv_usage or 0) >= 0.9 or k.preempting, overloaded=overloaded,
+                            cold=s.cold, window=s.obs.metrics.window if s.obs.metrics is not None else 60.0)
+        if proposal is not None and _offer(s, proposal, out):
+            (target, why), tuned_now = proposal, True
+    return _configure(s, k, out, target=target, why=why, tuned_now=tuned_now, check=c)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Check:
+    """What verifying the running change and the rollout's health decided: the knobs to run, or a rollback."""
+
+    target: models.Knobs
+    why: str
+    rollback: str | None
+    rejected: list[models.Rejection]
+    previous_config: models.ConfigStatus | None
+    verified_now: bool
+
+
+def _check(s: _Seen, out: _Out, *, overloaded: bool) -> _Check:
+    """Verify a tuned change on what its pods measured, watch a rollout's health, and roll back when either
+    says so (or say why it is kept when there is nothing to go back to)."""
+    spec, prev, now, t, config = s.spec, s.prev, s.now, s.t, s.prev.config
+    rolling = prev.target is not None
+    shown = prev.target or config
+    target, why = s.current, shown.reason if shown is not None else s.initial_why
+    if s.forced:
+        target, why = s.initial, f"{s.forced}; {s.initial_why}"
+    verify_rollback = None
+    if config is not None and not config.verified and not rolling and s.health.ok and config.tuned and not overloaded:
+        verify_rollback = _verify(spec, config, obs=s.obs, pm=s.pm, t=t)
+    health_rollback = _health_check(spec, prev, obs=s.obs, t=t) if rolling else None
     rollback = health_rollback or verify_rollback
     rejected = list(prev.rejected)
     previous_config = prev.previous
@@ -431,9 +455,9 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
         rejected.append(models.Rejection(max_batch_size=bad.max_batch_size, kv_cache_dtype=bad.kv_cache_dtype,
                                          max_num_batched_tokens=bad.max_num_batched_tokens,
                                          reason=rollback, time=conditions.timestamp(now)))
-        target = _knobs(prev.previous) or initial
+        target = _knobs(prev.previous) or s.initial
         why = f"rolled back from maxBatchSize {bad.max_batch_size}/KV {bad.kv_cache_dtype.value}: {rollback}"
-        out.record(now, "rollback", _change(_knobs(bad) or initial, target), rollback, applied=True,
+        out.record(now, "rollback", _change(_knobs(bad) or s.initial, target), rollback, applied=True,
                    event="Rollback", warning=True)
         previous_config = None
     elif rollback is not None:
@@ -441,65 +465,70 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
         out.record(now, "verify", "kept: no earlier configuration to return to", rollback, applied=False)
     verified_now = (config is not None and not config.verified and not rolling and verify_rollback is None
                     and rollback is None and lifecycle.verifiable(config, t) and config.tuned and not overloaded)
+    return _Check(target=target, why=why, rollback=rollback, rejected=rejected, previous_config=previous_config,
+                  verified_now=verified_now)
 
-    mode = spec.tuning.mode
-    proposal = None
-    if rollback is None and not forced:
-        pressure = (kv_usage or 0) >= 0.9 or preempting
-        proposal = _propose(spec, prev, current=current, best=best, kv_why=kv_why, workload=workload, cal=cal,
-                            conf=conf, served=served, metrics_ok=health.ok, t=t,
-                            kv_pressure=pressure, overloaded=overloaded, cold=cold,
-                            window=obs.metrics.window if obs.metrics is not None else 60.0)
-    if proposal is not None:
-        new_knobs, reason = proposal
-        action = _change(current, new_knobs)
-        if mode is models.TuningMode.AUTO:
-            target, why, tuned_now = new_knobs, reason, True
-            out.record(now, "knobs", action, reason, applied=True, event="TuningChanged")
-        elif mode is models.TuningMode.RECOMMEND:
-            # Say it once per distinct recommendation, not every cycle the calibration moves a little.
-            said = prev.knee is not None and _same(models.Knobs(
-                max_batch_size=prev.knee.max_batch_size, kv_cache_dtype=prev.knee.kv_cache_dtype,
-                max_num_batched_tokens=prev.knee.max_num_batched_tokens), new_knobs)
-            if not said or not any(r.kind == "knobs" and not r.applied for r in prev.decisions):
-                out.record(now, "knobs", action, f"recommendation only (tuning.mode recommend): {reason}",
-                           applied=False, event="TuningRecommended")
 
-    target_rev = render.revision(spec, target)
+def _offer(s: _Seen, proposal: tuple[models.Knobs, str], out: _Out) -> bool:
+    """A proposal is applied in tuning.mode auto (True), said once per distinct one in recommend."""
+    new_knobs, reason = proposal
+    action = _change(s.current, new_knobs)
+    mode, prev = s.spec.tuning.mode, s.prev
+    if mode is models.TuningMode.AUTO:
+        out.record(s.now, "knobs", action, reason, applied=True, event="TuningChanged")
+        return True
+    if mode is models.TuningMode.RECOMMEND:
+        # Say it once per distinct recommendation, not every cycle the calibration moves a little.
+        said = prev.knee is not None and _same(models.Knobs(
+            max_batch_size=prev.knee.max_batch_size, kv_cache_dtype=prev.knee.kv_cache_dtype,
+            max_num_batched_tokens=prev.knee.max_num_batched_tokens), new_knobs)
+        if not said or not any(r.kind == "knobs" and not r.applied for r in prev.decisions):
+            out.record(s.now, "knobs", action, f"recommendation only (tuning.mode recommend): {reason}",
+                       applied=False, event="TuningRecommended")
+    return False
+
+
+def _configure(s: _Seen, k: _Plan, out: _Out, *, target: models.Knobs, why: str, tuned_now: bool, check: _Check
+               ) -> _Tuning:
+    """The configuration the target knobs make: a new one (and its revision) when they changed, else the one
+    known, marked verified when its check passed."""
+    prev, now, workload, served, config = s.prev, s.now, s.workload, s.served, s.prev.config
+    previous_config = check.previous_config
+    target_rev = render.revision(s.spec, target)
     known = prev.target or config
     changed = known is None or known.revision != target_rev
     new_cfg: models.ConfigStatus
     if changed:
+        planned = tuned_now and workload is not knee.PRIOR_WORKLOAD
         new_cfg = models.ConfigStatus(
             revision=target_rev, max_batch_size=target.max_batch_size, kv_cache_dtype=target.kv_cache_dtype,
             max_num_batched_tokens=target.max_num_batched_tokens,
-            input_tokens=workload.isl if tuned_now and workload is not knee.PRIOR_WORKLOAD else None,
-            output_tokens=workload.osl if tuned_now and workload is not knee.PRIOR_WORKLOAD else None,
+            input_tokens=workload.isl if planned else None, output_tokens=workload.osl if planned else None,
             reason=why, since=conditions.timestamp(now), tuned=tuned_now,
-            predicted_itl_p95_ms=round(best.itl_p * 1000, 2) if tuned_now else None,
+            predicted_itl_p95_ms=round(k.best.itl_p * 1000, 2) if tuned_now else None,
             baseline_prefix_hit_rate=_weighted([(m.prefix_hit_rate, m.requests_per_s or 1.0) for m in served]),
             baseline_itl_p95_ms=None if (b := _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0)
                                                           for m in served])) is None else round(b * 1000, 2),
-            verified=rollback is not None or not tuned_now,
+            verified=check.rollback is not None or not tuned_now,
         )
         if tuned_now and config is not None:
             previous_config = config
-        if not tuned_now and rollback is None:
+        if not tuned_now and check.rollback is None:
             out.record(now, "revision", f"roll out revision {target_rev} (maxBatchSize {target.max_batch_size}, "
                        f"KV {target.kv_cache_dtype.value})", why, applied=True, event="RevisionCreated")
     else:
         assert known is not None
         new_cfg = known
-    if verified_now and config is not None and not changed:
+    if check.verified_now and config is not None and not changed:
         # Kept: the shape it is judged against from now on is the one measured on its own pods (the first
         # minute's finished requests are the short ones: 1,315 prompt tokens measured for a 2,000-token load).
-        planned = {"input_tokens": workload.isl, "output_tokens": workload.osl} if measured_workload else {}
-        new_cfg = new_cfg.model_copy(update={"verified": True, **planned}) \
+        measured = {"input_tokens": workload.isl, "output_tokens": workload.osl} if s.measured_workload else {}
+        new_cfg = new_cfg.model_copy(update={"verified": True, **measured}) \
             if new_cfg.revision == config.revision else new_cfg
         out.record(now, "verify", f"kept maxBatchSize {config.max_batch_size}/KV {config.kv_cache_dtype.value}",
-                   _verify_note(spec, config, obs=obs, pm=pm), applied=True)
+                   _verify_note(s.spec, config, obs=s.obs, pm=s.pm), applied=True)
     return _Tuning(target=target, target_rev=target_rev, changed=changed, tuned_now=tuned_now, new_cfg=new_cfg,
-                   rejected=rejected, previous_config=previous_config)
+                   rejected=check.rejected, previous_config=previous_config)
 
 
 def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
@@ -766,16 +795,10 @@ def _propose(
     overloaded: bool = False, cold: float | None = None, window: float = 60.0,
 ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
-    where = lifecycle.state(prev, frozen=spec.tuning.mode is models.TuningMode.OFF or not metrics_ok, t=t)
-    if not lifecycle.MOVES[where]:
-        return None  # frozen, or a rollout in progress
-    config = prev.config
-    if config is not None and config.tuned:
-        since = timestamps.seconds(config.since)
-        if since is not None and t - since < spec.tuning.min_change_interval:
-            return None
-    if _same(best.knobs, current):
+    where = _movable(spec, prev, current=current, best=best, metrics_ok=metrics_ok, t=t)
+    if where is None:
         return None
+    config = prev.config
     now_pred = knee.predict(spec, current, workload, cal)
     measured = _weighted([(m.tpot_p or m.itl_p, m.requests_per_s or 1.0) for m in served])
     # Urgency comes from measurements only (the prior alone never restarts a server that has no traffic yet),
@@ -787,22 +810,8 @@ def _propose(
     # (Tuned knobs only: the engine's defaults leave at once, as far above the knee as they usually are.)
     scaling_up = prev.replicas.serving < prev.replicas.desired and config is not None and config.tuned
     violating = _itl_missed(spec, served, measured) and not overloaded and not scaling_up
-    # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
-    # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
-    # predicted above the knee is the 1.5x rule's call below.
-    goodput_now = 0.0 if violating else now_pred.output_tokens_per_s
-    gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
-    if not best.feasible:
-        return None  # nothing in bounds meets the SLO: say so in Tuned, don't restart for nothing
-    back = prev.previous
-    if back is not None and config is not None and config.tuned and not violating and not kv_pressure:
-        # The model undoing its own last change (9 -> 13 on a predicted gain, then 13 -> 8 on a predicted miss)
-        # is the calibration moving, not the server: only a measured violation (or a full KV cache) goes back
-        # there. The verification after each change rolls back a measured regression anyway.
-        new, old = best.knobs.max_batch_size, back.max_batch_size
-        undo = new <= old * (1 + SAME_BATCH) if current.max_batch_size > old else new >= old * (1 - SAME_BATCH)
-        if undo:
-            return None
+    if not best.feasible or _undo(prev, current, best, violating=violating, kv_pressure=kv_pressure):
+        return None  # nothing in bounds meets the SLO (said in Tuned), or the model undoing its last change
     # Clearly above (1.5x): near the knee, noise in the calibration must not restart engines back and forth.
     # And not when the running configuration has been measured with its batch nearly full inside the SLO:
     # that is the knee proven, whatever the model says.
@@ -822,8 +831,8 @@ def _propose(
         # surge of new pods at a 300 s cold start).
         return None
     if violating and conf >= URGENT_CONFIDENCE:
-        why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
-               f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
+        why: str | None = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
+                           f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
     elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
           and current.kv_cache_dtype is models.KvDtype.DEFAULT and conf >= URGENT_CONFIDENCE):
         # A full KV cache (or preemptions) is measured, not predicted: FP8 KV doubles what fits.
@@ -833,34 +842,86 @@ def _propose(
         # every request slows. At the knee, excess load queues instead, and replicas are sized for it.
         why = (f"maxBatchSize {current.max_batch_size} is above the knee: a full batch would miss "
                f"{_misses(spec, now_pred)}")
-    elif gain >= GAIN_THRESHOLD and conf >= MIN_CONFIDENCE:
-        # Not while the SLO is being missed: a burst is being absorbed, its forecast is a guess, and a restart
-        # for goodput then surges pods into the middle of it (a 3x spike's first minute measured 64% within).
-        # (The most the histogram buckets allow: a bucket straddling the objective is no evidence of a miss.)
-        attained = _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
-                               m.requests_per_s or 1.0) for m in served])
-        if attained is not None and attained < spec.slo.percentile / 100:
-            return None
-        why = f"predicted goodput +{gain:.0%} per replica"
-        if cold is not None:
-            # More goodput per replica pays only in replicas it saves, and a restart costs a cold start of every
-            # new replica: the saving must repay that within PAYBACK_SECONDS. Chasing the knee up as a trace's
-            # requests shortened restarted the engines twice more in 20 minutes for no replica saved; a change
-            # in the middle of a 3x spike surged 5 pods x 300 s to save 1 pod for the 6 minutes left of it.
-            # 3 replicas instead of 4 at a 300 s cold start: 1 x 900 s, no more than 3 x 300 s, not worth it;
-            # at a 60 s cold start it is.
-            need_now, rate = _replicas_at(spec, prev.demand, cold, now_pred)
-            need_best, _ = _replicas_at(spec, prev.demand, cold, best)
-            if (need_now - need_best) * PAYBACK_SECONDS <= need_best * cold:
-                return None
-            why += f", serving the forecast {rate:.2f} req/s with {need_best} replicas instead of {need_now}"
+    elif conf >= MIN_CONFIDENCE:
+        why = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating, cold=cold)
     else:
+        why = None
+    if why is None:
         return None
+    return _stepped(current, best, why, tuned=violating and config is not None and config.tuned, kv_why=kv_why,
+                    conf=conf)
+
+
+def _movable(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
+             current: models.Knobs, best: knee.Prediction, metrics_ok: bool, t: float) -> lifecycle.State | None:
+    """The lifecycle state when the knobs may move at all this cycle, else None: frozen, rolling out, within
+    minChangeInterval of the last tuned change, or already at the best knobs."""
+    where = lifecycle.state(prev, frozen=spec.tuning.mode is models.TuningMode.OFF or not metrics_ok, t=t)
+    if not lifecycle.MOVES[where]:
+        return None  # frozen, or a rollout in progress
+    config = prev.config
+    since = timestamps.seconds(config.since) if config is not None and config.tuned else None
+    if since is not None and t - since < spec.tuning.min_change_interval:
+        return None
+    return None if _same(best.knobs, current) else where
+
+
+def _undo(prev: models.InferenceDeploymentStatus, current: models.Knobs, best: knee.Prediction, *,
+          violating: bool, kv_pressure: bool) -> bool:
+    """Whether the best knobs only undo the last tuned change without a measured reason to.
+
+    The model undoing its own last change (9 -> 13 on a predicted gain, then 13 -> 8 on a predicted miss) is
+    the calibration moving, not the server: only a measured violation (or a full KV cache) goes back there.
+    The verification after each change rolls back a measured regression anyway."""
+    back, config = prev.previous, prev.config
+    if back is None or config is None or not config.tuned or violating or kv_pressure:
+        return False
+    new, old = best.knobs.max_batch_size, back.max_batch_size
+    return new <= old * (1 + SAME_BATCH) if current.max_batch_size > old else new >= old * (1 - SAME_BATCH)
+
+
+def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
+                    now_pred: knee.Prediction, best: knee.Prediction, served: list[observation.PodMetrics],
+                    violating: bool, cold: float | None) -> str | None:
+    """A change for goodput per replica, when it is large enough and repays its restart; else None."""
+    # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
+    # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
+    # predicted above the knee is the 1.5x rule's call.
+    goodput_now = 0.0 if violating else now_pred.output_tokens_per_s
+    gain = math.inf if goodput_now <= 0 else best.output_tokens_per_s / goodput_now - 1.0
+    if gain < GAIN_THRESHOLD:
+        return None
+    # Not while the SLO is being missed: a burst is being absorbed, its forecast is a guess, and a restart
+    # for goodput then surges pods into the middle of it (a 3x spike's first minute measured 64% within).
+    # (The most the histogram buckets allow: a bucket straddling the objective is no evidence of a miss.)
+    attained = _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
+                           m.requests_per_s or 1.0) for m in served])
+    if attained is not None and attained < spec.slo.percentile / 100:
+        return None
+    why = f"predicted goodput +{gain:.0%} per replica"
+    if cold is None:
+        return why
+    # More goodput per replica pays only in replicas it saves, and a restart costs a cold start of every
+    # new replica: the saving must repay that within PAYBACK_SECONDS. Chasing the knee up as a trace's
+    # requests shortened restarted the engines twice more in 20 minutes for no replica saved; a change
+    # in the middle of a 3x spike surged 5 pods x 300 s to save 1 pod for the 6 minutes left of it.
+    # 3 replicas instead of 4 at a 300 s cold start: 1 x 900 s, no more than 3 x 300 s, not worth it;
+    # at a 60 s cold start it is.
+    need_now, rate = _replicas_at(spec, prev.demand, cold, now_pred)
+    need_best, _ = _replicas_at(spec, prev.demand, cold, best)
+    if (need_now - need_best) * PAYBACK_SECONDS <= need_best * cold:
+        return None
+    return f"{why}, serving the forecast {rate:.2f} req/s with {need_best} replicas instead of {need_now}"
+
+
+def _stepped(current: models.Knobs, best: knee.Prediction, why: str, *, tuned: bool, kv_why: str, conf: float
+             ) -> tuple[models.Knobs, str]:
+    """The knobs to move to and the reason, with the knee's prediction; a tuned knee that misses (`tuned`) steps
+    down by at most 30% at a time: one overloaded window skews the calibration, and the verification after the
+    change tells whether to go further."""
     knobs = best.knobs
-    if (violating and config is not None and config.tuned and knobs.max_batch_size < current.max_batch_size * 0.7
-            and knobs.max_num_batched_tokens == current.max_num_batched_tokens):
-        # A tuned knee that misses under load is corrected by at most 30% at a time: one overloaded window
-        # skews the calibration, and the verification after the change tells whether to go further.
+    if tuned and knobs.max_batch_size < current.max_batch_size * 0.7 and \
+            knobs.max_num_batched_tokens == current.max_num_batched_tokens:
         knobs = current.model_copy(update={"max_batch_size": max(1, math.floor(current.max_batch_size * 0.7))})
         why += f"; stepping down 30% toward the knee at {best.knobs.max_batch_size}"
     budget = "" if best.knobs.max_num_batched_tokens is None else \
@@ -1098,103 +1159,122 @@ def _cost(spec: models.InferenceDeploymentSpec, live: list[observation.PodFacts]
     return models.CostStatus(cost_per_million_output_tokens=per_million, standby_share=share, hourly=round(hourly, 2))
 
 
+_Said = tuple[bool | None, str, str]  # a condition's status, reason and message
+
+
 def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
     dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float,
 ) -> tuple[models.Condition, ...]:
-    gen = obs.generation
+    """Every condition, each from its one writer below, in the order they are shown."""
     C = models.ConditionType
+    said: list[tuple[models.ConditionType, _Said]] = [
+        (C.SPEC_VALID, (True, "Valid", "the spec passed validation")),
+        (C.READY, _ready(spec, obs, p)),
+        (C.PROGRESSING, _progressing(obs, p, cfg)),
+        (C.METRICS_AVAILABLE, (health.ok, health.reason, health.message)),
+        (C.SLO_MET, _slo_met(spec, health, observed)),
+        (C.OBJECTIVES_RESOLVABLE, _resolvable(spec, obs)),
+        (C.TUNED, _tuned(spec, health=health, target=target, best=best, mode=mode, cfg=cfg, now=now,
+                         dialect=dialect, conf=conf)),
+        (C.DEGRADED, _degraded(rejected, now)),
+    ]
+    conds = prev.conditions
+    for type_, (status, reason, message) in said:
+        conds = conditions.upsert(conds, type=type_, status=status, reason=reason, message=message,
+                                  generation=obs.generation, now=now)
+    return conds
 
-    def up(conds: tuple[models.Condition, ...], type_: models.ConditionType, status: bool | None, reason: str,
-           message: str) -> tuple[models.Condition, ...]:
-        return conditions.upsert(conds, type=type_, status=status, reason=reason, message=message, generation=gen,
-                                 now=now)
 
-    conds = up(prev.conditions, C.SPEC_VALID, True, "Valid", "the spec passed validation")
+def _ready(spec: models.InferenceDeploymentSpec, obs: observation.Observation, p: rollout.Plan) -> _Said:
     if p.serving >= max(1, spec.scaling.min_replicas):
-        conds = up(conds, C.READY, True, "Serving", f"{p.serving} replica(s) serving, {p.standby} on standby")
-    else:
-        starting = sum(1 for x in obs.pods if not x.ready and not x.deleting)
-        conds = up(conds, C.READY, False, "ReplicasNotReady",
-                   f"{p.serving} replica(s) serving; {starting} pod(s) starting (model loading)")
+        return True, "Serving", f"{p.serving} replica(s) serving, {p.standby} on standby"
+    starting = sum(1 for x in obs.pods if not x.ready and not x.deleting)
+    return False, "ReplicasNotReady", f"{p.serving} replica(s) serving; {starting} pod(s) starting (model loading)"
+
+
+def _progressing(obs: observation.Observation, p: rollout.Plan, cfg: models.ConfigStatus) -> _Said:
     if not p.rollout_done:
-        conds = up(conds, C.PROGRESSING, True, "RollingOut",
-                   f"revision {cfg.revision} (maxBatchSize {cfg.max_batch_size}, KV {cfg.kv_cache_dtype.value}) "
-                   "surges; the old revision serves until it is Ready")
-    elif p.draining or p.promoted:
-        conds = up(conds, C.PROGRESSING, True, "Scaling", f"{p.draining} pod(s) draining, {p.promoted} promoted")
-    elif not any(r.revision == cfg.revision for r in obs.revisions):
-        conds = up(conds, C.PROGRESSING, True, "PodsStarting", f"creating revision {cfg.revision}")
-    elif starting := max(sum(1 for x in obs.pods if not x.ready and not x.deleting and x.revision == cfg.revision),
-                         sum(r.replicas - r.ready_replicas for r in obs.revisions if r.revision == cfg.revision)):
-        conds = up(conds, C.PROGRESSING, True, "PodsStarting", f"{starting} pod(s) starting (model loading)")
-    else:
-        conds = up(conds, C.PROGRESSING, False, "Stable", f"revision {cfg.revision}")
-    if health.ok:
-        conds = up(conds, C.METRICS_AVAILABLE, True, health.reason, health.message)
-    else:
-        conds = up(conds, C.METRICS_AVAILABLE, False, health.reason, health.message)
+        return True, "RollingOut", (f"revision {cfg.revision} (maxBatchSize {cfg.max_batch_size}, KV "
+                                    f"{cfg.kv_cache_dtype.value}) surges; the old revision serves until it is Ready")
+    if p.draining or p.promoted:
+        return True, "Scaling", f"{p.draining} pod(s) draining, {p.promoted} promoted"
+    if not any(r.revision == cfg.revision for r in obs.revisions):
+        return True, "PodsStarting", f"creating revision {cfg.revision}"
+    starting = max(sum(1 for x in obs.pods if not x.ready and not x.deleting and x.revision == cfg.revision),
+                   sum(r.replicas - r.ready_replicas for r in obs.revisions if r.revision == cfg.revision))
+    if starting:
+        return True, "PodsStarting", f"{starting} pod(s) starting (model loading)"
+    return False, "Stable", f"revision {cfg.revision}"
+
+
+def _slo_met(spec: models.InferenceDeploymentSpec, health: _Metrics, observed: models.ObservedStatus) -> _Said:
     attained = observed.slo_attainment
     low, high = observed.slo_attainment_low, observed.slo_attainment_high
     objectives = f"TTFT {spec.slo.ttft * 1000:.0f} ms and ITL {spec.slo.itl * 1000:.0f} ms"
     goal = spec.slo.percentile / 100.0
     if not health.ok or attained is None:
-        conds = up(conds, C.SLO_MET, None, "NoMeasurement", "no recent requests measured against the SLO")
-    elif low is not None and high is not None and low < goal <= high:
+        return None, "NoMeasurement", "no recent requests measured against the SLO"
+    if low is not None and high is not None and low < goal <= high:
         # Interpolating inside a bucket is a guess: vLLM's per-request ITL buckets jump from 25 to 50 ms, and
         # requests between them read as 60% within a 40 ms objective whatever they really were. Whoever is paged
         # must not be woken by a guess; the message says what the buckets allow.
-        conds = up(conds, C.SLO_MET, None, "Unresolved",
-                   f"{low:.0%} to {high:.0%} of requests within {objectives} (objective {goal:.0%}; "
-                   f"{attained:.1%} interpolated): the engine's histogram buckets around the objectives cannot "
-                   "tell which")
-    else:
-        met = attained >= goal if low is None or high is None else low >= goal
-        conds = up(conds, C.SLO_MET, met, "WithinSLO" if met else "SLOMissed",
-                   f"{attained:.1%} of requests within {objectives} (objective {goal:.0%})")
+        return None, "Unresolved", (f"{low:.0%} to {high:.0%} of requests within {objectives} (objective "
+                                    f"{goal:.0%}; {attained:.1%} interpolated): the engine's histogram buckets "
+                                    "around the objectives cannot tell which")
+    met = attained >= goal if low is None or high is None else low >= goal
+    return met, "WithinSLO" if met else "SLOMissed", (f"{attained:.1%} of requests within {objectives} "
+                                                      f"(objective {goal:.0%})")
+
+
+def _resolvable(spec: models.InferenceDeploymentSpec, obs: observation.Observation) -> _Said:
     # Said before any traffic (from the engine's published buckets) so the user can move an objective to an edge
     # before SLOMet ever reads Unresolved; once pods are scraped, from the edges they really export.
     inside = resolution.check(spec, obs.metrics.edges if obs.metrics is not None else None)
     if inside:
-        conds = up(conds, C.OBJECTIVES_RESOLVABLE, False, "InsideBucket", "; ".join(str(i) for i in inside))
-    else:
-        conds = up(conds, C.OBJECTIVES_RESOLVABLE, True, "AtBucketEdges",
-                   "each objective read from a histogram sits on one of its bucket edges: attainment is counted")
+        return False, "InsideBucket", "; ".join(str(i) for i in inside)
+    return True, "AtBucketEdges", "each objective read from a histogram sits on one of its bucket edges: attainment " \
+        "is counted"
+
+
+def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: models.Knobs, best: knee.Prediction,
+           mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime, dialect: dialects.Dialect,
+           conf: float) -> _Said:
     at_knee = _same(best.knobs, target)
     blind = ""
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.AUTO and dialect.lacks(dialects.Signal.KV_USAGE):
         blind = f"; no FP8 KV decision: {dialect.name} exports no KV usage"
     if mode is models.TuningMode.OFF:
-        conds = up(conds, C.TUNED, False, "TuningOff", "tuning.mode off: the knobs stay as the spec sets them")
-    elif not best.feasible:
-        conds = up(conds, C.TUNED, False, "SLOUnreachable",
-                   f"no max batch size within bounds (nor token budget) meets the SLO on this hardware and request "
-                   f"shape: the best the planner reaches, maxBatchSize {best.knobs.max_batch_size}, "
-                   f"maxNumBatchedTokens {_budget(best.knobs)}, misses {_misses(spec, best)}; the knobs that "
-                   "serve the most within it are kept")
-    elif not health.ok:
-        conds = up(conds, C.TUNED, None, "Frozen", f"knobs frozen: {health.message}")
-    elif mode is models.TuningMode.RECOMMEND and not at_knee:
-        conds = up(conds, C.TUNED, False, "Recommendation",
-                   f"recommend maxBatchSize {best.knobs.max_batch_size}, KV {best.knobs.kv_cache_dtype.value}")
-    elif at_knee:
-        conds = up(conds, C.TUNED, True, "AtKnee",
-                   f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the knee{blind}")
-    else:
-        conds = up(conds, C.TUNED, False, "Converging",
-                   f"knee at maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value}); "
-                   f"{_tuning_wait(spec, cfg, now=now, conf=conf)}{blind}")
+        return False, "TuningOff", "tuning.mode off: the knobs stay as the spec sets them"
+    if not best.feasible:
+        return False, "SLOUnreachable", (
+            f"no max batch size within bounds (nor token budget) meets the SLO on this hardware and request "
+            f"shape: the best the planner reaches, maxBatchSize {best.knobs.max_batch_size}, "
+            f"maxNumBatchedTokens {_budget(best.knobs)}, misses {_misses(spec, best)}; the knobs that "
+            "serve the most within it are kept")
+    if not health.ok:
+        return None, "Frozen", f"knobs frozen: {health.message}"
+    if mode is models.TuningMode.RECOMMEND and not at_knee:
+        return False, "Recommendation", (f"recommend maxBatchSize {best.knobs.max_batch_size}, KV "
+                                         f"{best.knobs.kv_cache_dtype.value}")
+    if at_knee:
+        return True, "AtKnee", (f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the "
+                                f"knee{blind}")
+    return False, "Converging", (f"knee at maxBatchSize {best.knobs.max_batch_size} (KV "
+                                 f"{best.knobs.kv_cache_dtype.value}); {_tuning_wait(spec, cfg, now=now, conf=conf)}"
+                                 f"{blind}")
+
+
+def _degraded(rejected: list[models.Rejection], now: datetime.datetime) -> _Said:
     t = now.timestamp()
     degraded = [r for r in rejected if t - (timestamps.seconds(r.time) or 0.0) < lifecycle.REJECTION_MEMORY]
     if degraded:
         last = degraded[-1]
-        conds = up(conds, C.DEGRADED, True, "RolledBack",
-                   f"maxBatchSize {last.max_batch_size}/KV {last.kv_cache_dtype.value} rejected: {last.reason}")
-    else:
-        conds = up(conds, C.DEGRADED, False, "AsExpected", "no configuration rolled back in the last hour")
-    return conds
+        return True, "RolledBack", (f"maxBatchSize {last.max_batch_size}/KV {last.kv_cache_dtype.value} rejected: "
+                                    f"{last.reason}")
+    return False, "AsExpected", "no configuration rolled back in the last hour"
 
 
 def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus, *, now: datetime.datetime,

@@ -541,7 +541,10 @@ def _condition_reasons() -> set[str]:
     reasons: set[str] = set()
     for module in ("decide.py", "handlers.py"):
         source = (ROOT / "operator" / "infertune" / module).read_text()
-        for line in re.findall(r"up\([\w.]+, C\.\w+,.*", source):
+        # upsert calls, a (condition, (status, reason, message)) row, and each condition writer's returns
+        lines = re.findall(r"up\([\w.]+, C\.\w+,.*", source) + re.findall(r"\(C\.\w+, \(.*", source)
+        lines += re.findall(r"^\s*return (?:True|False|None|met), .*", source, flags=re.MULTILINE)
+        for line in lines:
             reasons |= set(re.findall(r'"([A-Z][A-Za-z]+)"', line))
         reasons |= set(re.findall(r'_Metrics\(\w+, "(\w+)"', source))
         reasons |= set(re.findall(r'reason="([A-Z]\w+)"', source))
