@@ -82,26 +82,32 @@ def _closure(graph: dict[str, set[str]], roots: Sequence[str], *, without: str =
     return seen
 
 
+def _shared(graph: dict[str, set[str]]) -> set[str]:
+    """What the twin, the fixed fleets, the oracle and the peers run: everything the simulator reaches with
+    `infertune.decide` cut out of the graph."""
+    return _closure(graph, ["infertune.sim.simulate", "infertune.sim.scenario"], without="infertune.decide")
+
+
 def decision_modules() -> set[str]:
     """The modules only infertune's decisions reach: what `infertune.decide` imports (itself included) that the
     twin and the other policies do not reach once decide is cut out of the graph. Derived, not listed, so a
     module the peers start to use moves to the shared side by itself."""
     graph = _imports()
-    shared = _closure(graph, ["infertune.sim.simulate", "infertune.sim.scenario"], without="infertune.decide")
-    return _closure(graph, ["infertune.decide"]) - shared
+    return _closure(graph, ["infertune.decide"]) - _shared(graph)
 
 
 def code_version(*, ours: bool) -> str:
-    """A hash of the operator's sources and the data the twin reads. ours=True: everything (infertune's own
-    runs); ours=False: everything but `decision_modules()`, so a change to the decision core reruns infertune
-    and the runs at its final knobs (keyed by those knobs) but not the fixed fleets, the oracle or the peers at
-    the default knobs. This harness's formatting is not in it; a change to what a cached run holds bumps
-    CACHE_VERSION."""
+    """A hash of the operator's sources and the data the twin reads. ours=True: every source file (infertune's
+    own runs); ours=False: only the modules the simulator reaches without decide (`_shared`), so a change to the
+    decision core, the CLI or the shell reruns infertune and the runs at its final knobs (keyed by those knobs)
+    but not the fixed fleets, the oracle or the peers at the default knobs. This harness's formatting is not in
+    it; a change to what a cached run holds bumps CACHE_VERSION. Nothing in the package imports a module by a
+    computed name, so the import graph is the whole dependency graph."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     pkg = ROOT / "operator"
-    skip = set() if ours else decision_modules()
+    keep = None if ours else _shared(_imports())
     files = [f for f in sorted((pkg / "infertune").rglob("*.py"))
-             if ".".join(f.relative_to(pkg).with_suffix("").parts).removesuffix(".__init__") not in skip]
+             if keep is None or ".".join(f.relative_to(pkg).with_suffix("").parts).removesuffix(".__init__") in keep]
     files += sorted(p for p in (ROOT / "data").rglob("*") if p.is_file())
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())

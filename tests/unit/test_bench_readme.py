@@ -177,6 +177,11 @@ def test_a_change_to_the_decision_core_keeps_the_yardsticks_cache_and_a_twin_cha
     model = copy / "operator" / "infertune" / "perfmodel.py"
     model.write_text(model.read_text() + "\n# a change\n")
     assert bench.code_version(ours=False) != after[1] and bench.code_version(ours=True) != after[0]
+    # A module the simulator does not reach (the CLI) is not in the yardsticks' version.
+    twin, whole = bench.code_version(ours=False), bench.code_version(ours=True)
+    cli = copy / "operator" / "infertune" / "cli.py"
+    cli.write_text(cli.read_text() + "\n# a change\n")
+    assert bench.code_version(ours=False) == twin and bench.code_version(ours=True) != whole
     # A peer that starts to import a decision module moves it to the shared side.
     peers = copy / "operator" / "infertune" / "sim" / "policies.py"
     peers.write_text(peers.read_text() + "\nfrom infertune import knee as _knee  # noqa: E402\n")
