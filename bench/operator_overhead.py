@@ -5,7 +5,10 @@ Measures, per size: reconcile throughput with the operator saturated (interval 1
 operator's resident memory, and PromQL queries per second (which must not grow with N: one batch per cycle).
 The twin plays every pod and Prometheus scrapes it, so each reconcile reads real metrics.
 
-    .venv/bin/python bench/operator_overhead.py [--sizes 1,100,1000] [--out docs/scale.md]
+    .venv/bin/python bench/operator_overhead.py [--sizes 1,100,1000] [--loaded RATE] [--out FILE]
+
+With --loaded, each size is measured twice: idle, then with the twin sending a Poisson load of RATE requests/s
+to every resource's Service (its POST /load), so each reconcile calibrates on moving latencies and plans anew.
 """
 
 from __future__ import annotations
@@ -85,6 +88,67 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def load_all(twin_url: str, n: int, rate: float) -> None:
+    """Every resource's Service gets a Poisson load of `rate` requests/s from the twin (0: none)."""
+    body = json.dumps({"rate": rate}).encode()
+    for i in range(n):
+        req = urllib.request.Request(f"{twin_url}/load/{NS}/llm-{i:04d}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
+
+def window(metrics_url: str, pid: int, seconds: float) -> dict[str, Any]:
+    """Reconciles, their latency, PromQL queries, CPU and memory of the operator over `seconds`."""
+    before, t0, cpu0 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
+    time.sleep(seconds)
+    after, t1, cpu1 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
+    span = t1 - t0
+    count = "infertune_reconcile_duration_seconds_count"
+    reconciles = after[count] - before[count]
+    queries = after.get("infertune_promql_queries_total", 0) - before.get("infertune_promql_queries_total", 0)
+    if reconciles <= 0:
+        raise RuntimeError(f"the operator reconciled nothing in {span:.0f} s; see its log")
+    return {"span": span, "reconciles": reconciles, "queries": queries, "cpu": cpu1 - cpu0, "before": before,
+            "after": after}
+
+
+def row(n: int, w: dict[str, Any], pid: int, **extra: Any) -> dict[str, Any]:
+    span, reconciles = w["span"], w["reconciles"]
+    rate = reconciles / span
+    return {
+        "resources": n, **extra,
+        "reconciles_per_s": round(rate, 1),
+        "cycle_s": round(n / rate, 2) if rate else None,
+        "reconcile_p50_s": quantile(0.5, w["before"], w["after"]),
+        "reconcile_p99_s": quantile(0.99, w["before"], w["after"]),
+        "promql_queries_per_s": round(w["queries"] / span, 2),
+        # The operator's own CPU per reconcile (Prometheus, the API server and the twin share the 2 cores):
+        # 1,000 / (reconciles per CPU-second) is the pass a dedicated core would give.
+        "operator_cpu_share": round(w["cpu"] / span, 2),
+        "cpu_ms_per_reconcile": round(1000 * w["cpu"] / reconciles, 2),
+        "operator_rss_mib": round(rss_mib(pid), 1),
+    }
+
+
+def loaded(k8s: e2e_cluster.Kube, n: int, *, metrics_url: str, twin_url: str, pid: int, seconds: float,
+           rate: float) -> dict[str, Any]:
+    """The same fleet with traffic: every resource's pod serves `rate` req/s while the window is measured."""
+    load_all(twin_url, n, rate)
+    # Two metric windows (60 s each) of traffic before measuring, so every reconcile sees latencies move.
+    time.sleep(120)
+    try:
+        w = window(metrics_url, pid, seconds)
+    finally:
+        load_all(twin_url, n, 0.0)
+
+    def served() -> int:
+        return sum(1 for o in k8s.list("inferencedeployment", namespace=NS)
+                   if ((o.get("status") or {}).get("observed") or {}).get("requestRate"))
+
+    return row(n, w, pid, loaded_rps_per_resource=rate, resources_with_traffic=served())
+
+
 def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: float) -> dict[str, Any]:
     have = len(k8s.list("inferencedeployment", namespace=NS))
     if n > have:
@@ -109,43 +173,12 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
     k8s.wait_for(settled, 900, interval=5.0, message=f"{n} resources Ready and steady")
     settle = time.monotonic() - started
     time.sleep(10)
-    before, t0, cpu0 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
-    time.sleep(seconds)
-    after, t1, cpu1 = scrape(metrics_url), time.monotonic(), cpu_seconds(pid)
-    span = t1 - t0
-    count = "infertune_reconcile_duration_seconds_count"
-    reconciles = after[count] - before[count]
-    queries = after.get("infertune_promql_queries_total", 0) - before.get("infertune_promql_queries_total", 0)
-    rate = reconciles / span
-    if reconciles <= 0:
-        raise RuntimeError(f"the operator reconciled nothing in {span:.0f} s at {n} resources; see its log")
-    return {
-        "resources": n,
-        "first_pass_s": round(first_pass, 1),
-        "all_ready_s": round(settle, 1),
-        "reconciles_per_s": round(rate, 1),
-        "cycle_s": round(n / rate, 2) if rate else None,
-        "reconcile_p50_s": quantile(0.5, before, after),
-        "reconcile_p99_s": quantile(0.99, before, after),
-        "promql_queries_per_s": round(queries / span, 2),
-        # The operator's own CPU per reconcile (Prometheus, the API server and the twin share the 2 cores):
-        # 1,000 / (reconciles per CPU-second) is the pass a dedicated core would give.
-        "operator_cpu_share": round((cpu1 - cpu0) / span, 2),
-        "cpu_ms_per_reconcile": round(1000 * (cpu1 - cpu0) / reconciles, 2),
-        "operator_rss_mib": round(rss_mib(pid), 1),
-    }
+    w = window(metrics_url, pid, seconds)
+    return row(n, w, pid, first_pass_s=round(first_pass, 1), all_ready_s=round(settle, 1))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", default="1,100,1000")
-    p.add_argument("--seconds", type=float, default=60.0, help="measuring window per size")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "operator_overhead.json")
-    args = p.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
-
-    info = e2e_cluster.up()
-    k8s = info.kube
+def bench_nodes(k8s: e2e_cluster.Kube) -> list[dict[str, Any]]:
+    """The bench's own fake L4 nodes, created afresh, with room for every pod of the largest size."""
     nodes = e2e_cluster.node_manifests(BENCH_NODES)
     for i, node in enumerate(nodes):
         # Own names and pod ranges, so they sit beside the e2e cluster's nodes of the same product.
@@ -160,6 +193,24 @@ def main(argv: list[str] | None = None) -> int:
     # Nodes left by an interrupted run may carry other capacities; these are the bench's own, so start afresh.
     k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--ignore-not-found", check=False)
     e2e_cluster.apply_yaml(nodes)
+    return nodes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", default="1,100,1000")
+    p.add_argument("--seconds", type=float, default=60.0, help="measuring window per size")
+    p.add_argument("--loaded", type=float, default=0.0, metavar="RATE",
+                   help="also measure each size with RATE requests/s of traffic on every resource")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "operator_overhead.json")
+    args = p.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    if args.loaded < 0:
+        p.error(f"--loaded: a rate in requests/s, at least 0, got {args.loaded}")
+
+    info = e2e_cluster.up()
+    k8s = info.kube
+    nodes = bench_nodes(k8s)
     conftest.install_operator_manifests(k8s)
     # An interrupted run may have left its namespace (or be deleting it): its resources would look reconciled
     # already. Start from an empty one.
@@ -188,9 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for n in sizes:
-            row = measure(k8s, n, f"http://127.0.0.1:{port}/metrics", operator.pid, args.seconds)
-            print(json.dumps(row), flush=True)
-            results.append(row)
+            idle = measure(k8s, n, f"http://127.0.0.1:{port}/metrics", operator.pid, args.seconds)
+            print(json.dumps(idle), flush=True)
+            results.append(idle)
+            if args.loaded > 0:
+                busy = loaded(k8s, n, metrics_url=f"http://127.0.0.1:{port}/metrics",
+                              twin_url=f"http://127.0.0.1:{twin_port}", pid=operator.pid, seconds=args.seconds,
+                              rate=args.loaded)
+                print(json.dumps(busy), flush=True)
+                results.append(busy)
     finally:
         operator.terminate()
         twin.terminate()
