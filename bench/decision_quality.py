@@ -417,13 +417,19 @@ SPEED = [
     "from the cache, 2 workers, the machine otherwise nearly idle): 1,678 s, 28 minutes wall. The run before "
     "whole-grid sweeps: 11 scenarios, 548 simulations, 2,050 CPU-s, 17 minutes on 2 free cores; before the "
     "twin's savings below, 55 minutes wall on a shared machine.",
-    "- validation (25 scenarios, smaller on average): about 25 x 80 simulations x 3-4 CPU-s / 2 cores, about an "
-    "hour; both suites about 1.5 hours cold. A rerun after a change to the docs or the harness reads every run "
-    "from the cache in seconds; a change to the operator or the twin invalidates every run.",
+    "- Both suites, measured cold (39 scenarios, 3,207 simulations, 2 workers, the machine shared with other "
+    "work for part of it): 3,437 s, 57 minutes wall. A rerun after a change to the docs or the harness reads "
+    "every run from the cache in seconds. infertune's own runs are keyed by every source file; every other "
+    "policy's by the modules the simulator reaches without `decide` (derived from the import graph: "
+    "`decision_modules()` lists decide, knee, lifecycle, plausibility, queueing and scaling as infertune's "
+    "alone), so a change to the decision core reruns infertune and the runs at its final knobs, not the fixed "
+    "fleets at default knobs, the oracle or the peers at default knobs; a change to the twin or a module it "
+    "shares with them reruns everything.",
     "- The issue's targets (train under 4 minutes, both suites under 20) are out of reach without changing what "
     "is measured: 4 minutes on 2 cores is 480 CPU-s, under half a CPU-second for each of train's 1,135 "
     "simulations of one to two simulated hours, a twin ten times faster than this one. The honest target on this "
-    "machine: about 30 minutes for train and 1.5 hours for both suites, cold; seconds with the cache.",
+    "machine: about 30 minutes for train and an hour for both suites, cold; seconds with the cache, and minutes "
+    "after a change to the decision core alone.",
     "",
     "Exact savings in place (every reported number unchanged: `infertune simulate --json` of llama-8b-l40s, "
     "spike-60s and v19-mix-spike-8b-l40s byte-identical before and after):",
