@@ -172,6 +172,13 @@ def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
                          prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0)
 
 
+def _attainment(served: list[observation.PodMetrics], *, unrated: float) -> float | None:
+    """The share of requests within the SLO across pods, weighted by request rate (`unrated`: the weight of a pod
+    without one), at the most its histogram buckets allow (a bucket straddling an objective is no miss)."""
+    return _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
+                       m.requests_per_s or unrated) for m in served])
+
+
 def _weighted(values: list[tuple[float | None, float]]) -> float | None:
     pairs = [(v, w) for v, w in values if v is not None and math.isfinite(v)]
     if not pairs:
@@ -562,9 +569,7 @@ def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured
     # The SLO attainment the scale-down guard reads, from windows without a queue: misses while requests wait
     # are the replica count's own and scale it up already; after a burst they would hold a fleet sized for it
     # for a quarter of an hour (a 3x spike read 50% and took 15 minutes to recover).
-    attained = None if overloaded else _weighted([
-        (m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment, m.requests_per_s or 0.0)
-        for m in s.served])
+    attained = None if overloaded else _attainment(s.served, unrated=0.0)
     # What the smoothed demand believes grows no faster than the fleet may (scaling.step_limit): one cycle's
     # claim of 1e12 req/s moved it to 2e11 for many minutes (40 replicas and 10 standby kept for 40 minutes);
     # bounded at the capacity of the pods one step allows, a claim that persists doubles it every cycle.
@@ -894,8 +899,7 @@ def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.Inference
     # Not while the SLO is being missed: a burst is being absorbed, its forecast is a guess, and a restart
     # for goodput then surges pods into the middle of it (a 3x spike's first minute measured 64% within).
     # (The most the histogram buckets allow: a bucket straddling the objective is no evidence of a miss.)
-    attained = _weighted([(m.slo_attainment_high if m.slo_attainment_high is not None else m.slo_attainment,
-                           m.requests_per_s or 1.0) for m in served])
+    attained = _attainment(served, unrated=1.0)
     if attained is not None and attained < spec.slo.percentile / 100:
         return None
     why = f"predicted goodput +{gain:.0%} per replica"
