@@ -101,8 +101,8 @@ def promql(scrapes: Sequence[Flat], key: tuple[str, metrics.Signal], *, dt: floa
             continue
         kind = source.kind or metrics.KINDS[signal]
         for name in source.names:
-            if part in ("buckets", "sum") and kind is metrics.Kind.HISTOGRAM:
-                suffix = "_bucket" if part == "buckets" else "_sum"
+            if part in ("buckets", "sum", "count") and kind is metrics.Kind.HISTOGRAM:
+                suffix = {"buckets": "_bucket", "sum": "_sum", "count": "_count"}[part]
                 by: dict[tuple[str, ...], float] = {}
                 for (n, labels), v in last.items():
                     if n == name + suffix:

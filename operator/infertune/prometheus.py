@@ -42,6 +42,7 @@ class RawPod:
     dropped: tuple[str, ...] = ()  # garbage that was ignored, with the reason
     now: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # latest running/waiting
     rejected: frozenset[metrics.Signal] = frozenset()  # histograms dropped whole as garbage (see parse)
+    counts: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # a length histogram's _count
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +68,9 @@ SCALAR_SIGNALS = (
     metrics.Signal.PROMPT_TOKENS, metrics.Signal.GENERATION_TOKENS, metrics.Signal.PREFIX_QUERIES,
     metrics.Signal.PREFIX_HITS, metrics.Signal.PREFIX_HIT_RATE, metrics.Signal.DRAM_ACTIVE,
 )
+# The request shape: each length histogram's _sum over its own _count (an engine may observe the prompt's length
+# as the request arrives, TGI, or as it ends, vLLM: either way the two agree with each other).
+LENGTH_SIGNALS = (metrics.Signal.PROMPT_LENGTH, metrics.Signal.GENERATION_LENGTH)
 # Requests in flight right now (drain detection): the latest sample, not the window's average.
 NOW_SIGNALS = (metrics.Signal.RUNNING, metrics.Signal.WAITING)
 NOW_WINDOW = 30.0
@@ -134,9 +138,10 @@ def histogram_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect],
 
 
 def sum_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float,
-              jobs: Jobs = Jobs()) -> str | None:
+              jobs: Jobs = Jobs(), *, suffix: str = "_sum") -> str | None:
+    """Per-pod rate of each histogram's `_sum` (or, with suffix="_count", of its `_count`)."""
     w = _window(window)
-    parts = [f"sum by ({BY}) (rate({{__name__=\"{n}_sum\"{job}}}[{w}]))"
+    parts = [f"sum by ({BY}) (rate({{__name__=\"{n}{suffix}\"{job}}}[{w}]))"
              for n, k, job in _names(signal, dialects, jobs) if k is metrics.Kind.HISTOGRAM]
     return " or ".join(parts) or None
 
@@ -177,6 +182,11 @@ def queries(dialects: Sequence[metrics.Dialect], window: float, *, jobs: Jobs = 
     for s in SCALAR_SIGNALS:
         if (q := scalar_query(s, dialects, window, jobs)) is not None:
             out["value", s] = q
+    for s in LENGTH_SIGNALS:
+        if (q := sum_query(s, dialects, window, jobs)) is not None:
+            out["sum", s] = q
+        if (q := sum_query(s, dialects, window, jobs, suffix="_count")) is not None:
+            out["count", s] = q
     for s in NOW_SIGNALS:
         if (q := now_query(s, dialects, jobs)) is not None:
             out["now", s] = q
@@ -206,7 +216,8 @@ OBSERVATIONS_LIMIT = _LIMITS[metrics.Signal.GENERATION_TOKENS]
 MAX_BUCKETS = 160
 # The most series one pod can honestly answer in a snapshot: every histogram at the bucket cap, plus one series
 # per mean, scalar and in-flight signal (the queries sum by pod, so no more than one each).
-MAX_SERIES = MAX_BUCKETS * len(HISTOGRAM_SIGNALS) + len(MEAN_SIGNALS) + len(SCALAR_SIGNALS) + len(NOW_SIGNALS)
+MAX_SERIES = (MAX_BUCKETS * len(HISTOGRAM_SIGNALS) + len(MEAN_SIGNALS) + len(SCALAR_SIGNALS) + len(NOW_SIGNALS)
+              + 2 * len(LENGTH_SIGNALS))
 
 
 def _float(raw: Any) -> float | None:
@@ -255,7 +266,7 @@ def _sample_problem(signal: metrics.Signal, part: str, value: float | None, raw:
         return f"{signal.value}: not a finite number ({str(raw)[:64]})"
     if value < 0:
         return f"{signal.value}: negative ({value:g})"
-    limit = None if part == "sum" else _LIMITS.get(signal)
+    limit = None if part == "sum" else OBSERVATIONS_LIMIT if part == "count" else _LIMITS.get(signal)
     if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
         return f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})"
     return None
@@ -273,6 +284,7 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
     buckets: dict[PodKey, dict[metrics.Signal, list[tuple[float, float]]]] = {}
     bad: dict[PodKey, set[metrics.Signal]] = {}
     sums: dict[PodKey, dict[metrics.Signal, float]] = {}
+    counts: dict[PodKey, dict[metrics.Signal, float]] = {}
     values: dict[PodKey, dict[metrics.Signal, float]] = {}
     latest: dict[PodKey, dict[metrics.Signal, float]] = {}
     dropped: dict[PodKey, list[str]] = {}
@@ -305,14 +317,14 @@ def parse(results: Mapping[tuple[str, metrics.Signal], list[dict[str, Any]]], *,
                 drop(key, reason)
                 continue
             assert value is not None
-            into = sums if part == "sum" else latest if part == "now" else values
+            into = {"sum": sums, "count": counts, "now": latest}.get(part, values)
             into.setdefault(key, {})[signal] = value
     out: dict[PodKey, RawPod] = {}
-    for key in set(buckets) | set(sums) | set(values) | set(latest) | set(dropped):
+    for key in set(buckets) | set(sums) | set(counts) | set(values) | set(latest) | set(dropped):
         hist = {s: tuple(sorted(b)) for s, b in buckets.get(key, {}).items() if b}
         out[key] = RawPod(buckets=hist, sums=sums.get(key, {}), values=values.get(key, {}),
                           dropped=tuple(dropped.get(key, ())), now=latest.get(key, {}),
-                          rejected=frozenset(bad.get(key, ())))
+                          rejected=frozenset(bad.get(key, ())), counts=counts.get(key, {}))
     return out
 
 
@@ -404,6 +416,21 @@ def rate_of(buckets: Sequence[tuple[float, float]] | None) -> float | None:
     return buckets[-1][1]
 
 
+def _per_request(raw: RawPod, length: metrics.Signal, tokens: float | None, counted: float | None) -> float | None:
+    """Mean tokens per request: the per-request length histogram's _sum over its _count where the engine has one,
+    else the token counter over the requests it counted.
+
+    The prompt counter moves at prefill, so it is divided by the TTFT count (one per request, at its first token):
+    a burst's first minute of 200-token prompts then reads about 200, not 7,300 tokens over the few requests that
+    finished. The generation counter has no such partner; over the finished requests it reads right only at a
+    steady load.
+    """
+    total, count = raw.sums.get(length), raw.counts.get(length)
+    if total is not None and count:
+        return total / count
+    return tokens / counted if tokens is not None and counted else None
+
+
 def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: float) -> observation.PodMetrics:
     """The signals decide() reads, at the SLO's percentile; attainment assumes TTFT and ITL independent."""
     ttft = raw.buckets.get(metrics.Signal.TTFT)
@@ -415,7 +442,11 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         total, count = raw.sums.get(signal), rate_of(buckets)
         return total / count if total is not None and count else None
 
-    requests = rate_of(e2e) if e2e else rate_of(ttft)
+    # Requests are counted as they start (their first token), not as they end: a decode-heavy request (1,500
+    # tokens at 25 ms) ends ~40 s after it began, so the rate of ends trailed a rising load by that much and the
+    # fleet with it (5 replicas planned for 30 req/s while 33 arrived). Engines without TTFT count ends.
+    finished = rate_of(e2e) if e2e else None
+    requests = rate_of(ttft) if ttft else finished
     ok_ttft = fraction_below(ttft_slo, ttft) if ttft else None
     tpot = raw.buckets.get(metrics.Signal.TPOT)
     # The ITL objective is a per-request mean (genai-perf's ITL); per-token ITL only where nothing better exists.
@@ -461,8 +492,8 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         slo_attainment=attainment,
         slo_attainment_low=low,
         slo_attainment_high=high,
-        mean_input_tokens=prompt / requests if prompt is not None and requests else None,
-        mean_output_tokens=generated / requests if generated is not None and requests else None,
+        mean_input_tokens=_per_request(raw, metrics.Signal.PROMPT_LENGTH, prompt, rate_of(ttft) if ttft else None),
+        mean_output_tokens=_per_request(raw, metrics.Signal.GENERATION_LENGTH, generated, finished or requests),
         in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)
                    if metrics.Signal.RUNNING in raw.now else None),
     )

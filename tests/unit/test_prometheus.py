@@ -30,8 +30,11 @@ POD_B = {"namespace": "ns", "pod": "b"}
 
 def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
     plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
-    # 4 histograms + 2 sums + 10 scalars + 2 in-flight, for every engine and any number of resources.
-    assert len(plan) == 18
+    # 4 histograms + 2 sums + 10 scalars + 2 in-flight + 2 length histograms' sums and counts, for every engine
+    # and any number of resources.
+    assert len(plan) == 22
+    assert 'vllm:request_prompt_tokens_count", job=' in plan["count", S.PROMPT_LENGTH]
+    assert "tgi_request_generated_tokens_sum" in plan["sum", S.GENERATION_LENGTH]
     assert "last_over_time" in plan["now", S.RUNNING]
     ttft = plan["buckets", S.TTFT]
     for name in ("vllm:time_to_first_token_seconds_bucket", "sglang:time_to_first_token_seconds_bucket",
@@ -120,6 +123,47 @@ def test_pod_metrics_from_raw() -> None:
     assert m.itl_p == 0.04  # beyond the last finite bucket: its bound, as histogram_quantile does
 
 
+def _burst_start(sums: dict[metrics.Signal, float] | None = None,
+                 counts: dict[metrics.Signal, float] | None = None) -> prometheus.RawPod:
+    """The first minute of a decode-heavy burst (200 tokens in, 1,500 out, 10 req/s arriving): 10 requests/s get
+    their first token and prefill 2,000 tokens/s; 30 tokens/s of generation per running request; 0.1 req/s end."""
+    return prometheus.RawPod(
+        buckets={S.TTFT: ((0.1, 10.0), (math.inf, 10.0)), S.E2E: ((60.0, 0.1), (math.inf, 0.1))}, sums=sums or {},
+        values={S.PROMPT_TOKENS: 2000.0, S.GENERATION_TOKENS: 9000.0}, counts=counts or {})
+
+
+def test_the_shape_comes_from_the_per_request_length_histograms() -> None:
+    # The one request in ten that ended had 180 tokens in and 400 out (an early, short one).
+    raw = _burst_start(sums={S.PROMPT_LENGTH: 18.0, S.GENERATION_LENGTH: 40.0},
+                       counts={S.PROMPT_LENGTH: 0.1, S.GENERATION_LENGTH: 0.1})
+    m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert m.mean_input_tokens == pytest.approx(180) and m.mean_output_tokens == pytest.approx(400)
+    # Demand is counted as requests start, not as they end 40 s later.
+    assert m.requests_per_s == 10.0
+
+
+def test_without_length_histograms_the_prompt_counter_is_divided_by_the_requests_it_counted() -> None:
+    m = prometheus.pod_metrics(_burst_start(), percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    # 2,000 prompt tokens/s over 10 first tokens/s, not over 0.1 ends/s (20,000 tokens).
+    assert m.mean_input_tokens == pytest.approx(200)
+    # The generation counter has no partner counted per token: over the ends it reads high while a burst runs,
+    # right at a steady load (the engines without histograms: TensorRT-LLM).
+    assert m.mean_output_tokens == pytest.approx(90_000)
+
+
+def test_a_length_histogram_count_of_zero_or_garbage_is_not_divided_by() -> None:
+    m = prometheus.pod_metrics(_burst_start(sums={S.PROMPT_LENGTH: 18.0}, counts={S.PROMPT_LENGTH: 0.0}),
+                               percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert m.mean_input_tokens == pytest.approx(200)  # the counter's reading, not 18 / 0
+    parsed = prometheus.parse({("count", S.PROMPT_LENGTH): vec((POD_A, -3.0)),
+                               ("sum", S.PROMPT_LENGTH): vec((POD_A, 600.0))})
+    pod = parsed["ns", "a"]
+    assert S.PROMPT_LENGTH not in pod.counts and pod.sums[S.PROMPT_LENGTH] == 600.0
+    assert any("prompt_length: negative" in d for d in pod.dropped)
+    too_many = prometheus.parse({("count", S.GENERATION_LENGTH): vec((POD_A, 1e9))})["ns", "a"]
+    assert not too_many.counts and "implausible" in too_many.dropped[0]
+
+
 # vLLM's per-request ITL buckets near a 40 ms objective: every request of the window between 25 and 50 ms.
 VLLM_TPOT = ((0.01, 0.0), (0.025, 0.0), (0.05, 4.0), (0.075, 4.0), (math.inf, 4.0))
 
@@ -187,7 +231,7 @@ async def test_source_caches_one_snapshot_per_cycle() -> None:
     first = await source.snapshot(max_age=10)
     second = await source.snapshot(max_age=10)
     assert first is second
-    assert len(fake.calls) == 18
+    assert len(fake.calls) == 22
     assert first.ok and first.pods["ns", "a"].values[S.RUNNING] == 2.0
 
 
@@ -195,14 +239,14 @@ async def test_source_shares_a_snapshot_between_concurrent_callers() -> None:
     fake = FakeQuery()
     source = prometheus.Source(query=fake)
     await asyncio.gather(*(source.snapshot(max_age=10) for _ in range(50)))
-    assert len(fake.calls) == 18  # 50 resources, one batch
+    assert len(fake.calls) == 22  # 50 resources, one batch
 
 
 async def test_a_transient_error_is_retried() -> None:
     fake = FakeQuery(fail_first=3)
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert snap.ok
-    assert len(fake.calls) == 21  # 18 queries, 3 of them twice
+    assert len(fake.calls) == 25  # 22 queries, 3 of them twice
 
 
 async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
@@ -210,8 +254,8 @@ async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert not snap.ok
     assert "503" in snap.error
-    assert len(snap.failed_signals) == 18
-    assert len(fake.calls) == 36  # bounded: two attempts each
+    assert len(snap.failed_signals) == 22
+    assert len(fake.calls) == 44  # bounded: two attempts each
 
 
 async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:
@@ -315,7 +359,7 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     fake = FakeQuery({"num_requests_running": vec((POD_A, 2))})
     source = prometheus.Source(query=fake, budget=5.0, clock=lambda: clock[0])
     first = await source.snapshot(max_age=5)
-    assert len(fake.calls) == 18
+    assert len(fake.calls) == 22
     fake.delay = 0.3  # the next batch takes a while
     clock[0] = 6.0  # past max_age, within max_age + budget
     started = time.monotonic()
@@ -323,9 +367,9 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     assert again is first and time.monotonic() - started < 0.1  # served at once, not after the queries
     assert source._refresh is not None
     fresh = await source._refresh
-    assert fresh is not first and len(fake.calls) == 36
+    assert fresh is not first and len(fake.calls) == 44
     assert await source.snapshot(max_age=5) is fresh
     clock[0] = 20.0  # far too old to serve: the caller waits for the new one
     fake.delay = 0.0
     newest = await source.snapshot(max_age=5)
-    assert newest is not fresh and len(fake.calls) == 54
+    assert newest is not fresh and len(fake.calls) == 66

@@ -74,8 +74,15 @@ def test_each_query_reads_the_metric_the_engine_exports_under_it() -> None:
     assert sglang["buckets", metrics.Signal.ITL].bounds == exposition.SGLANG.metrics[exposition.ITL].buckets
     tgi = promql.reads("tgi", 8192)
     assert ("buckets", metrics.Signal.TTFT) not in tgi
-    assert tgi["value", metrics.Signal.PROMPT_TOKENS] == promql.Read(exposition.PROMPT_LEN,
+    assert tgi["value", metrics.Signal.PROMPT_TOKENS] == promql.Read(exposition.PROMPT_LEN_STARTED,
                                                                       metrics.Kind.HISTOGRAM_SUM)
+    # The request shape: each engine's per-request length histograms, sum and count alike. TGI observes a prompt
+    # as it arrives; vLLM and SGLang as the request ends.
+    assert tgi["count", metrics.Signal.PROMPT_LENGTH].signal == exposition.PROMPT_LEN_STARTED
+    for engine in (vllm, sglang):
+        assert engine["sum", metrics.Signal.PROMPT_LENGTH].signal == exposition.PROMPT_LEN
+        assert engine["count", metrics.Signal.GENERATION_LENGTH].signal == exposition.GENERATION_LEN
+    assert ("count", metrics.Signal.PROMPT_LENGTH) not in trt  # none: the counters stand in
 
 
 def test_an_idle_histogram_answers_only_its_inf_bucket() -> None:

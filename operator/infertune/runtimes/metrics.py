@@ -21,6 +21,12 @@ class Signal(enum.StrEnum):
     PREEMPTIONS = "preemptions"  # counter (or a gauge of paused requests)
     PROMPT_TOKENS = "prompt_tokens"  # counter, tokens
     GENERATION_TOKENS = "generation_tokens"  # counter, tokens
+    # Per-request length histograms (read through their _sum and _count): the request shape. The counters above
+    # count tokens as they are processed, so over a window that a burst starts or ends in they do not divide by
+    # the finished requests (a decode-heavy burst of 200/1,500-token requests read 7,300/13,700 as it began and
+    # 0 prompt tokens as it ended).
+    PROMPT_LENGTH = "prompt_length"
+    GENERATION_LENGTH = "generation_length"
     PREFIX_QUERIES = "prefix_queries"  # counter, tokens looked up in the prefix cache
     PREFIX_HITS = "prefix_hits"  # counter, tokens found
     PREFIX_HIT_RATE = "prefix_hit_rate"  # gauge, 0-1 (engines without the counters)
@@ -40,6 +46,7 @@ KINDS: Mapping[Signal, Kind] = {
     Signal.E2E: Kind.HISTOGRAM, Signal.QUEUE: Kind.HISTOGRAM,
     Signal.RUNNING: Kind.GAUGE, Signal.WAITING: Kind.GAUGE, Signal.KV_USAGE: Kind.GAUGE,
     Signal.PREEMPTIONS: Kind.COUNTER, Signal.PROMPT_TOKENS: Kind.COUNTER, Signal.GENERATION_TOKENS: Kind.COUNTER,
+    Signal.PROMPT_LENGTH: Kind.HISTOGRAM, Signal.GENERATION_LENGTH: Kind.HISTOGRAM,
     Signal.PREFIX_QUERIES: Kind.COUNTER, Signal.PREFIX_HITS: Kind.COUNTER, Signal.PREFIX_HIT_RATE: Kind.GAUGE,
     Signal.DRAM_ACTIVE: Kind.GAUGE,
 }

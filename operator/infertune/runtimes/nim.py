@@ -136,6 +136,8 @@ DIALECT_1 = metrics.Dialect("nim-1", "/v1/metrics", {
     S.KV_USAGE: metrics.source("gpu_cache_usage_perc"),
     S.PROMPT_TOKENS: metrics.source("prompt_tokens_total"),
     S.GENERATION_TOKENS: metrics.source("generation_tokens_total"),
+    S.PROMPT_LENGTH: metrics.source("request_prompt_tokens"),
+    S.GENERATION_LENGTH: metrics.source("request_generation_tokens"),
 })
 # NIM 2.x runs vLLM or SGLang images and exports their metrics, at /v1/metrics.
 DIALECT_2_VLLM = dataclasses.replace(vllm.DIALECT, name="nim-2-vllm", path="/v1/metrics")
@@ -155,8 +157,8 @@ def _exposition_1(d: metrics.Dialect) -> twin.Exposition:
             twin.TTFT: M(n(s.TTFT), h, "Time to first token, seconds.", buckets=vllm.TTFT_BUCKETS),
             twin.ITL: M(n(s.ITL), h, "Time per output token, seconds.", buckets=vllm.TPOT_BUCKETS),
             twin.E2E: M(n(s.E2E), h, "End-to-end request latency, seconds.", buckets=vllm.LATENCY_BUCKETS),
-            twin.PROMPT_LEN: M("request_prompt_tokens", h, "Prompt tokens per request."),
-            twin.GENERATION_LEN: M("request_generation_tokens", h, "Output tokens per request."),
+            twin.PROMPT_LEN: M(n(s.PROMPT_LENGTH), h, "Prompt tokens per request."),
+            twin.GENERATION_LEN: M(n(s.GENERATION_LENGTH), h, "Output tokens per request."),
             twin.RUNNING: M(n(s.RUNNING), g, "Requests running on the GPU."),
             twin.WAITING: M(n(s.WAITING), g, "Requests waiting to be processed."),
             twin.MAX_RUNNING: M("num_request_max", g, "Requests the model may run at once."),

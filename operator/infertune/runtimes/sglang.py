@@ -64,6 +64,8 @@ def engine_flags(k: runtimes.EngineKnobs) -> tuple[str, ...]:
         ("--context-length", k.max_model_len) if k.max_model_len else None,
         # Without it SGLang exports no metrics at all, and the operator would be blind.
         ("--enable-metrics", None),
+        # The per-request length histograms the request shape is read from (server_args.collect_tokens_histogram).
+        ("--collect-tokens-histogram", None),
     ])
 
 
@@ -123,6 +125,9 @@ DIALECT = metrics.Dialect("sglang", "/metrics", {
     S.PROMPT_TOKENS: metrics.source("sglang:prompt_tokens_total"),
     S.GENERATION_TOKENS: metrics.source("sglang:generation_tokens_total"),
     S.PREFIX_HIT_RATE: metrics.source("sglang:cache_hit_rate"),
+    # Exported only with --collect-tokens-histogram, which the operator passes; observed as a request ends.
+    S.PROMPT_LENGTH: metrics.source("sglang:prompt_tokens_histogram"),
+    S.GENERATION_LENGTH: metrics.source("sglang:generation_tokens_histogram"),
 })
 
 # SGLang's published default buckets (seconds), python/sglang/srt/metrics/collector.py
@@ -143,6 +148,13 @@ QUEUE_BUCKETS = (
     200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0,
     2500.0, 3000.0,
 )
+# Token lengths (TokenizerMetricsCollector's defaults when --prompt-tokens-buckets/--generation-tokens-buckets are
+# not given): 100-1,000 in coarse steps, then to 40,000.
+PROMPT_BUCKETS = (
+    100.0, 300.0, 500.0, 700.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0, 8000.0, 9000.0,
+    10000.0, 12000.0, 15000.0, 20000.0, 22000.0, 25000.0, 30000.0, 35000.0, 40000.0,
+)
+GENERATION_BUCKETS = PROMPT_BUCKETS
 # Request histograms carry model_name and engine_type (TokenizerMetricsCollector); scheduler gauges
 # (SchedulerMetricsCollector) add the ranks, and only rank 0 of a tensor-parallel group logs them.
 SCHEDULER_LABELS: twin.Labels = (
@@ -168,6 +180,9 @@ def _exposition(d: metrics.Dialect) -> twin.Exposition:
             twin.QUEUE: M(n(s.QUEUE), h, "Queueing time, seconds.", buckets=QUEUE_BUCKETS, labels=sched),
             twin.PROMPT_TOKENS: M(n(s.PROMPT_TOKENS), c, "Prefill tokens processed."),
             twin.GENERATION_TOKENS: M(n(s.GENERATION_TOKENS), c, "Generation tokens processed."),
+            twin.PROMPT_LEN: M(n(s.PROMPT_LENGTH), h, "Histogram of prompt token length.", buckets=PROMPT_BUCKETS),
+            twin.GENERATION_LEN: M(n(s.GENERATION_LENGTH), h, "Histogram of generation token length.",
+                                   buckets=GENERATION_BUCKETS),
             twin.PREFIX_HITS: M("sglang:cached_tokens", c, "Prompt tokens served from the cache."),
             twin.RUNNING: M(n(s.RUNNING), g, "Running requests.", labels=sched),
             twin.WAITING: M(n(s.WAITING), g, "Requests in the waiting queue.", labels=sched),

@@ -96,6 +96,8 @@ DIALECT = metrics.Dialect("tgi", "/metrics", {
     S.WAITING: metrics.source("tgi_queue_size"),
     S.PROMPT_TOKENS: metrics.source("tgi_request_input_length", kind=metrics.Kind.HISTOGRAM_SUM),
     S.GENERATION_TOKENS: metrics.source("tgi_request_generated_tokens", kind=metrics.Kind.HISTOGRAM_SUM),
+    S.PROMPT_LENGTH: metrics.source("tgi_request_input_length"),
+    S.GENERATION_LENGTH: metrics.source("tgi_request_generated_tokens"),
 })
 
 
@@ -136,7 +138,8 @@ def _exposition(d: metrics.Dialect) -> twin.Exposition:
             twin.QUEUE: M(n(s.QUEUE), h, "Time spent in the queue, seconds.", buckets=duration),
             twin.INFERENCE: M("tgi_request_inference_duration", h, "Request inference, seconds.", buckets=duration),
             # The operator reads token rates from these histograms' _sum: counted when a request ends.
-            twin.PROMPT_LEN: M(n(s.PROMPT_TOKENS), h, "Input tokens per request.", buckets=linear_100),
+            # The router validates (and observes) a prompt as it arrives; the twin observes it at the first token.
+            twin.PROMPT_LEN_STARTED: M(n(s.PROMPT_TOKENS), h, "Input tokens per request.", buckets=linear_100),
             twin.GENERATION_LEN: M(n(s.GENERATION_TOKENS), h, "Generated tokens per request.", buckets=linear_100),
             twin.RUNNING: M(n(s.RUNNING), g, "Current batch size."),
             twin.WAITING: M(n(s.WAITING), g, "Current queue size."),

@@ -322,7 +322,8 @@ class Cluster:
         hists: dict[str, tuple[tuple[float, ...], float]] = {}
         for signal, attr in promql.HISTOGRAM_STATS.items():
             h: histogram.LogHistogram = getattr(s, attr)
-            hists[signal] = h.exact.snapshot() if h.exact is not None else ((), h.sum)
+            # Without the exporter's buckets (no query reads them) the count stands for the +Inf bucket.
+            hists[signal] = h.exact.snapshot() if h.exact is not None else ((h.count,), h.sum)
         counters = {signal: float(getattr(s, attr)) for signal, attr in promql.COUNTER_STATS.items()}
         return _Snap(t, counters, hists, s.bytes_per_gpu)
 

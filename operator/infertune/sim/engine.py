@@ -96,6 +96,7 @@ class EngineStats:
     decode: histogram.LogHistogram = dataclasses.field(default_factory=histogram.LogHistogram)
     inference: histogram.LogHistogram = dataclasses.field(default_factory=histogram.LogHistogram)
     prompt_len: histogram.LogHistogram = dataclasses.field(default_factory=histogram.LogHistogram)
+    prompt_len_started: histogram.LogHistogram = dataclasses.field(default_factory=histogram.LogHistogram)
     generation_len: histogram.LogHistogram = dataclasses.field(default_factory=histogram.LogHistogram)
 
 
@@ -494,7 +495,7 @@ class SimEngine:
                 r.first_token = now
                 stats.ttft.observe(now - r.arrival)
                 stats.prompt_tokens += r.prompt_tokens
-                stats.prompt_len.observe(r.prompt_tokens)
+                stats.prompt_len_started.observe(r.prompt_tokens)
             else:
                 stats.itl.observe(now - r.last_token)  # the stall a preemption caused
             r.generated += 1
@@ -519,6 +520,8 @@ class SimEngine:
         stats.inference.observe(now - r.scheduled)
         stats.prefill.observe(r.first_token - r.scheduled)
         stats.decode.observe(now - r.first_token)
+        # vLLM V1 observes both lengths when a request finishes (record_finished_request in v1/metrics/loggers.py).
+        stats.prompt_len.observe(r.prompt_tokens)
         stats.generation_len.observe(r.generated)
         if r.generated > 1:
             stats.tpot.observe((now - r.first_token) / (r.generated - 1))

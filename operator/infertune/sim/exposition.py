@@ -23,7 +23,7 @@ from infertune.sim import histogram
 
 TTFT, ITL, TPOT, E2E, QUEUE = twin.TTFT, twin.ITL, twin.TPOT, twin.E2E, twin.QUEUE
 PREFILL, DECODE, INFERENCE = twin.PREFILL, twin.DECODE, twin.INFERENCE
-PROMPT_LEN, GENERATION_LEN = twin.PROMPT_LEN, twin.GENERATION_LEN
+PROMPT_LEN, PROMPT_LEN_STARTED, GENERATION_LEN = twin.PROMPT_LEN, twin.PROMPT_LEN_STARTED, twin.GENERATION_LEN
 RUNNING, WAITING, PAUSED, MAX_RUNNING = twin.RUNNING, twin.WAITING, twin.PAUSED, twin.MAX_RUNNING
 KV_USAGE, KV_TOKENS_USED, KV_TOKENS = twin.KV_USAGE, twin.KV_TOKENS_USED, twin.KV_TOKENS
 KV_BLOCKS_USED, KV_BLOCKS = twin.KV_BLOCKS_USED, twin.KV_BLOCKS
@@ -157,7 +157,8 @@ def sample(eng: sim_engine.SimEngine, *, now: float) -> Sample:
     values: dict[str, Value] = {
         TTFT: s.ttft.copy(), ITL: s.itl.copy(), TPOT: s.tpot.copy(), E2E: s.e2e.copy(), QUEUE: s.queue.copy(),
         PREFILL: s.prefill.copy(), DECODE: s.decode.copy(), INFERENCE: s.inference.copy(),
-        PROMPT_LEN: s.prompt_len.copy(), GENERATION_LEN: s.generation_len.copy(),
+        PROMPT_LEN: s.prompt_len.copy(), PROMPT_LEN_STARTED: s.prompt_len_started.copy(),
+        GENERATION_LEN: s.generation_len.copy(),
         RUNNING: float(eng.num_running), WAITING: float(eng.num_waiting),
         PAUSED: float(sum(1 for r in eng.waiting if r.preemptions > 0)),
         MAX_RUNNING: float(eng.replica.seq_limit), KV_USAGE: eng.kv_usage,

@@ -21,7 +21,8 @@ Key = tuple[str, metrics.Signal]  # (part, signal), as prometheus.queries keys i
 # The engine's statistics (sim/engine.EngineStats) behind each twin histogram the operator can read.
 HISTOGRAM_STATS: Mapping[str, str] = {
     exposition.TTFT: "ttft", exposition.ITL: "itl", exposition.TPOT: "tpot", exposition.E2E: "e2e",
-    exposition.PROMPT_LEN: "prompt_len", exposition.GENERATION_LEN: "generation_len",
+    exposition.PROMPT_LEN: "prompt_len", exposition.PROMPT_LEN_STARTED: "prompt_len_started",
+    exposition.GENERATION_LEN: "generation_len",
 }
 # ... and behind each counter.
 COUNTER_STATS: Mapping[str, str] = {
@@ -70,7 +71,7 @@ def reads(variant: str, max_model_len: int) -> dict[Key, Read]:
             if source is None:
                 continue
             kind = source.kind or metrics.KINDS[signal]
-            if part in ("buckets", "sum") and kind is not metrics.Kind.HISTOGRAM:
+            if part in ("buckets", "sum", "count") and kind is not metrics.Kind.HISTOGRAM:
                 continue
             if part == "now" and kind is not metrics.Kind.GAUGE:
                 continue
@@ -130,6 +131,9 @@ def answers(pods: Iterable[PodWindow], plan: Mapping[Key, Read], *, at: float) -
             if part == "sum" or read.kind is metrics.Kind.HISTOGRAM_SUM:
                 hist = w.histograms.get(read.signal)
                 value = None if hist is None else hist[1]
+            elif part == "count":
+                hist = w.histograms.get(read.signal)
+                value = None if hist is None else hist[0][-1]
             elif part == "now":
                 value = w.now.get(read.signal)
             elif read.kind is metrics.Kind.COUNTER:
