@@ -57,7 +57,7 @@ FLAG_TABLE: list[tuple[str, dict[str, Any], list[tuple[str, str | None]]]] = [
         ("--max-running-requests", "96"), ("--kv-cache-dtype", "fp8_e4m3"), ("--chunked-prefill-size", "8192"),
         ("--disable-radix-cache", None), ("--mem-fraction-static", "0.85"), ("--tp-size", "2"),
         ("--served-model-name", MODEL), ("--port", "8000"), ("--context-length", "8192"), ("--enable-metrics", None),
-        ("--model-path", MODEL),
+        ("--collect-tokens-histogram", None), ("--model-path", MODEL),
     ]),
     ("trtllm", {"engine.kind": "trtllm"}, [
         ("--max_batch_size", "96"), ("--max_num_tokens", "8192"), ("--enable_chunked_prefill", None),
@@ -115,7 +115,8 @@ def test_nim_1_knobs_are_env_vars() -> None:
 
 @pytest.mark.parametrize(("backend", "expected"), [
     ("vllm", ["--max-num-seqs", "96", "--kv-cache-dtype", "fp8", "--tensor-parallel-size", "2"]),
-    ("sglang", ["--max-running-requests", "96", "--kv-cache-dtype", "fp8_e4m3", "--enable-metrics"]),
+    ("sglang", ["--max-running-requests", "96", "--kv-cache-dtype", "fp8_e4m3", "--enable-metrics",
+                "--collect-tokens-histogram"]),
 ])
 def test_nim_2_passes_backend_flags_through(backend: str, expected: list[str]) -> None:
     spec = full_spec(**{"engine.kind": "nim", "engine.nim": {"generation": 2, "backend": backend}})
