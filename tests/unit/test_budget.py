@@ -156,3 +156,20 @@ def test_the_search_is_asked_on_a_signature_of_its_inputs() -> None:
     # The grid's error is at most half a step: 2.5% steps put any ratio within 1.25% of itself.
     for x in (0.31, 0.97, 1.0, 1.013, 1.5, 2.99):
         assert abs(knee._signed(models.Calibration(itl_scale=x)).itl_scale / x - 1) <= 0.0125
+
+
+def test_the_wait_budget_leaves_out_the_closed_loop_queue_the_replica_count_sizes() -> None:
+    # Prefill-bound at a small budget: a full batch of 64 clients runs far fewer and the rest wait, so the TTFT of
+    # a full batch holds a queue. The replica count sizes the queue with Erlang C; counting it in the prefill too
+    # left less of the objective for queueing than the prefill itself leaves.
+    spec = spec_of(**{"slo.ttft": "2s"})
+    knobs = models.Knobs(max_batch_size=64, kv_cache_dtype=models.KvDtype.DEFAULT, max_num_batched_tokens=256)
+    p = knee.predict(spec, knobs, knee.Workload(isl=ISL, osl=OSL), models.Calibration())
+    assert p.limited_by == "prefill" and p.batch < 64
+    assert p.prefill_p < p.ttft_p  # the queue of 64 - batch clients is in ttft_p only
+    assert knee.wait_budget(spec, p) == pytest.approx(2.0 * (1 - knee.MARGIN) - p.prefill_p)
+    assert knee.wait_budget(spec, p) > 2.0 * (1 - knee.MARGIN) - p.ttft_p
+    # Where every client runs, the two are the same number.
+    light = knee.predict(spec, knobs.model_copy(update={"max_batch_size": 2}), knee.Workload(isl=ISL, osl=OSL),
+                         models.Calibration())
+    assert light.prefill_p == pytest.approx(light.ttft_p)
