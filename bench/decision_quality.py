@@ -413,13 +413,14 @@ SPEED = [
     "scenario has a standby pool), 6-9 fixed fleets for the three yardsticks, and 12 peer sweeps (6 peers at 2 "
     "knob settings) of 6 runs each (the whole grid: a peer's GPU-hours need not fall as its target rises, so a "
     "bisection can miss the cheapest holding setting); the failing ones stop early.",
-    "- train: 14 scenarios, 1,135 simulations. Measured cold (`--suite train`, a fresh code version so nothing "
+    "- train (when it had 14 scenarios, 1,135 simulations; 16 now). Measured cold (`--suite train`, a fresh code version so nothing "
     "from the cache, 2 workers, the machine otherwise nearly idle): 1,678 s, 28 minutes wall. The run before "
     "whole-grid sweeps: 11 scenarios, 548 simulations, 2,050 CPU-s, 17 minutes on 2 free cores; before the "
     "twin's savings below, 55 minutes wall on a shared machine.",
-    "- Both suites, measured cold (39 scenarios, 3,207 simulations, 2 workers, the machine shared with other "
-    "work for part of it): 3,437 s, 57 minutes wall. A rerun after a change to the docs or the harness reads "
-    "every run from the cache in seconds. infertune's own runs are keyed by every source file; every other "
+    "- Both suites, measured cold (41 scenarios, 3,372 simulations, 2 workers, the machine shared with other "
+    "work for part of it): 3,803 s, 63 minutes wall; the run before, with 39 scenarios: 3,437 s. After a change "
+    "to the decision core alone (knee.py): 43 simulations, 198 s. A rerun after a change to the docs or the "
+    "harness reads every run from the cache in seconds. infertune's own runs are keyed by every source file; every other "
     "policy's by the modules the simulator reaches without `decide` (derived from the import graph: "
     "`decision_modules()` lists decide, knee, lifecycle, plausibility, queueing and scaling as infertune's "
     "alone), so a change to the decision core reruns infertune and the runs at its final knobs, not the fixed "
