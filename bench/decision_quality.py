@@ -413,10 +413,10 @@ SPEED = [
     "scenario has a standby pool), 6-9 fixed fleets for the three yardsticks, and 12 peer sweeps (6 peers at 2 "
     "knob settings) of 6 runs each (the whole grid: a peer's GPU-hours need not fall as its target rises, so a "
     "bisection can miss the cheapest holding setting); the failing ones stop early.",
-    "- train (when it had 14 scenarios, 1,135 simulations; 16 now). Measured cold (`--suite train`, a fresh "
-    "code version so nothing from the cache, 2 workers, the machine otherwise nearly idle): 1,678 s, 28 minutes "
-    "wall. The run before whole-grid sweeps: 11 scenarios, 548 simulations, 2,050 CPU-s, 17 minutes on 2 free cores; before the "
-    "twin's savings below, 55 minutes wall on a shared machine.",
+    "- train (when it had 14 scenarios, 1,135 simulations; 16 now). Measured cold (`--suite train`, a fresh code "
+    "version so nothing from the cache, 2 workers, the machine otherwise nearly idle): 1,678 s, 28 minutes wall. The "
+    "run before whole-grid sweeps: 11 scenarios, 548 simulations, 2,050 CPU-s, 17 minutes on 2 free cores; before the"
+    " twin's savings below, 55 minutes wall on a shared machine.",
     "- Both suites, measured cold (41 scenarios, 3,372 simulations, 2 workers, the machine shared with other "
     "work for part of it): 3,803 s, 63 minutes wall; the run before, with 39 scenarios: 3,437 s. After a change "
     "to the decision core alone (knee.py): 43 simulations, 198 s. A rerun after a change to the docs or the "
