@@ -280,3 +280,18 @@ def test_the_kept_block_rounding_equals_each_decoding_sequences_blocks_summed() 
     drain(e)
     assert checked > 100
     assert e.stats.preemptions > 0, "the load must preempt, or the removal path goes unchecked"
+
+
+def test_prompt_lengths_are_observed_when_a_request_ends_and_when_it_starts() -> None:
+    # vLLM observes a request's prompt length as it finishes (record_finished_request), TGI's router as it
+    # arrives: halfway through two long answers, both have started and neither has ended.
+    e = engine.SimEngine(replica())
+    e.submit(req(1, 0.0, 300, 2000), 0.0)
+    e.submit(req(2, 0.0, 500, 2000), 0.0)
+    e.advance(1.0)
+    assert e.stats.prompt_len_started.count == 2 and e.stats.prompt_len_started.sum == 800
+    assert e.stats.prompt_len.count == 0 and e.stats.generation_len.count == 0
+    assert e.stats.prompt_tokens == 800  # the counter moves at prefill, with the requests that started
+    drain(e)
+    assert e.stats.prompt_len.count == 2 and e.stats.prompt_len.sum == 800
+    assert e.stats.generation_len.sum == 4000
