@@ -492,7 +492,7 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         slo_attainment=attainment,
         slo_attainment_low=low,
         slo_attainment_high=high,
-        mean_input_tokens=_per_request(raw, metrics.Signal.PROMPT_LENGTH, prompt, rate_of(ttft) if ttft else None),
+        mean_input_tokens=_per_request(raw, metrics.Signal.PROMPT_LENGTH, prompt, rate_of(ttft)),
         mean_output_tokens=_per_request(raw, metrics.Signal.GENERATION_LENGTH, generated, finished or requests),
         in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)
                    if metrics.Signal.RUNNING in raw.now else None),
