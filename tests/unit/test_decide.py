@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -691,9 +692,15 @@ def test_a_scale_down_waits_for_measured_room_under_the_slo(before: float, after
     spec = spec_of(**{"tuning.maxBatchSize": {"min": 1, "max": 32}})  # scaleDownDelay 2 minutes
     w = World(spec)
     w.step(0)
+    misses = 0
     for t in range(15, 600, 15):
+        # The misses begin one smoothing time (5 minutes) before the load falls, so the smoothed share reads
+        # them when a scale-down falls due; begun with the fall, it still read 96% when the 2 minutes since the
+        # busy load's own goal fell a replica short were up.
+        share = before if t < 300 or after is None else after
+        misses = misses or (len(w.decisions) if share < before else 0)
         w.set_load(**{**load(spec, current(w), running=30, rps=40.0 / max(1, len(w.serving()))),
-                      "slo_attainment": before})
+                      "slo_attainment": share})
         w.step(t)
     high = w.status.replicas.desired
     assert high > 1 and current(w).max_batch_size <= 32
@@ -718,10 +725,12 @@ def test_a_scale_down_waits_for_measured_room_under_the_slo(before: float, after
         room = scaling.room(0.95, rate=w.status.demand.rate)
         assert 0.95 < room < 0.975
         assert w.status.demand.attainment is not None and w.status.demand.attainment < room
-        assert len(said) == 1  # said once, when the hold began, with the room at the rate then
+        # Said once, when the hold began (under the busy load or after it fell), with the room at the rate then.
+        said = [e for d in w.decisions[misses:] for e in d.events if e.reason == "ScaleDownHeld"]
+        assert len(said) == 1
         then = float(said[0].message.rsplit("under ", 1)[1].rstrip("%")) / 100
         assert 0.95 < then < 0.975 and "of requests met the SLO over the last minutes" in said[0].message
-        assert f"serving replicas {w.status.replicas.desired} kept (scale-down to 1 held)" in said[0].message
+        assert re.search(r"serving replicas \d+ kept \(scale-down to \d+ held\)", said[0].message)
     else:
         assert not said
     if after is None:  # a quiet window forgets the misses before it
@@ -1009,14 +1018,14 @@ def test_slo_met_says_unresolved_when_the_histogram_cannot_tell(low: float | Non
 
 
 @pytest.mark.parametrize(("floor", "rps", "picture", "switched"), [
-    (None, 0.5, "whole", True),
-    (None, 150.0, "whole", False),
-    (6, 0.5, "whole", False),
-    (None, 0.5, "young", False),  # a Ready target pod has no series yet: the rate is under-counted
-    (None, 0.5, "garbage", False),  # garbage dropped from the window reads as no traffic
+    (False, 0.5, "whole", True),
+    (False, 150.0, "whole", False),
+    (True, 0.5, "whole", False),  # the user's minReplicas: the whole target revision
+    (False, 0.5, "young", False),  # a Ready target pod has no series yet: the rate is under-counted
+    (False, 0.5, "garbage", False),  # garbage dropped from the window reads as no traffic
 ])
 def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_demand(
-        floor: int | None, rps: float, picture: str, switched: bool) -> None:
+        floor: bool, rps: float, picture: str, switched: bool) -> None:
     spec = spec_of(**{"scaling.minReplicas": 2})
     w = World(spec)
     w.step(0)
@@ -1029,10 +1038,10 @@ def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_dema
     target = w.status.target
     assert target is not None
     mine = sorted(n for n, p in w.pods.items() if p.revision == target.revision)
-    assert len(mine) == 6
-    if floor is not None:
-        w.spec = spec_of(**{"scaling.minReplicas": floor})
-    # Mid-rollout: one target pod still loads, the old pods serve beside the 5 Ready ones.
+    assert len(mine) >= 3  # sized for 30 req/s at the new knobs
+    if floor:
+        w.spec = spec_of(**{"scaling.minReplicas": len(mine)})
+    # Mid-rollout: one target pod still loads, the old pods serve beside the Ready ones.
     w.pods[mine[-1]] = w.pods[mine[-1]].model_copy(update={"ready": False, "ready_since": None})
     old = [n for n, p in w.pods.items() if p.revision != target.revision]
     for n in old:
@@ -1052,7 +1061,7 @@ def test_a_rollout_hands_over_once_the_ready_target_pods_carry_the_measured_dema
     assert [c.status for c in d.status.conditions if c.type == "MetricsAvailable"] == ["True"]
     demoted = {x.name for x in d.pod_patches if x.serving is False}
     # 0.5 req/s is carried by the Ready target pods with one to spare: the old revision leaves the Service now.
-    # 150 req/s needs the whole target, and so does a floor of 6 serving pods (the user's), and so does a
+    # 150 req/s needs the whole target, and so does a floor of that many serving pods (the user's), and so does a
     # picture that under-counts the rate: old pods still serve for the one loading.
     assert (set(old) <= demoted) is switched
     assert bool(set(old) - demoted) is not switched
