@@ -49,9 +49,11 @@ class Prediction:
     limited_by: str
     itl_p: float  # seconds, per-request mean ITL at the SLO percentile
     ttft_p: float  # seconds, at the SLO percentile, with the closed loop's queue of `concurrency` clients
-    # The same without that queue: a request's own prefill and its wait behind other prefills in the batch. The
-    # replica count sizes the open-loop queue itself (queueing.replicas_for), so this is what it subtracts.
+    # A request's own prefill at the SLO percentile, without waiting behind other prefills or for a slot, and
+    # the prefill's utilization at full throughput: the replica count sizes the queue for slots itself and reads
+    # the wait behind other prefills at the load it sizes for (queueing.WaitBudget).
     prefill_p: float
+    prefill_load: float
     output_tokens_per_s: float
     requests_per_s: float
     kv_usage: float
@@ -74,7 +76,7 @@ def predict(
     tail = perfmodel.per_request_itl(op, osl=workload.osl, quantile=spec.slo.percentile / 100)
     itl_p = tail * cal.itl_scale if full else op.itl_s * cal.itl_scale * cal.itl_tail
     ttft_p = op.ttft_s * cal.ttft_scale * cal.ttft_tail
-    prefill_p = (op.ttft_s - op.queue_s) * cal.ttft_scale * cal.ttft_tail
+    prefill_p = op.prefill_s * cal.ttft_scale * cal.ttft_tail
     # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
     c = perfmodel.coefficients(r)
     kv_bytes = op.batch * (workload.isl + workload.osl / 2.0) * c.kv_bytes_per_token
@@ -82,6 +84,7 @@ def predict(
         not full or kv_fits(c, knobs.max_batch_size, workload))
     return Prediction(
         knobs=knobs, batch=op.batch, limited_by=op.limited_by, itl_p=itl_p, ttft_p=ttft_p, prefill_p=prefill_p,
+        prefill_load=op.prefill_load,
         output_tokens_per_s=op.output_tokens_per_s, requests_per_s=op.requests_per_s, kv_usage=op.kv_usage,
         mbu=op.mbu, kv_share=kv_bytes / (kv_bytes + c.weight_bytes), feasible=feasible,
     )
@@ -178,14 +181,16 @@ def budgets(spec: models.InferenceDeploymentSpec) -> tuple[int | None, ...]:
     return (None, *(default >> k for k in range(1, BUDGET_HALVINGS + 1)))
 
 
-def wait_budget(spec: models.InferenceDeploymentSpec, at: Prediction) -> float:
-    """What the TTFT objective leaves for queueing after prefill: 1.5 s x 0.95 - 0.3 s p95 prefill = 1.13 s.
+def wait_budget(spec: models.InferenceDeploymentSpec, at: Prediction) -> queueing.WaitBudget:
+    """What the TTFT objective leaves for queueing for a slot, by the load the replicas run at.
 
     The prefill's p95 without the closed loop's queue: with it, the queue was counted twice, once in the TTFT
     of a full batch of clients and again by the Erlang sizing. 70B FP8 on 2 x H100, 2,000/30 tokens at budget
     256 and maxBatchSize 8: 1.51 s p95 with 8 clients queueing for 6.4 running slots, 0.35 s without, so 0.39 s
-    of a 2 s objective was left for queueing instead of 1.55 s (4 replicas sized where 2 held 98.6%)."""
-    return max(0.1, spec.slo.ttft * (1 - MARGIN) - at.prefill_p)
+    of a 2 s objective was left for queueing instead of 1.55 s (4 replicas sized where 2 held 98.6%). And the
+    wait behind other prefills at the load sized for, not at full throughput: 1.5 s x 0.95 less a 0.3 s p95
+    prefill at a load of 0.6 leaves 1.13 s at no load and 1.04 s at 60% of the throughput."""
+    return queueing.WaitBudget(objective=spec.slo.ttft * (1 - MARGIN), prefill=at.prefill_p, load=at.prefill_load)
 
 
 def queue_miss(spec: models.InferenceDeploymentSpec) -> float:

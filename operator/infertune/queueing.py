@@ -2,7 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
+from infertune import perfmodel
+
+# Queueing is given at least this much of the TTFT objective, so a prefill that takes all of it still sizes on a
+# finite budget (the decision reports such a prefill as infeasible; see knee.predict).
+MIN_WAIT = 0.1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WaitBudget:
+    """What the TTFT objective leaves for waiting for a batch slot, at the utilization the replicas run at.
+
+    A request's prefill waits behind other prefills as in M/D/1 (perfmodel.prefill_ttft), and that wait grows
+    with the arrival rate per replica: the budget is the objective less the prefill at the rate sized for, not
+    at full throughput. 405B FP8 on 8 x H200 at a 256-token budget, 1.9 s of objective, a 0.29 s p95 prefill at a
+    load of 0.98: at 60% of the throughput the prefill reads 0.50 s and 1.40 s is left; at full throughput,
+    3.0 s, and only the 0.1 s floor.
+    """
+
+    objective: float  # seconds: the TTFT objective less its margin
+    prefill: float = 0.0  # seconds: a request's own prefill at the percentile, without waiting behind others
+    load: float = 0.0  # the prefill's utilization at full throughput (perfmodel.OperatingPoint.prefill_load)
+
+    def at(self, utilization: float) -> float:
+        """Seconds of queueing allowed with the replicas at `utilization` of their throughput (0-1)."""
+        wait = perfmodel.prefill_ttft(self.prefill, self.load * min(max(utilization, 0.0), 1.0))
+        return max(MIN_WAIT, self.objective - wait)
+
+
+Budget = float | WaitBudget
+
+
+def budget_at(budget: Budget, utilization: float) -> float:
+    """Seconds of queueing a budget allows at `utilization` (a plain number allows the same at any load)."""
+    return budget.at(utilization) if isinstance(budget, WaitBudget) else budget
 
 
 def erlang_c(servers: int, load: float) -> float:
@@ -27,7 +63,7 @@ def erlang_c(servers: int, load: float) -> float:
     return 1.0 / (1.0 + beta * cdf / phi) if phi > 0 else 0.0
 
 
-def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: float, miss: float,
+def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: Budget, miss: float,
                  limit: int) -> int:
     """Fewest replicas whose pooled batch slots keep P(queueing longer than wait_budget) under `miss`.
 
@@ -35,7 +71,8 @@ def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: flo
     a request holds a slot for slots / capacity seconds (8 / 1.15 = 7 s for a 70B chat replica). Requests
     wait for a free slot as in M/M/c: P(W > t) = P(wait) x exp(-(c - a) t / hold).
     20 req/s x 7 s = 140 Erlangs: 18 replicas (144 slots) queue too often, 20 (160 slots) wait > 1.2 s for
-    under 2.5% of requests.
+    under 2.5% of requests. A WaitBudget is read at each count's utilization: more replicas, less load each, a
+    shorter wait for prefill, more left for queueing; so the first count that holds is still the fewest.
     """
     if rate <= 0 or capacity <= 0 or slots <= 0:
         return 0
@@ -45,7 +82,7 @@ def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: flo
     return limit
 
 
-def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: float) -> float:
+def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: Budget) -> float:
     """P(a request queues longer than wait_budget) with `replicas` pooled: replicas_for's queue (1.0 when the
     load exceeds the slots). 20 req/s over 20 replicas of 8 slots at 1.15 req/s, 1.2 s budget: under 2.5%."""
     if rate <= 0:
@@ -57,10 +94,11 @@ def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budg
     servers = max(1, round(replicas * slots))
     if load >= servers:
         return 1.0
-    return erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
+    budget = budget_at(wait_budget, rate / (replicas * capacity))
+    return erlang_c(servers, load) * math.exp(-(servers - load) * max(budget, 0.0) / hold)
 
 
-def slo_rate(*, capacity: float, slots: float, wait_budget: float, miss: float) -> float:
+def slo_rate(*, capacity: float, slots: float, wait_budget: Budget, miss: float) -> float:
     """The most requests/s one replica takes while P(queueing longer than wait_budget) stays under `miss`.
 
     The replica's SLO capacity on Poisson arrivals (replicas_for's queue with one replica): a configuration
@@ -75,6 +113,7 @@ def slo_rate(*, capacity: float, slots: float, wait_budget: float, miss: float) 
     while hi - lo > capacity * 1e-3:
         mid = (lo + hi) / 2
         load = mid * hold
-        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(wait_budget, 0.0) / hold)
+        budget = budget_at(wait_budget, mid / capacity)
+        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(budget, 0.0) / hold)
         lo, hi = (mid, hi) if late <= miss else (lo, mid)
     return lo

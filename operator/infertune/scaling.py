@@ -142,8 +142,9 @@ def room(objective: float, *, rate: float, seconds: float = ATTAINMENT_TAU) -> f
 
 
 def targets(
-    spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float, wait_budget: float,
-    miss: float, current: int, lead: float, now: datetime.datetime, measured: float | None = None,
+    spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float,
+    wait_budget: queueing.Budget, miss: float, current: int, lead: float, now: datetime.datetime,
+    measured: float | None = None,
     window: float = 60.0,
 ) -> Targets:
     """Serving replicas for the forecast over the cold-start lead time, and standby for its error.
@@ -184,8 +185,10 @@ def targets(
         # started for it then sat loading for 3 minutes and was deleted when the scale-down came).
         return min(spec.standby.max, max(spec.standby.min, upper - max(serving, spec.min_replicas)))
 
+    # The budget as the replicas sized will run: 16 req/s over 3 replicas of 7.9 req/s is 68% of their throughput.
+    budget = queueing.budget_at(wait_budget, expected / (max(need, 1) * capacity) if capacity > 0 else 1.0)
     why = (f"forecast {expected:.2f} req/s over {lead:.0f} s at {capacity:.2f} req/s and {slots:.0f} slots "
-           f"per replica (queueing beyond {wait_budget:.2f} s for under {miss:.1%})")
+           f"per replica (queueing beyond {budget:.2f} s for under {miss:.1%})")
     if need >= current:
         return Targets(need, pool(need), None, f"{why} -> {need}")
     since = timestamps.seconds(demand.below_since)
@@ -212,7 +215,8 @@ class Queue:
 
 
 def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, capacity: float, slots: float,
-         wait_budget: float, miss: float, current: int, lead: float, now: datetime.datetime, window: float) -> Targets:
+         wait_budget: queueing.Budget, miss: float, current: int, lead: float, now: datetime.datetime,
+         window: float) -> Targets:
     """Serving and standby for the demand, read three ways when requests queue beyond the batch slots.
 
     The queue's growth since the last cycle is arrivals the replicas could not take, added to the rate. The
@@ -232,7 +236,8 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
     if q.queued <= 0:
         return best
     if q.standby_ready:
-        fast = sized(q.rate + q.backlog + q.queued / max(wait_budget, 1.0))
+        # The queue drains at full load, where the wait for prefill is longest and leaves the least budget.
+        fast = sized(q.rate + q.backlog + q.queued / max(queueing.budget_at(wait_budget, 1.0), 1.0))
         if fast.serving > best.serving:
             best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)))
     elif q.growth > 0:

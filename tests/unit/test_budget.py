@@ -167,9 +167,16 @@ def test_the_wait_budget_leaves_out_the_closed_loop_queue_the_replica_count_size
     p = knee.predict(spec, knobs, knee.Workload(isl=ISL, osl=OSL), models.Calibration())
     assert p.limited_by == "prefill" and p.batch < 64
     assert p.prefill_p < p.ttft_p  # the queue of 64 - batch clients is in ttft_p only
-    assert knee.wait_budget(spec, p) == pytest.approx(2.0 * (1 - knee.MARGIN) - p.prefill_p)
-    assert knee.wait_budget(spec, p) > 2.0 * (1 - knee.MARGIN) - p.ttft_p
-    # Where every client runs, the two are the same number.
+    budget = knee.wait_budget(spec, p)
+    assert budget.load == 0.0  # prefill-bound: its wait is that queue, which the replica count sizes
+    assert budget.at(1.0) == pytest.approx(2.0 * (1 - knee.MARGIN) - p.prefill_p)
+    assert budget.at(1.0) > 2.0 * (1 - knee.MARGIN) - p.ttft_p
+    # Where every client runs, the budget at full throughput is what a full batch's TTFT leaves; below it the wait
+    # behind other prefills is shorter and leaves more, and at no load only the request's own prefill counts.
     light = knee.predict(spec, knobs.model_copy(update={"max_batch_size": 2}), knee.Workload(isl=ISL, osl=OSL),
                          models.Calibration())
-    assert light.prefill_p == pytest.approx(light.ttft_p)
+    assert light.prefill_load > 0
+    budget = knee.wait_budget(spec, light)
+    assert budget.at(1.0) == pytest.approx(2.0 * (1 - knee.MARGIN) - light.ttft_p)
+    assert budget.at(0.0) == pytest.approx(2.0 * (1 - knee.MARGIN) - light.prefill_p)
+    assert budget.at(0.0) > budget.at(0.5) > budget.at(1.0)

@@ -155,3 +155,24 @@ def test_the_scale_down_room_is_the_objective_plus_the_counting_noise() -> None:
     # 0.5 req/s: 150 requests, 1.8%.
     assert scaling.room(0.95, rate=0.5) == pytest.approx(0.95 + math.sqrt(0.95 * 0.05 / 150))
     assert scaling.room(0.95, rate=0.0) <= 1.0
+
+
+def test_the_wait_for_prefill_is_read_at_the_load_each_replica_count_runs_at() -> None:
+    # 405B FP8 on 8 x H200 at a 256-token budget: a 0.29 s p95 prefill that takes 98% of the GPU's time at full
+    # throughput, 5.5 req/s and 42 slots per replica, 1.9 s of TTFT objective.
+    budget = queueing.WaitBudget(objective=1.9, prefill=0.29, load=0.98)
+    assert budget.at(1.0) == queueing.MIN_WAIT  # at full throughput the M/D/1 wait takes it all (9.5 x 0.29 s)
+    assert budget.at(0.6) == pytest.approx(1.9 - 0.29 * (1 + 0.588 / (2 * 0.412)), rel=1e-3)
+    kw = {"capacity": 5.5, "slots": 42.0, "miss": 0.025, "limit": 32}
+    n = queueing.replicas_for(40.0, wait_budget=budget, **kw)
+    # Sized at full throughput's budget it took more; no count that leaves no wait for prefill does better.
+    assert queueing.replicas_for(40.0, wait_budget=budget.at(1.0), **kw) > n
+    assert n >= queueing.replicas_for(40.0, wait_budget=budget.at(0.0), **kw)
+    # The count it picks holds at its own load and the one below does not.
+    at_own = budget.at(40.0 / (n * 5.5))  # 8 replicas at 91%: 0.43 s of the 1.9 s
+    assert queueing.late(40.0, replicas=n, capacity=5.5, slots=42.0, wait_budget=at_own) <= 0.025
+    assert queueing.late(40.0, replicas=n - 1, capacity=5.5, slots=42.0, wait_budget=budget) > 0.025
+    # One replica's SLO rate reads the budget at its own rate too: between the two fixed budgets'.
+    one = queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget, miss=0.025)
+    assert queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget.at(1.0), miss=0.025) < one
+    assert one <= queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget.at(0.0), miss=0.025)
