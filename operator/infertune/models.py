@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
+from infertune import timestamps
+
 GROUP = "infertune.io"
 VERSION = "v1alpha1"
 KIND = "InferenceDeployment"
@@ -73,6 +75,17 @@ MAX_COLD_START = 86400.0  # 24h
 # 24h: the grace period (15 s preStop + drain + 15 s) stays 86,430 s, a valid int64 number of seconds.
 MAX_DRAIN = 86400.0
 MAX_SCALE_DOWN_DELAY = 86400.0  # 24h
+
+
+def _stamp(value: str) -> str:
+    timestamps.parse(value)  # a ValueError naming the stamp
+    return value
+
+
+# A metav1.Time the operator wrote into its status. The API server checks the CRD's date-time format, but a status
+# restored from a backup or written by hand into an older CRD can hold anything; one that is no timestamp makes the
+# status unreadable (read as blank and rebuilt: kube.parse_status) rather than an error in every later cycle.
+Stamp = Annotated[str, pydantic.AfterValidator(_stamp)]
 
 
 def _at_most(limit: float) -> pydantic.AfterValidator:
@@ -647,7 +660,7 @@ class Condition(Base):
         min_length=1, max_length=1024, pattern=CONDITION_REASON, description="CamelCase reason."
     )
     message: str = pydantic.Field(default="", max_length=32768, description="Human-readable details.")
-    last_transition_time: str = pydantic.Field(
+    last_transition_time: Stamp = pydantic.Field(
         json_schema_extra={"format": "date-time"}, description="When the status last changed."
     )
     observed_generation: int | None = pydantic.Field(
@@ -672,10 +685,10 @@ class ConfigStatus(Base):
         default=None, ge=1, description="The per-step token budget the tuner set in that revision (absent: the "
         "spec's engine.maxNumBatchedTokens, else the engine's default).")
     reason: str = pydantic.Field(default="", max_length=1024, description="Why this configuration.")
-    since: str | None = pydantic.Field(
+    since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When it was chosen."
     )
-    serving_since: str | None = pydantic.Field(
+    serving_since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="When its revision took over serving (verification and further tuning count from here).",
     )
@@ -782,14 +795,14 @@ class DemandStatus(Base):
     rate: float = pydantic.Field(default=0, ge=0, description="Requests per second (smoothed).")
     trend: float = pydantic.Field(default=0, description="Change of the rate per second (smoothed).")
     error: float = pydantic.Field(default=0, ge=0, description="Typical forecast error, requests per second.")
-    updated: str | None = pydantic.Field(
+    updated: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When last updated."
     )
-    below_since: str | None = pydantic.Field(
+    below_since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when fewer serving replicas would do (scale-down waits scaling.scaleDownDelay).",
     )
-    standby_wanted: str | None = pydantic.Field(
+    standby_wanted: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when the forecast has asked for more standby pods than the pool has (it grows a minute "
         "later).",
@@ -803,11 +816,11 @@ class DemandStatus(Base):
         "five minutes from windows without a queue (a scale-down waits for it to leave room under the SLO "
         "percentile)."
     )
-    held_since: str | None = pydantic.Field(
+    held_since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when a scale-down has been held for lack of measured room under the SLO."
     )
-    garbage_since: str | None = pydantic.Field(
+    garbage_since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when garbage metrics (dropped or implausible values) have been in the picture; they hold "
         "a scale-down for at most 10 minutes from here."
@@ -816,7 +829,7 @@ class DemandStatus(Base):
         default=0, ge=0, description="The highest smoothed rate within the last cold start (the standby pool covers "
         "a return to it, not a random walk beyond it)."
     )
-    peak_at: str | None = pydantic.Field(
+    peak_at: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When the peak was measured."
     )
 
@@ -837,11 +850,11 @@ class Rejection(Base):
     kv_cache_dtype: KvDtype = pydantic.Field(description="Its KV cache dtype.")
     max_num_batched_tokens: int | None = pydantic.Field(default=None, ge=1, description="Its per-step token budget.")
     reason: str = pydantic.Field(max_length=1024, description="What the check measured.")
-    time: str = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When.")
+    time: Stamp = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When.")
 
 
 class DecisionRecord(Base):
-    time: str = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When it was decided.")
+    time: Stamp = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When it was decided.")
     kind: str = pydantic.Field(max_length=64, description="batch-size, kv-dtype, replicas, standby, rollback...")
     action: str = pydantic.Field(max_length=256, description="What changed, e.g. maxBatchSize 1024 -> 96.")
     reason: str = pydantic.Field(max_length=1024, description="Why, with the numbers.")

@@ -92,7 +92,8 @@ def test_status_declares_everything_the_operator_writes() -> None:
         rejected=(models.Rejection(max_batch_size=96, kv_cache_dtype=models.KvDtype.FP8, reason="prefix cache",
                                    time="2026-01-01T00:00:00Z"),),
         decisions=(models.DecisionRecord(time="2026-01-01T00:00:00Z", kind="k", action="a", reason="r", applied=True),),
-        conditions=(models.Condition(type="Ready", status="True", reason="Serving", last_transition_time="t"),),
+        conditions=(models.Condition(type="Ready", status="True", reason="Serving",
+                                     last_transition_time="2026-01-01T00:00:00Z"),),
     )
     dumped = full.model_dump(mode="json", by_alias=True, exclude_none=True)
     declared = {p for p, _ in _walk(SCHEMA["properties"]["status"], "")}

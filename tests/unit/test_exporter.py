@@ -15,7 +15,8 @@ def status(reason: str, *, batch: int = 64) -> models.InferenceDeploymentStatus:
     return models.InferenceDeploymentStatus(
         config=models.ConfigStatus(revision="r", max_batch_size=batch, kv_cache_dtype=models.KvDtype.FP8),
         replicas=models.ReplicaStatus(desired=2, serving=2, standby=1, ready=3, display="2/2"),
-        conditions=(models.Condition(type="Ready", status="True", reason=reason, last_transition_time="t"),),
+        conditions=(models.Condition(type="Ready", status="True", reason=reason,
+                                     last_transition_time="2026-01-01T00:00:00Z"),),
     )
 
 
@@ -58,10 +59,10 @@ def test_counters_count_new_decisions_and_start_at_zero() -> None:
     e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[], new_records=[])
     assert find(samples(e), "infertune_rollbacks_total", name="llm") == [0.0]
     records = [
-        models.DecisionRecord(time="t", kind="knobs", action="maxBatchSize 1024 -> 96", applied=True,
+        models.DecisionRecord(time="2026-01-01T00:00:00Z", kind="knobs", action="maxBatchSize 1024 -> 96", applied=True,
                               reason="predicted goodput +40% per replica"),
-        models.DecisionRecord(time="t", kind="rollback", action="maxBatchSize 96 -> 1024", applied=True,
-                              reason="measured ITL p95 80 ms > SLO 40 ms"),
+        models.DecisionRecord(time="2026-01-01T00:00:00Z", kind="rollback", action="maxBatchSize 96 -> 1024",
+                              applied=True, reason="measured ITL p95 80 ms > SLO 40 ms"),
     ]
     e.update("ns", "llm", spec=SPEC, status=status("Serving"), pods=[], new_records=records)
     v = samples(e)

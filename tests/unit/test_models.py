@@ -259,6 +259,11 @@ def test_specs_are_frozen() -> None:
     {"demand": {"rate": 8.0, "attainment": "high"}},
     {"demand": {"rate": 8.0, "heldSince": 5}},
     {"demand": {"rate": 8.0, "garbageSince": 5}},
+    # Strings that are no timestamp: every cycle would otherwise fail where the core reads them.
+    {"demand": {"rate": 8.0, "peak": 10.7, "peakAt": "yesterday"}},
+    {"demand": {"rate": 8.0, "updated": "2026-13-45T00:00:00Z"}},
+    {"demand": {"rate": 8.0, "belowSince": ""}},
+    {"config": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8", "since": "now"}},
 ])
 def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
     # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next
