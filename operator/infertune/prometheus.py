@@ -260,13 +260,23 @@ def _bucket_problem(signal: metrics.Signal, le: float | None, raw_le: Any, value
     return None
 
 
+def _sum_limit(signal: metrics.Signal) -> float:
+    """The most a histogram's _sum can grow per second. A length histogram's sum is tokens/s: the token ceiling. A
+    latency histogram's is, by Little's law, the mean number of requests inside the span it times (a TTFT sum
+    rising 3 s/s is 3 requests waiting for their first token on average), so at most every request running or
+    waiting: 100,000 + 10 M."""
+    if signal in LENGTH_SIGNALS:
+        return _LIMITS[metrics.Signal.PROMPT_TOKENS]
+    return _LIMITS[metrics.Signal.RUNNING] + _LIMITS[metrics.Signal.WAITING]
+
+
 def _sample_problem(signal: metrics.Signal, part: str, value: float | None, raw: Any) -> str | None:
-    """Why a gauge, rate or sum sample cannot be kept, or None; a histogram's sum has no plausibility bound."""
+    """Why a gauge, rate or sum sample cannot be kept, or None."""
     if value is None:
         return f"{signal.value}: not a finite number ({str(raw)[:64]})"
     if value < 0:
         return f"{signal.value}: negative ({value:g})"
-    limit = None if part == "sum" else OBSERVATIONS_LIMIT if part == "count" else _LIMITS.get(signal)
+    limit = {"sum": _sum_limit(signal), "count": OBSERVATIONS_LIMIT}.get(part, _LIMITS.get(signal))
     if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
         return f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})"
     return None

@@ -164,6 +164,18 @@ def test_a_length_histogram_count_of_zero_or_garbage_is_not_divided_by() -> None
     assert not too_many.counts and "implausible" in too_many.dropped[0]
 
 
+def test_an_absurd_but_finite_histogram_sum_is_dropped_with_its_signal_named() -> None:
+    # A length histogram's sum is tokens/s (over the 10 M tokens/s ceiling here); a latency histogram's is, by
+    # Little's law, the requests inside the span it times (over every request running or waiting here).
+    parsed = prometheus.parse({("sum", S.PROMPT_LENGTH): vec((POD_A, 3e12)),
+                               ("sum", S.GENERATION_LENGTH): vec((POD_A, 9000.0)),
+                               ("sum", S.TTFT): vec((POD_A, 1e300)), ("sum", S.ITL): vec((POD_A, 4.0))})
+    pod = parsed["ns", "a"]
+    assert pod.sums == {S.GENERATION_LENGTH: 9000.0, S.ITL: 4.0}  # the pod's other sums are kept
+    assert sorted(d.split(":")[0] for d in pod.dropped) == [S.PROMPT_LENGTH.value, S.TTFT.value]
+    assert all("implausible" in d for d in pod.dropped)
+
+
 # vLLM's per-request ITL buckets near a 40 ms objective: every request of the window between 25 and 50 ms.
 VLLM_TPOT = ((0.01, 0.0), (0.025, 0.0), (0.05, 4.0), (0.075, 4.0), (math.inf, 4.0))
 
