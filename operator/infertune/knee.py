@@ -206,7 +206,7 @@ def slo_rate(spec: models.InferenceDeploymentSpec, p: Prediction) -> float:
     admissions, which the M/M/c queue of batch slots does not see. 8B on an L40S, chat (1,000/200): a 256-token
     budget runs 41 at 6.2 req/s but admits one prompt per 4 steps; scored without that wait it was chosen over
     the default budget's 50 and took 4.3 GPU-h against 3.5 (bench/scenarios/llama-8b-l40s.yaml)."""
-    budget = max(0.1, spec.slo.ttft * (1 - MARGIN) - p.ttft_p)
+    budget = max(queueing.MIN_WAIT, spec.slo.ttft * (1 - MARGIN) - p.ttft_p)
     return queueing.slo_rate(capacity=p.requests_per_s, slots=p.batch, wait_budget=budget, miss=queue_miss(spec))
 
 

@@ -107,13 +107,9 @@ def slo_rate(*, capacity: float, slots: float, wait_budget: Budget, miss: float)
     """
     if capacity <= 0 or slots <= 0:
         return 0.0
-    hold = slots / capacity
-    servers = max(1, round(slots))
     lo, hi = 0.0, capacity
     while hi - lo > capacity * 1e-3:
         mid = (lo + hi) / 2
-        load = mid * hold
-        budget = budget_at(wait_budget, mid / capacity)
-        late = erlang_c(servers, load) * math.exp(-(servers - load) * max(budget, 0.0) / hold)
-        lo, hi = (mid, hi) if late <= miss else (lo, mid)
+        ok = late(mid, replicas=1, capacity=capacity, slots=slots, wait_budget=wait_budget) <= miss
+        lo, hi = (mid, hi) if ok else (lo, mid)
     return lo
