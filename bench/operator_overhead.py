@@ -188,8 +188,10 @@ def bench_nodes(k8s: e2e_cluster.Kube) -> list[dict[str, Any]]:
         node["spec"]["podCIDR"] = f"10.{200 + i}.0.0/20"
         # Room for every pod of the largest size: the default 110 pods per node would leave most of 1,000
         # resources with unschedulable pods, and the bench would measure rollouts that never finish.
+        # CPU and memory too: each pod requests what its engine needs (render.resources: 3 CPUs and 15Gi for an
+        # 8B model), and the default 224 CPUs stopped scheduling at 74 pods a node.
         for key in ("capacity", "allocatable"):
-            node["status"][key]["pods"] = "1100"
+            node["status"][key].update({"pods": "1100", "cpu": str(1100 * 4), "memory": f"{1100 * 16}Gi"})
     # Nodes left by an interrupted run may carry other capacities; these are the bench's own, so start afresh.
     k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--ignore-not-found", check=False)
     e2e_cluster.apply_yaml(nodes)
