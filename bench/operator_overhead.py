@@ -132,12 +132,21 @@ def row(n: int, w: dict[str, Any], pid: int, **extra: Any) -> dict[str, Any]:
 
 
 def loaded(k8s: e2e_cluster.Kube, n: int, *, metrics_url: str, twin_url: str, pid: int, seconds: float,
-           rate: float) -> dict[str, Any]:
-    """The same fleet with traffic: every resource's pod serves `rate` req/s while the window is measured."""
+           rate: float) -> list[dict[str, Any]]:
+    """The same fleet with traffic: every resource's pod serves `rate` req/s while the window is measured.
+
+    Traffic makes every resource plan tuned knobs, and each rolls them out (a new revision's Deployment and pod
+    beside the old): a one-time storm of API writes. The window is measured once that has settled, the steady
+    cost of planning with traffic, and once during the storm; how long the storm took is reported beside them."""
     load_all(twin_url, n, rate)
-    # Two metric windows (60 s each) of traffic before measuring, so every reconcile sees latencies move.
-    time.sleep(120)
+    started = time.monotonic()
     try:
+        # Two metric windows (60 s each) of traffic first, so every reconcile sees latencies move.
+        time.sleep(120)
+        storm = window(metrics_url, pid, seconds)
+        k8s.wait_for(lambda: settled(k8s, n), 1800, interval=5.0, message=f"{n} loaded resources steady")
+        rollouts_s = time.monotonic() - started
+        time.sleep(10)
         w = window(metrics_url, pid, seconds)
     finally:
         load_all(twin_url, n, 0.0)
@@ -146,7 +155,19 @@ def loaded(k8s: e2e_cluster.Kube, n: int, *, metrics_url: str, twin_url: str, pi
         return sum(1 for o in k8s.list("inferencedeployment", namespace=NS)
                    if ((o.get("status") or {}).get("observed") or {}).get("requestRate"))
 
-    return row(n, w, pid, loaded_rps_per_resource=rate, resources_with_traffic=served())
+    return [row(n, storm, pid, loaded_rps_per_resource=rate, phase="rollouts"),
+            row(n, w, pid, loaded_rps_per_resource=rate, phase="steady", resources_with_traffic=served(),
+                rollouts_settled_s=round(rollouts_s, 1))]
+
+
+def settled(k8s: e2e_cluster.Kube, n: int) -> bool:
+    """Steady state: every resource Ready with its rollouts done (no target revision pending)."""
+    items = k8s.list("inferencedeployment", namespace=NS)
+    return len(items) >= n and all(
+        not (o.get("status") or {}).get("target")
+        and any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (o.get("status") or {}).get("conditions", []))
+        for o in items)
 
 
 def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: float) -> dict[str, Any]:
@@ -161,16 +182,7 @@ def measure(k8s: e2e_cluster.Kube, n: int, metrics_url: str, pid: int, seconds: 
                  message=f"{n} resources reconciled once")
     first_pass = time.monotonic() - started
 
-    def settled() -> bool:
-        # Steady state: every resource Ready with its first rollout done (no target revision pending).
-        items = k8s.list("inferencedeployment", namespace=NS)
-        return len(items) >= n and all(
-            not (o.get("status") or {}).get("target")
-            and any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in (o.get("status") or {}).get("conditions", []))
-            for o in items)
-
-    k8s.wait_for(settled, 900, interval=5.0, message=f"{n} resources Ready and steady")
+    k8s.wait_for(lambda: settled(k8s, n), 900, interval=5.0, message=f"{n} resources Ready and steady")
     settle = time.monotonic() - started
     time.sleep(10)
     w = window(metrics_url, pid, seconds)
@@ -248,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 busy = loaded(k8s, n, metrics_url=f"http://127.0.0.1:{port}/metrics",
                               twin_url=f"http://127.0.0.1:{twin_port}", pid=operator.pid, seconds=args.seconds,
                               rate=args.loaded)
-                print(json.dumps(busy), flush=True)
-                results.append(busy)
+                for r in busy:
+                    print(json.dumps(r), flush=True)
+                results += busy
     finally:
         operator.terminate()
         twin.terminate()
