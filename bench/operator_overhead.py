@@ -136,8 +136,9 @@ def loaded(k8s: e2e_cluster.Kube, n: int, *, metrics_url: str, twin_url: str, pi
     """The same fleet with traffic: every resource's pod serves `rate` req/s while the window is measured.
 
     Traffic makes every resource plan tuned knobs, and each rolls them out (a new revision's Deployment and pod
-    beside the old): a one-time storm of API writes. The window is measured once that has settled, the steady
-    cost of planning with traffic, and once during the storm; how long the storm took is reported beside them."""
+    beside the old) once its calibration is confident, so the rollouts are spread over minutes. The window is
+    measured 120 s in ("rollouts"), and again at the first moment every resource is Ready with no rollout pending
+    ("steady": the first wave done, not every resource tuned); how long that took is reported beside them."""
     load_all(twin_url, n, rate)
     started = time.monotonic()
     try:
