@@ -36,6 +36,9 @@ from e2e import prometheus as e2e_prometheus  # noqa: E402
 NS = "bench-overhead"
 # Two fake L4 nodes with room for every pod of the largest size.
 BENCH_NODES = (e2e_cluster.NodePool("NVIDIA-L4", 2, gpus=1000),)
+# What each bench node offers: pods, and CPU and memory for as many engine pods (render.resources asks 3 CPUs and
+# 15Gi for an 8B model; 4 and 16Gi leave room).
+NODE_PODS, POD_CPUS, POD_MEMORY_GI = 1100, 4, 16
 
 
 def resource(i: int) -> dict[str, Any]:
@@ -201,10 +204,10 @@ def bench_nodes(k8s: e2e_cluster.Kube) -> list[dict[str, Any]]:
         node["spec"]["podCIDR"] = f"10.{200 + i}.0.0/20"
         # Room for every pod of the largest size: the default 110 pods per node would leave most of 1,000
         # resources with unschedulable pods, and the bench would measure rollouts that never finish.
-        # CPU and memory too: each pod requests what its engine needs (render.resources: 3 CPUs and 15Gi for an
-        # 8B model), and the default 224 CPUs stopped scheduling at 74 pods a node.
+        # CPU and memory too: the default 224 CPUs stopped scheduling at 74 engine pods a node.
         for key in ("capacity", "allocatable"):
-            node["status"][key].update({"pods": "1100", "cpu": str(1100 * 4), "memory": f"{1100 * 16}Gi"})
+            node["status"][key].update({"pods": str(NODE_PODS), "cpu": str(NODE_PODS * POD_CPUS),
+                                        "memory": f"{NODE_PODS * POD_MEMORY_GI}Gi"})
     # Nodes left by an interrupted run may carry other capacities; these are the bench's own, so start afresh.
     k8s.kubectl("delete", "node", *(n["metadata"]["name"] for n in nodes), "--ignore-not-found", check=False)
     e2e_cluster.apply_yaml(nodes)
