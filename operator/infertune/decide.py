@@ -13,6 +13,7 @@ from infertune import (
     lifecycle,
     models,
     observation,
+    perfmodel,
     plausibility,
     queueing,
     render,
@@ -160,7 +161,7 @@ def _reporting(pods: int, ignored: tuple[str, ...] | list[str], outvoted: tuple[
     return text
 
 
-def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
+def _workload(serving: list[observation.PodMetrics], spread: perfmodel.PrefillSpread) -> knee.Workload | None:
     """Request shape measured across serving pods, weighted by their request rates."""
     total = sum(p.requests_per_s or 0.0 for p in serving if p.mean_input_tokens and p.mean_output_tokens)
     if total <= 0:
@@ -169,7 +170,26 @@ def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
     osl = sum((p.requests_per_s or 0) * (p.mean_output_tokens or 0) for p in serving) / total
     hits = [p.prefix_hit_rate for p in serving if p.prefix_hit_rate is not None]
     return knee.Workload(isl=max(1, round(isl)), osl=max(2, round(osl)),
-                         prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0)
+                         prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0, spread=spread)
+
+
+def _spread(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, serving: list[observation.PodMetrics],
+            remembered: models.KneeStatus | None) -> perfmodel.PrefillSpread:
+    """The prefill spread of the prompts the serving pods saw in the window (their length histograms pooled),
+    folded into the remembered one with the calibration's EWMA step: a window holds few long prompts (a pod of
+    the Mooncake shape sees about three a minute) and one 100,000-token prompt moves a window's cv2 by a lot.
+    Windows without a prompt leave the remembered spread; nothing ever measured: none."""
+    old = (perfmodel.PrefillSpread(mean_ratio=remembered.prefill_mean_ratio, cv2=remembered.prefill_cv2)
+           if remembered is not None and remembered.prefill_mean_ratio is not None
+           and remembered.prefill_cv2 is not None else None)
+    points = [point for p in serving for point in p.prompt_lengths]
+    if not points:
+        return old or perfmodel.NO_SPREAD
+    now = knee.shape_spread(spec, knobs, points)
+    if old is None:
+        return now
+    return perfmodel.PrefillSpread(mean_ratio=knee.ewma(old.mean_ratio, now.mean_ratio),
+                                   cv2=knee.ewma(old.cv2, now.cv2))
 
 
 def _attainment(served: list[observation.PodMetrics], *, unrated: float) -> float | None:
@@ -344,11 +364,14 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     # falling back to the prior's 1,000/200 made a 600/60 load look a third as cheap to serve for a cycle
     # (14.6 -> 4.3 req/s per replica) and the replicas jumped 1 -> 3. Young pods' own token means are biased
     # (their short requests finish first), so they are not asked.
-    measured_workload = _workload(served) is not None
     remembered = prev.knee
+    spread = _spread(spec, current, served, remembered)
+    measured = _workload(served, spread)
+    measured_workload = measured is not None
     hits = (prev.observed.prefix_cache_hit_rate if prev.observed is not None else None) or 0.0
-    workload = _workload(served) or (
-        knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens, prefix_hit_rate=min(0.95, hits))
+    workload = measured or (
+        knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens, prefix_hit_rate=min(0.95, hits),
+                      spread=spread)
         if remembered is not None and remembered.input_tokens and remembered.output_tokens else knee.PRIOR_WORKLOAD)
 
     # --- calibrate on the pods of the configuration that serves -----------------------------------
@@ -578,7 +601,7 @@ def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured
     remembered = prev.knee
     shape = workload if remembered is None or not remembered.input_tokens or not remembered.output_tokens \
         else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
-                           prefix_hit_rate=workload.prefix_hit_rate)
+                           prefix_hit_rate=workload.prefix_hit_rate, spread=workload.spread)
     capacity = at_target.requests_per_s
     before = capacity if shape == workload else knee.predict(spec, target, shape, cal).requests_per_s
     believable = min(capacity, before) * scaling.step_limit(pods)
@@ -767,6 +790,8 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
         basis=basis, confidence=conf, calibration=cal,
         input_tokens=workload.isl if workload is not knee.PRIOR_WORKLOAD else None,
         output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
+        prefill_mean_ratio=round(workload.spread.mean_ratio, 4) if workload.spread != perfmodel.NO_SPREAD else None,
+        prefill_cv2=round(workload.spread.cv2, 4) if workload.spread != perfmodel.NO_SPREAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Sequence
 
 from infertune import bisection, models, observation, perfmodel, queueing, replica
 from infertune.runtimes import registry
@@ -17,6 +18,9 @@ class Workload:
     isl: int
     osl: int
     prefix_hit_rate: float = 0.0
+    # How the prompts' prefills vary around the prefill of an isl-token prompt (shape_spread); none known: every
+    # prompt isl tokens long.
+    spread: perfmodel.PrefillSpread = perfmodel.NO_SPREAD
 
 
 # Before any traffic: a chat-like request (the Azure conversation trace: 1,155 in / 211 out on average).
@@ -54,6 +58,7 @@ class Prediction:
     # the wait behind other prefills at the load it sizes for (queueing.WaitBudget).
     prefill_p: float
     prefill_load: float
+    prefill_cv2: float  # the prefill service's squared coefficient of variation (perfmodel.prefill_ttft)
     output_tokens_per_s: float
     requests_per_s: float
     kv_usage: float
@@ -69,7 +74,7 @@ def predict(
     """Calibrated physics: the prior's means scaled by what was measured, times the measured tail ratios."""
     r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
-                                   osl=workload.osl)
+                                   osl=workload.osl, spread=workload.spread)
     full = concurrency is None or concurrency >= knobs.max_batch_size
     # A full batch: the calibrated mean step (itl_scale) at the tail the prefill chunks make (physics). Part
     # full: the measured tail ratio, which also holds how full the batch happened to be while a request ran.
@@ -84,7 +89,7 @@ def predict(
         not full or kv_fits(c, knobs.max_batch_size, workload))
     return Prediction(
         knobs=knobs, batch=op.batch, limited_by=op.limited_by, itl_p=itl_p, ttft_p=ttft_p, prefill_p=prefill_p,
-        prefill_load=op.prefill_load,
+        prefill_load=op.prefill_load, prefill_cv2=op.prefill_cv2,
         output_tokens_per_s=op.output_tokens_per_s, requests_per_s=op.requests_per_s, kv_usage=op.kv_usage,
         mbu=op.mbu, kv_share=kv_bytes / (kv_bytes + c.weight_bytes), feasible=feasible,
     )
@@ -155,10 +160,19 @@ def _signed(cal: models.Calibration) -> models.Calibration:
 
 
 def _signature(workload: Workload) -> Workload:
-    """The request shape on the grid (the prefix-cache hit rate in steps of 0.05)."""
+    """The request shape on the grid (the prefix-cache hit rate in steps of 0.05; the prefill's mean ratio and
+    1 + cv2, the factor of its wait, in the calibration's steps)."""
+    spread = perfmodel.PrefillSpread(mean_ratio=_grid(workload.spread.mean_ratio, CAL_STEP),
+                                     cv2=max(0.0, _grid(1.0 + workload.spread.cv2, CAL_STEP) - 1.0))
     return Workload(isl=max(1, round(_grid(workload.isl, SHAPE_STEP))),
                     osl=max(2, round(_grid(workload.osl, SHAPE_STEP))),
-                    prefix_hit_rate=round(workload.prefix_hit_rate * 20) / 20)
+                    prefix_hit_rate=round(workload.prefix_hit_rate * 20) / 20, spread=spread)
+
+
+def shape_spread(spec: models.InferenceDeploymentSpec, knobs: models.Knobs,
+                 lengths: Sequence[tuple[float, float]]) -> perfmodel.PrefillSpread:
+    """The prefill spread of measured prompt lengths ((tokens, rate) points) on this spec's replica."""
+    return perfmodel.prefill_spread(replica.of(spec, knobs), lengths)
 
 
 # The token budgets weighed: the engine's default and its halvings, down to a 32nd of it (8,192 -> 256 on an
@@ -190,7 +204,8 @@ def wait_budget(spec: models.InferenceDeploymentSpec, at: Prediction) -> queuein
     of a 2 s objective was left for queueing instead of 1.55 s (4 replicas sized where 2 held 98.6%). And the
     wait behind other prefills at the load sized for, not at full throughput: 1.5 s x 0.95 less a 0.3 s p95
     prefill at a load of 0.6 leaves 1.13 s at no load and 1.04 s at 60% of the throughput."""
-    return queueing.WaitBudget(objective=spec.slo.ttft * (1 - MARGIN), prefill=at.prefill_p, load=at.prefill_load)
+    return queueing.WaitBudget(objective=spec.slo.ttft * (1 - MARGIN), prefill=at.prefill_p, load=at.prefill_load,
+                               cv2=at.prefill_cv2)
 
 
 def queue_miss(spec: models.InferenceDeploymentSpec) -> float:
@@ -317,7 +332,8 @@ def calibrate(
 def _means(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
            running: int) -> perfmodel.OperatingPoint:
     r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
-    return perfmodel.operating_point(r, concurrency=running, isl=workload.isl, osl=workload.osl)
+    return perfmodel.operating_point(r, concurrency=running, isl=workload.isl, osl=workload.osl,
+                                     spread=workload.spread)
 
 
 ALPHA = 0.2
@@ -328,6 +344,11 @@ SCALE_LIMITS = (0.3, 3.0)
 
 def _ewma(old: float, new: float, alpha: float) -> float:
     return (1 - alpha) * old + alpha * new
+
+
+def ewma(old: float, new: float) -> float:
+    """One step of the calibration's EWMA (alpha ALPHA): 0.8 x old + 0.2 x new."""
+    return _ewma(old, new, ALPHA)
 
 
 def confidence(cal: models.Calibration, knee_batch: float) -> float:

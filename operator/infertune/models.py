@@ -752,6 +752,12 @@ class KneeStatus(Base):
         default=None, ge=1, description="Mean prompt tokens per request the knee was computed for (last measured).")
     output_tokens: int | None = pydantic.Field(
         default=None, ge=1, description="Mean output tokens per request the knee was computed for (last measured).")
+    prefill_mean_ratio: float | None = pydantic.Field(
+        default=None, ge=0, le=1e6, description="Mean prefill of the measured prompt lengths over the prefill of "
+        "their mean prompt (above 1 where long prompts' attention costs more than their share of tokens).")
+    prefill_cv2: float | None = pydantic.Field(
+        default=None, ge=0, le=1e6, description="Squared coefficient of variation of the prefill time over the "
+        "measured prompt lengths: waits behind other prefills grow with 1 + this (M/G/1).")
 
 
 class ObservedStatus(Base):

@@ -64,6 +64,8 @@ class PodMetrics(models.Base):
     itl_floor: float | None = None
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
+    # Prompts per second by length, (tokens, rate) points from the prompt-length histogram (prometheus.length_points).
+    prompt_lengths: tuple[tuple[float, float], ...] = ()
     in_flight: float | None = None  # running + waiting right now (drain detection)
 
 

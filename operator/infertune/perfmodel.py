@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import statistics
+from collections.abc import Sequence
 from typing import Literal
 
 import pydantic
@@ -390,13 +391,19 @@ class OperatingPoint:
     mixed_step_s: float = 0.0  # a step that also carries a prefill chunk
     prefill_share: float = 0.0  # share of steps that carry a prefill chunk
     prefill_s: float = 0.0  # a request's own prefill steps, without waiting behind other prefills
-    # Share of the GPU's time in steps with a prefill chunk at this point's throughput: the M/D/1 utilization
+    # Share of the GPU's time in steps with a prefill chunk at this point's throughput: the M/G/1 utilization
     # of the prefill (prefill_ttft); 0 when the prefill bounds the replica (its wait is then the closed loop's).
     prefill_load: float = 0.0
+    prefill_cv2: float = 0.0  # squared coefficient of variation of one prefill's service time (prefill_ttft)
 
 
-def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -> OperatingPoint:
+def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int,
+                    spread: PrefillSpread | None = None) -> OperatingPoint:
     """Closed-form steady state for `concurrency` clients sending isl-in/osl-out requests back to back.
+
+    `spread` is how the prompt lengths vary around isl, as this replica's prefill sees them (prefill_spread):
+    the mean prefill is `mean_ratio` times the prefill of the mean prompt, and waits behind other prefills grow
+    with its variance. Without it every prompt is isl tokens long.
 
     The batch is min(concurrency, max_num_seqs, what the KV cache holds). Every step decodes the batch;
     a share r of steps also carries a prefill chunk, so the mean step is (1 - r) x decode + r x mixed
@@ -456,9 +463,10 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
     # A request's own prefill: `chunks` mixed steps, plus waiting behind other prefills (M/D/1 queue on the
     # prefill share of the steps): rho / (2 (1 - rho)) x its service time. Prefill-bound, the wait is the
     # closed loop's queue below (clients beyond the running batch), not inside the batch.
-    service = chunks * t_mix
-    rho = 0.0 if prefill_bound else share * t_mix / step
-    ttft_service = prefill_ttft(service, rho)
+    ratio, cv2 = (spread.mean_ratio, spread.cv2) if spread is not None else (1.0, 0.0)
+    service = chunks * t_mix * ratio
+    rho = 0.0 if prefill_bound else min(1.0, share * t_mix * ratio / step)
+    ttft_service = prefill_ttft(service, rho, cv2)
     # A request holds a batch slot from its first chunk to its last token; while it waits behind other
     # prefills it sits in the engine's waiting queue (vLLM admits from there only what the step's budget
     # holds), so the throughput is the batch over that residence, without the wait. 405B FP8 on 8 x H200,
@@ -484,6 +492,7 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
         prefill_share=share,
         prefill_s=service,
         prefill_load=rho,
+        prefill_cv2=cv2,
     )
 
 
@@ -492,16 +501,56 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int) -
 PREFILL_LOAD_CAP = 0.95
 
 
-def prefill_ttft(service: float, load: float) -> float:
-    """A request's own prefill plus its M/D/1 wait behind other prefills: service x (1 + rho / (2 (1 - rho))).
+def prefill_ttft(service: float, load: float, cv2: float = 0.0) -> float:
+    """A request's own prefill plus its M/G/1 wait behind other prefills (Pollaczek-Khinchine):
+    service x (1 + (1 + cv2) x rho / (2 (1 - rho))), `service` the mean prefill and cv2 its squared coefficient of
+    variation (0: every prompt alike, the M/D/1 queue).
 
     The prefill occupies `load` of the GPU's time (capped at PREFILL_LOAD_CAP); 191 ms of own chunks at a
     load of 0.6: 191 x (1 + 0.6 / 0.8) = 334 ms, at 0.9: 1,050 ms. Against the twin on Poisson arrivals (405B FP8
     on 8 x H200, 1,000/200 tokens, budget 256) at 0.6 and 0.8 of the throughput: 326 and 532 ms predicted, 281
-    and 451 ms simulated.
+    and 451 ms simulated. Long-context prompts vary far more: the Mooncake conversation trace on Qwen2.5-72B FP8
+    (one H200) has a mean prefill of 2.37 s and cv2 4.7 (prefill_spread), so at 0.05 req/s (rho 0.12) a request
+    waits 2.37 x 5.7 x 0.12 / 1.76 = 0.91 s behind others, where the M/D/1 queue at the mean prompt (1.71 s) said
+    0.08 s. The twin, one replica on prompts from that trace, waits about 2 s there (docs/concepts.md).
     """
     rho = min(max(load, 0.0), PREFILL_LOAD_CAP)
-    return service * (1.0 + rho / (2.0 * (1.0 - rho)))
+    return service * (1.0 + (1.0 + max(cv2, 0.0)) * rho / (2.0 * (1.0 - rho)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrefillSpread:
+    """How a prompt-length distribution's prefills compare with the prefill of its mean prompt on one replica."""
+
+    mean_ratio: float = 1.0  # E[prefill(x)] / prefill(E[x]): above 1 where attention's quadratic cost matters
+    cv2: float = 0.0  # Var[prefill(x)] / E[prefill(x)]^2
+
+
+NO_SPREAD = PrefillSpread()  # every prompt of the mean's length
+
+
+def prefill_spread(replica: Replica, lengths: Sequence[tuple[float, float]]) -> PrefillSpread:
+    """The prefill service-time moments over a prompt-length distribution, as (tokens, share) points.
+
+    A prompt's prefill is one step of its tokens (prefill_time: the weights' GEMMs grow with the tokens, the
+    attention with their square), so the spread of the service is wider than the tokens' where prompts are long.
+    The Mooncake conversation trace (12,031 prompts) on Qwen2.5-72B FP8, one H200: tokens cv2 1.72, prefill cv2
+    4.7, and the mean prefill 2.37 s against 1.71 s for the mean prompt (ratio 1.39); the Azure chat trace
+    (19,366 prompts) on 70B FP8, one H100: 0.92, 0.94 and 1.03. Points without weight or tokens are ignored;
+    none left: no spread.
+    """
+    points = [(x, w) for x, w in lengths if x >= 1 and w > 0]
+    total = sum(w for _, w in points)
+    if total <= 0:
+        return NO_SPREAD
+    mean_x = sum(x * w for x, w in points) / total
+    times = [(prefill_time(replica, tokens=round(x)), w) for x, w in points]
+    m1 = sum(t * w for t, w in times) / total
+    m2 = sum(t * t * w for t, w in times) / total
+    at_mean = prefill_time(replica, tokens=max(1, round(mean_x)))
+    if m1 <= 0 or at_mean <= 0:
+        return NO_SPREAD
+    return PrefillSpread(mean_ratio=m1 / at_mean, cv2=max(0.0, m2 / (m1 * m1) - 1.0))
 
 
 def _check(replica: Replica, c: Coefficients, *, concurrency: int, isl: int, osl: int, new: int) -> None:

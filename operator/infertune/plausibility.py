@@ -86,7 +86,7 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
             out[name] = m
             continue
         cap = caps[name] = found
-        update: dict[str, float | None] = {}
+        update: dict[str, float | tuple[()] | None] = {}
         if m.running is not None and m.running > cap.batch:
             garbage.append(f"{name} running: {m.running:g} > {cap.batch} (the batch its engine admits)")
             update["running"] = None
@@ -99,7 +99,7 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
             why = (f"more than its {tokens:g} output tokens/s" if beyond else
                    f"> {cap.requests_per_s:.0f}/s (its batch at the hardware's fastest step)")
             garbage.append(f"{name} requests: {m.requests_per_s:g}/s {why}")
-            update.update(requests_per_s=None, mean_input_tokens=None, mean_output_tokens=None)
+            update.update(requests_per_s=None, mean_input_tokens=None, mean_output_tokens=None, prompt_lengths=())
         out[name] = m.model_copy(update=update) if update else m
     outvoted: list[str] = []
     voters = [n for n in out if n in caps and (out[n].in_flight is not None or out[n].waiting is not None)]

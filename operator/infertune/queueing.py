@@ -16,7 +16,7 @@ MIN_WAIT = 0.1
 class WaitBudget:
     """What the TTFT objective leaves for waiting for a batch slot, at the utilization the replicas run at.
 
-    A request's prefill waits behind other prefills as in M/D/1 (perfmodel.prefill_ttft), and that wait grows
+    A request's prefill waits behind other prefills as in M/G/1 (perfmodel.prefill_ttft), and that wait grows
     with the arrival rate per replica: the budget is the objective less the prefill at the rate sized for, not
     at full throughput. 405B FP8 on 8 x H200 at a 256-token budget, 1.9 s of objective, a 0.29 s p95 prefill at a
     load of 0.98: at 60% of the throughput the prefill reads 0.50 s and 1.40 s is left; at full throughput,
@@ -26,10 +26,11 @@ class WaitBudget:
     objective: float  # seconds: the TTFT objective less its margin
     prefill: float = 0.0  # seconds: a request's own prefill at the percentile, without waiting behind others
     load: float = 0.0  # the prefill's utilization at full throughput (perfmodel.OperatingPoint.prefill_load)
+    cv2: float = 0.0  # the prefill service's squared coefficient of variation (perfmodel.prefill_ttft)
 
     def at(self, utilization: float) -> float:
         """Seconds of queueing allowed with the replicas at `utilization` of their throughput (0-1)."""
-        wait = perfmodel.prefill_ttft(self.prefill, self.load * min(max(utilization, 0.0), 1.0))
+        wait = perfmodel.prefill_ttft(self.prefill, self.load * min(max(utilization, 0.0), 1.0), self.cv2)
         return max(MIN_WAIT, self.objective - wait)
 
 

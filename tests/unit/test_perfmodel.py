@@ -221,3 +221,45 @@ def test_operating_point_is_fast() -> None:
     per_call = (time.perf_counter() - start) / 1000
     assert per_call < 1e-3, f"{per_call * 1e6:.0f} us per call"
     assert not math.isnan(per_call)
+
+
+def test_prefill_wait_grows_with_the_spread_of_the_prefills() -> None:
+    # Pollaczek-Khinchine: the M/D/1 wait times (1 + cv2). 1 s of prefill at a load of 0.5: 0.5 s of wait alike,
+    # 1.5 s when the prefills' cv2 is 2.
+    assert perfmodel.prefill_ttft(1.0, 0.5) == pytest.approx(1.5)
+    assert perfmodel.prefill_ttft(1.0, 0.5, 2.0) == pytest.approx(2.5)
+    assert perfmodel.prefill_ttft(1.0, 0.5, -1.0) == pytest.approx(1.5)  # no negative variance
+    assert perfmodel.prefill_ttft(1.0, 0.0, 9.0) == pytest.approx(1.0)  # nobody to wait behind
+
+
+def test_prefill_spread_of_alike_prompts_is_none() -> None:
+    r = replica(weights=FP8)
+    assert perfmodel.prefill_spread(r, [(2000.0, 3.0)]) == perfmodel.PrefillSpread(mean_ratio=1.0, cv2=0.0)
+    assert perfmodel.prefill_spread(r, []) == perfmodel.NO_SPREAD
+    assert perfmodel.prefill_spread(r, [(0.0, 1.0), (100.0, 0.0)]) == perfmodel.NO_SPREAD
+
+
+def test_prefill_spread_of_long_prompts_is_wider_than_their_tokens() -> None:
+    # Half the prompts 1,000 tokens, half 31,000: tokens cv2 (15,000 / 16,000)^2 = 0.88. Attention grows with the
+    # square of a prompt, so the long ones' prefills weigh more than their share of tokens.
+    r = replica("h200-sxm-141gb", "qwen2.5-72b", weights=FP8)
+    s = perfmodel.prefill_spread(r, [(1000.0, 1.0), (31000.0, 1.0)])
+    assert s.cv2 > (15_000 / 16_000) ** 2
+    assert s.mean_ratio > 1.0
+    # Short prompts (chat on 70B): the GEMMs dominate, and the prefill's spread is the tokens'.
+    chat = perfmodel.prefill_spread(replica(weights=FP8), [(500.0, 1.0), (1500.0, 1.0)])
+    assert chat.mean_ratio == pytest.approx(1.0, abs=0.02) and chat.cv2 == pytest.approx(0.25, rel=0.1)
+
+
+def test_operating_point_waits_longer_behind_varied_prompts() -> None:
+    r = replica(weights=FP8)
+    alike = perfmodel.operating_point(r, concurrency=3, isl=2000, osl=200)
+    varied = perfmodel.operating_point(r, concurrency=3, isl=2000, osl=200,
+                                       spread=perfmodel.PrefillSpread(mean_ratio=1.0, cv2=1.0))
+    assert varied.prefill_cv2 == 1.0 and alike.prefill_cv2 == 0.0
+    assert varied.prefill_s == alike.prefill_s and varied.requests_per_s == alike.requests_per_s
+    assert varied.ttft_s > alike.ttft_s
+    longer = perfmodel.operating_point(r, concurrency=3, isl=2000, osl=200,
+                                       spread=perfmodel.PrefillSpread(mean_ratio=1.5))
+    assert longer.prefill_s == pytest.approx(1.5 * alike.prefill_s)
+    assert longer.requests_per_s < alike.requests_per_s

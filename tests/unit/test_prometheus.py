@@ -30,9 +30,9 @@ POD_B = {"namespace": "ns", "pod": "b"}
 
 def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
     plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
-    # 4 histograms + 2 sums + 10 scalars + 2 in-flight + 2 length histograms' sums and counts, for every engine
-    # and any number of resources.
-    assert len(plan) == 22
+    # 5 histograms (the prompt length's whole) + 2 sums + 10 scalars + 2 in-flight + 2 length histograms' sums
+    # and counts, for every engine and any number of resources.
+    assert len(plan) == 23
     assert 'vllm:request_prompt_tokens_count", job=' in plan["count", S.PROMPT_LENGTH]
     assert "tgi_request_generated_tokens_sum" in plan["sum", S.GENERATION_LENGTH]
     assert "last_over_time" in plan["now", S.RUNNING]
@@ -121,6 +121,39 @@ def test_pod_metrics_from_raw() -> None:
     # Both objectives sit on bucket edges (0.5 s, 40 ms): the buckets pin the share down exactly.
     assert m.slo_attainment_low == m.slo_attainment_high == pytest.approx(0.75 * 0.9)
     assert m.itl_p == 0.04  # beyond the last finite bucket: its bound, as histogram_quantile does
+
+
+def test_length_points_keep_the_spread_of_each_bucket() -> None:
+    # 2 req/s up to 100 tokens, 4 between 100 and 500: two points per bucket at the Gauss-Legendre nodes.
+    points = prometheus.length_points(((100.0, 2.0), (500.0, 6.0), (math.inf, 6.0)))
+    assert [round(x, 1) for x, _ in points] == [21.1, 78.9, 184.5, 415.5]
+    assert [w for _, w in points] == [1.0, 1.0, 2.0, 2.0]
+    # Uniform within a bucket, the points' second moment is the bucket's: (0^2 + 0 x 100 + 100^2) / 3.
+    assert sum(x * x * w for x, w in points[:2]) / 2 == pytest.approx(10_000 / 3)
+
+
+def test_length_points_put_the_overflow_at_the_last_bound() -> None:
+    assert prometheus.length_points(((100.0, 1.0), (math.inf, 3.0)))[-1] == (100.0, 2.0)
+
+
+@pytest.mark.parametrize("buckets", [
+    (), ((100.0, 1.0),),  # no +Inf bucket
+    ((100.0, 3.0), (500.0, 2.0), (math.inf, 3.0)),  # cumulative counts that fall: no distribution
+])
+def test_length_points_of_no_distribution_are_empty(buckets: tuple[tuple[float, float], ...]) -> None:
+    assert prometheus.length_points(buckets) == ()
+
+
+def test_pod_metrics_carry_the_prompt_lengths() -> None:
+    raw = prometheus.RawPod(buckets={S.PROMPT_LENGTH: ((1000.0, 1.0), (2000.0, 4.0), (math.inf, 4.0))},
+                            sums={}, values={})
+    m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert sum(w for _, w in m.prompt_lengths) == pytest.approx(4.0)
+    assert all(0 < x < 2000 for x, _ in m.prompt_lengths)
+    rejected = prometheus.parse({("buckets", S.PROMPT_LENGTH): vec(({**POD_A, "le": "-5"}, 1.0),
+                                                                 ({**POD_A, "le": "+Inf"}, 1.0))})
+    assert prometheus.pod_metrics(rejected["ns", "a"], percentile=95, ttft_slo=1.0,
+                                  itl_slo=0.05).prompt_lengths == ()
 
 
 def _burst_start(sums: dict[metrics.Signal, float] | None = None,
@@ -243,7 +276,7 @@ async def test_source_caches_one_snapshot_per_cycle() -> None:
     first = await source.snapshot(max_age=10)
     second = await source.snapshot(max_age=10)
     assert first is second
-    assert len(fake.calls) == 22
+    assert len(fake.calls) == 23
     assert first.ok and first.pods["ns", "a"].values[S.RUNNING] == 2.0
 
 
@@ -251,14 +284,14 @@ async def test_source_shares_a_snapshot_between_concurrent_callers() -> None:
     fake = FakeQuery()
     source = prometheus.Source(query=fake)
     await asyncio.gather(*(source.snapshot(max_age=10) for _ in range(50)))
-    assert len(fake.calls) == 22  # 50 resources, one batch
+    assert len(fake.calls) == 23  # 50 resources, one batch
 
 
 async def test_a_transient_error_is_retried() -> None:
     fake = FakeQuery(fail_first=3)
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert snap.ok
-    assert len(fake.calls) == 25  # 22 queries, 3 of them twice
+    assert len(fake.calls) == 26  # 23 queries, 3 of them twice
 
 
 async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
@@ -266,8 +299,8 @@ async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert not snap.ok
     assert "503" in snap.error
-    assert len(snap.failed_signals) == 22
-    assert len(fake.calls) == 44  # bounded: two attempts each
+    assert len(snap.failed_signals) == 23
+    assert len(fake.calls) == 46  # bounded: two attempts each
 
 
 async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:
@@ -371,7 +404,7 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     fake = FakeQuery({"num_requests_running": vec((POD_A, 2))})
     source = prometheus.Source(query=fake, budget=5.0, clock=lambda: clock[0])
     first = await source.snapshot(max_age=5)
-    assert len(fake.calls) == 22
+    assert len(fake.calls) == 23
     fake.delay = 0.3  # the next batch takes a while
     clock[0] = 6.0  # past max_age, within max_age + budget
     started = time.monotonic()
@@ -379,9 +412,9 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     assert again is first and time.monotonic() - started < 0.1  # served at once, not after the queries
     assert source._refresh is not None
     fresh = await source._refresh
-    assert fresh is not first and len(fake.calls) == 44
+    assert fresh is not first and len(fake.calls) == 46
     assert await source.snapshot(max_age=5) is fresh
     clock[0] = 20.0  # far too old to serve: the caller waits for the new one
     fake.delay = 0.0
     newest = await source.snapshot(max_age=5)
-    assert newest is not fresh and len(fake.calls) == 66
+    assert newest is not fresh and len(fake.calls) == 69
