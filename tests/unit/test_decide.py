@@ -1136,3 +1136,39 @@ def test_observed_itl_is_the_per_request_percentile_the_slo_is_judged_on() -> No
     # An engine with only the per-token histogram (SGLang, NIM 1.x): that one.
     keep_load(w, spec, 30, 1, running=40, rps=4.0, tpot_p=None, itl_p=0.090)
     assert w.status.observed is not None and w.status.observed.itl_p95_ms == 90.0
+
+
+def test_the_prompts_spread_is_measured_smoothed_and_remembered() -> None:
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    # Half the prompts about 200 tokens, half about 1,800: the pods' length histograms as (tokens, rate) points.
+    varied = ((200.0, 2.0), (1800.0, 2.0))
+    w.set_load(**load(spec, current(w), running=20, rps=4.0), prompt_lengths=varied)
+    w.step(15)
+    k = w.status.knee
+    assert k is not None and k.prefill_cv2 is not None and k.prefill_mean_ratio is not None
+    first = perfmodel.prefill_spread(replica.of(spec, current(w)), varied)
+    assert k.prefill_cv2 == pytest.approx(first.cv2, rel=1e-3) and k.prefill_cv2 > 0.4
+    # Alike prompts from now on: the spread moves one EWMA step a cycle (0.8 of the old), not all at once.
+    w.set_load(**load(spec, current(w), running=20, rps=4.0), prompt_lengths=((1000.0, 4.0),))
+    w.step(30)
+    assert w.status.knee is not None and w.status.knee.prefill_cv2 == pytest.approx(0.8 * first.cv2, rel=1e-3)
+    # A window without a prompt histogram (an engine without one, or no prompt finished) keeps what was learnt.
+    w.set_load(**load(spec, current(w), running=20, rps=4.0))
+    w.step(45)
+    assert w.status.knee is not None and w.status.knee.prefill_cv2 == pytest.approx(0.8 * first.cv2, rel=1e-3)
+
+
+def test_a_wider_spread_of_prompts_lowers_what_a_replica_serves_within_the_ttft_objective() -> None:
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=64)
+    alike = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, models.Calibration())
+    wide = knee.predict(spec, knobs, dataclasses.replace(
+        knee.PRIOR_WORKLOAD, spread=perfmodel.PrefillSpread(mean_ratio=1.05, cv2=2.0)), models.Calibration())
+    assert wide.prefill_cv2 == 2.0 and wide.prefill_p > alike.prefill_p
+    budget_alike, budget_wide = knee.wait_budget(spec, alike), knee.wait_budget(spec, wide)
+    # Waits behind other prefills grow with 1 + cv2 (Pollaczek-Khinchine): less of the objective is left for
+    # queueing for a slot at the same load.
+    assert budget_wide.at(0.8) < budget_alike.at(0.8)
+    assert knee.slo_rate(spec, wide) <= knee.slo_rate(spec, alike)
