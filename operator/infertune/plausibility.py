@@ -34,6 +34,7 @@ class Limits:
 
     batch: int  # sequences it runs at once
     requests_per_s: float  # requests it can complete per second
+    context: int = 2**31  # the longest prompt it accepts, tokens
 
 
 def limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:
@@ -61,7 +62,25 @@ def _limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits
     except perfmodel.ModelDoesNotFit:
         pass  # validation refuses such a spec; keep the knob's own bound
     floor = perfmodel.roofline_step_time(one, tokens=batch, kv_tokens=0.0)
-    return Limits(batch=batch, requests_per_s=batch / floor if floor > 0 else math.inf)
+    # vLLM --max-model-len where the spec sets it, else the model's own context (max_position_embeddings).
+    context = spec.model.max_model_len or one.model.max_context_tokens
+    return Limits(batch=batch, requests_per_s=batch / floor if floor > 0 else math.inf, context=context)
+
+
+def _prompt_lengths(name: str, points: tuple[tuple[float, float], ...], cap: Limits,
+                    garbage: list[str]) -> dict[str, tuple[tuple[float, float], ...]]:
+    """A pod's prompt-length histogram held to its limits: more prompts a second than the pod can complete is
+    garbage (dropped and named); a length beyond the longest prompt it accepts is read as that length, since a
+    bucket's upper node may pass it honestly (SGLang's fixed buckets run past an 8,192-token context) and a forged
+    100-million-token bucket must not make every prefill look endless."""
+    rate = sum(w for _, w in points)
+    if rate > cap.requests_per_s:
+        garbage.append(f"{name} prompt lengths: {rate:g}/s > {cap.requests_per_s:.0f}/s (its batch at the "
+                       "hardware's fastest step)")
+        return {"prompt_lengths": ()}
+    if any(x > cap.context for x, _ in points):
+        return {"prompt_lengths": tuple((min(x, float(cap.context)), w) for x, w in points)}
+    return {}
 
 
 def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodFacts],
@@ -86,7 +105,7 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
             out[name] = m
             continue
         cap = caps[name] = found
-        update: dict[str, float | tuple[()] | None] = {}
+        update: dict[str, float | tuple[tuple[float, float], ...] | None] = {}
         if m.running is not None and m.running > cap.batch:
             garbage.append(f"{name} running: {m.running:g} > {cap.batch} (the batch its engine admits)")
             update["running"] = None
@@ -100,6 +119,8 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
                    f"> {cap.requests_per_s:.0f}/s (its batch at the hardware's fastest step)")
             garbage.append(f"{name} requests: {m.requests_per_s:g}/s {why}")
             update.update(requests_per_s=None, mean_input_tokens=None, mean_output_tokens=None, prompt_lengths=())
+        if m.prompt_lengths and "prompt_lengths" not in update:
+            update.update(_prompt_lengths(name, m.prompt_lengths, cap, garbage))
         out[name] = m.model_copy(update=update) if update else m
     outvoted: list[str] = []
     voters = [n for n in out if n in caps and (out[n].in_flight is not None or out[n].waiting is not None)]

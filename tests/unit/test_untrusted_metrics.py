@@ -365,3 +365,32 @@ def test_claims_beyond_a_pod_s_batch_are_garbage_and_a_minority_s_queue_is_outvo
     queue = fine.model_copy(update={"waiting": 20.0, "in_flight": 84.0})
     s = plausibility.screen(spec, pods, (revision,), {"p0": queue, "p1": queue, "p2": queue, "p3": fine})
     assert not s.outvoted and s.pods["p0"].waiting == 20.0
+
+
+def test_a_forged_prompt_length_histogram_is_bounded_by_the_pod_s_limits() -> None:
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=64)
+    revision = observation.RevisionFacts(name="llm-r", revision="r", knobs=knobs, replicas=3, ready_replicas=3,
+                                         created=0)
+    pods = [observation.PodFacts(name=f"p{i}", revision="r", ready=True, serving=True, created=0) for i in range(3)]
+    cap = plausibility.limits(spec, knobs)
+    assert cap.context == 131072  # Llama-3.1-70B's context, no maxModelLen set
+    fine = observation.PodMetrics(requests_per_s=3, prompt_lengths=((800.0, 1.5), (1500.0, 1.5)))
+    claims = {
+        # More prompts a second than the pod completes at its fastest: garbage, named, the histogram dropped.
+        "p0": fine.model_copy(update={"prompt_lengths": ((800.0, cap.requests_per_s * 2),)}),
+        # Prompts of 100 million tokens: read as the longest the engine takes, not as endless prefills.
+        "p1": fine.model_copy(update={"prompt_lengths": ((1e8, 1.0), (800.0, 2.0))}),
+        "p2": fine,
+    }
+    s = plausibility.screen(spec, pods, (revision,), claims)
+    assert s.pods["p0"].prompt_lengths == () and s.garbage[0].startswith("p0 prompt lengths:")
+    assert s.pods["p1"].prompt_lengths == ((131072.0, 1.0), (800.0, 2.0))
+    assert s.pods["p2"] == fine and len(s.garbage) == 1
+    # Through decide: the spread the forged pod can claim is that of the longest prompts the model takes.
+    w = World(spec)
+    w.step(0)
+    w.set_load(**load(spec, current(w), running=20, rps=4.0), prompt_lengths=((1e12, 4.0), (1000.0, 4.0)))
+    d = w.step(15)
+    assert d.status.knee is not None and d.status.knee.prefill_cv2 is not None
+    assert math.isfinite(d.status.knee.prefill_cv2) and d.status.knee.prefill_cv2 < 100
