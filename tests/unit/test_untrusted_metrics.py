@@ -346,12 +346,18 @@ def test_the_shipped_scrape_jobs_limit_samples_and_labels_and_dcgm_to_the_gpu_op
                for r in monitor["podMetricsEndpoints"][0]["relabelings"])
 
 
-def test_claims_beyond_a_pod_s_batch_are_garbage_and_a_minority_s_queue_is_outvoted() -> None:
-    spec = spec_of()
-    knobs = models.Knobs(max_batch_size=64)
-    revision = observation.RevisionFacts(name="llm-r", revision="r", knobs=knobs, replicas=4, ready_replicas=4,
+def _revision_of(n: int) -> tuple[models.InferenceDeploymentSpec, models.Knobs, observation.RevisionFacts,
+                                   list[observation.PodFacts]]:
+    """One revision at maxBatchSize 64 with n Ready, serving pods p0, p1, ..."""
+    spec, knobs = spec_of(), models.Knobs(max_batch_size=64)
+    revision = observation.RevisionFacts(name="llm-r", revision="r", knobs=knobs, replicas=n, ready_replicas=n,
                                          created=0)
-    pods = [observation.PodFacts(name=f"p{i}", revision="r", ready=True, serving=True, created=0) for i in range(4)]
+    return spec, knobs, revision, [observation.PodFacts(name=f"p{i}", revision="r", ready=True, serving=True,
+                                                        created=0) for i in range(n)]
+
+
+def test_claims_beyond_a_pod_s_batch_are_garbage_and_a_minority_s_queue_is_outvoted() -> None:
+    spec, knobs, revision, pods = _revision_of(4)
     fine = observation.PodMetrics(running=30, waiting=0, in_flight=30, requests_per_s=3)
     cap = plausibility.limits(spec, knobs)
     assert cap.batch == 64 and 1_000 < cap.requests_per_s < 1e6
@@ -368,11 +374,7 @@ def test_claims_beyond_a_pod_s_batch_are_garbage_and_a_minority_s_queue_is_outvo
 
 
 def test_a_forged_prompt_length_histogram_is_bounded_by_the_pod_s_limits() -> None:
-    spec = spec_of()
-    knobs = models.Knobs(max_batch_size=64)
-    revision = observation.RevisionFacts(name="llm-r", revision="r", knobs=knobs, replicas=3, ready_replicas=3,
-                                         created=0)
-    pods = [observation.PodFacts(name=f"p{i}", revision="r", ready=True, serving=True, created=0) for i in range(3)]
+    spec, knobs, revision, pods = _revision_of(3)
     cap = plausibility.limits(spec, knobs)
     assert cap.context == 131072  # Llama-3.1-70B's context, no maxModelLen set
     fine = observation.PodMetrics(requests_per_s=3, prompt_lengths=((800.0, 1.5), (1500.0, 1.5)))
