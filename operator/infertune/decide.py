@@ -266,6 +266,7 @@ class _Seen:
     workload: knee.Workload
     cal: models.Calibration
     cold: float
+    spread: perfmodel.PrefillSpread  # the prompts' prefill spread as measured (reported, not planned with)
 
     @property
     def spec(self) -> models.InferenceDeploymentSpec:
@@ -365,13 +366,16 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     # (14.6 -> 4.3 req/s per replica) and the replicas jumped 1 -> 3. Young pods' own token means are biased
     # (their short requests finish first), so they are not asked.
     remembered = prev.knee
+    # The prompts' spread is measured and reported (status.knee.prefillCv2), not yet planned with: in the knee as
+    # it stands (the TTFT objective met with the batch full at full throughput) the M/G/1 wait it brings shrank
+    # the knee of chat and long-prompt loads and lost an on/off validation scenario (docs/concepts.md, "The
+    # spread of the prompts"), so the workload planned for keeps every prompt at the mean's length.
     spread = _spread(spec, current, served, remembered)
-    measured = _workload(served, spread)
+    measured = _workload(served, perfmodel.NO_SPREAD)
     measured_workload = measured is not None
     hits = (prev.observed.prefix_cache_hit_rate if prev.observed is not None else None) or 0.0
     workload = measured or (
-        knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens, prefix_hit_rate=min(0.95, hits),
-                      spread=spread)
+        knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens, prefix_hit_rate=min(0.95, hits))
         if remembered is not None and remembered.input_tokens and remembered.output_tokens else knee.PRIOR_WORKLOAD)
 
     # --- calibrate on the pods of the configuration that serves -----------------------------------
@@ -383,7 +387,7 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
                  forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
                  measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
-                 cal=cal, cold=_cold_start(spec, obs))
+                 cal=cal, cold=_cold_start(spec, obs), spread=spread)
 
 
 def _plan_knobs(s: _Seen) -> _Plan:
@@ -790,8 +794,8 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
         basis=basis, confidence=conf, calibration=cal,
         input_tokens=workload.isl if workload is not knee.PRIOR_WORKLOAD else None,
         output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
-        prefill_mean_ratio=round(workload.spread.mean_ratio, 4) if workload.spread != perfmodel.NO_SPREAD else None,
-        prefill_cv2=round(workload.spread.cv2, 4) if workload.spread != perfmodel.NO_SPREAD else None,
+        prefill_mean_ratio=round(s.spread.mean_ratio, 4) if s.spread != perfmodel.NO_SPREAD else None,
+        prefill_cv2=round(s.spread.cv2, 4) if s.spread != perfmodel.NO_SPREAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf)
