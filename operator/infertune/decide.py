@@ -161,7 +161,7 @@ def _reporting(pods: int, ignored: tuple[str, ...] | list[str], outvoted: tuple[
     return text
 
 
-def _workload(serving: list[observation.PodMetrics], spread: perfmodel.PrefillSpread) -> knee.Workload | None:
+def _workload(serving: list[observation.PodMetrics]) -> knee.Workload | None:
     """Request shape measured across serving pods, weighted by their request rates."""
     total = sum(p.requests_per_s or 0.0 for p in serving if p.mean_input_tokens and p.mean_output_tokens)
     if total <= 0:
@@ -170,7 +170,7 @@ def _workload(serving: list[observation.PodMetrics], spread: perfmodel.PrefillSp
     osl = sum((p.requests_per_s or 0) * (p.mean_output_tokens or 0) for p in serving) / total
     hits = [p.prefix_hit_rate for p in serving if p.prefix_hit_rate is not None]
     return knee.Workload(isl=max(1, round(isl)), osl=max(2, round(osl)),
-                         prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0, spread=spread)
+                         prefix_hit_rate=min(0.95, sum(hits) / len(hits)) if hits else 0.0)
 
 
 def _spread(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, serving: list[observation.PodMetrics],
@@ -371,7 +371,7 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     # the knee of chat and long-prompt loads and lost an on/off validation scenario (docs/concepts.md, "The
     # spread of the prompts"), so the workload planned for keeps every prompt at the mean's length.
     spread = _spread(spec, current, served, remembered)
-    measured = _workload(served, perfmodel.NO_SPREAD)
+    measured = _workload(served)
     measured_workload = measured is not None
     hits = (prev.observed.prefix_cache_hit_rate if prev.observed is not None else None) or 0.0
     workload = measured or (

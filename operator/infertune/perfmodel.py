@@ -539,12 +539,16 @@ def prefill_spread(replica: Replica, lengths: Sequence[tuple[float, float]]) -> 
     (19,366 prompts) on 70B FP8, one H100: 0.92, 0.94 and 1.03. Points without weight or tokens are ignored;
     none left: no spread.
     """
-    points = [(x, w) for x, w in lengths if x >= 1 and w > 0]
-    total = sum(w for _, w in points)
+    # Pods of one engine share its bucket bounds, so ten pods send the same lengths ten times: one prefill each.
+    merged: dict[float, float] = {}
+    for x, w in lengths:
+        if x >= 1 and w > 0:
+            merged[x] = merged.get(x, 0.0) + w
+    total = sum(merged.values())
     if total <= 0:
         return NO_SPREAD
-    mean_x = sum(x * w for x, w in points) / total
-    times = [(prefill_time(replica, tokens=round(x)), w) for x, w in points]
+    mean_x = sum(x * w for x, w in merged.items()) / total
+    times = [(prefill_time(replica, tokens=round(x)), w) for x, w in merged.items()]
     m1 = sum(t * w for t, w in times) / total
     m2 = sum(t * t * w for t, w in times) / total
     at_mean = prefill_time(replica, tokens=max(1, round(mean_x)))

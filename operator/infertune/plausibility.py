@@ -34,7 +34,7 @@ class Limits:
 
     batch: int  # sequences it runs at once
     requests_per_s: float  # requests it can complete per second
-    context: int = 2**31  # the longest prompt it accepts, tokens
+    context: int  # the longest prompt it accepts, tokens
 
 
 def limits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs) -> Limits:

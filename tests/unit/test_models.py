@@ -6,6 +6,7 @@ import glob
 import pathlib
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
 
@@ -273,3 +274,13 @@ def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedgin
                                                 "handover": 1.86, "servingSince": "2026-01-01T00:00:00Z"}}
     parsed = kube.parse_status(good)
     assert parsed.target is not None and parsed.target.handover == 1.86 and parsed.observed_generation == 3
+
+
+@pytest.mark.parametrize(("field", "value"), [("prefill_cv2", -0.5), ("prefill_cv2", 1e9),
+                                              ("prefill_mean_ratio", -1.0), ("prefill_mean_ratio", "wide")])
+def test_a_bad_prefill_spread_in_status_names_its_field(field: str, value: object) -> None:
+    good = {"max_batch_size": 8, "goodput": 100.0, "basis": "measured", "confidence": 0.5}
+    assert models.KneeStatus.model_validate({**good, field: 2.0}).model_dump()[field] == 2.0
+    with pytest.raises(pydantic.ValidationError) as e:
+        models.KneeStatus.model_validate({**good, field: value})
+    assert field in str(e.value)
