@@ -379,15 +379,44 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
         if remembered is not None and remembered.input_tokens and remembered.output_tokens else knee.PRIOR_WORKLOAD)
 
     # --- calibrate on the pods of the configuration that serves -----------------------------------
+    # The latencies measured in the window are compared with the model at the window's own request shape.
     cal = prev.knee.calibration if prev.knee is not None else models.Calibration()
     serving_rev = config.revision if config is not None else None
     if health.ok and config is not None and measured_workload:
         points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
         cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
+    cold = _cold_start(spec, obs)
+    if measured is not None:
+        workload = _smoothed(remembered, measured, dt=t - (timestamps.seconds(prev.demand.updated) or t)
+                             if prev.demand is not None else 0.0, horizon=cold)
     return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
                  forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
                  measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
-                 cal=cal, cold=_cold_start(spec, obs), spread=spread)
+                 cal=cal, cold=cold, spread=spread)
+
+
+def _smoothed(remembered: models.KneeStatus | None, window: knee.Workload, *, dt: float,
+              horizon: float) -> knee.Workload:
+    """The request shape the knobs and replicas are planned for: the windows' shapes averaged over a cold start.
+
+    Knobs and replicas both take a cold start to change, so the shape worth planning for is the one over that
+    horizon, not one window's: a pod of the Mooncake shape serves a few prompts a minute, and the mean prompt of
+    the fleet's 60 s window moved between 7,600 and 20,000 tokens from one minute to the next, each move a new
+    knee. An EWMA over the cold start: every 15 s at a 300 s cold start, 1 - e^(-15/300) = 4.9% of the way to
+    the window's shape (a lasting 2x shift shows 63% of itself after one cold start, when new pods could first
+    serve it); at a 60 s cold start, 22%. The prefix-cache hit rate is the window's."""
+    if remembered is None or not remembered.input_tokens or not remembered.output_tokens or dt <= 0:
+        return window
+    a = 1.0 - math.exp(-dt / max(horizon, scaling.RATE_TAU))
+
+    def toward(old: int, new: int) -> int:
+        # At least a token each cycle, so the average reaches a lasting shape rather than stalling where 4.9%
+        # of what is left rounds to nothing (10 tokens short of it).
+        step = a * (new - old)
+        return old + (math.ceil(step) if step > 0 else math.floor(step))
+
+    return dataclasses.replace(window, isl=max(1, toward(remembered.input_tokens, window.isl)),
+                               osl=max(2, toward(remembered.output_tokens, window.osl)))
 
 
 def _plan_knobs(s: _Seen) -> _Plan:

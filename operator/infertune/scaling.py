@@ -176,7 +176,10 @@ def targets(
     # the level it left, not beyond it. On/off at 10 req/s over 4 serving replicas: 10 + 1.65 x 9 = 25 req/s
     # started 2 to 3 standby pods every burst, deleted unready when it ended; the peak, 10.7, needs none.
     surprise_rate = expected + STANDBY_Z * spread
-    upper_rate = min(surprise_rate, max(expected, demand.peak)) if demand.peak_at is not None else surprise_rate
+    # Above every level visited within a cold start (a rise into new territory) the demand wanders, and the
+    # band holds: capped at the forecast itself there, a diurnal's rising edge never held a standby pod.
+    rising = demand.peak_at is None or expected > demand.peak
+    upper_rate = surprise_rate if rising else min(surprise_rate, demand.peak)
     upper = queueing.replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
                          miss=miss, limit=spec.max_replicas + spec.standby.max)
     def pool(serving: int) -> int:
