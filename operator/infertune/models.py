@@ -749,9 +749,11 @@ class KneeStatus(Base):
     confidence: float = pydantic.Field(ge=0, le=1, description="0 (a guess) to 1 (well measured).")
     calibration: Calibration = pydantic.Field(default_factory=Calibration, description="Corrections to the prior.")
     input_tokens: int | None = pydantic.Field(
-        default=None, ge=1, description="Mean prompt tokens per request the knee was computed for (last measured).")
+        default=None, ge=1,
+        description="Mean prompt tokens per request the knee was computed for (windows averaged over a cold start).")
     output_tokens: int | None = pydantic.Field(
-        default=None, ge=1, description="Mean output tokens per request the knee was computed for (last measured).")
+        default=None, ge=1,
+        description="Mean output tokens per request the knee was computed for (windows averaged over a cold start).")
     prefill_mean_ratio: float | None = pydantic.Field(
         default=None, ge=0, le=1e6, description="Mean prefill of the measured prompt lengths over the prefill of "
         "their mean prompt (above 1 where long prompts' attention costs more than their share of tokens).")

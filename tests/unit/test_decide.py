@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
+import math
 import re
 from typing import Any
 
@@ -1173,3 +1174,25 @@ def test_a_wider_spread_of_prompts_lowers_what_a_replica_serves_within_the_ttft_
     # queueing for a slot at the same load.
     assert budget_wide.at(0.8) < budget_alike.at(0.8)
     assert knee.slo_rate(spec, wide) <= knee.slo_rate(spec, alike)
+
+
+def test_the_shape_planned_for_is_the_windows_averaged_over_a_cold_start() -> None:
+    # Long prompts: one window's mean jumps 12,000 -> 20,000 tokens; at a 300 s cold start a 15 s cycle moves the
+    # plan 4.9% of the way (12,391), so one window of a few long prompts does not make a new knee.
+    remembered = models.KneeStatus(max_batch_size=8, goodput=100.0, basis="measured", confidence=0.5,
+                                   input_tokens=12000, output_tokens=300)
+    window = knee.Workload(isl=20000, osl=300, prefix_hit_rate=0.4)
+    step = decide._smoothed(remembered, window, dt=15.0, horizon=300.0)
+    assert step.isl == 12000 + math.ceil((1 - math.exp(-15 / 300)) * 8000) == 12391
+    assert step.osl == 300 and step.prefix_hit_rate == 0.4  # the hit rate is the window's
+    # A lasting shift is reached, not stalled a few tokens short of it by rounding.
+    shape = remembered
+    for _ in range(400):
+        w = decide._smoothed(shape, window, dt=15.0, horizon=300.0)
+        shape = shape.model_copy(update={"input_tokens": w.isl, "output_tokens": w.osl})
+    assert shape.input_tokens == 20000
+    # A 60 s cold start follows faster (22% a cycle), and nothing remembered or no time passed: the window itself.
+    assert decide._smoothed(remembered, window, dt=15.0, horizon=60.0).isl == 12000 + math.ceil(
+        (1 - math.exp(-15 / 60)) * 8000)
+    assert decide._smoothed(None, window, dt=15.0, horizon=300.0) == window
+    assert decide._smoothed(remembered, window, dt=0.0, horizon=300.0) == window

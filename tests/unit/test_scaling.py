@@ -176,3 +176,18 @@ def test_the_wait_for_prefill_is_read_at_the_load_each_replica_count_runs_at() -
     one = queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget, miss=0.025)
     assert queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget.at(1.0), miss=0.025) < one
     assert one <= queueing.slo_rate(capacity=5.5, slots=42.0, wait_budget=budget.at(0.0), miss=0.025)
+
+
+def test_a_rise_into_new_territory_keeps_its_band_where_a_return_to_a_visited_level_does_not() -> None:
+    # A diurnal's rising edge: the rate is its own peak and climbs 0.6 req/s a minute, so the forecast over a
+    # 300 s cold start (16 + 0.01 x 360 = 19.6 req/s) lies above every level visited. Capped at the peak (as a
+    # return to a visited level is), the band was cut to the forecast itself and no standby was ever held there.
+    kw = {"capacity": 7.9, "slots": 57, "wait_budget": 1.1, "miss": 0.025, "current": 3, "lead": 300.0,
+          "now": NOW, "window": 60.0}
+    rising = models.DemandStatus(rate=16.0, trend=0.01, error=1.5, updated="2026-01-01T00:00:00Z", peak=16.0,
+                                 peak_at="2026-01-01T00:00:00Z")
+    t = scaling.targets(SPEC, rising, **kw)
+    assert t.serving == 3 and t.standby >= 1
+    # The same band under a peak visited a minute ago (on/off load coming back to its on-level): none.
+    back = rising.model_copy(update={"trend": 0.0, "peak": 20.0})
+    assert scaling.targets(SPEC, back, **kw).standby == 0
