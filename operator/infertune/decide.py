@@ -386,9 +386,9 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
         points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
         cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
     cold = _cold_start(spec, obs)
+    last = timestamps.seconds(prev.demand.updated) if prev.demand is not None else None
     if measured is not None:
-        workload = _smoothed(remembered, measured, dt=t - (timestamps.seconds(prev.demand.updated) or t)
-                             if prev.demand is not None else 0.0, horizon=cold)
+        workload = _smoothed(remembered, measured, dt=0.0 if last is None else t - last, horizon=cold)
     return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
                  forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
                  measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
@@ -407,7 +407,7 @@ def _smoothed(remembered: models.KneeStatus | None, window: knee.Workload, *, dt
     serve it); at a 60 s cold start, 22%. The prefix-cache hit rate is the window's."""
     if remembered is None or not remembered.input_tokens or not remembered.output_tokens or dt <= 0:
         return window
-    a = 1.0 - math.exp(-dt / max(horizon, scaling.RATE_TAU))
+    a = scaling.alpha(dt, max(horizon, scaling.RATE_TAU))
 
     def toward(old: int, new: int) -> int:
         # At least a token each cycle, so the average reaches a lasting shape rather than stalling where 4.9%
