@@ -125,6 +125,11 @@ def test_cluster_down_stops_what_a_killed_demo_left_and_says_so(tmp_path: Path, 
         (prom_dir / "prometheus.pid").write_text(f"{prom.pid}\n")
         (e2e_cluster.DEMO_PIDS / "twin.pid").write_text(str(twin.pid))
         (e2e_cluster.DEMO_PIDS / "operator.pid").write_text(str(stranger.pid))  # a recycled pid: not ours
+        # One full e2e run (of many) stopped Prometheus here but not the twin, and the pytest process's view of
+        # the twin was lost with it: say what down() will see of each before it looks.
+        for p in (prom, twin):
+            seen = Path(f"/proc/{p.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            assert e2e_cluster._alive(p.pid) and e2e_cluster._our_process(p.pid), (p.pid, seen, str(state))
         stopped = e2e_cluster.down()
         assert prom.wait(timeout=15) is not None and twin.wait(timeout=15) is not None
         assert stranger.poll() is None
