@@ -797,6 +797,18 @@ class ObservedStatus(Base):
     )
 
 
+# The scale-down window (scaling.scaleDownDelay) is remembered in this many stretches: a scale-down lags the asks by
+# at most one stretch more than the window (38 s of 300), and the status holds a handful of entries, not one per cycle.
+ASK_SPANS = 8
+
+
+class Ask(Base):
+    """The most serving replicas asked for over one stretch of the scale-down window."""
+
+    at: Stamp = pydantic.Field(json_schema_extra={"format": "date-time"}, description="The stretch's end.")
+    replicas: int = pydantic.Field(ge=0, description="Serving replicas asked for (the most within the stretch).")
+
+
 class DemandStatus(Base):
     """Smoothed demand, so the forecast survives an operator restart."""
 
@@ -809,6 +821,12 @@ class DemandStatus(Base):
     below_since: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},
         description="Since when fewer serving replicas would do (scale-down waits scaling.scaleDownDelay).",
+    )
+    asks: tuple[Ask, ...] = pydantic.Field(
+        default=(), max_length=2 * ASK_SPANS + 2,
+        description="The most serving replicas asked for in each stretch of the last scaleDownDelay, oldest first: "
+        "a scale-down goes to the highest of them, not to the last cycle's ask (as the HPA's scale-down "
+        "stabilization window takes the highest recommendation in it).",
     )
     standby_wanted: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
+from collections.abc import Sequence
 
 from infertune import conditions, models, queueing, timestamps
 
@@ -97,7 +98,8 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     if peak_at is not None and smoothed < previous.peak and t - peak_at < lead:
         peak, peak_stamp = previous.peak, previous.peak_at or stamp
     return models.DemandStatus(rate=smoothed, trend=trend, error=max(0.0, error), updated=stamp,
-                               below_since=previous.below_since, attainment=held, held_since=previous.held_since,
+                               below_since=previous.below_since, asks=previous.asks,
+                               attainment=held, held_since=previous.held_since,
                                garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp)
 
 
@@ -117,6 +119,7 @@ class Targets:
     standby: int
     below_since: str | None
     reason: str
+    asks: tuple[models.Ask, ...] = ()  # the scale-down window's asks, this cycle's included (remember_ask)
 
 
 def queue_budget(allowance: float, *, prior: float, attainment: float | None, predicted_late: float) -> float:
@@ -193,16 +196,51 @@ def targets(
     budget = queueing.budget_at(wait_budget, expected / (max(need, 1) * capacity) if capacity > 0 else 1.0)
     why = (f"forecast {expected:.2f} req/s over {lead:.0f} s at {capacity:.2f} req/s and {slots:.0f} slots "
            f"per replica (queueing beyond {budget:.2f} s for under {miss:.1%})")
+    asks = remember_ask(demand.asks, need, now=now, window=spec.scale_down_delay)
     if need >= current:
-        return Targets(need, pool(need), None, f"{why} -> {need}")
+        return Targets(need, pool(need), None, f"{why} -> {need}", asks=asks)
     since = timestamps.seconds(demand.below_since)
     if since is None:
         return Targets(current, pool(current), conditions.timestamp(now),
-                       f"{why} -> {need}; waiting scaleDownDelay before removing replicas")
-    if now.timestamp() - since >= spec.scale_down_delay:
-        return Targets(need, pool(need), None, f"{why} -> {need} after {spec.scale_down_delay:.0f} s below")
-    return Targets(current, pool(current), demand.below_since,
-                   f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")
+                       f"{why} -> {need}; waiting scaleDownDelay before removing replicas", asks=asks)
+    if now.timestamp() - since < spec.scale_down_delay:
+        return Targets(current, pool(current), demand.below_since,
+                       f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay", asks=asks)
+    # After the delay, down to the most asked for within it, not to this cycle's ask: the Kubernetes HPA's
+    # scale-down stabilization window (behavior.scaleDown.stabilizationWindowSeconds, 300 s by default) takes
+    # the highest recommendation in it for the same reason. A need read from a few long prompts a minute went
+    # 16, 9, 14, 6 within five minutes; dropping to the last 6 left the fleet at 90% within the SLO for minutes
+    # until it grew back, where 14 was what the window had shown. A steady fall is followed a window behind.
+    most = min(current, max(a.replicas for a in asks))
+    if most >= current:
+        return Targets(current, pool(current), demand.below_since,
+                       f"{why} -> {need}; {most} asked for within scaleDownDelay", asks=asks)
+    return Targets(most, pool(most), demand.below_since,
+                   f"{why} -> {need}; {most}, the most asked for within {spec.scale_down_delay:.0f} s", asks=asks)
+
+
+def remember_ask(asks: Sequence[models.Ask], need: int, *, now: datetime.datetime,
+                 window: float) -> tuple[models.Ask, ...]:
+    """The scale-down window's asks with this one added: the most per stretch of window / ASK_SPANS, stretches
+    that ended before the window dropped, and an older stretch dropped once a newer one asks as much (it can no
+    longer be the highest). At a 300 s window the stretches are 38 s (whole seconds, as the stamps are, counted
+    from the epoch): an ask of 6 at 00:00:10 is kept as (00:00:44, 6), the end of its stretch; 9 at 00:00:25
+    raises it to 9; 4 at 00:00:55 is kept after it; by 00:05:45 the 9 has left the window."""
+    span = max(1, round(window / models.ASK_SPANS))
+    t = now.timestamp()
+    end = math.ceil(t / span) * span
+    kept: list[models.Ask] = []
+    for a in asks:
+        at = timestamps.seconds(a.at)
+        if at is None or at < t - window or at > end:
+            continue  # out of the window (or a stamp from the future, which no clock of ours wrote)
+        kept.append(a)
+    if kept and timestamps.seconds(kept[-1].at) == end:
+        need = max(need, kept.pop().replicas)
+    while kept and kept[-1].replicas <= need:
+        kept.pop()
+    stamp = timestamps.text(datetime.datetime.fromtimestamp(end, tz=datetime.UTC))
+    return (*kept, models.Ask(at=stamp, replicas=need))[-(2 * models.ASK_SPANS + 2):]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -259,6 +297,7 @@ class Held:
     demand: models.DemandStatus
     below_since: str | None
     began: bool  # the hold began this cycle (said once)
+    asks: tuple[models.Ask, ...] = ()  # the scale-down window's asks (remember_ask)
 
 
 def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus, goal: Targets, *,
@@ -280,7 +319,8 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
             and busy):
         if demand.held_since is not None:
             demand = demand.model_copy(update={"held_since": None})
-        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False)
+        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False,
+                    asks=goal.asks)
     why = (f"{goal.reason}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the last "
            f"minutes, under {bar:.1%}")
     began = demand.held_since is None
@@ -289,7 +329,7 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
     standby = max(spec.scaling.standby.min, goal.standby - (hold - goal.serving))
     # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
     below = (last.below_since if last is not None else None) or conditions.timestamp(now)
-    return Held(hold, standby, why, demand, below, began=began)
+    return Held(hold, standby, why, demand, below, began=began, asks=goal.asks)
 
 
 def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,

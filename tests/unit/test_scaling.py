@@ -191,3 +191,62 @@ def test_a_rise_into_new_territory_keeps_its_band_where_a_return_to_a_visited_le
     # The same band under a peak visited a minute ago (on/off load coming back to its on-level): none.
     back = rising.model_copy(update={"trend": 0.0, "peak": 20.0})
     assert scaling.targets(SPEC, back, **kw).standby == 0
+
+
+def _sized(rate: float, *, current: int, at: datetime.datetime, demand: models.DemandStatus) -> scaling.Targets:
+    """One cycle of the serving count for `rate` (70B FP8 on two H100s, as above), the demand's history kept."""
+    d = demand.model_copy(update={"rate": rate, "trend": 0.0, "error": 0.0})
+    return scaling.targets(SPEC, d, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=current,
+                           lead=60.0, now=at, window=60.0)
+
+
+def test_a_scale_down_goes_to_the_most_asked_for_within_the_delay_not_to_the_last_ask() -> None:
+    # 10 replicas serve; the asks then read 8 once, then 3, 7, 2 over and over at 15 s steps (a few long prompts
+    # a minute make the demand that noisy). Before, the fleet dropped to whatever the cycle after the 300 s delay
+    # asked for (2, 3 or 7); the HPA's stabilization window takes the highest ask within it: 8 while the 8 is in
+    # the window, then 7, never 2 or 3.
+    assert SPEC.scale_down_delay == 300
+    demand = models.DemandStatus(updated="2026-01-01T00:00:00Z")
+    rates = {8: 60.0, 3: 20.0, 7: 52.0, 2: 12.0}
+    assert {r: _targets(x, 0.0).serving for r, x in rates.items()} == {8: 8, 3: 3, 7: 7, 2: 2}
+    current, t, seen = 10, NOW, []
+    for ask in [8] + [3, 7, 2] * 14:
+        out = _sized(rates[ask], current=current, at=t, demand=demand)
+        demand = demand.model_copy(update={"below_since": out.below_since, "asks": out.asks})
+        current = out.serving
+        seen.append(current)
+        t += datetime.timedelta(seconds=15)
+    # Held for the whole delay (20 cycles of 15 s), then 8 until its stretch leaves the window, then 7.
+    assert seen[:20] == [10] * 20, seen
+    assert seen[20] == 8 and min(seen) == 7 == seen[-1], seen
+    assert len(demand.asks) <= 2 * models.ASK_SPANS + 2
+
+
+def test_the_asks_keep_the_most_per_stretch_and_forget_what_left_the_window() -> None:
+    # A 300 s window in 8 stretches of 38 s (whole seconds, as the stamps are), counted from the epoch: the one
+    # holding 00:00:10 ends at 00:00:44.
+    t0 = datetime.datetime(2026, 1, 1, 0, 0, 10, tzinfo=datetime.UTC)
+    assert math.ceil(t0.timestamp() / 38) * 38 - t0.timestamp() == 34
+    asks = scaling.remember_ask((), 6, now=t0, window=300)
+    assert [(a.at, a.replicas) for a in asks] == [("2026-01-01T00:00:44Z", 6)]
+    # 9 within the same stretch raises it; 4 later keeps the 9 ahead of itself (it can still be the highest).
+    asks = scaling.remember_ask(asks, 9, now=t0 + datetime.timedelta(seconds=15), window=300)
+    asks = scaling.remember_ask(asks, 4, now=t0 + datetime.timedelta(seconds=45), window=300)
+    assert [a.replicas for a in asks] == [9, 4]
+    # A newer ask as high as an older one makes the older one useless.
+    asks = scaling.remember_ask(asks, 9, now=t0 + datetime.timedelta(seconds=90), window=300)
+    assert [a.replicas for a in asks] == [9]
+    # Past the window, only the new ask is left.
+    asks = scaling.remember_ask(asks, 2, now=t0 + datetime.timedelta(seconds=500), window=300)
+    assert [a.replicas for a in asks] == [2]
+    # A stamp from the future (a clock that jumped back) is dropped, not kept forever as the highest.
+    future = (models.Ask(at="2027-01-01T00:00:00Z", replicas=40),)
+    assert [a.replicas for a in scaling.remember_ask(future, 3, now=t0, window=300)] == [3]
+
+
+def test_a_status_from_before_the_asks_were_kept_scales_down_as_it_did() -> None:
+    # No asks recorded (a status written before this field, or a restart): after the delay the fleet goes to the
+    # ask of this cycle, as before, and starts recording.
+    demand = models.DemandStatus(updated="2026-01-01T00:00:00Z", below_since="2025-12-31T23:00:00Z")
+    out = _sized(20.0, current=10, at=NOW, demand=demand)
+    assert out.serving == 3 and [a.replicas for a in out.asks] == [3]
