@@ -418,3 +418,73 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     fake.delay = 0.0
     newest = await source.snapshot(max_age=5)
     assert newest is not fresh and len(fake.calls) == 69
+
+
+def _loaded(pods: int) -> dict[tuple[str, metrics.Signal], list[dict[str, Any]]]:
+    """Answers of a loaded fleet: every pod sends every bucket of five histograms (vLLM's counts)."""
+    out: dict[tuple[str, metrics.Signal], list[dict[str, Any]]] = {}
+    for signal, n in ((S.TTFT, 22), (S.ITL, 20), (S.TPOT, 20), (S.E2E, 22), (S.PROMPT_LENGTH, 13)):
+        out["buckets", signal] = vec(*(({"namespace": "ns", "pod": f"pod-{i:04d}", "le": "+Inf" if b == n - 1
+                                         else repr(0.001 * 2**b)}, 0.01 * (b + 1))
+                                       for i in range(pods) for b in range(n)))
+    out["value", S.RUNNING] = vec(*(({"namespace": "ns", "pod": f"pod-{i:04d}"}, 3) for i in range(pods)))
+    return out
+
+
+def test_folding_answers_one_at_a_time_reads_what_parsing_them_together_does() -> None:
+    answers = _loaded(30)
+    fold = prometheus.Fold()
+    for (part, signal), vector in reversed(answers.items()):
+        fold.add(part, signal, vector)
+    assert fold.pods() == prometheus.parse(answers)
+    # A late second answer to a query already folded (an attempt that answered after its retry had) is ignored:
+    # its buckets twice over would be no histogram.
+    before = fold.pods()
+    fold.add("buckets", S.TTFT, answers["buckets", S.TTFT])
+    assert fold.pods() == before
+    assert len(before["ns", "pod-0000"].buckets[S.TTFT]) == 22
+
+
+def test_a_snapshot_holds_one_decoded_answer_at_a_time_not_all_of_them() -> None:
+    # 200 loaded pods: the five histogram answers decode to ~13 MiB of Python objects together. Folded as each
+    # is decoded (as Source does, in the thread that fetched it), the peak is one answer and the folded pods.
+    import gc
+    import tracemalloc
+
+    texts = {key: json.dumps(vector) for key, vector in _loaded(200).items()}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        together = {key: json.loads(text) for key, text in texts.items()}
+        prometheus.parse(together)
+        _, peak_together = tracemalloc.get_traced_memory()
+        del together
+        gc.collect()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        fold = prometheus.Fold()
+        for (part, signal), text in texts.items():
+            fold.add(part, signal, json.loads(text))
+        fold.pods()
+        _, peak_folded = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_folded - base < 0.5 * peak_together, (peak_folded - base, peak_together)
+
+
+async def test_source_folds_each_answer_in_the_thread_that_fetched_it() -> None:
+    # The answers are folded off the event loop: each query's thread folds what it decoded.
+    threads: set[int] = set()
+    real = prometheus.Fold.add
+
+    def add(self: prometheus.Fold, part: str, signal: metrics.Signal, vector: list[dict[str, Any]]) -> None:
+        threads.add(threading.get_ident())
+        real(self, part, signal, vector)
+
+    answers = _loaded(3)
+    source = prometheus.Source(query=lambda promql, timeout: answers.get(("value", S.RUNNING), []))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(prometheus.Fold, "add", add)
+        snap = await source.snapshot(max_age=5)
+    assert snap.ok and snap.pods["ns", "pod-0000"].values[S.RUNNING] == 3.0
+    assert threads and threading.get_ident() not in threads
