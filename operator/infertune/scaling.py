@@ -208,9 +208,10 @@ def targets(
                        f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay", asks=asks)
     # After the delay, down to the most asked for within it, not to this cycle's ask: the Kubernetes HPA's
     # scale-down stabilization window (behavior.scaleDown.stabilizationWindowSeconds, 300 s by default) takes
-    # the highest recommendation in it for the same reason. A need read from a few long prompts a minute went
-    # 16, 9, 14, 6 within five minutes; dropping to the last 6 left the fleet at 90% within the SLO for minutes
-    # until it grew back, where 14 was what the window had shown. A steady fall is followed a window behind.
+    # the highest recommendation in it for the same reason: asks of 8, then 3, 7, 2 over and over (a need read
+    # from a few long prompts a minute) come down to 8 and then 7, where the last ask would have been 2, 3 or 7
+    # by chance, and a fleet of 2 is short until it grows back a cold start later. A steady fall is followed a
+    # window behind.
     most = min(current, max(a.replicas for a in asks))
     if most >= current:
         return Targets(current, pool(current), demand.below_since,
@@ -297,7 +298,6 @@ class Held:
     demand: models.DemandStatus
     below_since: str | None
     began: bool  # the hold began this cycle (said once)
-    asks: tuple[models.Ask, ...] = ()  # the scale-down window's asks (remember_ask)
 
 
 def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus, goal: Targets, *,
@@ -319,8 +319,7 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
             and busy):
         if demand.held_since is not None:
             demand = demand.model_copy(update={"held_since": None})
-        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False,
-                    asks=goal.asks)
+        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False)
     why = (f"{goal.reason}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the last "
            f"minutes, under {bar:.1%}")
     began = demand.held_since is None
@@ -329,7 +328,7 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
     standby = max(spec.scaling.standby.min, goal.standby - (hold - goal.serving))
     # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
     below = (last.below_since if last is not None else None) or conditions.timestamp(now)
-    return Held(hold, standby, why, demand, below, began=began, asks=goal.asks)
+    return Held(hold, standby, why, demand, below, began=began)
 
 
 def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,

@@ -265,6 +265,10 @@ def test_specs_are_frozen() -> None:
     {"demand": {"rate": 8.0, "updated": "2026-13-45T00:00:00Z"}},
     {"demand": {"rate": 8.0, "belowSince": ""}},
     {"config": {"revision": "r", "maxBatchSize": 13, "kvCacheDtype": "fp8", "since": "now"}},
+    {"demand": {"rate": 8.0, "asks": [{"at": "soon", "replicas": 3}]}},
+    {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z", "replicas": -1}]}},
+    {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z"}]}},
+    {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z", "replicas": 3}] * 19}},
 ])
 def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
     # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next
@@ -284,3 +288,14 @@ def test_a_bad_prefill_spread_in_status_names_its_field(field: str, value: objec
     with pytest.raises(pydantic.ValidationError) as e:
         models.KneeStatus.model_validate({**good, field: value})
     assert field in str(e.value)
+
+
+@pytest.mark.parametrize(("ask", "field"), [({"at": "soon", "replicas": 3}, "at"),
+                                            ({"at": "2026-01-01T00:00:38Z", "replicas": -1}, "replicas"),
+                                            ({"at": "2026-01-01T00:00:38Z", "replicas": "many"}, "replicas")])
+def test_a_bad_scale_down_ask_names_its_field(ask: dict[str, Any], field: str) -> None:
+    good = {"at": "2026-01-01T00:00:38Z", "replicas": 3}
+    assert models.Ask.model_validate(good).replicas == 3
+    with pytest.raises(pydantic.ValidationError) as e:
+        models.DemandStatus.model_validate({"rate": 8.0, "asks": [good, ask]})
+    assert f"asks.1.{field}" in str(e.value)
