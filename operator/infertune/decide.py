@@ -645,15 +645,18 @@ def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured
     return demand, attained
 
 
-def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float) -> scaling.Queue:
+def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float, budget: queueing.Budget
+           ) -> scaling.Queue:
     """Three readings of the queue beside the window's rate (scaling.goal says what each asks for)."""
     prev, t = s.prev, s.t
     # The fast path (Knative's panic mode, but from the queue itself): requests queued right now beyond
     # the batch slots mean the window's rate lags a burst.
     queued = sum(max(0.0, (m.in_flight or 0.0) - at_target.batch) for m in s.pm.values())
-    # A few queued at a full batch is Poisson noise the Erlang sizing already allows for; a burst queues
-    # more than half a batch per serving pod.
-    if queued <= 0.5 * at_target.batch * max(1, len(s.serving_pods)):
+    # A few queued at a full batch is Poisson noise the Erlang sizing already allows for; a burst queues more
+    # than the serving pods clear within the wait budget (Little's law: a queue of Q ahead of pods serving X
+    # req/s makes the next arrival wait Q / X). 2 pods of 4 req/s with 0.5 s to queue: 4 queued is a burst;
+    # half a batch per pod (280 of 560 slots) let a 3x spike queue for a whole cycle unseen.
+    if queued <= at_target.requests_per_s * max(1, len(s.serving_pods)) * queueing.budget_at(budget, 1.0):
         queued = 0.0
     # Its growth since the last cycle is arrivals the replicas could not take: the part of a burst the window's
     # average has not caught up with yet (150 more queued than 15 s ago is 10 req/s more demand).
@@ -691,7 +694,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
         predicted_late=queueing.late(rate + backlog, replicas=len(s.serving_pods), capacity=capacity,
                                      slots=at_target.batch, wait_budget=budget))
-    q = _queue(s, at_target, rate, backlog)
+    q = _queue(s, at_target, rate, backlog, budget)
     goal = scaling.goal(spec.scaling, demand, q, capacity=capacity, slots=at_target.batch, wait_budget=budget,
                         miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now,
                         window=obs.metrics.window if obs.metrics is not None else 60.0)
@@ -1004,9 +1007,12 @@ def demand_rate(obs: observation.Observation, pm: dict[str, observation.PodMetri
     over its own 15 s gave. That sum misses what pods no longer there served (their series are not read), and
     while every serving pod is younger than the window (a deployment that just started, or a rollout whose old
     pods have gone) it covers fewer seconds than the window. Those pods started empty, so what they took is
-    what finished plus what is still in flight, over the seconds since the first was Ready: 6 pods Ready 15 s
-    ago, 40 requests finished (0.67 req/s over 60 s) and 110 in flight, took (40 + 110) / 15 s = 10 req/s; the
-    sum alone reads 0.67. The higher of the two stands (old pods still draining are in the sum).
+    what was counted plus what is still in flight and was not, over the seconds since the first was Ready: 6 pods
+    Ready 15 s ago, 40 requests finished (0.67 req/s over 60 s) and 110 in flight, took (40 + 110) / 15 s = 10
+    req/s; the sum alone reads 0.67. The higher of the two stands (old pods still draining are in the sum).
+    Where the rate counts requests at their first token (PodMetrics.counted_at_start), the running ones are in
+    it already and only the waiting ones are added: counting them twice read a handover on Qwen2.5-72B (5 new
+    pods, 2 req/s, 13 s a request) as 3.9 req/s, and the fleet grew from 5 to 8 for a scale-down delay.
     """
     window = obs.metrics.window if obs.metrics is not None else 60.0
     total = sum((m.requests_per_s or 0.0) for m in pm.values())
@@ -1019,9 +1025,15 @@ def demand_rate(obs: observation.Observation, pm: dict[str, observation.PodMetri
               and p.ready_since - p.created <= 1.5 * cold else -math.inf for p in serving]
     if not starts or t - min(starts) >= window:
         return total
-    took = sum((pm[p.name].requests_per_s or 0.0) * window + (pm[p.name].in_flight or 0.0) for p in serving)
+    took = sum((pm[p.name].requests_per_s or 0.0) * window + _uncounted(pm[p.name]) for p in serving)
     # Not over less than a scrape interval: 30 requests taken in the first second are not 30 req/s.
     return max(total, took / max(t - min(starts), SCRAPE_SECONDS))
+
+
+def _uncounted(m: observation.PodMetrics) -> float:
+    """Requests in a pod that its request rate has not counted yet: the waiting ones where it counts starts,
+    else every one in flight."""
+    return (m.waiting or 0.0) if m.counted_at_start else (m.in_flight or 0.0)
 
 
 def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, lead: float,

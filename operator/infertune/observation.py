@@ -67,6 +67,9 @@ class PodMetrics(models.Base):
     # Prompts per second by length, (tokens, rate) points from the prompt-length histogram (prometheus.length_points).
     prompt_lengths: tuple[tuple[float, float], ...] = ()
     in_flight: float | None = None  # running + waiting right now (drain detection)
+    # Whether requests_per_s counts requests as they start (their first token: the TTFT histogram's count), so a
+    # running request is already in it, or as they end (engines without TTFT: the end-to-end histogram's).
+    counted_at_start: bool = False
 
 
 class Metrics(models.Base):

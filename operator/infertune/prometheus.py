@@ -573,6 +573,7 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         mean_input_tokens=_per_request(raw, metrics.Signal.PROMPT_LENGTH, prompt, rate_of(ttft)),
         prompt_lengths=length_points(raw.buckets.get(metrics.Signal.PROMPT_LENGTH)),
         mean_output_tokens=_per_request(raw, metrics.Signal.GENERATION_LENGTH, generated, finished or requests),
+        counted_at_start=bool(ttft),
         in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)
                    if metrics.Signal.RUNNING in raw.now else None),
     )

@@ -19,6 +19,7 @@ from infertune import (
     models,
     observation,
     perfmodel,
+    queueing,
     render,
     replica,
     scaling,
@@ -521,6 +522,21 @@ def test_a_full_batch_must_fit_the_kv_cache_at_the_95th_percentile_of_context() 
                                 knee.PRIOR_WORKLOAD) == 4
 
 
+def test_the_throughput_is_planned_at_the_measured_step_not_the_physics_one() -> None:
+    # Steps measured 10% slower than the physics (itl_scale 1.1) hold every request's slot 10% longer: a replica
+    # serves 1 / 1.1 of the physics' requests and tokens per second at any batch, and is sized for that.
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=32, kv_cache_dtype=models.KvDtype.DEFAULT)
+    one = replica.of(spec, knobs)
+    physics = perfmodel.operating_point(one, concurrency=32, isl=1000, osl=200)
+    slow = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, models.Calibration(itl_scale=1.1))
+    assert slow.requests_per_s == pytest.approx(physics.requests_per_s / 1.1)
+    assert slow.output_tokens_per_s == pytest.approx(physics.output_tokens_per_s / 1.1)
+    fast = knee.predict(spec, knobs, knee.PRIOR_WORKLOAD, models.Calibration(itl_scale=0.8), concurrency=16)
+    assert fast.requests_per_s == pytest.approx(
+        perfmodel.operating_point(one, concurrency=16, isl=1000, osl=200).requests_per_s / 0.8)
+
+
 def test_a_full_batch_is_planned_at_the_tail_its_prefill_chunks_make() -> None:
     spec = spec_of()
     knobs = models.Knobs(max_batch_size=32, kv_cache_dtype=models.KvDtype.DEFAULT)
@@ -559,17 +575,22 @@ def test_one_cycle_of_many_pods_is_one_calibration_step() -> None:
     assert knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD, [queued]) == models.Calibration()
 
 
-def test_a_queue_promotes_standby_at_once_but_starts_cold_pods_only_while_it_grows_with_no_standby_left() -> None:
+def _light_with_two_standby() -> tuple[models.InferenceDeploymentSpec, World, int, knee.Prediction]:
+    """Five minutes of light load with two standby pods: the spec, the world, its serving pods, the knobs' point."""
     spec = spec_of(**{"scaling.standby": {"min": 2, "max": 2}, "scaling.maxReplicas": 8})
     w = World(spec)
     w.step(0)
     for t in range(15, 300, 15):
         w.set_load(**load(spec, current(w), running=5, rps=1.0))
         w.step(t)
-    serving = len(w.serving())
     assert len([p for p in w.pods.values() if not p.serving]) == 2
     assert w.status.knee is not None
-    slots = knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, w.status.knee.calibration).batch
+    return spec, w, len(w.serving()), knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, w.status.knee.calibration)
+
+
+def test_a_queue_promotes_standby_at_once_but_starts_cold_pods_only_while_it_grows_with_no_standby_left() -> None:
+    spec, w, serving, at_knobs = _light_with_two_standby()
+    slots = at_knobs.batch
     # Five minutes later (the operator was away) every serving pod has 60% of a batch queued: a queue that
     # barely grew per second, but must be served within the TTFT budget. Both standby pods are promoted this
     # cycle, and no cold pod is started for a queue they may drain (it would be Ready a cold start later).
@@ -680,6 +701,44 @@ def test_a_deployment_that_just_started_counts_what_its_pods_took_not_only_what_
     obs = w.observe()
     assert obs.metrics is not None
     assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(10.0)
+
+
+def test_a_handover_to_new_pods_counts_their_running_requests_once_where_the_rate_counts_starts() -> None:
+    # The engines' request rate counts first tokens (prometheus: the TTFT histogram's count), so a running
+    # request is in it already: 5 new pods Ready 15 s ago, 7 requests started on each in the window (0.12 req/s
+    # over 60 s), 4 running and 1 waiting each, took (5 x 7 + 5 x 1) / 15 s = 2.7 req/s. Adding every request
+    # in flight counted the running ones twice: (35 + 25) / 15 s = 4 req/s.
+    spec = spec_of(**{"scaling.minReplicas": 5})
+    w = World(spec)
+    w.step(0)
+    _born(w, created=-60, ready=0)
+    w.set_load(**load(spec, current(w), running=4, rps=7 / 60, in_flight=5.0, waiting=1.0, counted_at_start=True))
+    obs = w.observe()
+    assert obs.metrics is not None and len(obs.metrics.pods) == 5
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(40 / 15)
+    # An engine that counts ends (no TTFT histogram): every request in flight is still to be counted.
+    w.set_load(**load(spec, current(w), running=4, rps=7 / 60, in_flight=5.0, waiting=1.0))
+    obs = w.observe()
+    assert obs.metrics is not None
+    assert decide.demand_rate(obs, obs.metrics.pods, at(15).timestamp(), cold=60.0) == pytest.approx(60 / 15)
+
+
+def test_a_queue_the_pods_do_not_clear_within_the_wait_budget_is_a_burst_though_under_half_a_batch() -> None:
+    spec, w, serving, at_knobs = _light_with_two_standby()
+    slots = at_knobs.batch
+    # What one pod clears within the wait budget (Little's law): its throughput times the seconds left to queue.
+    clears = at_knobs.requests_per_s * queueing.budget_at(knee.wait_budget(spec, at_knobs), 1.0)
+    assert 1.0 < clears < 0.3 * slots
+    # A queue of one request per pod is noise: nothing is promoted.
+    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=slots + 1.0, waiting=1.0))
+    d = w.step(600)
+    assert not [p for p in d.pod_patches if p.serving is True]
+    # 30% of a batch queued per pod (under the half a batch once required) waits far past the budget: a burst,
+    # and both standby pods serve at once.
+    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=1.3 * slots, waiting=0.3 * slots))
+    d = w.step(615)
+    assert len([p for p in d.pod_patches if p.serving is True]) == 2
+    assert d.status.replicas.desired == serving + 2
 
 
 @pytest.mark.parametrize("before, after, busy, held", [

@@ -171,8 +171,15 @@ def test_the_shape_comes_from_the_per_request_length_histograms() -> None:
                        counts={S.PROMPT_LENGTH: 0.1, S.GENERATION_LENGTH: 0.1})
     m = prometheus.pod_metrics(raw, percentile=95, ttft_slo=1.0, itl_slo=0.05)
     assert m.mean_input_tokens == pytest.approx(180) and m.mean_output_tokens == pytest.approx(400)
-    # Demand is counted as requests start, not as they end 40 s later.
-    assert m.requests_per_s == 10.0
+    # Demand is counted as requests start, not as they end 40 s later, and says so (a running request is in it).
+    assert m.requests_per_s == 10.0 and m.counted_at_start
+
+
+def test_an_engine_without_ttft_counts_requests_as_they_end_and_says_so() -> None:
+    raw = _burst_start()
+    ends = prometheus.RawPod(buckets={S.E2E: raw.buckets[S.E2E]}, sums={}, values=raw.values, counts={})
+    m = prometheus.pod_metrics(ends, percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert m.requests_per_s == pytest.approx(0.1) and not m.counted_at_start
 
 
 def test_without_length_histograms_the_prompt_counter_is_divided_by_the_requests_it_counted() -> None:
