@@ -524,7 +524,8 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
     # tokens at 25 ms) ends ~40 s after it began, so the rate of ends trailed a rising load by that much and the
     # fleet with it (5 replicas planned for 30 req/s while 33 arrived). Engines without TTFT count ends.
     finished = rate_of(e2e) if e2e else None
-    requests = rate_of(ttft) if ttft else finished
+    at_start = bool(ttft)
+    requests = rate_of(ttft) if at_start else finished
     ok_ttft = fraction_below(ttft_slo, ttft) if ttft else None
     tpot = raw.buckets.get(metrics.Signal.TPOT)
     # The ITL objective is a per-request mean (genai-perf's ITL); per-token ITL only where nothing better exists.
@@ -573,7 +574,7 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         mean_input_tokens=_per_request(raw, metrics.Signal.PROMPT_LENGTH, prompt, rate_of(ttft)),
         prompt_lengths=length_points(raw.buckets.get(metrics.Signal.PROMPT_LENGTH)),
         mean_output_tokens=_per_request(raw, metrics.Signal.GENERATION_LENGTH, generated, finished or requests),
-        counted_at_start=bool(ttft),
+        counted_at_start=at_start,
         in_flight=(raw.now[metrics.Signal.RUNNING] + raw.now.get(metrics.Signal.WAITING, 0.0)
                    if metrics.Signal.RUNNING in raw.now else None),
     )

@@ -733,9 +733,12 @@ def test_a_queue_the_pods_do_not_clear_within_the_wait_budget_is_a_burst_though_
     w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=slots + 1.0, waiting=1.0))
     d = w.step(600)
     assert not [p for p in d.pod_patches if p.serving is True]
-    # 30% of a batch queued per pod (under the half a batch once required) waits far past the budget: a burst,
-    # and both standby pods serve at once.
-    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=1.3 * slots, waiting=0.3 * slots))
+    # 40% of a batch per serving pod queued in all (every reporting pod, standby included, holds its share: under
+    # the half a batch per serving pod once required) waits far past the budget: a burst, and both standby pods
+    # serve at once.
+    queued = 0.4 * slots * serving / len(w.pods)
+    assert queued * len(w.pods) < 0.5 * slots * serving and queued * len(w.pods) > clears * serving
+    w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=slots + queued, waiting=queued))
     d = w.step(615)
     assert len([p for p in d.pod_patches if p.serving is True]) == 2
     assert d.status.replicas.desired == serving + 2
