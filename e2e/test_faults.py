@@ -194,13 +194,18 @@ def test_garbage_metrics_are_ignored_with_a_reason_and_never_scale_down(env: Env
         # garbage is in the picture: the other order races Prometheus discovering the new targets against a
         # scale-down that clean metrics allow.
         twin.set_load(env.ns, "junk", rate=0.0)
+        # A scale-up may still come: the forecast carries the load of the last seconds before it stopped (30 req/s
+        # sits near the edge of two replicas of 18), and adding capacity is no harm. Taking it away is.
         seen = set()
+        highest = before
         until = time.monotonic() + 60  # twice the scale-down delay
         while time.monotonic() < until:
             status = env.get("junk")["status"]
-            assert status["replicas"]["desired"] == before, (
-                f"replicas moved on garbage: {status['replicas']}; decisions: {status.get('decisions', [])[-3:]}; "
-                f"conditions: {status.get('conditions')}")
+            desired = status["replicas"]["desired"]
+            assert desired >= highest, (
+                f"replicas came down on garbage: {status['replicas']} after {highest}; "
+                f"decisions: {status.get('decisions', [])[-3:]}; conditions: {status.get('conditions')}")
+            highest = desired
             seen.update(c["message"] for c in status["conditions"] if c["type"] == "MetricsAvailable")
             time.sleep(2)
         text = " ".join(seen)
@@ -213,7 +218,7 @@ def test_garbage_metrics_are_ignored_with_a_reason_and_never_scale_down(env: Env
         for server in servers:
             server.shutdown()
     # Clean series again: the idle resource now scales down as it should.
-    env.k8s.wait_for(lambda: env.get("junk")["status"]["replicas"]["desired"] < before, 150,
+    env.k8s.wait_for(lambda: env.get("junk")["status"]["replicas"]["desired"] < highest, 150,
                      message="the scale-down once the garbage is gone")
 
 
