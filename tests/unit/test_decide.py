@@ -1258,3 +1258,55 @@ def test_the_shape_planned_for_is_the_windows_averaged_over_a_cold_start() -> No
         (1 - math.exp(-15 / 60)) * 8000)
     assert decide._smoothed(None, window, dt=15.0, horizon=300.0) == window
     assert decide._smoothed(remembered, window, dt=0.0, horizon=300.0) == window
+
+
+# 70B FP8 on 2 x H100 (40 ms ITL): vLLM's default cap of 1,024 is far above the knee of chat requests.
+UNCAPPED_70B = {"model.architecture": "llama-3.1-70b", "model.weights": "fp8", "accelerator.count": 2,
+                "scaling.maxReplicas": 16}
+ENGINE_DEFAULT = models.Knobs(max_batch_size=1024, kv_cache_dtype=models.KvDtype.DEFAULT)
+
+
+def test_a_fleet_capped_far_above_its_knee_is_sized_to_keep_its_batches_under_the_knee() -> None:
+    # tuning.mode off keeps the engine's cap. A full batch (210 running, all the KV cache holds) predicts an ITL
+    # of 97 ms; sized on its 210 slots, 20 req/s took 2 replicas, whose batches then ran far past the knee and
+    # every request ran late (the twin's spike-300s at mode off: 71.8% within the SLO). Sized at the knee under
+    # the cap (51 running), 4 replicas keep them under it.
+    spec = spec_of(**{**UNCAPPED_70B, "tuning.mode": "off"})
+    full = knee.predict(spec, ENGINE_DEFAULT, knee.PRIOR_WORKLOAD, knee.MEANS)
+    under = knee.serving_point(spec, ENGINE_DEFAULT, knee.PRIOR_WORKLOAD, knee.MEANS)
+    assert not full.feasible and under.feasible
+    assert under.knobs.max_batch_size * knee.CLEARLY_ABOVE < ENGINE_DEFAULT.max_batch_size
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):
+        w.set_load(**load(spec, current(w), running=under.batch / 2, rps=20.0 / len(w.serving())))
+        w.step(t)
+    assert current(w) == ENGINE_DEFAULT
+    sized = queueing.replicas_for(20.0, capacity=under.requests_per_s, slots=under.batch,
+                                  wait_budget=knee.wait_budget(spec, under), miss=knee.queue_miss(spec), limit=16)
+    assert sized == 4
+    assert w.status.replicas.desired >= sized
+    # A cap at the knee is sized at its full batch, as before.
+    at_knee = under.knobs
+    assert knee.serving_point(spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS) == knee.predict(
+        spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS)
+
+
+@pytest.mark.parametrize("beyond", [True, False])
+def test_batches_run_past_the_knee_under_a_cap_far_above_it_are_a_queue_whose_misses_are_the_replicas(
+        beyond: bool) -> None:
+    # At mode off the engine's 1,024 admits what a cap at the knee (51) would queue. Batches of 3 x 51 are the
+    # burst a queue is: their misses scale replicas up and do not count toward the scale-down guard's
+    # attainment (a burst's misses held a fleet sized for it for a quarter of an hour). Under the knee they count.
+    spec = spec_of(**{**UNCAPPED_70B, "tuning.mode": "off"})
+    under = knee.serving_point(spec, ENGINE_DEFAULT, knee.PRIOR_WORKLOAD, knee.MEANS)
+    running = 3 * under.batch if beyond else 0.8 * under.batch
+    w = World(spec)
+    w.step(0)
+    t = keep_load(w, spec, 15, 8, running=running, rps=2.0, slo_attainment=0.5)
+    assert t > 0 and w.status.demand is not None
+    if beyond:
+        assert w.status.demand.attainment is None
+        assert w.status.replicas.desired > 1
+    else:
+        assert w.status.demand.attainment is not None and w.status.demand.attainment < 0.9

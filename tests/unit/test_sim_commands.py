@@ -107,12 +107,30 @@ def test_simulate_table(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
     ("an unknown key", {**SCENARIO, "replica": 2}, [], "s.yaml: replica: unknown key"),
     ("not a mapping", [1, 2], [], "s.yaml: scenario: must be a mapping, got list"),
     ("an unknown policy", SCENARIO, ["--policy", "static,keda"], "--policy: unknown policy 'keda'; known: infertune"),
+    ("an unknown tuning mode", SCENARIO, ["--tuning-mode", "manual"],
+     "--tuning-mode: unknown mode 'manual'; known: auto, recommend, off"),
 ])
 def test_simulate_bad_input_exits_2_with_one_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], *,
                                                   case: str, body: object, extra: list[str], message: str) -> None:
     assert run(["simulate", write(tmp_path, body), *extra]) == exits.EXIT_INVALID, case
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("infertune simulate: ") and message in err
+
+
+def test_simulate_tuning_mode_overrides_the_scenarios(tmp_path: pathlib.Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # 3 req/s of chat on 70B FP8 at the engine's 1,024: under auto the knobs move to the knee within minutes;
+    # under off they stay, and the replicas alone serve.
+    body = {**SCENARIO, "duration": "15m", "workload": {"synthetic": {
+        "arrival": {"rate": 3}, "input": {"mean": 1000, "cv": 0.5}, "output": {"mean": 200, "cv": 0.5}}}}
+    path = write(tmp_path, body)
+    finals = {}
+    for mode in ("auto", "off"):
+        assert run(["simulate", path, "--policy", "infertune", "--json", "--tuning-mode", mode]) == 0
+        (out,) = json.loads(capsys.readouterr().out)
+        finals[mode] = (out["final_max_batch_size"], out["restarts"])
+    assert finals["off"] == (1024, 0)
+    assert finals["auto"][0] < 1024 and finals["auto"][1] >= 1
 
 
 def test_simulate_missing_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

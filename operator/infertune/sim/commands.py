@@ -46,6 +46,9 @@ def register(sub: Any) -> None:
                    help=f"comma-separated, from {', '.join(sim_policies.NAMES)} (default: "
                    f"{', '.join(sim_policies.DEFAULT)})")
     m.add_argument("--json", action="store_true", help="print a JSON list with one object per policy")
+    m.add_argument("--tuning-mode", metavar="MODE",
+                   help="run infertune's policies under this tuning.mode (auto, recommend or off) instead of the "
+                   "scenario's: what replicas alone do for the engine's own knobs")
     m.add_argument("--plot", metavar="FILE.png", help="draw replicas, latency and batch size over time")
     m.set_defaults(fn=cmd_simulate)
 
@@ -180,10 +183,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if unknown or not names:
         raise exits.UsageError(f"--policy: unknown policy {unknown[0] if unknown else args.policy!r}; "
                              f"known: {', '.join(sim_policies.NAMES)}")
+    modes = [m.value for m in models.TuningMode]
+    if args.tuning_mode is not None and args.tuning_mode not in modes:
+        raise exits.UsageError(f"--tuning-mode: unknown mode {args.tuning_mode!r}; known: {', '.join(modes)}")
     try:
         scenario = sim_scenario.load(args.scenario)
     except sim_scenario.ScenarioError as e:
         raise exits.UsageError(str(e)) from None
+    if args.tuning_mode is not None:
+        tuning = scenario.tuning.model_copy(update={"mode": models.TuningMode(args.tuning_mode)})
+        scenario = scenario.model_copy(update={"tuning": tuning})
     bar = Bar(sys.stderr)
     try:
         results = sim_simulate.run(scenario, names, progress=bar)
