@@ -471,9 +471,7 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
     # A saturated engine admits a prefill chunk into every step and every request's ITL grows (58 -> 120 ms at
     # a 3x burst on the twin) whatever the max batch size: what is measured while requests queue judges the
     # replica count, not the knobs. Verification waits, and no knob change is urged by it.
-    running = _point(s.spec, s.current, s.workload, s.cal,
-                     tuned=s.prev.config is not None and s.prev.config.tuned)
-    overloaded = _overloaded(s.served, _held_slots(running, s.current))
+    overloaded = _overloaded(s.served, _held_slots(s, s.current))
     c = _check(s, out, overloaded=overloaded)
     target, why, tuned_now = c.target, c.why, False
     if c.rollback is None and not s.forced:
@@ -621,9 +619,9 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
 
 
 def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured: float, *, overloaded: bool,
-            pods: int, tuned: bool) -> tuple[models.DemandStatus, float | None]:
+            pods: int) -> tuple[models.DemandStatus, float | None]:
     """The smoothed demand with this cycle's measured rate (and backlog) folded in, and the attainment read."""
-    spec, prev, workload, cal = s.spec, s.prev, s.workload, s.cal
+    prev, workload = s.prev, s.workload
     # The SLO attainment the scale-down guard reads, from windows without a queue: misses while requests wait
     # are the replica count's own and scale it up already; after a burst they would hold a fleet sized for it
     # for a quarter of an hour (a 3x spike read 50% and took 15 minutes to recover).
@@ -638,7 +636,7 @@ def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured
         else knee.Workload(isl=remembered.input_tokens, osl=remembered.output_tokens,
                            prefix_hit_rate=workload.prefix_hit_rate, spread=workload.spread)
     capacity = at_target.requests_per_s
-    before = capacity if shape == workload else _point(spec, target, shape, cal, tuned=tuned).requests_per_s
+    before = capacity if shape == workload else _point(s, target, shape).requests_per_s
     believable = min(capacity, before) * scaling.step_limit(pods)
     demand = scaling.update_demand(prev.demand, min(measured, believable), now=s.now, attainment=attained,
                                    lead=s.cold)
@@ -674,8 +672,7 @@ def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float, bu
 def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     """Sizing on a whole picture of the metrics: demand, goal, the measured room, the carry, the standby pool."""
     spec, prev, obs, now, t, pm = s.spec, s.prev, s.obs, s.now, s.t, s.pm
-    tuned = tuning.new_cfg.tuned
-    at_target = _point(spec, tuning.target, s.workload, s.cal, tuned=tuned)
+    at_target = _point(s, tuning.target, s.workload)
     capacity = at_target.requests_per_s
     # Demand is what every pod served in the window, old revision and young pods included: during a rollout
     # the serving set changes hands, but the requests keep coming.
@@ -683,8 +680,8 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     # Queued requests are a backlog, not a rate: new capacity drains them over the cold-start lead time
     # (2,000 waiting over 300 s adds 6.7 req/s, not the 33 req/s of draining them in a minute).
     backlog = sum((m.waiting or 0.0) for m in pm.values()) / max(s.cold, 60.0)
-    overloaded = _overloaded(s.served, _held_slots(at_target, tuning.target))
-    demand, attained = _demand(s, tuning.target, at_target, rate + backlog, overloaded=overloaded, tuned=tuned,
+    overloaded = _overloaded(s.served, _held_slots(s, tuning.target))
+    demand, attained = _demand(s, tuning.target, at_target, rate + backlog, overloaded=overloaded,
                                pods=prev_desired + prev.replicas.desired_standby)
     # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
     # nothing to scale down slowly (the old revision serves until these are Ready).
@@ -853,28 +850,29 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
     return status
 
 
-def _point(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: knee.Workload,
-           cal: models.Calibration, *, tuned: bool) -> knee.Prediction:
-    """The operating point replicas running `knobs` are sized at.
-
-    Knobs the operator will not change, under tuning.mode off or recommend, are sized at the knee under a cap
-    clearly above it (knee.serving_point): at the engine's 1,024 a fleet sized at a full batch's throughput runs
-    its batches far past the knee (the twin at mode off, 70B on 2 x H100: spike-300s 71.8% within the SLO,
-    ramp-300s 51.7%, chat-70b-h100 84.4%; sized at the knee under the cap, 98.1%, 96.9% and 97.2%).
-    Under auto they are sized at their cap, as before. Tuned knobs were a knee when chosen, and a calibration
-    that later puts the knee lower is the model drifting unless a measured miss says so (rag-ramp-70b-h200
-    serves 97.4% at 8 where the drifted model puts the knee at 3: sized at 3 slots, 8.4 GPU-h instead of 4.4).
-    Untuned ones are the first minutes before the first change, and pods started for them then come up with
-    the new revision's and serve no sooner (sized at the knee under the cap: the same attainment on all 43
-    bench scenarios and 0.6% more GPU-hours on train)."""
-    if tuned or spec.tuning.mode is models.TuningMode.AUTO:
-        return knee.predict(spec, knobs, workload, cal)
-    return knee.serving_point(spec, knobs, workload, cal)
+def _spec_knobs(s: _Seen, knobs: models.Knobs) -> bool:
+    """Whether `knobs` are the spec's own (the engine's default or initialMaxBatchSize) under tuning.mode off or
+    recommend: knobs the operator will not change and did not choose."""
+    return s.spec.tuning.mode is not models.TuningMode.AUTO and _same(knobs, s.initial)
 
 
-def _held_slots(at: knee.Prediction, knobs: models.Knobs) -> float:
-    """The running requests `knobs` hold within the SLO where their cap is clearly above the knee (the knee
-    under it, knee.serving_point), else no bound below the cap itself."""
+def _point(s: _Seen, knobs: models.Knobs, workload: knee.Workload) -> knee.Prediction:
+    """The operating point replicas running `knobs` are sized at (docs/concepts.md, "Knobs the operator does not
+    choose"): the spec's own knobs under off or recommend at the knee under a cap clearly above it
+    (knee.serving_point); any others at their cap. Under auto the spec's knobs run only until the first change,
+    and pods started for them come up with the new revision's. Knobs the operator chose were a knee when chosen:
+    a calibration that later puts the knee lower is the model drifting unless a measured miss says so."""
+    if _spec_knobs(s, knobs):
+        return knee.serving_point(s.spec, knobs, workload, s.cal)
+    return knee.predict(s.spec, knobs, workload, s.cal)
+
+
+def _held_slots(s: _Seen, knobs: models.Knobs) -> float:
+    """The running requests `knobs` hold within the SLO where they are the spec's own and their cap is clearly
+    above the knee (the knee under it), else no bound below the cap itself (no prediction asked)."""
+    if not _spec_knobs(s, knobs):
+        return math.inf
+    at = knee.serving_point(s.spec, knobs, s.workload, s.cal)
     return at.batch if at.knobs.max_batch_size < knobs.max_batch_size else math.inf
 
 

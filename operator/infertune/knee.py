@@ -179,7 +179,8 @@ def serving_point(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, wor
     its knee, the knee under it (`held`). 70B FP8 on 2 x H100, chat, at the engine's 1,024: a full batch (210
     running, all the KV cache holds) predicts 97 ms ITL against 40 ms at 10.8 req/s; sized on that, a fleet's
     batches fill past the knee and every request runs late. The knee under the cap, 51 running at 7.1 req/s,
-    sizes it as a cap there would be: 20 req/s on 4 replicas, not 2."""
+    sizes it as a cap there would be: by the prior's numbers, 20 req/s on 4 replicas, not 2. Where no batch under
+    the cap meets the SLO, no count of replicas holds it either, and the full batch is what the engine runs."""
     full = predict(spec, knobs, workload, cal)
     if full.feasible:
         return full
