@@ -102,6 +102,16 @@ def test_the_demo_meets_the_slo_after_tuning_and_a_piped_ctrl_c_stops_every_proc
     assert "== SIGINT" in log and "== shutting down" in log and "== stopped at" in log, log[-3000:]
 
 
+def _cmdline_once_started(pid: int, marker: str, timeout: float = 10.0) -> str:
+    """The process's command line once it names `marker` (or what it reads after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if marker in seen or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.05)
+
+
 def test_cluster_down_stops_what_a_killed_demo_left_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # A state directory of its own (no cluster in it): what a demo killed by SIGKILL leaves is its Prometheus under
@@ -126,9 +136,11 @@ def test_cluster_down_stops_what_a_killed_demo_left_and_says_so(tmp_path: Path, 
         (e2e_cluster.DEMO_PIDS / "twin.pid").write_text(str(twin.pid))
         (e2e_cluster.DEMO_PIDS / "operator.pid").write_text(str(stranger.pid))  # a recycled pid: not ours
         # One full e2e run (of many) stopped Prometheus here but not the twin, and the pytest process's view of
-        # the twin was lost with it: say what down() will see of each before it looks.
+        # the twin was lost with it: say what down() will see of each before it looks. A child read right after
+        # Popen may not have exec'd yet (its command line reads empty: one CI run failed so), and a real pid file
+        # is written by a process long running: wait for the command line first.
         for p in (prom, twin):
-            seen = Path(f"/proc/{p.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            seen = _cmdline_once_started(p.pid, str(state))
             assert e2e_cluster._alive(p.pid) and e2e_cluster._our_process(p.pid), (p.pid, seen, str(state))
         stopped = e2e_cluster.down()
         assert prom.wait(timeout=15) is not None and twin.wait(timeout=15) is not None
