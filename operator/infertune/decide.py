@@ -831,7 +831,8 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
         prefill_cv2=round(s.spread.cv2, 4) if s.spread != perfmodel.NO_SPREAD else None,
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
-                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf)
+                        mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf,
+                        held=_held_slots(s, target))
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -1270,7 +1271,7 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
-    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float,
+    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float, held: float = math.inf,
 ) -> tuple[models.Condition, ...]:
     """Every condition, each from its one writer below, in the order they are shown."""
     C = models.ConditionType
@@ -1282,7 +1283,7 @@ def _conditions(
         (C.SLO_MET, _slo_met(spec, health, observed)),
         (C.OBJECTIVES_RESOLVABLE, _resolvable(spec, obs)),
         (C.TUNED, _tuned(spec, health=health, target=target, best=best, mode=mode, cfg=cfg, now=now,
-                         dialect=dialect, conf=conf)),
+                         dialect=dialect, conf=conf, held=held)),
         (C.DEGRADED, _degraded(rejected, now)),
     ]
     conds = prev.conditions
@@ -1345,13 +1346,17 @@ def _resolvable(spec: models.InferenceDeploymentSpec, obs: observation.Observati
 
 def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: models.Knobs, best: knee.Prediction,
            mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime, dialect: dialects.Dialect,
-           conf: float) -> _Said:
+           conf: float, held: float = math.inf) -> _Said:
     at_knee = _same(best.knobs, target)
+    # Why a fleet at the spec's own cap runs more replicas than its throughput suggests (_held_slots).
+    sized = "" if math.isinf(held) else (
+        f"; replicas are sized to keep each batch at the knee under maxBatchSize {target.max_batch_size}, "
+        f"{held:.0f} running (the cap is more than {knee.CLEARLY_ABOVE}x above it)")
     blind = ""
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.AUTO and dialect.lacks(dialects.Signal.KV_USAGE):
         blind = f"; no FP8 KV decision: {dialect.name} exports no KV usage"
     if mode is models.TuningMode.OFF:
-        return False, "TuningOff", "tuning.mode off: the knobs stay as the spec sets them"
+        return False, "TuningOff", f"tuning.mode off: the knobs stay as the spec sets them{sized}"
     if not best.feasible:
         return False, "SLOUnreachable", (
             f"no max batch size within bounds (nor token budget) meets the SLO on this hardware and request "
@@ -1362,7 +1367,7 @@ def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: mo
         return None, "Frozen", f"knobs frozen: {health.message}"
     if mode is models.TuningMode.RECOMMEND and not at_knee:
         return False, "Recommendation", (f"recommend maxBatchSize {best.knobs.max_batch_size}, KV "
-                                         f"{best.knobs.kv_cache_dtype.value}")
+                                         f"{best.knobs.kv_cache_dtype.value}{sized}")
     if at_knee:
         return True, "AtKnee", (f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the "
                                 f"knee{blind}")

@@ -1290,6 +1290,10 @@ def test_a_fleet_capped_far_above_its_knee_is_sized_to_keep_its_batches_under_th
                                   wait_budget=knee.wait_budget(spec, under), miss=knee.queue_miss(spec), limit=16)
     assert sized == 4
     assert sized <= w.status.replicas.desired <= sized + 1
+    # Tuned says why the fleet is larger than the cap's throughput suggests, for whoever is paged.
+    tuned = next(c for c in w.status.conditions if c.type == "Tuned")
+    assert tuned.reason == "TuningOff"
+    assert re.search(r"sized to keep each batch at the knee under maxBatchSize 1024, \d+ running", tuned.message)
     # A cap at the knee is sized at its full batch, as before.
     at_knee = under.knobs
     assert knee.serving_point(spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS) == knee.predict(
