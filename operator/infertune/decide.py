@@ -320,6 +320,7 @@ class _Sizing:
     carry: int | None
     health: _Metrics
     why: str
+    held: float = math.inf  # the running requests the target's knobs hold within the SLO (_held_slots)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -607,7 +608,8 @@ def _size(s: _Seen, tuning: _Tuning, out: _Out) -> _Sizing:
         sizing = _Sizing(
             serving=min(spec.scaling.max_replicas, max(spec.scaling.min_replicas, prev_desired)),
             standby=min(spec.scaling.standby.max, max(spec.scaling.standby.min, prev.replicas.desired_standby)),
-            demand=demand, carry=None, health=s.health, why=f"frozen: {s.health.message}")
+            demand=demand, carry=None, health=s.health, why=f"frozen: {s.health.message}",
+            held=_held_slots(s, tuning.target))
     if sizing.serving != prev_desired and prev.replicas.desired:
         kind = "ScaledUp" if sizing.serving > prev_desired else "ScaledDown"
         out.record(now, "replicas", f"serving replicas {prev_desired} -> {sizing.serving}", sizing.why, applied=True,
@@ -680,7 +682,8 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     # Queued requests are a backlog, not a rate: new capacity drains them over the cold-start lead time
     # (2,000 waiting over 300 s adds 6.7 req/s, not the 33 req/s of draining them in a minute).
     backlog = sum((m.waiting or 0.0) for m in pm.values()) / max(s.cold, 60.0)
-    overloaded = _overloaded(s.served, _held_slots(s, tuning.target))
+    slots = _held(at_target, tuning.target)
+    overloaded = _overloaded(s.served, slots)
     demand, attained = _demand(s, tuning.target, at_target, rate + backlog, overloaded=overloaded,
                                pods=prev_desired + prev.replicas.desired_standby)
     # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
@@ -739,7 +742,8 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         spec.scaling, serving=serving_n, standby=standby_n, before=prev_desired + prev.replicas.desired_standby)
     if limited:
         scale_why = f"{scale_why}; {limited}"
-    return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health, why=scale_why)
+    return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health, why=scale_why,
+                   held=slots)
 
 
 def _garbage_hold(s: _Seen, demand: models.DemandStatus, out: _Out, *, serving: int, why: str, prev_desired: int
@@ -832,7 +836,7 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf,
-                        held=_held_slots(s, target))
+                        held=sizing.held)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -871,9 +875,12 @@ def _point(s: _Seen, knobs: models.Knobs, workload: knee.Workload) -> knee.Predi
 def _held_slots(s: _Seen, knobs: models.Knobs) -> float:
     """The running requests `knobs` hold within the SLO where they are the spec's own and their cap is clearly
     above the knee (the knee under it), else no bound below the cap itself (no prediction asked)."""
-    if not _spec_knobs(s, knobs):
-        return math.inf
-    at = knee.serving_point(s.spec, knobs, s.workload, s.cal)
+    return _held(knee.serving_point(s.spec, knobs, s.workload, s.cal), knobs) if _spec_knobs(s, knobs) else math.inf
+
+
+def _held(at: knee.Prediction, knobs: models.Knobs) -> float:
+    """The running requests held within the SLO at a sizing point of `knobs` (_point): the knee's batch where it
+    lies under their cap, else no bound below the cap."""
     return at.batch if at.knobs.max_batch_size < knobs.max_batch_size else math.inf
 
 
