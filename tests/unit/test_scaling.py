@@ -58,6 +58,34 @@ def test_replicas_held_through_the_scale_down_delay_count_toward_the_pool() -> N
     assert (after.serving, after.standby) == (3, 1)
 
 
+def test_the_standby_floor_counts_serving_pods_held_beyond_the_need_once_the_need_has_settled() -> None:
+    # After a 3x spike: 4 serve, 8 req/s needs 2 (7.9 req/s a replica), and the user's floor is 2 standby.
+    spec = SPEC.model_copy(update={"standby": models.StandbySpec.model_validate({"min": 2, "max": 4})})
+    demand = models.DemandStatus(rate=8.0, trend=0.0, error=0.0, updated="2026-01-01T00:00:00Z")
+
+    def at(below: datetime.timedelta | None) -> scaling.Targets:
+        d = demand if below is None else demand.model_copy(
+            update={"below_since": (NOW - below).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        return scaling.targets(spec, d, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=4,
+                               lead=300.0, now=NOW, window=60.0)
+
+    # The first cycles below: a need that dips for a cycle deletes no standby pod (it would cold-start again).
+    assert (at(None).serving, at(None).standby) == (4, 2)
+    assert (at(datetime.timedelta(seconds=30)).serving, at(datetime.timedelta(seconds=30)).standby) == (4, 2)
+    # A minute on, the 2 serving beyond the need are the warm pods the floor asks for: no pod stands beside them.
+    settled = at(datetime.timedelta(seconds=90))
+    assert (settled.serving, settled.standby) == (4, 0)
+    assert "2 serving replica(s) beyond the need stand in for the standby floor of 2" in settled.reason
+    # Once the delay is over the serving pods come down to the need and the pool is the floor again (the
+    # rollout demotes the surplus serving pods into it).
+    after = at(datetime.timedelta(seconds=400))
+    assert (after.serving, after.standby) == (2, 2)
+    # One pod beyond the need covers one of the two.
+    one = scaling.targets(spec, demand.model_copy(update={"below_since": "2025-12-31T23:58:00Z"}), capacity=7.9,
+                          slots=57, wait_budget=1.1, miss=0.025, current=3, lead=300.0, now=NOW, window=60.0)
+    assert (one.serving, one.standby) == (3, 1)
+
+
 def test_the_forecast_makes_up_for_the_smoothing_lag_on_a_ramp() -> None:
     # A ramp of 0.6 req/s per minute, folded every 15 s for half an hour: the smoothed rate trails the real one
     # by about the smoothing time (0.5 req/s here), so the forecast one cold start (300 s) ahead adds the trend
