@@ -863,7 +863,7 @@ def _spec_knobs(s: _Seen, knobs: models.Knobs) -> bool:
 
 def _point(s: _Seen, knobs: models.Knobs, workload: knee.Workload) -> knee.Prediction:
     """The operating point replicas running `knobs` are sized at (docs/concepts.md, "Knobs the operator does not
-    choose"): the spec's own knobs under off or recommend at the knee under a cap clearly above it
+    choose"): the spec's own knobs under off or recommend at the knee under a cap whose full batch misses the SLO
     (knee.serving_point); any others at their cap. Under auto the spec's knobs run only until the first change,
     and pods started for them come up with the new revision's. Knobs the operator chose were a knee when chosen:
     a calibration that later puts the knee lower is the model drifting unless a measured miss says so."""
@@ -873,8 +873,8 @@ def _point(s: _Seen, knobs: models.Knobs, workload: knee.Workload) -> knee.Predi
 
 
 def _held_slots(s: _Seen, knobs: models.Knobs) -> float:
-    """The running requests `knobs` hold within the SLO where they are the spec's own and their cap is clearly
-    above the knee (the knee under it), else no bound below the cap itself (no prediction asked)."""
+    """The running requests `knobs` hold within the SLO where they are the spec's own and their full batch misses
+    it (the knee under the cap), else no bound below the cap itself (no prediction asked)."""
     return _held(knee.serving_point(s.spec, knobs, s.workload, s.cal), knobs) if _spec_knobs(s, knobs) else math.inf
 
 
@@ -1358,7 +1358,7 @@ def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: mo
     # Why a fleet at the spec's own cap runs more replicas than its throughput suggests (_held_slots).
     sized = "" if math.isinf(held) else (
         f"; replicas are sized to keep each batch at the knee under maxBatchSize {target.max_batch_size}, "
-        f"{held:.0f} running (the cap is more than {knee.CLEARLY_ABOVE}x above it)")
+        f"{held:.0f} running (its full batch would miss the SLO)")
     blind = ""
     if spec.tuning.kv_cache_dtype is models.KvCachePolicy.AUTO and dialect.lacks(dialects.Signal.KV_USAGE):
         blind = f"; no FP8 KV decision: {dialect.name} exports no KV usage"

@@ -151,7 +151,8 @@ def search(
                    ceiling=ceiling)
 
 
-# A batch cap this far above its knee is "clearly above" it (decide: calibration noise moves a knee by less).
+# A batch cap this far above its knee is "clearly above" it: worth a restart to the knee (decide._propose;
+# calibration noise moves a knee by less).
 CLEARLY_ABOVE = 1.5
 
 
@@ -175,19 +176,22 @@ def _held(spec: models.InferenceDeploymentSpec, workload: Workload, cal: models.
 
 def serving_point(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
                   cal: models.Calibration) -> Prediction:
-    """The operating point replicas running `knobs` are sized at: the full batch, or, for a cap clearly above
-    its knee, the knee under it (`held`). 70B FP8 on 2 x H100, chat, at the engine's 1,024: a full batch (210
-    running, all the KV cache holds) predicts 97 ms ITL against 40 ms at 10.8 req/s; sized on that, a fleet's
-    batches fill past the knee and every request runs late. The knee under the cap, 51 running at 7.1 req/s,
-    sizes it as a cap there would be: by the prior's numbers, 20 req/s on 4 replicas, not 2. Where no batch under
-    the cap meets the SLO, no count of replicas holds it either, and the full batch is what the engine runs."""
+    """The operating point replicas running `knobs` are sized at: the full batch where it meets the SLO, else the
+    knee under the cap (`held`). 70B FP8 on 2 x H100, chat, at the engine's 1,024: a full batch (210 running, all
+    the KV cache holds) predicts 97 ms ITL against 40 ms at 10.8 req/s; sized on that, a fleet's batches fill past
+    the knee and every request runs late. The knee under the cap, 51 running at 7.1 req/s, sizes it as a cap
+    there would be: by the prior's numbers, 20 req/s on 4 replicas, not 2. Where no batch under the cap meets the
+    SLO, no count of replicas holds it either, and the full batch is what the engine runs.
+
+    No margin above the knee: a cap that just misses at its full batch has its knee just under it, so the sized
+    capacity moves smoothly with the cap and the calibration. A threshold (sized at the knee only for a cap 1.5x
+    above it, as the restart rule's margin) made a cap of 100 over a knee of 66-67 flip between 66 slots and a
+    full batch of 100 as the calibration moved, and the replica count with it."""
     full = predict(spec, knobs, workload, cal)
     if full.feasible:
         return full
     under = held(spec, knobs, workload, cal)
-    if under.feasible and knobs.max_batch_size > under.knobs.max_batch_size * CLEARLY_ABOVE:
-        return under
-    return full
+    return under if under.feasible else full
 
 
 # Grids of the search's signature: log steps of 2.5% (calibration ratios) and 5% (prompt and output tokens).

@@ -1300,6 +1300,30 @@ def test_a_fleet_capped_far_above_its_knee_is_sized_to_keep_its_batches_under_th
         spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS)
 
 
+def test_the_sized_capacity_moves_smoothly_as_the_cap_rises_past_its_knee() -> None:
+    # A user's cap walked from the knee to 3x it. At the knee the full batch meets the SLO; above it, the fleet is
+    # sized at the knee under the cap, whatever the cap: no cap sizes a replica for more than its knee serves (a
+    # 1.5x margin sized caps up to 1.5x the knee at their full batch, a jump of the per-replica capacity there).
+    spec = spec_of(**{**UNCAPPED_70B, "tuning.mode": "off"})
+    at_knee = knee.held(spec, ENGINE_DEFAULT, knee.PRIOR_WORKLOAD, knee.MEANS)
+    assert at_knee.feasible
+    k = at_knee.knobs.max_batch_size
+    # The knee as a cap of its own (the full batch, predicted on the exact shape; `held` reads the shape on the
+    # search's 5% grid, 2% apart here).
+    ref = knee.serving_point(spec, at_knee.knobs, knee.PRIOR_WORKLOAD, knee.MEANS)
+    for cap in range(k, 3 * k + 1):
+        knobs = ENGINE_DEFAULT.model_copy(update={"max_batch_size": cap})
+        point = knee.serving_point(spec, knobs, knee.PRIOR_WORKLOAD, knee.MEANS)
+        assert point.feasible, cap
+        assert point.requests_per_s <= ref.requests_per_s, cap
+        assert point.batch <= ref.batch, cap
+    # Just above the knee the full batch misses (the knee is the largest batch that meets the SLO) and the knee
+    # under the cap sizes it.
+    above = ENGINE_DEFAULT.model_copy(update={"max_batch_size": k + 1})
+    assert not knee.predict(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS).feasible
+    assert knee.serving_point(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS).knobs.max_batch_size == k
+
+
 @pytest.mark.parametrize("beyond", [True, False])
 def test_batches_run_past_the_knee_under_a_cap_far_above_it_are_a_queue_whose_misses_are_the_replicas(
         beyond: bool) -> None:
