@@ -1359,3 +1359,45 @@ def test_a_tuned_knee_kept_under_mode_off_is_sized_at_its_cap_though_the_model_d
     assert w.status.demand is not None and w.status.demand.attainment is not None
     assert w.status.demand.attainment < 0.95
     assert w.status.replicas.desired == 1  # 1 req/s: no scale-up for a queue that is not there
+
+
+def _serve(w: World, spec: models.InferenceDeploymentSpec, rps: float, running: float) -> None:
+    """`rps` in all spread over the serving pods; standby pods idle."""
+    serving = w.serving()
+    busy = load(spec, current(w), running=running, rps=rps / len(serving))
+    idle = load(spec, current(w), running=0.0, rps=0.0, in_flight=0.0, output_tokens_per_s=0.0)
+    w.load = {p.name: observation.PodMetrics(**(busy if p in serving else idle)) for p in w.pods.values()}
+
+
+def test_after_a_burst_the_held_serving_pods_stand_in_for_the_standby_floor_and_then_become_it() -> None:
+    # A floor of 2 standby pods. After a burst, the serving pods held through the scale-down delay are warm pods
+    # a burst can use at once: once the need has stayed below them for a minute the 2 standby pods go, and when
+    # the delay ends the surplus serving pods are demoted into the pool: no pod is started to refill it.
+    spec = spec_of(**{"tuning.mode": "off", "scaling.standby": {"min": 2, "max": 2}})
+    w = World(spec)
+    w.step(0)
+    at_knee = knee.serving_point(spec, current(w), knee.PRIOR_WORKLOAD, knee.MEANS)
+    t = 15
+    for _ in range(12):  # the burst: 3.2 replicas' throughput
+        _serve(w, spec, rps=3.2 * at_knee.requests_per_s, running=0.8 * at_knee.batch)
+        w.step(t)
+        t += 15
+    burst = {p.name for p in w.serving()}
+    assert len(burst) >= 4 and w.status.replicas.desired_standby == 2
+    made = w.serial
+    seen_credit = False
+    for _ in range(40):  # 10 minutes at a third of a replica's throughput
+        _serve(w, spec, rps=0.3 * at_knee.requests_per_s, running=0.2 * at_knee.batch)
+        w.step(t)
+        t += 15
+        r = w.status.replicas
+        if r.desired >= len(burst) and r.desired_standby == 0:
+            seen_credit = True
+            # The standby pods went; nothing stands beside the held serving pods.
+            assert {p.name for p in w.pods.values()} == {p.name for p in w.serving()}
+    assert seen_credit
+    r = w.status.replicas
+    assert r.desired < len(burst) and r.desired_standby == 2
+    standby = {p.name for p in w.pods.values() if p.ready and not p.serving}
+    assert len(standby) == 2 and standby <= burst  # the burst's serving pods, demoted
+    assert w.serial == made  # no pod was started to refill the pool
