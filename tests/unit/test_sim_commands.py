@@ -105,10 +105,21 @@ def test_simulate_table(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(("case", "body", "extra", "message"), [
     ("a bad value", {**SCENARIO, "coldStart": "0s"}, [], "s.yaml: coldStart: must be longer than zero"),
     ("an unknown key", {**SCENARIO, "replica": 2}, [], "s.yaml: replica: unknown key"),
+    ("a pinned budget below the engine's floor", {**SCENARIO, "maxNumBatchedTokens": 8}, [],
+     "s.yaml: maxNumBatchedTokens: must be at least 16, got 8"),
     ("not a mapping", [1, 2], [], "s.yaml: scenario: must be a mapping, got list"),
     ("an unknown policy", SCENARIO, ["--policy", "static,keda"], "--policy: unknown policy 'keda'; known: infertune"),
     ("an unknown tuning mode", SCENARIO, ["--tuning-mode", "manual"],
      "--tuning-mode: unknown mode 'manual'; known: auto, recommend, off"),
+    ("knobs without a KV dtype", SCENARIO, ["--knobs", "66"],
+     "--knobs: expected BATCH/KV or BATCH/KV/BUDGET (e.g. 66/default/512), got '66'"),
+    ("an unknown KV dtype", SCENARIO, ["--knobs", "66/int4"], "--knobs: unknown KV dtype 'int4'; known: default, fp8"),
+    ("a batch that is no number", SCENARIO, ["--knobs", "lots/fp8"], "--knobs: expected a whole number, got 'lots'"),
+    ("a budget of zero", SCENARIO, ["--knobs", "66/fp8/0"], "--knobs: must be at least 1, got 0"),
+    ("a budget below the engine's floor", SCENARIO, ["--knobs", "66/fp8/8"],
+     "--knobs: budget: Input should be greater than or equal to 16"),
+    ("a batch above the largest", SCENARIO, ["--knobs", "70000/fp8"],
+     "--knobs: batch: Input should be less than or equal to 65536 ('70000/fp8')"),
 ])
 def test_simulate_bad_input_exits_2_with_one_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], *,
                                                   case: str, body: object, extra: list[str], message: str) -> None:
@@ -131,6 +142,35 @@ def test_simulate_tuning_mode_overrides_the_scenarios(tmp_path: pathlib.Path,
         finals[mode] = (out["final_max_batch_size"], out["restarts"])
     assert finals["off"] == (1024, 0)
     assert finals["auto"][0] < 1024 and finals["auto"][1] >= 1
+
+
+def test_simulate_knobs_pin_every_policy_from_the_start(tmp_path: pathlib.Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # The same load at the engine's 1,024 moves to the knee under auto (above); pinned at 48/fp8/512 nothing is
+    # left to tune: no restart, and infertune and the static fleet both run the pinned knobs.
+    body = {**SCENARIO, "duration": "15m", "workload": {"synthetic": {
+        "arrival": {"rate": 3}, "input": {"mean": 1000, "cv": 0.5}, "output": {"mean": 200, "cv": 0.5}}}}
+    path = write(tmp_path, body)
+    assert run(["simulate", path, "--policy", "infertune,static", "--json", "--knobs", "48/fp8/512"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(o["final_max_batch_size"], o["final_kv_cache_dtype"], o["restarts"]) for o in out] == [
+        (48, "fp8", 0), (48, "fp8", 0)]
+    # Without a budget the engine's default for that batch is pinned too: still nothing to tune.
+    assert run(["simulate", path, "--policy", "infertune", "--json", "--knobs", "48/default"]) == 0
+    (one,) = json.loads(capsys.readouterr().out)
+    assert (one["final_max_batch_size"], one["final_kv_cache_dtype"], one["restarts"]) == (48, "default", 0)
+
+
+def test_knobs_pin_a_trace_scenario_whose_prefix_hit_rate_is_measured() -> None:
+    # The Mooncake scenario measures its prefix hit rate from the trace (workload.prefixRetention); pinning its
+    # knobs must not re-check that against the rate the load filled in (it did: "set one of them").
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "scenarios" / "mooncake-qwen-72b-h200.yaml"
+    scenario = commands.sim_scenario.load(str(path))
+    pinned = commands._pinned(scenario, commands._knobs("--knobs", "2/default/512"))
+    spec = commands.sim_scenario.to_spec(pinned)
+    assert (spec.tuning.max_batch_size.min, spec.tuning.max_batch_size.max) == (2, 2)
+    assert spec.tuning.kv_cache_dtype.value == "default" and spec.engine.max_num_batched_tokens == 512
+    assert pinned.prefix_hit_rate == scenario.prefix_hit_rate and pinned.workload == scenario.workload
 
 
 def test_simulate_missing_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import pydantic
 
-from infertune import catalog, exits, models, perfmodel
+from infertune import catalog, exits, models, perfmodel, replica
 from infertune.sim import policies as sim_policies
 from infertune.sim import scenario as sim_scenario
 from infertune.sim import simulate as sim_simulate
@@ -49,6 +49,9 @@ def register(sub: Any) -> None:
     m.add_argument("--tuning-mode", metavar="MODE",
                    help="run infertune's policies under this tuning.mode (auto, recommend or off) instead of the "
                    "scenario's: what replicas alone do for the engine's own knobs")
+    m.add_argument("--knobs", metavar="BATCH/KV[/BUDGET]",
+                   help="pin every policy to these knobs from the start (max batch size, KV dtype default or fp8, "
+                   "per-step token budget), as a spec that pins them would: what the replicas alone do at them")
     m.add_argument("--plot", metavar="FILE.png", help="draw replicas, latency and batch size over time")
     m.set_defaults(fn=cmd_simulate)
 
@@ -177,6 +180,49 @@ class Bar:
             self.stream.flush()
 
 
+def _knobs(flag: str, text: str) -> models.Knobs:
+    """BATCH/KV[/BUDGET], as the bench writes knobs: 66/default/512, 14/fp8."""
+    parts = text.split("/")
+    kvs = [k.value for k in models.KvDtype]
+    if len(parts) not in (2, 3):
+        raise exits.UsageError(f"{flag}: expected BATCH/KV or BATCH/KV/BUDGET (e.g. 66/default/512), got {text!r}")
+    if parts[1] not in kvs:
+        raise exits.UsageError(f"{flag}: unknown KV dtype {parts[1]!r}; known: {', '.join(kvs)}")
+    batch = _count(flag, parts[0])
+    budget = _count(flag, parts[2]) if len(parts) == 3 else None
+    try:
+        return models.Knobs(max_batch_size=batch, kv_cache_dtype=models.KvDtype(parts[1]),
+                            max_num_batched_tokens=budget)
+    except pydantic.ValidationError as e:
+        raise exits.UsageError(f"{flag}: {_part(e)} ({text!r})") from None
+
+
+def _part(e: pydantic.ValidationError) -> str:
+    """The first error, named as the flag's parts are (BATCH, BUDGET)."""
+    err = e.errors()[0]
+    last = str(err["loc"][-1]) if err["loc"] else ""
+    where = {"max_batch_size": "batch", "max_num_batched_tokens": "budget"}.get(last, "knobs")
+    return f"{where}: {err['msg']}"
+
+
+def _pinned(scenario: sim_scenario.Scenario, knobs: models.Knobs) -> sim_scenario.Scenario:
+    """The scenario with its knobs pinned from the start: maxBatchSize bounds at the one value, the KV dtype
+    policy at the one dtype, the engine's token budget set (absent: the engine's default for that batch, pinned
+    too, so no budget is left to choose). Nothing is left to tune, so no policy restarts the engine."""
+    batch = knobs.max_batch_size
+    budget = knobs.max_num_batched_tokens or max(batch, replica.default_budget(sim_scenario.to_spec(scenario)))
+    kv = models.KvCachePolicy.FP8 if knobs.kv_cache_dtype is models.KvDtype.FP8 else models.KvCachePolicy.DEFAULT
+    tuning = scenario.tuning.model_copy(update={
+        "max_batch_size": models.BatchBounds(min=batch, max=batch), "kv_cache_dtype": kv})
+    initial = scenario.initial.model_copy(update={"max_batch_size": batch, "kv_cache_dtype": knobs.kv_cache_dtype})
+    pinned = scenario.model_copy(update={"tuning": tuning, "initial": initial, "max_num_batched_tokens": budget})
+    try:
+        sim_scenario.to_spec(pinned)  # the spec validates what was pinned (a budget under the engine's 16)
+    except pydantic.ValidationError as e:
+        raise exits.UsageError(f"--knobs: {_part(e)}") from None
+    return pinned
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policy.split(",") if n.strip()]
     unknown = [n for n in names if n not in sim_policies.NAMES]
@@ -193,6 +239,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.tuning_mode is not None:
         tuning = scenario.tuning.model_copy(update={"mode": models.TuningMode(args.tuning_mode)})
         scenario = scenario.model_copy(update={"tuning": tuning})
+    if args.knobs is not None:
+        scenario = _pinned(scenario, _knobs("--knobs", args.knobs))
     bar = Bar(sys.stderr)
     try:
         results = sim_simulate.run(scenario, names, progress=bar)

@@ -261,6 +261,9 @@ class Scenario(models.Base):
     gpus_per_replica: int = pydantic.Field(default=1, ge=1, le=64)
     weights: models.Precision = models.Precision.BF16
     engine: models.EngineKind = models.EngineKind.VLLM
+    # The spec's engine.maxNumBatchedTokens: the per-step token budget pinned, so the operator tunes the batch and
+    # the KV dtype only (absent: the engine's default, and the budget is a tuned knob).
+    max_num_batched_tokens: int | None = pydantic.Field(default=None, ge=16, le=10_000_000)
     slo: models.SloSpec
     cost: Cost | None = None
     cold_start: models.Duration = pydantic.Field(default="300s", validate_default=True)
@@ -359,7 +362,9 @@ def to_spec(s: Scenario) -> models.InferenceDeploymentSpec:
                                min_change_interval=models.format_duration(t.min_change_interval),
                                initial_max_batch_size=s.initial.max_batch_size)
     return models.InferenceDeploymentSpec(
-        model=model, engine=models.EngineSpec(kind=s.engine, image=_image(s.engine)), accelerator=accelerator,
+        model=model, accelerator=accelerator,
+        engine=models.EngineSpec(kind=s.engine, image=_image(s.engine),
+                                 max_num_batched_tokens=s.max_num_batched_tokens),
         slo=s.slo, tuning=tuning, scaling=s.scaling,
     )
 
