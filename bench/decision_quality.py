@@ -1,6 +1,7 @@
 """Bench: decision quality — infertune against the yardsticks and the best-tuned peers, per suite, on the twin.
 
-Suites: `train` (bench/scenarios/*.yaml: policy changes are chosen on it) and `validation`
+Suites: `train` (bench/scenarios/*.yaml, hand-written) and `grid` (bench/scenarios/grid/*.yaml, the validation
+grid drawn again from another seed): policy changes are chosen on these two; and `validation`
 (bench/scenarios/validation/*.yaml when present: reported, never tuned on). Per scenario: infertune, the oracle,
 three fixed fleets found in hindsight (static-right, static-right-tuned, static-peak; sim/simulate.py), and each
 peer's own tunable swept at the engine's default knobs and at infertune's final knobs (the cheapest setting
@@ -31,7 +32,8 @@ from infertune import models
 from infertune.sim import policies, scenario, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUITES = {"train": ROOT / "bench" / "scenarios", "validation": ROOT / "bench" / "scenarios" / "validation"}
+SUITES = {"train": ROOT / "bench" / "scenarios", "grid": ROOT / "bench" / "scenarios" / "grid",
+          "validation": ROOT / "bench" / "scenarios" / "validation"}
 # Issue 5 checks the knob tuning on these; the others are issue 6's autoscaling scenarios.
 TUNING = ("chat-70b-h100", "llama-8b-l40s", "qwen-72b-h200-long")
 GOAL = simulate.GOAL
@@ -625,7 +627,7 @@ def scenario_files(suites: Sequence[str]) -> list[tuple[str, str]]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="train,validation", help="comma-separated: train, validation")
+    parser.add_argument("--suite", default=",".join(SUITES), help=f"comma-separated: {', '.join(SUITES)}")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--cache", type=pathlib.Path, default=default_cache(),
                         help="folder of cached runs (default: $XDG_CACHE_HOME/infertune/bench)")

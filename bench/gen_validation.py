@@ -57,11 +57,16 @@ from infertune.sim import policies, scenario, simulate
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "scenarios" / "validation"
 CAPACITIES = ROOT / "bench" / "validation-capacity.json"
+GRID_OUT = ROOT / "bench" / "scenarios" / "grid"
+GRID_CAPACITIES = ROOT / "bench" / "grid-capacity.json"
 AZURE = "azure-llm-2023-conversation.csv"
 MOONCAKE = "mooncake-fast25-conversation.jsonl"
 
 # The grid's seed: change it and the whole suite is drawn anew (then every result is a new measurement).
 SEED = 16
+# The train grid's seed: the same grid drawn again, so train holds the validation suite's kinds of cell (each shape
+# with each pattern, both traces) on other pairings, cold starts, SLOs and loads. Any seed but SEED serves.
+GRID_SEED = 17
 DURATION = 30 * 60.0  # seconds of simulated time per scenario: the whole bench must run in 20 minutes on 2 cores
 # SLO objectives as multiples of the unloaded latency (step 1 of the sizing rule), tight and loose: ITL 2x and 4x
 # one lone decode step, TTFT 4x and 8x a lone prefill of the 95th-percentile prompt plus one step (a new request
@@ -120,6 +125,25 @@ TRACE_CELLS = (("azure", 0.0), ("azure", 20 * 60.0), ("mooncake", 0.0), ("moonca
 
 
 @dataclasses.dataclass(frozen=True)
+class Suite:
+    """A grid drawn from one seed: where its scenarios and its measured capacities live, and what its files say."""
+
+    name: str
+    seed: int
+    prefix: str  # the scenarios' names start with it and the cell's number: v01-..., g01-...
+    out: pathlib.Path
+    capacities: pathlib.Path
+    role: str  # the header's sentence on how the bench uses the suite
+
+
+VALIDATION = Suite("validation", SEED, "v", OUT, CAPACITIES,
+                   "Validation suite: reported apart from train, never tuned on (docs/validation.md).")
+GRID = Suite("grid", GRID_SEED, "g", GRID_OUT, GRID_CAPACITIES,
+             "Train grid: part of train, drawn like the validation suite from another seed (docs/validation.md).")
+SUITES = {s.name: s for s in (VALIDATION, GRID)}
+
+
+@dataclasses.dataclass(frozen=True)
 class Cell:
     """One scenario of the grid before sizing."""
 
@@ -133,6 +157,7 @@ class Cell:
     replicas: int
     seed: int
     params: tuple[tuple[str, Any], ...]  # the pattern's drawn shape: ratios, offsets, lengths
+    prefix: str = "v"  # the suite's: names are v01-..., g01-...
 
 
 def _balanced(rng: random.Random, levels: Sequence[Any], n: int) -> list[Any]:
@@ -162,9 +187,9 @@ def _min_cold_start(pair: Pair) -> float:
     return COLD_START_PER_100GB * math.ceil(gb / 100.0)
 
 
-def grid() -> list[Cell]:
-    """Every cell of the validation grid, drawn from SEED."""
-    rng = random.Random(SEED)
+def grid(suite: Suite = VALIDATION) -> list[Cell]:
+    """Every cell of the suite's grid, drawn from its seed."""
+    rng = random.Random(suite.seed)
     kinds = [(shape, pattern, 0.0) for shape in SHAPES for pattern in PATTERNS]
     kinds += [(trace, trace, start) for trace, start in TRACE_CELLS]
     n = len(kinds)
@@ -180,14 +205,14 @@ def grid() -> list[Cell]:
         cold = max(colds[i], _min_cold_start(pair))
         cold = min(c for c in COLD_STARTS if c >= cold)
         cells.append(Cell(i + 1, shape, arrival, start, pair, cold, tights[i], replicas[i],
-                          rng.randrange(1, 2**31), _pattern_params(rng, arrival)))
+                          rng.randrange(1, 2**31), _pattern_params(rng, arrival), suite.prefix))
     return cells
 
 
 def name(cell: Cell) -> str:
     where = f"{cell.arrival}{int(cell.trace_start // 60)}m" if cell.shape in ("azure", "mooncake") else \
         f"{cell.shape}-{cell.arrival}"
-    return f"v{cell.index:02d}-{where}-{cell.pair.short}"
+    return f"{cell.prefix}{cell.index:02d}-{where}-{cell.pair.short}"
 
 
 # ---------------------------------------------------------------------------------------------- sizing
@@ -343,13 +368,13 @@ class Realised:
     requests: int
 
 
-def realise(w: Written) -> Realised:
-    stream = scenario.arrivals(scenario.parse(w.raw, base=OUT))
+def realise(w: Written, out: pathlib.Path = OUT) -> Realised:
+    stream = scenario.arrivals(scenario.parse(w.raw, base=out))
     peak = scenario.peak_rate(stream)
     return Realised(peak, math.ceil(peak / w.capacity - 1e-9), len(stream))
 
 
-def build(cell: Cell, table: dict[str, Any]) -> Written:
+def build(cell: Cell, table: dict[str, Any], out: pathlib.Path = OUT) -> Written:
     """The cell sized by the rule, as a scenario mapping."""
     slo = slo_for(cell)
     raw: dict[str, Any] = {**_base(cell), "engine": "vllm", "slo": slo,
@@ -360,7 +385,7 @@ def build(cell: Cell, table: dict[str, Any]) -> Written:
     if cell.shape in ("azure", "mooncake"):
         extra = ""
         trace = ROOT / "data" / "traces" / (AZURE if cell.shape == "azure" else MOONCAKE)
-        w: dict[str, Any] = {"trace": os.path.relpath(trace, OUT),  # relative to the scenario's own file
+        w: dict[str, Any] = {"trace": os.path.relpath(trace, out),  # relative to the scenario's own file
                              "traceStart": models.format_duration(cell.trace_start)}
         if cell.shape == "mooncake":
             zero = table[_key(cell, slo, ",hit=0")]["capacity_rps"]
@@ -368,14 +393,14 @@ def build(cell: Cell, table: dict[str, Any]) -> Written:
             w["prefixRetention"] = models.format_duration(retention)
             extra = f",retention={models.format_duration(retention)}"
         capacity = table[_key(cell, slo, extra)]["capacity_rps"]
-        unscaled = scenario.parse({**raw, "workload": w}, base=OUT)
+        unscaled = scenario.parse({**raw, "workload": w}, base=out)
         busiest = scenario.peak_rate(scenario.arrivals(unscaled))
         w["rateScale"] = _sig(cell.replicas * capacity / busiest)
         raw["workload"] = w
     else:
         capacity = table[_key(cell, slo)]["capacity_rps"]
         raw["workload"] = {"synthetic": {"arrival": _arrival(cell, cell.replicas * capacity), **SHAPES[cell.shape]}}
-    return Written(cell, raw, capacity, scenario.parse(raw, base=OUT).prefix_hit_rate)
+    return Written(cell, raw, capacity, scenario.parse(raw, base=out).prefix_hit_rate)
 
 
 def _param(key: str, value: Any) -> str:
@@ -398,36 +423,37 @@ def describe(w: Written) -> str:
             f"engine defaults: {w.capacity:g} req/s per replica; sized for a busiest minute of {c.replicas} x that.")
 
 
-def render(w: Written) -> str:
+def render(w: Written, suite: Suite = VALIDATION) -> str:
     import textwrap
 
     head = ["Generated by bench/gen_validation.py from its seeded grid: do not edit (a test regenerates it and",
-            "compares). Validation suite: reported apart from train, never tuned on (docs/validation.md).",
+            f"compares). {suite.role}",
             *textwrap.wrap(describe(w), 110)]
     body = yaml.safe_dump(w.raw, sort_keys=False, default_flow_style=None, width=110)
     return "".join(f"# {line}\n" for line in head) + body
 
 
-def write(out: pathlib.Path, table: dict[str, Any]) -> list[Written]:
-    """Every scenario of the grid into `out` (which holds nothing else afterwards)."""
+def write(out: pathlib.Path, table: dict[str, Any], suite: Suite = VALIDATION) -> list[Written]:
+    """Every scenario of the suite's grid into `out` (which holds nothing else afterwards)."""
     out.mkdir(parents=True, exist_ok=True)
-    cells = grid()
+    cells = grid(suite)
     missing = [k for k in needed_keys(cells, table) if k not in table]
     if missing:
-        raise SystemExit(f"{CAPACITIES.name} lacks {len(missing)} capacities (first: {missing[0]}); "
-                         f"run bench/gen_validation.py --measure")
-    written = [build(c, table) for c in cells]
+        raise SystemExit(f"{suite.capacities.name} lacks {len(missing)} capacities (first: {missing[0]}); "
+                         f"run bench/gen_validation.py --suite {suite.name} --measure")
+    # The trace paths are relative to the suite's own folder, which `out` stands in for in the test.
+    written = [build(c, table, suite.out) for c in cells]
     names = {f"{w.raw['name']}.yaml" for w in written}
     for stale in out.glob("*.yaml"):
         if stale.name not in names:
             stale.unlink()
     for w in written:
-        (out / f"{w.raw['name']}.yaml").write_text(render(w), encoding="utf-8")
+        (out / f"{w.raw['name']}.yaml").write_text(render(w, suite), encoding="utf-8")
     return written
 
 
-def load_table() -> dict[str, Any]:
-    return json.loads(CAPACITIES.read_text(encoding="utf-8")) if CAPACITIES.exists() else {}
+def load_table(suite: Suite = VALIDATION) -> dict[str, Any]:
+    return json.loads(suite.capacities.read_text(encoding="utf-8")) if suite.capacities.exists() else {}
 
 
 def time_infertune(path: pathlib.Path) -> tuple[str, float, float, simulate.Result]:
@@ -442,24 +468,28 @@ def time_infertune(path: pathlib.Path) -> tuple[str, float, float, simulate.Resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--out", type=pathlib.Path, default=OUT, help="folder to write the scenarios to")
+    parser.add_argument("--suite", choices=sorted(SUITES), default=VALIDATION.name,
+                        help="which seeded grid: validation (SEED) or the train grid (GRID_SEED)")
+    parser.add_argument("--out", type=pathlib.Path, help="folder to write the scenarios to (default: the suite's)")
     parser.add_argument("--measure", action="store_true", help="measure missing capacities on the twin first")
     parser.add_argument("--time", action="store_true", help="run infertune on each scenario, print wall seconds")
     args = parser.parse_args(argv)
-    table = load_table()
+    suite = SUITES[args.suite]
+    out = args.out or suite.out
+    table = load_table(suite)
     if args.measure:
-        table = measure(grid(), table)
-        keep = set(needed_keys(grid(), table))
+        table = measure(grid(suite), table)
+        keep = set(needed_keys(grid(suite), table))
         table = {k: v for k, v in table.items() if k in keep}
-        CAPACITIES.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
-    written = write(args.out, table)
+        suite.capacities.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
+    written = write(out, table, suite)
     for w in written:
-        r = realise(w)
+        r = realise(w, out)
         print(f"{w.raw['name']:<30} {describe(w)} Realised: {r.requests} requests, busiest minute {r.peak:.2f} req/s "
               f"needs {r.needed} replicas.", flush=True)
     if args.time:
         walls = cpus = 0.0
-        for path in sorted(args.out.glob("*.yaml")):
+        for path in sorted(out.glob("*.yaml")):
             scenario_name, wall, cpu, r = time_infertune(path)
             walls, cpus = walls + wall, cpus + cpu
             print(f"{scenario_name:<30} {cpu:6.1f} s CPU, {wall:6.1f} s wall ({r.wall_seconds:.1f} s the run); "

@@ -1,5 +1,5 @@
-"""Test: the validation suite (bench/scenarios/validation/) is exactly what bench/gen_validation.py writes, and
-every scenario in it loads and builds its arrivals."""
+"""Test: the validation suite (bench/scenarios/validation/) and the train grid (bench/scenarios/grid/) are exactly
+what bench/gen_validation.py writes from their seeds, and every scenario in them loads and builds its arrivals."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 from infertune.sim import scenario
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SUITE = ROOT / "bench" / "scenarios" / "validation"
-FILES = sorted(SUITE.glob("*.yaml"))
+SUITES = ("validation", "grid")
+FILES = sorted((ROOT / "bench" / "scenarios" / suite / p.name, suite) for suite in SUITES
+               for p in (ROOT / "bench" / "scenarios" / suite).glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -27,29 +28,49 @@ def gen() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def regenerated(gen: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, list[object]]:
-    out = tmp_path_factory.mktemp("validation")
-    written = gen.write(out, gen.load_table())  # from the committed capacities: no simulation here
-    return out, written
+def regenerated(gen: ModuleType, tmp_path_factory: pytest.TempPathFactory
+                ) -> dict[str, tuple[pathlib.Path, list[object]]]:
+    out = {}
+    for name in SUITES:
+        suite = gen.SUITES[name]
+        folder = tmp_path_factory.mktemp(name)
+        out[name] = folder, gen.write(folder, gen.load_table(suite), suite)  # the committed capacities: no twin
+    return out
 
 
-def test_no_file_is_edited_by_hand(regenerated: tuple[pathlib.Path, list[object]]) -> None:
-    out, _ = regenerated
+@pytest.mark.parametrize("suite", SUITES)
+def test_no_file_is_edited_by_hand(suite: str, regenerated: dict[str, tuple[pathlib.Path, list[object]]]) -> None:
+    out, _ = regenerated[suite]
     fresh = {p.name: p.read_bytes() for p in out.glob("*.yaml")}
-    committed = {p.name: p.read_bytes() for p in FILES}
-    assert sorted(fresh) == sorted(committed), "rerun bench/gen_validation.py: the suite's files differ"
+    committed = {p.name: p.read_bytes() for p, s in FILES if s == suite}
+    assert sorted(fresh) == sorted(committed), f"rerun bench/gen_validation.py --suite {suite}: the files differ"
     edited = [name for name in fresh if fresh[name] != committed[name]]
-    assert not edited, f"{edited} differ from the generator's output: rerun bench/gen_validation.py, never edit them"
+    assert not edited, f"{edited} differ from the generator's output: rerun it, never edit them"
 
 
-def test_the_capacity_table_holds_exactly_what_the_grid_reads(gen: ModuleType) -> None:
-    table = gen.load_table()
-    assert sorted(table) == sorted(set(gen.needed_keys(gen.grid(), table)))
+@pytest.mark.parametrize("suite", SUITES)
+def test_the_capacity_table_holds_exactly_what_the_grid_reads(gen: ModuleType, suite: str) -> None:
+    s = gen.SUITES[suite]
+    table = gen.load_table(s)
+    assert sorted(table) == sorted(set(gen.needed_keys(gen.grid(s), table)))
     assert all(v["capacity_rps"] > 0 for v in table.values())
 
 
-def test_the_grid_covers_every_axis(gen: ModuleType, regenerated: tuple[pathlib.Path, list[object]]) -> None:
-    _, written = regenerated
+def test_the_train_grid_draws_the_validation_kinds_on_other_pairings(gen: ModuleType) -> None:
+    # The same kinds of cell (each shape with each pattern, both traces from the same offsets), drawn anew: the
+    # train grid is no copy of validation, and no scenario name is shared.
+    val, grid = gen.grid(gen.VALIDATION), gen.grid(gen.GRID)
+    assert [(c.shape, c.arrival, c.trace_start) for c in val] == [(c.shape, c.arrival, c.trace_start) for c in grid]
+    assert sum(1 for a, b in zip(val, grid, strict=True) if (a.pair, a.cold_start, a.tight, a.replicas)
+               == (b.pair, b.cold_start, b.tight, b.replicas)) <= 2
+    assert not {gen.name(c) for c in val} & {gen.name(c) for c in grid}
+    assert all(gen.name(c).startswith("g") for c in grid)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_the_grid_covers_every_axis(gen: ModuleType, suite: str,
+                                    regenerated: dict[str, tuple[pathlib.Path, list[object]]]) -> None:
+    _, written = regenerated[suite]
     cells = [w.cell for w in written]  # type: ignore[attr-defined]
     assert len(cells) >= 24
     assert {c.shape for c in cells} >= {"chat", "code", "decode", "mix", "azure", "mooncake"}
@@ -60,9 +81,9 @@ def test_the_grid_covers_every_axis(gen: ModuleType, regenerated: tuple[pathlib.
     assert {c.tight for c in cells} == {True, False}
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
-def test_every_validation_scenario_loads_and_builds_its_arrivals(
-        path: pathlib.Path, regenerated: tuple[pathlib.Path, list[object]]) -> None:
+@pytest.mark.parametrize(("path", "suite"), FILES, ids=[p.stem for p, _ in FILES])
+def test_every_generated_scenario_loads_and_builds_its_arrivals(
+        path: pathlib.Path, suite: str, regenerated: dict[str, tuple[pathlib.Path, list[object]]]) -> None:
     s = scenario.load(path)
     assert s.name == path.stem
     stream = scenario.arrivals(s)
@@ -70,10 +91,12 @@ def test_every_validation_scenario_loads_and_builds_its_arrivals(
     if s.workload.trace is not None and s.workload.format() == "mooncake":
         assert 0 < s.prefix_hit_rate < 1  # measured from the trace's hash_ids
     # Sized from the twin: the busiest minute needs a few to about fifteen replicas, within maxReplicas.
-    capacity = next(w.capacity for w in regenerated[1] if w.raw["name"] == s.name)  # type: ignore[attr-defined]
+    capacity = next(w.capacity for w in regenerated[suite][1]  # type: ignore[attr-defined]
+                    if w.raw["name"] == s.name)
     needed = math.ceil(scenario.peak_rate(stream) / capacity)
     assert 2 <= needed <= 16 and needed <= s.scaling.max_replicas, needed
 
 
-def test_the_suite_is_not_empty() -> None:
-    assert len(FILES) >= 24
+@pytest.mark.parametrize("suite", SUITES)
+def test_the_suite_is_not_empty(suite: str) -> None:
+    assert sum(1 for _, s in FILES if s == suite) >= 24
