@@ -590,7 +590,13 @@ def _light_with_two_standby() -> tuple[models.InferenceDeploymentSpec, World, in
         w.step(t)
     assert len([p for p in w.pods.values() if not p.serving]) == 2
     assert w.status.knee is not None
-    return spec, w, len(w.serving()), knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, w.status.knee.calibration)
+    # Light load leaves the engine's 1,024 serving (no change yet), sized at its full batch, which misses the SLO
+    # on an H100: its batch slots are those of the knee under it (decide._knee_bound), 168 running, not 398.
+    cal = w.status.knee.calibration
+    full = knee.predict(spec, current(w), knee.PRIOR_WORKLOAD, cal)
+    under = knee.serving_point(spec, current(w), knee.PRIOR_WORKLOAD, cal)
+    assert not full.feasible and under.feasible and under.batch < full.batch
+    return spec, w, len(w.serving()), under
 
 
 def test_a_queue_promotes_standby_at_once_but_starts_cold_pods_only_while_it_grows_with_no_standby_left() -> None:
