@@ -824,6 +824,9 @@ def _roll_out(s: _Seen, tuning: _Tuning, sizing: _Sizing, out: _Out) -> _Rolled:
     if p.promoted:
         out.events.append(observation.Event(type="Normal", reason="StandbyPromoted",
                                             message=f"{p.promoted} standby pod(s) now serve"))
+    said = _cut_message(s, p) if p.cut else None
+    if said is not None:
+        out.events.append(observation.Event(type="Warning", reason="RequestsCut", message=said))
     config_out: models.ConfigStatus | None
     if p.rollout_done:
         config_out, target_out = new_cfg, None
@@ -834,6 +837,31 @@ def _roll_out(s: _Seen, tuning: _Tuning, sizing: _Sizing, out: _Out) -> _Rolled:
     else:
         config_out, target_out = config, new_cfg
     return _Rolled(plan=p, config=config_out, target=target_out, new_cfg=new_cfg)
+
+
+def _cut_message(s: _Seen, p: rollout.Plan) -> str | None:
+    """Why requests are about to be cut, for whoever is paged, or None where they will likely finish.
+
+    Pods deleted when scaling.drainTimeout ends still get their termination grace period (preStop + drainTimeout
+    + 15 s, 150 s by default) before the engine is killed. A request on them takes about their mean TTFT plus
+    the mean output at their mean ITL; within the grace period what is in flight finishes (decode-heavy 72B on an
+    H200: 1,500 tokens at 25 ms, 38 s, nothing lost), beyond it some of it is cut (405B on 8 x H200 after a knob
+    change in overload: 3,539 in flight on 3 pods, 1,418 tokens at 162 ms a token and the wait before them, 539 s;
+    963 were cut). Without latencies from those pods nothing says they finish: warned."""
+    drain, grace = s.spec.scaling.drain_timeout, render.grace_period_seconds(s.spec)
+    gone = [s.pm[name] for name, _ in p.cut if name in s.pm]
+    itl = _weighted([(m.itl_mean, m.requests_per_s or 1.0) for m in gone])
+    ttft = _weighted([(m.ttft_mean, m.requests_per_s or 1.0) for m in gone]) or 0.0
+    took = ""
+    if itl is not None and s.workload is not knee.PRIOR_WORKLOAD:
+        seconds = ttft + s.workload.osl * itl
+        if seconds <= grace:
+            return None
+        took = (f"; a request on them took about {seconds:.0f} s ({s.workload.osl} output tokens at "
+                f"{itl * 1000:.0f} ms a token): raise scaling.drainTimeout above that")
+    return (f"{sum(n for _, n in p.cut):.0f} request(s) were still in flight on {len(p.cut)} pod(s) when "
+            f"scaling.drainTimeout ({_minutes(drain)}) ended: the pods are deleted, and what they do not finish "
+            f"within their termination grace period ({grace} s) is lost{took}")[:1024]
 
 
 def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Rolled, out: _Out

@@ -25,6 +25,9 @@ class Plan:
     removed: int
     switched: bool  # the target revision took over from an older one this cycle
     rollout_done: bool
+    # The pods that go this cycle with requests still in flight (by the metrics), because their drain timeout
+    # ended, and how many each held: those are cut. Pods that go empty cut none.
+    cut: tuple[tuple[str, float], ...] = ()
 
 
 def drained(pod: observation.PodFacts, in_flight: Mapping[str, float | None], *, drain_timeout: float,
@@ -90,11 +93,12 @@ def plan(
     for r in revisions:
         if r.revision != target and r.revision in keep_old and r.knobs is not None:
             plans.append(observation.RevisionPlan(revision=r.revision, knobs=r.knobs, replicas=keep_old[r.revision]))
+    cut = tuple((p.name, n) for p in (*leaving, *gone_old) if (n := in_flight.get(p.name) or 0.0) >= 0.5)
     return Plan(
         revisions=tuple(plans), patches=tuple(patches),
         serving=len(serving_pods) + (0 if switched else len(old_serving)), standby=len(keep),
         draining=len(waiting), promoted=promoted, removed=len(leaving) + len(gone_old), switched=switched,
-        rollout_done=not keep_old,
+        rollout_done=not keep_old, cut=cut,
     )
 
 

@@ -397,6 +397,44 @@ def test_scale_up_at_once_and_down_only_after_the_delay_and_the_drain() -> None:
     assert all(p.serving or p.unserved_since is not None for p in w.pods.values())
 
 
+@pytest.mark.parametrize(("left", "itl", "warned"), [
+    (3.0, 0.5, True),  # 200 tokens at 0.5 s: 100 s a request, past the 60 s grace period: some are cut
+    (3.0, None, False),  # at the measured ITL (tens of ms) they finish within the grace period
+    (0.0, 0.5, False),  # empty pods cut nothing
+])
+def test_pods_deleted_at_the_drain_timeout_with_requests_in_flight_warn_when_those_outlast_the_grace_period(
+        left: float, itl: float | None, warned: bool) -> None:
+    # The load drops and the scale-down takes pods out of the Service; each still holds `left` requests when the
+    # drain timeout (30 s here) ends, and deleting it leaves them the termination grace period (15 s preStop + 30 s
+    # + 15 s = 60 s). A Warning says how many, and how long a request took on those pods, where that is longer.
+    spec = spec_of()
+    w = World(spec)
+    w.step(0)
+    t = 15
+    for _ in range(20):
+        w.set_load(**load(spec, current(w), running=30, rps=30.0))
+        w.step(t)
+        t += 15
+    cut = []
+    for _ in range(40):
+        w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=1.0))
+        for name, p in w.pods.items():
+            if not p.serving:
+                slow = {} if itl is None else {"itl_mean": itl}
+                w.load[name] = w.load[name].model_copy(update={"in_flight": left, **slow})
+        d = w.step(t)
+        cut += [e for e in d.events if e.reason == "RequestsCut"]
+        t += 15
+    assert bool(cut) is warned
+    if not warned:
+        return
+    assert render.grace_period_seconds(spec) == 60 and all(e.type == "Warning" for e in cut)
+    assert re.match(r"\d+ request\(s\) were still in flight on \d+ pod\(s\) when scaling.drainTimeout \(0.5 min\) "
+                    r"ended: the pods are deleted, and what they do not finish within their termination grace "
+                    r"period \(60 s\) is lost; a request on them took about 1\d\d s \(200 output tokens at 500 ms a "
+                    r"token\): raise scaling.drainTimeout above that", cut[0].message), cut[0].message
+
+
 def test_standby_is_promoted_by_a_label_within_one_interval() -> None:
     spec = spec_of(**{"scaling.standby": {"min": 1, "max": 2}})
     w = World(spec)

@@ -233,3 +233,19 @@ def test_the_old_revision_leaves_once_enough_target_pods_carry_the_demand(carry:
                                                                   else {f"o{i}" for i in range(1, 4)})
     assert p.serving == (7 if switched else 8)
     assert {r.revision: r.replicas for r in p.revisions}["new"] == 8  # the 8th pod keeps loading
+
+
+def test_pods_that_go_at_the_drain_timeout_with_requests_in_flight_are_named_as_cutting_them() -> None:
+    # After the switch: o0 has been out of the Service for the whole drain timeout (120 s) with 40 requests
+    # still in flight, o1 went empty, o2 is still within its drain. Only o0 cuts requests, and o2 stays.
+    out_since = NOW.timestamp() - 121
+    pods = (*(pod("new", f"n{i}") for i in range(3)),
+            *(observation.PodFacts(name=f"o{i}", revision="old", ready=True, serving=False, created=0,
+                                   unserved_since=out_since if i < 2 else NOW.timestamp() - 30) for i in range(3)))
+    in_flight: dict[str, float | None] = {"o0": 40.0, "o1": 0.0, "o2": 7.0, **{f"n{i}": 0.0 for i in range(3)}}
+    p = _plan(pods, serving=3, in_flight=in_flight)
+    assert p.cut == (("o0", 40.0),)
+    assert {x.name for x in p.patches if x.deletion_cost == rollout.LEAVING_COST} == {"o0", "o1"}
+    assert {r.revision: r.replicas for r in p.revisions}["old"] == 1
+    # Every pod drained empty: nothing is cut.
+    assert _plan(pods, serving=3, in_flight={**in_flight, "o0": 0.0}).cut == ()
