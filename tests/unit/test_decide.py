@@ -372,11 +372,7 @@ def test_scale_up_at_once_and_down_only_after_the_delay_and_the_drain() -> None:
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    t = 15
-    for _ in range(20):
-        w.set_load(**load(spec, current(w), running=30, rps=30.0))
-        w.step(t)
-        t += 15
+    t = keep_load(w, spec, 15, 20, running=30, rps=30.0)
     high = w.status.replicas.desired
     assert high >= 3
     # The load drops: replicas stay for scaleDownDelay (2 min), then serving pods are unlabelled first.
@@ -410,11 +406,7 @@ def test_pods_deleted_at_the_drain_timeout_with_requests_in_flight_warn_when_tho
     spec = spec_of()
     w = World(spec)
     w.step(0)
-    t = 15
-    for _ in range(20):
-        w.set_load(**load(spec, current(w), running=30, rps=30.0))
-        w.step(t)
-        t += 15
+    t = keep_load(w, spec, 15, 20, running=30, rps=30.0)
     cut = []
     for _ in range(40):
         w.set_load(**load(spec, current(w), running=1, rps=0.5, in_flight=1.0))
