@@ -844,10 +844,11 @@ def _cut_message(s: _Seen, p: rollout.Plan) -> str | None:
 
     Pods deleted when scaling.drainTimeout ends still get their termination grace period (preStop + drainTimeout
     + 15 s, 150 s by default) before the engine is killed. A request on them takes about their mean TTFT plus
-    the mean output at their mean ITL; within the grace period what is in flight finishes (decode-heavy 72B on an
-    H200: 1,500 tokens at 25 ms, 38 s, nothing lost), beyond it some of it is cut (405B on 8 x H200 after a knob
-    change in overload: 3,539 in flight on 3 pods, 1,418 tokens at 162 ms a token and the wait before them, 539 s;
-    963 were cut). Without latencies from those pods nothing says they finish: warned."""
+    the mean output at their mean ITL; within the grace period what is in flight finishes (on the bench's
+    decode-heavy grid scenarios pods left at the timeout with requests in flight and nothing was lost), beyond it
+    some of it is cut (405B on 8 x H200 after a knob change in overload: 3,539 in flight on 3 pods, 1,418 tokens
+    at 162 ms a token and the wait before them, 539 s; 963 were cut). Without latencies from those pods nothing
+    says they finish: warned."""
     drain, grace = s.spec.scaling.drain_timeout, render.grace_period_seconds(s.spec)
     gone = [s.pm[name] for name, _ in p.cut if name in s.pm]
     itl = _weighted([(m.itl_mean, m.requests_per_s or 1.0) for m in gone])
@@ -923,7 +924,7 @@ def _spec_knobs(s: _Seen, knobs: models.Knobs) -> bool:
 def _initial_measured(s: _Seen, knobs: models.Knobs) -> bool:
     """Whether `knobs` are the initial ones under tuning.mode auto, on a measured request shape: sized at their
     full batch until the first change, but bounded by the knee under their cap for scale-downs and overload
-    (_no_fewer_than_the_knee_holds, _held_slots)."""
+    (_knee_bound, _held_slots)."""
     return (s.spec.tuning.mode is models.TuningMode.AUTO and _same(knobs, s.initial)
             and s.workload is not knee.PRIOR_WORKLOAD)
 
