@@ -847,8 +847,8 @@ def _cut_message(s: _Seen, p: rollout.Plan) -> str | None:
     the mean output at their mean ITL; within the grace period what is in flight finishes (on the bench's
     decode-heavy grid scenarios pods left at the timeout with requests in flight and nothing was lost), beyond it
     some of it is cut (405B on 8 x H200 after a knob change in overload: 3,539 in flight on 3 pods, 1,418 tokens
-    at 162 ms a token and the wait before them, 539 s; 963 were cut). Without latencies from those pods nothing
-    says they finish: warned."""
+    at 162 ms a token and the wait before them, 539 s; 963 were cut, before old pods with a queue kept serving at
+    the switch). Without latencies from those pods nothing says they finish: warned."""
     drain, grace = s.spec.scaling.drain_timeout, render.grace_period_seconds(s.spec)
     gone = [s.pm[name] for name, _ in p.cut if name in s.pm]
     itl = _weighted([(m.itl_mean, m.requests_per_s or 1.0) for m in gone])

@@ -249,3 +249,19 @@ def test_pods_that_go_at_the_drain_timeout_with_requests_in_flight_are_named_as_
     assert {r.revision: r.replicas for r in p.revisions}["old"] == 1
     # Every pod drained empty: nothing is cut.
     assert _plan(pods, serving=3, in_flight={**in_flight, "o0": 0.0}).cut == ()
+
+
+def test_at_the_switch_an_old_pod_with_a_queue_keeps_serving_until_it_has_worked_it_off() -> None:
+    # The target serves at full size. The old revision runs 5 requests per pod at most: o0 holds 40 (35 queued,
+    # which the drain timeout would cut had it left the Service), o1 holds 3. o1 leaves; o0 serves on, and its
+    # revision stays. Once o0 holds no more than its batch, it leaves too.
+    pods = (*(pod("new", f"n{i}") for i in range(3)), pod("old", "o0"), pod("old", "o1"))
+    in_flight: dict[str, float | None] = {"o0": 40.0, "o1": 3.0, **{f"n{i}": 1.0 for i in range(3)}}
+    p = _plan(pods, serving=3, slots={"old": 5}, in_flight=in_flight)
+    assert {x.name for x in p.patches if x.serving is False} == {"o1"}
+    assert {r.revision: r.replicas for r in p.revisions} == {"new": 3, "old": 2}
+    assert p.serving == 4 and not p.rollout_done
+    p = _plan(pods, serving=3, slots={"old": 5}, in_flight={**in_flight, "o0": 5.0})
+    assert {x.name for x in p.patches if x.serving is False} == {"o0", "o1"}
+    # Without the old revision's batch (no slots known) every old pod leaves, as before.
+    assert {x.name for x in _plan(pods, serving=3, in_flight=in_flight).patches if x.serving is False} == {"o0", "o1"}
