@@ -699,13 +699,13 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         predicted_late=queueing.late(rate + backlog, replicas=len(s.serving_pods), capacity=capacity,
                                      slots=at_target.batch, wait_budget=budget))
     q = _queue(s, bound or at_target, rate, backlog, budget)
+    window = obs.metrics.window if obs.metrics is not None else 60.0
     goal = scaling.goal(spec.scaling, demand, q, capacity=capacity, slots=at_target.batch, wait_budget=budget,
-                        miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now,
-                        window=obs.metrics.window if obs.metrics is not None else 60.0)
+                        miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now, window=window)
     if bound is not None and not fresh and goal.serving < prev_desired:
         kept = scaling.goal(spec.scaling, demand, q, capacity=bound.requests_per_s, slots=bound.batch,
                             wait_budget=knee.wait_budget(spec, bound), miss=miss, current=prev_desired,
-                            lead=s.cold, now=now, window=obs.metrics.window if obs.metrics is not None else 60.0)
+                            lead=s.cold, now=now, window=window)
         if kept.serving > goal.serving:
             serving = min(kept.serving, prev_desired)
             goal = dataclasses.replace(kept, serving=serving, reason=(
@@ -773,7 +773,7 @@ def _knee_bound(s: _Seen, target: models.Knobs, at_target: knee.Prediction) -> k
     started 15 pods for a 72B decode load that the first measured shape sent back to 8)."""
     if at_target.feasible or not _initial_measured(s, target):
         return None
-    under = knee.serving_point(s.spec, target, s.workload, s.cal)
+    under = knee.held(s.spec, target, s.workload, s.cal)  # at_target is the full batch: only the knee is asked
     return under if under.feasible and under.batch < at_target.batch else None
 
 
