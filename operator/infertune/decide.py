@@ -917,8 +917,10 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
 
 def _spec_knobs(s: _Seen, knobs: models.Knobs) -> bool:
     """Whether `knobs` are the spec's own (the engine's default or initialMaxBatchSize) under tuning.mode off or
-    recommend: knobs the operator will not change and did not choose."""
-    return s.spec.tuning.mode is not models.TuningMode.AUTO and _same(knobs, s.initial)
+    recommend, or a cap at the floor of tuning.maxBatchSize: knobs the operator will not change or could not
+    choose lower, so not a knee it chose."""
+    return (s.spec.tuning.mode is not models.TuningMode.AUTO and _same(knobs, s.initial)) \
+        or knobs.max_batch_size <= s.spec.tuning.max_batch_size.min
 
 
 def _initial_measured(s: _Seen, knobs: models.Knobs) -> bool:

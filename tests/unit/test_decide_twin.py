@@ -29,3 +29,21 @@ def test_the_initial_knobs_full_batch_that_misses_the_slo_sizes_no_scale_down() 
     assert r.slo_attainment >= 0.95, r.slo_attainment
     assert r.restarts == 0
     assert any(reason == "ScaledDown" and "the SLO would be missed" in message for _, reason, message in r.events)
+
+
+
+def test_a_batch_pinned_by_the_tuning_bounds_is_sized_at_its_knee_not_its_full_batch() -> None:
+    # tuning.maxBatchSize 256..256 leaves the tuner nothing to choose, so the engine's 256 is not a knee it chose.
+    # Sized at its full batch (the knee search started at the bounds' 256 and found none under it), the fleet was
+    # cut and held 45% of its requests in the SLO; at the knee under the cap (searched from 1, as requests
+    # running rather than a cap to set) it is sized as under tuning.mode off, which pins nothing.
+    pinned = {**DECODE_HEAVY, "tuning": {"maxBatchSize": {"min": 256, "max": 256}}}
+    runs = []
+    for mode in ("auto", "off"):
+        s = scenario.parse({**pinned, "name": f"decode-heavy-pinned-{mode}",
+                            "tuning": {**pinned["tuning"], "mode": mode}})
+        runs.append(simulate.run_policy(policies.Context(s, scenario.arrivals(s)), "infertune"))
+    auto, off = runs
+    assert auto.slo_attainment >= 0.95, auto.slo_attainment
+    assert auto.restarts == 0
+    assert (auto.slo_attainment, auto.gpu_hours) == (off.slo_attainment, off.gpu_hours)
