@@ -697,15 +697,16 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     miss = scaling.queue_budget(
         1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
         predicted_late=queueing.late(rate + backlog, replicas=len(s.serving_pods), capacity=capacity,
-                                     slots=at_target.batch, wait_budget=budget))
+                                     slots=at_target.batch, wait_budget=budget, pooled=_pooled(spec)))
     q = _queue(s, bound or at_target, rate, backlog, budget)
     window = obs.metrics.window if obs.metrics is not None else 60.0
     goal = scaling.goal(spec.scaling, demand, q, capacity=capacity, slots=at_target.batch, wait_budget=budget,
-                        miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now, window=window)
+                        miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now, window=window,
+                        pooled=_pooled(spec))
     if bound is not None and not fresh and goal.serving < prev_desired:
         kept = scaling.goal(spec.scaling, demand, q, capacity=bound.requests_per_s, slots=bound.batch,
                             wait_budget=knee.wait_budget(spec, bound), miss=miss, current=prev_desired,
-                            lead=s.cold, now=now, window=window)
+                            lead=s.cold, now=now, window=window, pooled=_pooled(spec))
         if kept.serving > goal.serving:
             serving = min(kept.serving, prev_desired)
             goal = dataclasses.replace(kept, serving=serving, reason=(
@@ -730,7 +731,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         # minReplicas, the floor the user set for serving capacity.
         carry = max(spec.scaling.min_replicas, 1 + queueing.replicas_for(
             max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
-            miss=miss, limit=spec.scaling.max_replicas))
+            miss=miss, limit=spec.scaling.max_replicas, pooled=_pooled(spec)))
     standby_n, wanted = scaling.settle_standby(
         spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now)
@@ -754,6 +755,12 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         scale_why = f"{scale_why}; {limited}"
     return _Sizing(serving=serving_n, standby=standby_n, demand=demand, carry=carry, health=health, why=scale_why,
                    held=slots)
+
+
+def _pooled(spec: models.InferenceDeploymentSpec) -> bool:
+    """Whether the replicas share one queue (a router that sends each request to the least busy pod), as
+    opposed to each queueing on its own for a random share of the requests (scaling.routing)."""
+    return spec.scaling.routing is models.Routing.LEAST_OUTSTANDING
 
 
 def _knee_bound(s: _Seen, target: models.Knobs, at_target: knee.Prediction) -> knee.Prediction | None:
@@ -1149,7 +1156,7 @@ def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStat
     """Serving replicas the demand forecast needs at a predicted operating point (the sizing decide() uses)."""
     rate = scaling.forecast(demand, lead=lead) if demand is not None else 0.0
     n = queueing.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=knee.wait_budget(spec, at),
-                             miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas)
+                             miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas, pooled=_pooled(spec))
     return n, rate
 
 

@@ -465,6 +465,11 @@ class StandbySpec(Base):
         return self
 
 
+class Routing(enum.StrEnum):
+    LEAST_OUTSTANDING = "least-outstanding"
+    RANDOM = "random"
+
+
 class ScalingSpec(Base):
     min_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Fewest serving replicas.")
     max_replicas: int = pydantic.Field(default=1, ge=1, le=1000, description="Most serving replicas.")
@@ -484,6 +489,12 @@ class ScalingSpec(Base):
     scale_down_delay: Annotated[Duration, _at_most(MAX_SCALE_DOWN_DELAY)] = pydantic.Field(
         default="5m", validate_default=True,
         description="Demand must stay low this long before serving replicas are removed (at most 24h)."
+    )
+    routing: Routing = pydantic.Field(
+        default=Routing.LEAST_OUTSTANDING,
+        description="How requests reach the pods, which the replica count is sized for: least-outstanding (a "
+        "gateway that sends each request to the pod with the fewest in flight: one queue for the fleet) or "
+        "random (the Service alone: kube-proxy picks a pod at random, and each pod queues on its own).",
     )
 
     @pydantic.model_validator(mode="after")

@@ -65,7 +65,7 @@ def erlang_c(servers: int, load: float) -> float:
 
 
 def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: Budget, miss: float,
-                 limit: int) -> int:
+                 limit: int, pooled: bool = True) -> int:
     """Fewest replicas whose pooled batch slots keep P(queueing longer than wait_budget) under `miss`.
 
     Each replica offers `slots` concurrent requests and serves `capacity` req/s with all of them busy, so
@@ -78,24 +78,33 @@ def replicas_for(rate: float, *, capacity: float, slots: float, wait_budget: Bud
     if rate <= 0 or capacity <= 0 or slots <= 0:
         return 0
     for n in range(1, limit + 1):
-        if late(rate, replicas=n, capacity=capacity, slots=slots, wait_budget=wait_budget) <= miss:
+        if late(rate, replicas=n, capacity=capacity, slots=slots, wait_budget=wait_budget, pooled=pooled) <= miss:
             return n
     return limit
 
 
-def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: Budget) -> float:
+def late(rate: float, *, replicas: int, capacity: float, slots: float, wait_budget: Budget,
+         pooled: bool = True) -> float:
     """P(a request queues longer than wait_budget) with `replicas` pooled: replicas_for's queue (1.0 when the
-    load exceeds the slots). 20 req/s over 20 replicas of 8 slots at 1.15 req/s, 1.2 s budget: under 2.5%."""
+    load exceeds the slots). 20 req/s over 20 replicas of 8 slots at 1.15 req/s, 1.2 s budget: under 2.5%.
+
+    Pooled is what a router that sends each request to the replica with the fewest in flight makes of the fleet:
+    one queue for all the slots. Not pooled, each replica queues on its own for its own slots, with a share of
+    the arrivals drawn at random (a plain Kubernetes Service: kube-proxy picks an endpoint at random, and a
+    random split of Poisson arrivals is Poisson at rate / replicas): 20 req/s over 20 replicas of 8 slots is
+    then 20 queues of 8 slots at 7 Erlangs each, late for about half the requests instead of 0.15%."""
     if rate <= 0:
         return 0.0
     if capacity <= 0 or slots <= 0 or replicas <= 0:
         return 1.0
     hold = slots / capacity
+    budget = budget_at(wait_budget, rate / (replicas * capacity))
+    if not pooled:
+        rate, replicas = rate / replicas, 1
     load = rate * hold
     servers = max(1, round(replicas * slots))
     if load >= servers:
         return 1.0
-    budget = budget_at(wait_budget, rate / (replicas * capacity))
     return erlang_c(servers, load) * math.exp(-(servers - load) * max(budget, 0.0) / hold)
 
 

@@ -149,7 +149,7 @@ def targets(
     spec: models.ScalingSpec, demand: models.DemandStatus, *, capacity: float, slots: float,
     wait_budget: queueing.Budget, miss: float, current: int, lead: float, now: datetime.datetime,
     measured: float | None = None,
-    window: float = 60.0,
+    window: float = 60.0, pooled: bool = True,
 ) -> Targets:
     """Serving replicas for the forecast over the cold-start lead time, and standby for its error.
 
@@ -161,7 +161,7 @@ def targets(
     # same with a 6 s window); down only on the smoothed forecast, after scaleDownDelay.
     expected = max(forecast(demand, lead=lead), measured or 0.0)
     sized = queueing.replicas_for(expected, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
-                         limit=spec.max_replicas)
+                                  limit=spec.max_replicas, pooled=pooled)
     need = min(spec.max_replicas, max(spec.min_replicas, sized))
     # Part of the forecast error is only the Poisson noise of counting requests over the metrics window
     # (8 req/s over 60 s: sqrt(480) / 60 = 0.37 req/s); the Erlang sizing above absorbs that already. What
@@ -185,7 +185,7 @@ def targets(
     rising = demand.peak_at is None or expected > demand.peak
     upper_rate = surprise_rate if rising else min(surprise_rate, demand.peak)
     upper = queueing.replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
-                         miss=miss, limit=spec.max_replicas + spec.standby.max)
+                                  miss=miss, limit=spec.max_replicas + spec.standby.max, pooled=pooled)
     def pool(serving: int, *, settled: bool = False) -> int:
         # Beyond the replicas that serve, held ones included: while a scale-down waits out its delay, 3 pods
         # serve where 2 would do, and the third already covers an upper forecast that needs 3 (a standby pod
@@ -273,7 +273,7 @@ class Queue:
 
 def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, capacity: float, slots: float,
          wait_budget: queueing.Budget, miss: float, current: int, lead: float, now: datetime.datetime,
-         window: float) -> Targets:
+         window: float, pooled: bool = True) -> Targets:
     """Serving and standby for the demand, read three ways when requests queue beyond the batch slots.
 
     The queue's growth since the last cycle is arrivals the replicas could not take, added to the rate. The
@@ -287,7 +287,7 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
     """
     def sized(measured: float) -> Targets:
         return targets(spec, demand, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
-                       current=current, lead=lead, now=now, measured=measured, window=window)
+                       current=current, lead=lead, now=now, measured=measured, window=window, pooled=pooled)
 
     best = sized(q.rate + q.backlog + q.growth)
     if q.queued <= 0:

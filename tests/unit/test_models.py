@@ -148,6 +148,7 @@ INVALID = [
     ("cold start over a day", {"scaling.coldStart": "99999h"}, "spec.scaling.coldStart", "at most 24h"),
     ("scale-down delay over a day", {"scaling.scaleDownDelay": "90000m"}, "spec.scaling.scaleDownDelay",
      "at most 24h"),
+    ("routing not known", {"scaling.routing": "round-robin"}, "spec.scaling.routing", "least-outstanding"),
     ("image without a tag after the colon", {"engine.image": "vllm/vllm-openai:"}, "spec.engine.image", "pattern"),
     ("image with upper-case path", {"engine.image": "Vllm/vllm-openai:v1"}, "spec.engine.image", "pattern"),
     ("image with a short digest", {"engine.image": "vllm@sha256:abc"}, "spec.engine.image", "pattern"),

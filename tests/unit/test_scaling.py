@@ -177,6 +177,25 @@ def test_late_is_the_queue_replicas_for_sizes_with() -> None:
     assert queueing.late(1.0, replicas=0, **kw) == 1.0
 
 
+def test_replicas_that_each_queue_for_a_random_share_need_more_of_them_than_a_pooled_fleet() -> None:
+    # A plain Service splits the arrivals at random: each replica is its own M/M/c queue at rate / replicas.
+    # 20 req/s on replicas of 8 slots at 1.15 req/s (7 s a request), 1.2 s to queue: pooled, 20 replicas wait
+    # beyond the budget for 0.15% of requests; apart, each runs 7 Erlangs on 8 slots and half of them wait.
+    kw = {"capacity": 1.15, "slots": 8, "wait_budget": 1.2}
+    pooled = queueing.late(20.0, replicas=20, **kw)
+    apart = queueing.late(20.0, replicas=20, pooled=False, **kw)
+    hold = 8 / 1.15
+    expected = queueing.erlang_c(8, hold) * math.exp(-(8 - hold) * 1.2 / hold)
+    assert pooled < 0.002 and apart == pytest.approx(expected) and apart > 0.5
+    # One replica is the same queue either way.
+    assert queueing.late(1.0, replicas=1, pooled=False, **kw) == queueing.late(1.0, replicas=1, **kw)
+    n = queueing.replicas_for(20.0, miss=0.025, limit=64, **kw)
+    m = queueing.replicas_for(20.0, miss=0.025, limit=64, pooled=False, **kw)
+    assert m > n
+    assert queueing.late(20.0, replicas=m, pooled=False, **kw) <= 0.025 < queueing.late(
+        20.0, replicas=m - 1, pooled=False, **kw)
+
+
 def test_the_scale_down_room_is_the_objective_plus_the_counting_noise() -> None:
     # 8 req/s over 300 s: 2,400 requests, sd sqrt(0.95 x 0.05 / 2400) = 0.44%.
     assert scaling.room(0.95, rate=8.0) == pytest.approx(0.95 + math.sqrt(0.95 * 0.05 / 2400))

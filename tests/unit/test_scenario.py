@@ -136,6 +136,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("unknown GPU key", changed(gpu="tpu-v5"), "gpu: unknown GPU 'tpu-v5'; known: "),
     ("inline GPU without numbers", changed(gpu={"name": "g"}), "gpu.memoryGib: required key is missing"),
     ("weights not a precision", changed(weights="fp4"), "weights: must be one of"),
+    ("unknown routing", changed(routing="round-robin"),
+     "routing: must be one of 'least-outstanding' or 'random', got 'round-robin'"),
     ("trace and synthetic", changed(**{"workload.trace": "t.csv"}),
      "workload: set exactly one of trace and synthetic"),
     ("neither trace nor synthetic", changed(**{"workload.synthetic": DELETE}),

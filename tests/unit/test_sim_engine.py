@@ -264,6 +264,22 @@ def test_replicas_added_later_take_traffic() -> None:
     assert late and min(x.arrival for x in late) >= 10.0
 
 
+def test_random_routing_ignores_how_busy_a_replica_is_where_least_outstanding_does_not() -> None:
+    # Ten long requests at once on two replicas: the least-outstanding router alternates (5 and 5); a plain
+    # Service's random pick follows its draws (seeded, so the same each run) and lands 6 on one replica and 4 on
+    # the other: the queue of the busier one is what sizing for a pooled fleet does not see.
+    def spread(routing: fleet.Routing) -> list[int]:
+        f = fleet.Fleet(routing=routing, seed=3)
+        f.add_replica(replica(), now=0.0, name="a")
+        f.add_replica(replica(), now=0.0, name="b")
+        reqs = [f.submit(workload.Arrival(0.0, 500, 2000)) for _ in range(10)]
+        return sorted(sum(1 for r in reqs if r.replica == n) for n in ("a", "b"))
+
+    assert spread("least-outstanding") == [5, 5]
+    assert spread("random") == [4, 6]
+    assert fleet.ROUTINGS == ("least-outstanding", "random")
+
+
 def test_the_kept_block_rounding_equals_each_decoding_sequences_blocks_summed() -> None:
     # _dec_blocks keeps the rounding to whole blocks per change of the decoding batch instead of summing over the
     # sequences on every call; under a load that admits, finishes and preempts all the time it must still equal

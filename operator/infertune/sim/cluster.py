@@ -107,13 +107,14 @@ class Cluster:
     def __init__(
         self, spec: models.InferenceDeploymentSpec, *, cold_start: float, arrivals: Iterable[workload.Arrival] = (),
         prefix_hit_rate: float = 0.0, name: str = RESOURCE, grace: float | None = None,
+        routing: sim_fleet.Routing = "least-outstanding", seed: int = 0,
     ) -> None:
         self.spec = spec
         self.name = name
         self.cold_start = cold_start
         self.grace = float(render.grace_period_seconds(spec)) if grace is None else grace
         self.prefix_hit_rate = prefix_hit_rate
-        self.fleet = sim_fleet.Fleet(start=0.0)
+        self.fleet = sim_fleet.Fleet(start=0.0, routing=routing, seed=seed)
         self.now = 0.0
         self.deployments: dict[str, Deployment] = {}
         self.pods: dict[str, Pod] = {}  # every pod ever created, in creation order

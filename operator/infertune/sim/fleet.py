@@ -1,15 +1,24 @@
-"""Twin: N engine replicas behind a least-outstanding-requests router, in simulated time, with interval stats."""
+"""Twin: N engine replicas behind a router (least outstanding or random), in simulated time, with interval stats."""
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
 import math
+import random
+import typing
 from collections.abc import Iterable, Iterator
 
 from infertune import perfmodel
 from infertune.sim import engine as sim_engine
 from infertune.sim import histogram, workload
+
+# How the Service's traffic reaches the pods. "least-outstanding": a gateway that sends each request to the pod with
+# the fewest in flight (queue-depth routing, as llm-d's endpoint picker or a least-request load balancer).
+# "random": a plain Kubernetes Service, whose kube-proxy in its default iptables mode picks a ready endpoint at
+# random per connection, here one connection per request.
+Routing = typing.Literal["least-outstanding", "random"]
+ROUTINGS: tuple[Routing, ...] = typing.get_args(Routing)
 
 DROPPED = "dropped"  # arrived while no replica was serving
 
@@ -70,8 +79,10 @@ class Fleet:
     drains (takes no new requests and leaves once its in-flight requests finish) or is aborted (its
     requests end as aborted and count as dropped)."""
 
-    def __init__(self, *, start: float = 0.0) -> None:
+    def __init__(self, *, start: float = 0.0, routing: Routing = "least-outstanding", seed: int = 0) -> None:
         self.now = start
+        self.routing = routing
+        self._rng = random.Random(seed)
         self.members: dict[str, Member] = {}
         self.records: list[sim_engine.Request] = []  # every request that left the fleet
         self._heap: list[tuple[float, int, str]] = []
@@ -124,7 +135,7 @@ class Fleet:
 
     def submit(self, arrival: workload.Arrival, now: float | None = None) -> sim_engine.Request:
         """Route one request at `now` (default: its arrival time) to the serving replica with the fewest
-        outstanding requests (ties rotate)."""
+        outstanding requests (ties rotate), or under `routing="random"` to one drawn at random."""
         t = arrival.time if now is None else now
         self.advance(t)
         self._next_id += 1
@@ -141,15 +152,18 @@ class Fleet:
             self.records.append(req)
             return req
         n = len(candidates)
-        start = self._rr % n
-        self._rr += 1
-        best = candidates[start]
-        best_load = best.engine.outstanding
-        for k in range(1, n):
-            m = candidates[(start + k) % n]
-            load = m.engine.outstanding
-            if load < best_load:
-                best, best_load = m, load
+        if self.routing == "random":
+            best = candidates[self._rng.randrange(n)]
+        else:
+            start = self._rr % n
+            self._rr += 1
+            best = candidates[start]
+            best_load = best.engine.outstanding
+            for k in range(1, n):
+                m = candidates[(start + k) % n]
+                load = m.engine.outstanding
+                if load < best_load:
+                    best, best_load = m, load
         best.engine.submit(req, t)
         self._collect(best)
         self._schedule(best)

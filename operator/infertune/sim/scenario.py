@@ -11,6 +11,7 @@ import yaml
 
 from infertune import catalog, decide, models, perfmodel, replica, validation
 from infertune.runtimes import registry
+from infertune.sim import fleet as sim_fleet
 from infertune.sim import workload
 
 # The image is each engine's sample (Engine.sample_image): the twin never pulls it, but the revision hash covers it.
@@ -272,6 +273,7 @@ class Scenario(models.Base):
     interval: models.Duration = pydantic.Field(default="15s", validate_default=True)
     window: models.Duration = pydantic.Field(default="60s", validate_default=True)
     prefix_hit_rate: float = pydantic.Field(default=0.0, ge=0, le=1)
+    routing: sim_fleet.Routing = "least-outstanding"
     scaling: models.ScalingSpec = pydantic.Field(default_factory=models.ScalingSpec)
     tuning: Tuning = pydantic.Field(default_factory=Tuning)
     initial: Initial = pydantic.Field(default_factory=Initial)

@@ -106,7 +106,7 @@ def run_policy(ctx: sim_policies.Context, name: str, *, progress: Progress | Non
     missed = checked = 0
     gave_up = False
     cl = sim_cluster.Cluster(start.spec, cold_start=s.cold_start, arrivals=ctx.stream,
-                             prefix_hit_rate=s.prefix_hit_rate, name=s.name)
+                             prefix_hit_rate=s.prefix_hit_rate, name=s.name, routing=s.routing, seed=s.seed)
     cl.seed(start.knobs, start.replicas)
     end = s.duration
     scrape, tick, interval = sim_cluster.SCRAPE_SECONDS, policy.tick, s.interval
