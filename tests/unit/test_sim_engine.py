@@ -265,19 +265,20 @@ def test_replicas_added_later_take_traffic() -> None:
 
 
 def test_random_routing_ignores_how_busy_a_replica_is_where_least_outstanding_does_not() -> None:
-    # Ten long requests at once on two replicas: the least-outstanding router alternates (5 and 5); a plain
-    # Service's random pick follows its draws (seeded, so the same each run) and lands 6 on one replica and 4 on
-    # the other: the queue of the busier one is what sizing for a pooled fleet does not see.
-    def spread(routing: fleet.Routing) -> list[int]:
-        f = fleet.Fleet(routing=routing, seed=3)
+    # Replica a holds 10 long requests when b joins, and 20 more arrive at once. The least-outstanding router
+    # sends b the first 10 to even them out, then alternates: a gets 5 of the 20. A plain Service's random pick
+    # does not look: a, the busy one, still gets about half of them.
+    def to_busy(routing: str) -> int:
+        f = fleet.Fleet(routing=models.Routing(routing), seed=3)
         f.add_replica(replica(), now=0.0, name="a")
+        for _ in range(10):
+            f.submit(workload.Arrival(0.0, 500, 2000))
         f.add_replica(replica(), now=0.0, name="b")
-        reqs = [f.submit(workload.Arrival(0.0, 500, 2000)) for _ in range(10)]
-        return sorted(sum(1 for r in reqs if r.replica == n) for n in ("a", "b"))
+        more = [f.submit(workload.Arrival(0.0, 500, 2000)) for _ in range(20)]
+        return sum(1 for r in more if r.replica == "a")
 
-    assert spread("least-outstanding") == [5, 5]
-    assert spread("random") == [4, 6]
-    assert fleet.ROUTINGS == ("least-outstanding", "random")
+    assert to_busy("least-outstanding") == 5
+    assert to_busy("random") >= 7
 
 
 def test_the_kept_block_rounding_equals_each_decoding_sequences_blocks_summed() -> None:

@@ -107,7 +107,7 @@ class Cluster:
     def __init__(
         self, spec: models.InferenceDeploymentSpec, *, cold_start: float, arrivals: Iterable[workload.Arrival] = (),
         prefix_hit_rate: float = 0.0, name: str = RESOURCE, grace: float | None = None,
-        routing: sim_fleet.Routing = "least-outstanding", seed: int = 0,
+        routing: models.Routing = models.Routing.LEAST_OUTSTANDING, seed: int = 0,
     ) -> None:
         self.spec = spec
         self.name = name

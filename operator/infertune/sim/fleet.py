@@ -6,19 +6,11 @@ import dataclasses
 import heapq
 import math
 import random
-import typing
 from collections.abc import Iterable, Iterator
 
-from infertune import perfmodel
+from infertune import models, perfmodel
 from infertune.sim import engine as sim_engine
 from infertune.sim import histogram, workload
-
-# How the Service's traffic reaches the pods. "least-outstanding": a gateway that sends each request to the pod with
-# the fewest in flight (queue-depth routing, as llm-d's endpoint picker or a least-request load balancer).
-# "random": a plain Kubernetes Service, whose kube-proxy in its default iptables mode picks a ready endpoint at
-# random per connection, here one connection per request.
-Routing = typing.Literal["least-outstanding", "random"]
-ROUTINGS: tuple[Routing, ...] = typing.get_args(Routing)
 
 DROPPED = "dropped"  # arrived while no replica was serving
 
@@ -79,7 +71,8 @@ class Fleet:
     drains (takes no new requests and leaves once its in-flight requests finish) or is aborted (its
     requests end as aborted and count as dropped)."""
 
-    def __init__(self, *, start: float = 0.0, routing: Routing = "least-outstanding", seed: int = 0) -> None:
+    def __init__(self, *, start: float = 0.0, routing: models.Routing = models.Routing.LEAST_OUTSTANDING,
+                 seed: int = 0) -> None:
         self.now = start
         self.routing = routing
         self._rng = random.Random(seed)
@@ -152,7 +145,10 @@ class Fleet:
             self.records.append(req)
             return req
         n = len(candidates)
-        if self.routing == "random":
+        # The Service's traffic as a least-outstanding gateway sends it, or as a plain Kubernetes Service's
+        # kube-proxy does in its default iptables mode: a ready endpoint at random per connection (here one
+        # connection per request).
+        if self.routing == models.Routing.RANDOM:
             best = candidates[self._rng.randrange(n)]
         else:
             start = self._rr % n

@@ -11,7 +11,6 @@ import yaml
 
 from infertune import catalog, decide, models, perfmodel, replica, validation
 from infertune.runtimes import registry
-from infertune.sim import fleet as sim_fleet
 from infertune.sim import workload
 
 # The image is each engine's sample (Engine.sample_image): the twin never pulls it, but the revision hash covers it.
@@ -273,7 +272,8 @@ class Scenario(models.Base):
     interval: models.Duration = pydantic.Field(default="15s", validate_default=True)
     window: models.Duration = pydantic.Field(default="60s", validate_default=True)
     prefix_hit_rate: float = pydantic.Field(default=0.0, ge=0, le=1)
-    routing: sim_fleet.Routing = "least-outstanding"
+    # How the twin's router sends requests to the pods (what the operator is told is scaling.routing).
+    routing: models.Routing = models.Routing.LEAST_OUTSTANDING
     scaling: models.ScalingSpec = pydantic.Field(default_factory=models.ScalingSpec)
     tuning: Tuning = pydantic.Field(default_factory=Tuning)
     initial: Initial = pydantic.Field(default_factory=Initial)
