@@ -17,6 +17,8 @@ from infertune import models, observation, perfmodel, replica
 
 # Outvoting needs peers: with three pods reporting, one liar is a minority; with two it is a tie.
 QUORUM = 3
+# Relative float rounding allowed on an average before it counts as beyond a bound (see screen).
+ROUNDING = 1e-9
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -106,7 +108,11 @@ def screen(spec: models.InferenceDeploymentSpec, pods: Sequence[observation.PodF
             continue
         cap = caps[name] = found
         update: dict[str, float | tuple[tuple[float, float], ...] | None] = {}
-        if m.running is not None and m.running > cap.batch:
+        # The running count is an average over the window (avg_over_time), and an average of samples that are all
+        # 136 can come back as 136.00000000000006 (float rounding, seen on the twin's full batches): only a claim
+        # beyond the batch by more than rounding is garbage. Rounding is ~1e-16 of the value per sample added; a
+        # relative 1e-9 is far above it for any window and far below one request.
+        if m.running is not None and m.running > cap.batch * (1 + ROUNDING):
             garbage.append(f"{name} running: {m.running:g} > {cap.batch} (the batch its engine admits)")
             update["running"] = None
         # Every request finished in the window generated at least one token in it, unless it was already running

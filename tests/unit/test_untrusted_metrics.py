@@ -379,6 +379,19 @@ def test_claims_beyond_a_pod_s_batch_are_garbage_and_a_minority_s_queue_is_outvo
     assert not s.outvoted and s.pods["p0"].waiting == 20.0
 
 
+def test_a_full_batch_averaged_with_float_rounding_is_load_not_garbage() -> None:
+    """avg_over_time of a pod running its whole batch of 64 the whole window can read 64.00000000000003: that pod
+    is the busiest there is, and dropping its count as garbage hid it (and held scale-downs as garbage does)."""
+    spec, _, revision, pods = _revision_of(4)
+    full = observation.PodMetrics(running=64.00000000000003, waiting=12, in_flight=76, requests_per_s=3)
+    s = plausibility.screen(spec, pods, (revision,), {p.name: full for p in pods})
+    assert not s.garbage and s.pods["p0"].running == full.running
+    # One whole request beyond the batch still is garbage.
+    s = plausibility.screen(spec, pods, (revision,), {p.name: full.model_copy(update={"running": 65.0})
+                                                      for p in pods})
+    assert len(s.garbage) == 4 and s.pods["p0"].running is None
+
+
 def test_a_forged_prompt_length_histogram_is_bounded_by_the_pod_s_limits() -> None:
     spec, knobs, revision, pods = _revision_of(3)
     cap = plausibility.limits(spec, knobs)
