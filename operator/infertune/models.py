@@ -820,12 +820,29 @@ class Ask(Base):
     replicas: int = pydantic.Field(ge=0, description="Serving replicas asked for (the most within the stretch).")
 
 
+class Forecast(Base):
+    """A forecast of the demand one cold start ahead, kept until that time has come to compare it with."""
+
+    at: Stamp = pydantic.Field(json_schema_extra={"format": "date-time"}, description="When it was made.")
+    rate: float = pydantic.Field(ge=0, description="Requests per second it forecast one cold start ahead.")
+
+
 class DemandStatus(Base):
     """Smoothed demand, so the forecast survives an operator restart."""
 
     rate: float = pydantic.Field(default=0, ge=0, description="Requests per second (smoothed).")
     trend: float = pydantic.Field(default=0, description="Change of the rate per second (smoothed).")
     error: float = pydantic.Field(default=0, ge=0, description="Typical forecast error, requests per second.")
+    forecasts: tuple[Forecast, ...] = pydantic.Field(
+        default=(), max_length=2 * ASK_SPANS + 2,
+        description="Forecasts made over the last cold start and a half, one per eighth of a cold start, oldest "
+        "first: each is compared with the demand once its cold start has passed.",
+    )
+    lead_error: float | None = pydantic.Field(
+        default=None, ge=0,
+        description="Typical error of the forecast made one cold start before, requests per second (smoothed); "
+        "standby pods cover it.",
+    )
     updated: Stamp | None = pydantic.Field(
         default=None, json_schema_extra={"format": "date-time"}, description="When last updated."
     )

@@ -97,10 +97,43 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
     peak, peak_stamp = smoothed, stamp
     if peak_at is not None and smoothed < previous.peak and t - peak_at < lead:
         peak, peak_stamp = previous.peak, previous.peak_at or stamp
-    return models.DemandStatus(rate=smoothed, trend=trend, error=max(0.0, error), updated=stamp,
-                               below_since=previous.below_since, asks=previous.asks,
-                               attainment=held, held_since=previous.held_since,
-                               garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp)
+    out = models.DemandStatus(rate=smoothed, trend=trend, error=max(0.0, error), updated=stamp,
+                              below_since=previous.below_since, asks=previous.asks,
+                              attainment=held, held_since=previous.held_since,
+                              garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp)
+    forecasts, lead_error = lead_errors(previous, out, now=t, dt=dt, lead=lead)
+    return out.model_copy(update={"forecasts": forecasts, "lead_error": lead_error})
+
+
+def lead_errors(previous: models.DemandStatus, now_demand: models.DemandStatus, *, now: float, dt: float,
+                lead: float) -> tuple[tuple[models.Forecast, ...], float | None]:
+    """The forecasts kept (this cycle's added, one per eighth of the lead) and the smoothed error of the one
+    made a lead ago against the demand now: what the replicas started then actually met.
+
+    The one-step error above is small on any smooth change, rise or fall, because the trend follows it a step
+    behind; what a pod started now meets is the forecast's error one cold start on, and the trend's lag makes
+    that error grow with the lead, not with its square root. A code load falling from 46 to 19 req/s over 10
+    minutes (a 30-minute diurnal, 5-minute cold start) was forecast at the rate it left (a falling trend does not
+    lower the forecast) and met 8-18 req/s lower: a lead error of about 12 req/s at the trough. Errors count
+    both ways, since a demand that fell that fast over a cold start can rise as fast over the next: the standby
+    band it holds at the trough (19 + 1.65 x 12 / 0.8 = 44 req/s) is what the rise to 72 req/s met at once.
+    """
+    # (when, forecast), oldest first; a stamp that does not parse, or from after now, is no forecast of ours (a
+    # clock ahead of this one, or a hand-edited status) and is dropped.
+    made_at = [(at, f) for f in previous.forecasts if (at := timestamps.seconds(f.at)) is not None and at <= now]
+    due = [(at, f) for at, f in made_at if at <= now - lead]
+    lead_error = previous.lead_error
+    if due:
+        miss = abs(now_demand.rate - due[-1][1].rate)
+        lead_error = miss if lead_error is None else lead_error + alpha(dt, ERROR_TAU) * (miss - lead_error)
+    # Kept: the latest forecast whose lead has passed (compared each cycle until a newer one's has) and those
+    # still waiting for theirs.
+    start = due[-1][0] if due else -math.inf
+    kept = [(at, f) for at, f in made_at if at >= start]
+    if not kept or now - kept[-1][0] >= lead / models.ASK_SPANS:
+        stamp = now_demand.updated or conditions.timestamp(datetime.datetime.fromtimestamp(now, tz=datetime.UTC))
+        kept.append((now, models.Forecast(at=stamp, rate=forecast(now_demand, lead=lead))))
+    return tuple(f for _, f in kept[-(2 * models.ASK_SPANS + 2):]), lead_error
 
 
 def forecast(demand: models.DemandStatus, *, lead: float) -> float:
@@ -184,6 +217,11 @@ def targets(
     # band holds: capped at the forecast itself there, a diurnal's rising edge never held a standby pod.
     rising = demand.peak_at is None or expected > demand.peak
     upper_rate = surprise_rate if rising else min(surprise_rate, demand.peak)
+    # ... and whatever the levels visited, the forecast is as wrong one cold start on as it was measured to be
+    # (lead_errors): a steep diurnal's trough holds standby for the rise, where the band above, capped at the
+    # levels of the descent, held none and the rise queued for minutes behind pods still loading.
+    if demand.lead_error is not None:
+        upper_rate = max(upper_rate, expected + STANDBY_Z * demand.lead_error / MEAN_ABS_TO_SIGMA)
     upper = queueing.replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
                                   miss=miss, limit=spec.max_replicas + spec.standby.max, pooled=pooled)
     def pool(serving: int, *, settled: bool = False) -> int:

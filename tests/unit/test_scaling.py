@@ -153,6 +153,51 @@ def test_standby_covers_a_return_to_the_recent_peak_not_a_random_walk_beyond_it(
     assert (t.serving, t.standby) == (3, 1)  # as without a peak (test above): 22 req/s is under the peak
 
 
+def test_the_lead_error_compares_the_forecast_made_one_cold_start_ago_with_the_demand_now() -> None:
+    # Steady at 10 req/s with a 120 s cold start: every forecast made a lead ago met 10, so the lead error is 0.
+    steady = _feed([10.0] * 40, lead=120.0)
+    assert steady.lead_error == pytest.approx(0.0, abs=1e-9)
+    # One forecast per eighth of the lead (15 s) over at most a lead and a stretch: bounded however long it runs.
+    assert 8 <= len(steady.forecasts) <= 2 * models.ASK_SPANS + 2
+    # A fall from 40 to 10 req/s over 5 minutes: the forecast does not follow a falling trend down, so what was
+    # forecast a lead ago is above the demand now by about the fall over a lead, and the error grows to it.
+    fall = _feed([40.0 - 30.0 * min(1.0, i / 20) for i in range(40)], lead=120.0)
+    assert fall.lead_error is not None and fall.lead_error > 5.0
+    # Nothing is compared before a lead has passed (the first reading only starts the smoothing: no forecast).
+    young = _feed([10.0, 20.0, 30.0], lead=120.0)
+    assert young.lead_error is None and len(young.forecasts) == 2
+
+
+def test_a_corrupt_or_foreign_forecast_history_is_not_trusted() -> None:
+    # A stored status whose forecast says 1,000 req/s but is stamped ahead of this clock (skew, or written by
+    # hand) is dropped: nothing is compared with it, and it does not hold back this cycle's forecast (kept behind
+    # it, the next would have waited an hour for the clock to pass it); a negative lead error does not parse, so
+    # such a status is read as blank (kube.parse_status).
+    future = models.Forecast(at="2026-01-01T01:00:00Z", rate=1000.0)
+    d = models.DemandStatus(rate=10.0, updated="2025-12-31T23:59:45Z", forecasts=(future,))
+    after = scaling.update_demand(d, 10.0, now=NOW, lead=120.0)
+    assert after.lead_error is None
+    assert [f.at for f in after.forecasts] == ["2026-01-01T00:00:00Z"] and after.forecasts[0].rate < 11.0
+    with pytest.raises(ValueError, match=r"lead_error|leadError"):
+        models.DemandStatus.model_validate({"leadError": -1.0})
+
+
+def test_the_lead_error_holds_standby_at_a_trough_below_every_level_the_descent_visited() -> None:
+    # The trough of a steep diurnal (g07: 8B FP8 on an L40S, 11.5 req/s per replica at its knee, 5-minute cold
+    # start): 19 req/s after a descent, peak within a cold start 22 req/s, a one-step error of 0.5 req/s. Capped
+    # at that peak, the band holds no standby, and the rise to 72 req/s queued for minutes behind pods still
+    # loading (0.708 of requests in the SLO). The forecast made a cold start before erred by 12 req/s on average:
+    # 19 + 1.65 x 12 / 0.8 = 44 req/s, standby for what 3 serving replicas do not hold.
+    kw = {"capacity": 11.5, "slots": 17, "wait_budget": 0.9, "miss": 0.05, "current": 3, "lead": 300.0,
+          "now": NOW, "window": 60.0}
+    trough = models.DemandStatus(rate=19.0, trend=-0.01, error=0.5, updated="2026-01-01T00:00:00Z", peak=22.0,
+                                 peak_at="2026-01-01T00:00:00Z")
+    assert scaling.targets(SPEC, trough, **kw).standby == 0
+    held = scaling.targets(SPEC, trough.model_copy(update={"lead_error": 12.0}), **kw)
+    assert held.serving == 3 and held.standby == queueing.replicas_for(
+        19.0 + 1.65 * 12.0 / 0.8, capacity=11.5, slots=17, wait_budget=0.9, miss=0.05, limit=20) - 3 >= 2
+
+
 def test_queueing_gets_what_the_measured_misses_leave_of_the_allowance() -> None:
     # Nothing measured: the prior, half of a p95 allowance.
     assert scaling.queue_budget(0.05, prior=0.025, attainment=None, predicted_late=0.0) == 0.025
