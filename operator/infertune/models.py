@@ -835,7 +835,7 @@ class DemandStatus(Base):
     error: float = pydantic.Field(default=0, ge=0, description="Typical forecast error, requests per second.")
     forecasts: tuple[Forecast, ...] = pydantic.Field(
         default=(), max_length=2 * ASK_SPANS + 2,
-        description="Forecasts made over the last cold start and a half, one per eighth of a cold start, oldest "
+        description="Forecasts made over about the last cold start, one per eighth of a cold start, oldest "
         "first: each is compared with the demand once its cold start has passed.",
     )
     lead_error: float | None = pydantic.Field(
