@@ -114,9 +114,10 @@ def lead_errors(previous: models.DemandStatus, now_demand: models.DemandStatus, 
     behind; what a pod started now meets is the forecast's error one cold start on, and the trend's lag makes
     that error grow with the lead, not with its square root. A code load falling from 46 to 19 req/s over 10
     minutes (a 30-minute diurnal, 5-minute cold start) was forecast at the rate it left (a falling trend does not
-    lower the forecast) and met 8-18 req/s lower: a lead error of about 12 req/s at the trough. Errors count
-    both ways, since a demand that fell that fast over a cold start can rise as fast over the next: the standby
-    band it holds at the trough (19 + 1.65 x 12 / 0.8 = 44 req/s) is what the rise to 72 req/s met at once.
+    lower the forecast) and met less: a lead error of 18-21 req/s at the trough (measured on the twin, g07).
+    Errors count both ways, since a demand that fell that fast over a cold start can rise as fast over the next:
+    the standby band at the trough (19 + 1.65 x 18 / 0.8 = 56 req/s, 3 pods beyond the 3 serving at 11.5 req/s)
+    is what the rise to 72 req/s met at once.
     """
     # (when, forecast), oldest first; a stamp that does not parse, or from after now, is no forecast of ours (a
     # clock ahead of this one, or a hand-edited status) and is dropped.

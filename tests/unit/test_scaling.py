@@ -186,8 +186,8 @@ def test_the_lead_error_holds_standby_at_a_trough_below_every_level_the_descent_
     # The trough of a steep diurnal (g07: 8B FP8 on an L40S, 11.5 req/s per replica at its knee, 5-minute cold
     # start): 19 req/s after a descent, peak within a cold start 22 req/s, a one-step error of 0.5 req/s. Capped
     # at that peak, the band holds no standby, and the rise to 72 req/s queued for minutes behind pods still
-    # loading (0.708 of requests in the SLO). The forecast made a cold start before erred by 12 req/s on average:
-    # 19 + 1.65 x 12 / 0.8 = 44 req/s, standby for what 3 serving replicas do not hold.
+    # loading (0.708 of requests in the SLO). With a forecast made a cold start before that erred by 12 req/s on
+    # average (g07 measured 18-21): 19 + 1.65 x 12 / 0.8 = 44 req/s, standby for what 3 serving do not hold.
     kw = {"capacity": 11.5, "slots": 17, "wait_budget": 0.9, "miss": 0.05, "current": 3, "lead": 300.0,
           "now": NOW, "window": 60.0}
     trough = models.DemandStatus(rate=19.0, trend=-0.01, error=0.5, updated="2026-01-01T00:00:00Z", peak=22.0,
