@@ -101,12 +101,12 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
                               below_since=previous.below_since, asks=previous.asks,
                               attainment=held, held_since=previous.held_since,
                               garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp)
-    forecasts, lead_error = lead_errors(previous, out, now=t, dt=dt, lead=lead)
+    forecasts, lead_error = lead_errors(previous, out, now=t, stamp=stamp, dt=dt, lead=lead)
     return out.model_copy(update={"forecasts": forecasts, "lead_error": lead_error})
 
 
-def lead_errors(previous: models.DemandStatus, now_demand: models.DemandStatus, *, now: float, dt: float,
-                lead: float) -> tuple[tuple[models.Forecast, ...], float | None]:
+def lead_errors(previous: models.DemandStatus, now_demand: models.DemandStatus, *, now: float, stamp: str,
+                dt: float, lead: float) -> tuple[tuple[models.Forecast, ...], float | None]:
     """The forecasts kept (this cycle's added, one per eighth of the lead) and the smoothed error of the one
     made a lead ago against the demand now: what the replicas started then actually met.
 
@@ -132,7 +132,6 @@ def lead_errors(previous: models.DemandStatus, now_demand: models.DemandStatus, 
     start = due[-1][0] if due else -math.inf
     kept = [(at, f) for at, f in made_at if at >= start]
     if not kept or now - kept[-1][0] >= lead / models.ASK_SPANS:
-        stamp = now_demand.updated or conditions.timestamp(datetime.datetime.fromtimestamp(now, tz=datetime.UTC))
         kept.append((now, models.Forecast(at=stamp, rate=forecast(now_demand, lead=lead))))
     return tuple(f for _, f in kept[-(2 * models.ASK_SPANS + 2):]), lead_error
 
