@@ -614,6 +614,29 @@ def test_one_cycle_of_many_pods_is_one_calibration_step() -> None:
             == models.Calibration()
 
 
+def test_a_small_batch_is_calibrated_against_the_steps_its_tokens_ran_at_not_the_rounded_mean() -> None:
+    """Mixtral-8x7B on 2 x A100 steps 10.7 ms with 1 running and 16.6 ms with 2 (each running request pulls in
+    experts of its own). A pod that averaged 1.38 running, as the router keeps it (1 or 2 at any moment), makes
+    a share of its tokens at 2; compared with the step of 1 running, physics-exact ITLs (13.3 ms) read as hardware
+    24% slower."""
+    spec = spec_of(**{"model.architecture": "mixtral-8x7b", "model.weights": "bf16", "accelerator.type": "a100-80gb",
+                      "accelerator.count": 2, "slo.ttft": "900ms", "slo.itl": "25ms"})
+    knobs = models.Knobs(max_batch_size=3, kv_cache_dtype=models.KvDtype.DEFAULT)
+    w = knee.Workload(isl=1040, osl=480)
+    one, two = (knee._means(spec, knobs, w, n).itl_s for n in (1, 2))
+    assert 1.4 < two / one < 1.7  # a steep step: the rounding matters here
+    # 62% of the time 1 running, 38% 2: tokens per second 0.62 x 1 / 10.7 + 0.38 x 2 / 16.6 (per ms).
+    exact = 1.38 / (0.62 / one + 0.38 * 2 / two)
+    assert knee.token_mean_itl(spec, knobs, w, 1.38) == pytest.approx(exact)
+    assert one < exact < (one + two) / 2  # below the time-weighted mean: tokens lean to the faster steps' count
+    assert knee.token_mean_itl(spec, knobs, w, 1.0) == pytest.approx(one)  # whole counts: the step itself
+    assert knee.token_mean_itl(spec, knobs, w, 0.6) == pytest.approx(one)  # idle part of the time: tokens at 1
+    pod = observation.PodMetrics(running=1.38, waiting=0.0, requests_per_s=0.3, itl_mean=exact, tpot_p=exact * 1.1,
+                                 ttft_mean=0.1, ttft_p=0.2, mean_input_tokens=1040.0, mean_output_tokens=480.0)
+    cal = knee.calibrate(models.Calibration(), spec, knobs, w, [pod])
+    assert cal.itl_scale == pytest.approx(1.0)  # before: 0.8 + 0.2 x 1.24 = 1.05 from one exact window
+
+
 def test_a_queue_the_ttft_objective_allows_teaches_the_itl_but_not_the_ttft() -> None:
     """Long prompts keep a few requests waiting on every pod in most windows (Mooncake's trace on an 8B L40S):
     learning only from windows without any left the ITL model 1.5x optimistic for most of the run. The steps of a
