@@ -400,7 +400,8 @@ def token_mean_itl(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, wo
     its mean is the step at each occupancy weighted by the tokens made there, not the step at the rounded mean.
     A router that sends each request to the pod with the fewest in flight keeps a pod's count between the two
     whole numbers around its mean. Mixtral-8x7B on 2 x A100 steps 10.7 ms with 1 running and 16.6 ms with 2; a
-    pod averaging 1.38 running makes 0.62 x 1 / 10.7 + 0.38 x 2 / 16.6 tokens per ms, at 13.3 ms a token. Rounded
+    pod averaging 1.38 running makes 0.62 x 1 / 10.7 + 0.38 x 2 / 16.6 = 0.104 tokens per ms, and each token
+    waits one step: 1.38 / 0.104 = 13.3 ms a token (the time-weighted step is 12.9). Rounded
     to 1 running, the 14.5 ms its pods measured in the twin read as hardware 36% slower than the physics: on g20
     the learned scale ran 1.03-1.23, cutting a replica's planned capacity by as much, and moved the knee from 3 to 2
     at times (docs/concepts.md, "The frontier and the knee"). With a random split a pod's count spreads wider

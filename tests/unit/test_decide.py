@@ -628,7 +628,8 @@ def test_a_small_batch_is_calibrated_against_the_steps_its_tokens_ran_at_not_the
     # 62% of the time 1 running, 38% 2: tokens per second 0.62 x 1 / 10.7 + 0.38 x 2 / 16.6 (per ms).
     exact = 1.38 / (0.62 / one + 0.38 * 2 / two)
     assert knee.token_mean_itl(spec, knobs, w, 1.38) == pytest.approx(exact)
-    assert one < exact < (one + two) / 2  # below the time-weighted mean: tokens lean to the faster steps' count
+    # Above the time-weighted step (12.9 ms): the count of 2 makes two tokens a step, so its slower steps weigh more.
+    assert 0.62 * one + 0.38 * two < exact < two
     assert knee.token_mean_itl(spec, knobs, w, 1.0) == pytest.approx(one)  # whole counts: the step itself
     assert knee.token_mean_itl(spec, knobs, w, 0.6) == pytest.approx(one)  # idle part of the time: tokens at 1
     pod = observation.PodMetrics(running=1.38, waiting=0.0, requests_per_s=0.3, itl_mean=exact, tpot_p=exact * 1.1,

@@ -101,7 +101,9 @@ def test_a_steep_diurnal_holds_standby_at_its_trough_for_the_rise(seed: int) -> 
     assert r.gpu_hours < 5.0, r.gpu_hours
     assert r.restarts <= 1
     assert any(reason == "StandbyPromoted" for _, reason, _ in r.events)
-    # At the trough (the fall ends 15 minutes in), standby pods stand beside the serving ones (none did before).
-    trough = [p for p in r.series if 570 <= p.t <= 690]
-    assert trough and all(p.standby >= 1 for p in trough), trough
+    # From the trough (450 s in, 18 req/s) into the rise, standby pods load or stand beside the serving ones, one or
+    # more on average (a cycle may show none as a pod that loaded takes a serving one's place); without the
+    # lead-time standby none did (seeds 3-6 at e0f0125: no standby or starting pod from 400 to 700 s).
+    trough = [p for p in r.series if 450 <= p.t <= 690]
+    assert trough and sum(p.standby + p.starting for p in trough) >= len(trough), trough
 
