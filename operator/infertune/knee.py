@@ -367,9 +367,11 @@ def calibrate(
         burst = waiting > m.requests_per_s * spec.slo.ttft
         if burst or (m.preemptions_per_s or 0) > 0 or (m.kv_usage or 0) >= 0.9:
             continue
-        # The uncalibrated physics' means at the pod's own occupancy (no tails).
-        base = _means(spec, knobs, workload, max(1, round(m.running)))
-        itl = token_mean_itl(spec, knobs, workload, m.running)
+        # The uncalibrated physics' means at the pod's own occupancy (no tails): the ITL weighted by the tokens
+        # made at the two whole counts around it, the TTFT at the rounded count (one of the two).
+        low, high, share = _bracket(spec, knobs, workload, m.running)
+        base = high if high is not None and round(m.running) > low.concurrency else low
+        itl = _token_mean(low, high, share, m.running)
         w = m.requests_per_s
         if m.itl_mean and itl > 0:
             add("itl_scale", m.itl_mean / itl, w)
@@ -407,15 +409,24 @@ def token_mean_itl(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, wo
     at times (docs/concepts.md, "The frontier and the knee"). With a random split a pod's count spreads wider
     (Poisson) and its tokens lean further up: what is left is learned as a scale, as before.
     """
+    return _token_mean(*_bracket(spec, knobs, workload, running), running)
+
+
+def _bracket(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload, running: float
+             ) -> tuple[perfmodel.OperatingPoint, perfmodel.OperatingPoint | None, float]:
+    """The physics at the whole count under `running` (at least 1), at the one above where the mean lies between
+    (else None), and the share of the time at the one above: 1.38 running is 1 for 62% of it and 2 for 38%."""
     low = max(1, math.floor(running))
     share = running - low if running > low else 0.0
-    at_low = _means(spec, knobs, workload, low).itl_s
-    if share <= 0 or at_low <= 0:
-        return at_low
-    at_high = _means(spec, knobs, workload, low + 1).itl_s
-    if at_high <= 0:
-        return at_low
-    return running / ((1 - share) * low / at_low + share * (low + 1) / at_high)
+    return _means(spec, knobs, workload, low), (_means(spec, knobs, workload, low + 1) if share > 0 else None), share
+
+
+def _token_mean(low: perfmodel.OperatingPoint, high: perfmodel.OperatingPoint | None, share: float,
+                running: float) -> float:
+    """token_mean_itl from the bracketing points (_bracket)."""
+    if high is None or low.itl_s <= 0 or high.itl_s <= 0:
+        return low.itl_s
+    return running / ((1 - share) * low.concurrency / low.itl_s + share * high.concurrency / high.itl_s)
 
 
 def _means(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
