@@ -308,6 +308,9 @@ class _Tuning:
     new_cfg: models.ConfigStatus
     rejected: list[models.Rejection]
     previous_config: models.ConfigStatus | None
+    # Why the knobs should leave the ones that ran this cycle for the knee, whatever waits on it (None when
+    # nothing would move them): what tells a change to come from the knee's wobble in the Tuned condition.
+    motive: _Motive | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -475,14 +478,17 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
     overloaded = _overloaded(s.served, _held_slots(s, s.current))
     c = _check(s, out, overloaded=overloaded)
     target, why, tuned_now = c.target, c.why, False
+    motive = None
     if c.rollback is None and not s.forced:
-        proposal = _propose(s.spec, s.prev, current=s.current, best=k.best, kv_why=k.kv_why, workload=s.workload,
-                            cal=s.cal, conf=k.conf, served=s.served, metrics_ok=s.health.ok, t=s.t,
-                            kv_pressure=(k.kv_usage or 0) >= 0.9 or k.preempting, overloaded=overloaded,
-                            cold=s.cold, window=s.obs.metrics.window if s.obs.metrics is not None else 60.0)
+        motive = _motive(s.spec, s.prev, current=s.current, best=k.best, workload=s.workload, cal=s.cal,
+                         served=s.served, kv_pressure=(k.kv_usage or 0) >= 0.9 or k.preempting,
+                         overloaded=overloaded, cold=s.cold, window=s.window)
+        proposal = _propose(s.spec, s.prev, motive, current=s.current, best=k.best, kv_why=k.kv_why, conf=k.conf,
+                            metrics_ok=s.health.ok, t=s.t)
         if proposal is not None and _offer(s, proposal, out):
             (target, why), tuned_now = proposal, True
-    return _configure(s, k, out, target=target, why=why, tuned_now=tuned_now, check=c)
+    tuning = _configure(s, k, out, target=target, why=why, tuned_now=tuned_now, check=c)
+    return dataclasses.replace(tuning, motive=motive)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -903,7 +909,7 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf,
-                        held=sizing.held)
+                        motive=tuning.motive, held=sizing.held)
     status = prev.model_copy(update={
         "observed_generation": obs.generation,
         "replicas": replicas,
@@ -970,15 +976,25 @@ def _overloaded(served: list[observation.PodMetrics], slots: float) -> bool:
     return beyond > 0.5 * max(1, len(served))
 
 
-def _propose(
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Motive:
+    """A reason to move the knobs to the knee: the lifecycle event it is, why, and the confidence it needs."""
+
+    event: lifecycle.Event
+    why: str
+    confidence: float
+    violating: bool  # a measured ITL miss the knobs cause (a tuned knee that misses steps down 30% at a time)
+
+
+def _motive(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, current: models.Knobs,
-    best: knee.Prediction, kv_why: str, workload: knee.Workload, cal: models.Calibration, conf: float,
-    served: list[observation.PodMetrics], metrics_ok: bool, t: float, kv_pressure: bool = False,
-    overloaded: bool = False, cold: float | None = None, window: float = 60.0,
-) -> tuple[models.Knobs, str] | None:
-    """A knob change worth a restart now, with its reason; None to keep the current knobs."""
-    where = _movable(spec, prev, current=current, best=best, metrics_ok=metrics_ok, t=t)
-    if where is None:
+    best: knee.Prediction, workload: knee.Workload, cal: models.Calibration, served: list[observation.PodMetrics],
+    kv_pressure: bool = False, overloaded: bool = False, cold: float | None = None, window: float = 60.0,
+) -> _Motive | None:
+    """Why the knobs should leave `current` for the knee, whatever waits on it (the lifecycle state, the
+    confidence, minChangeInterval); None when nothing would move them: at the knee already, nothing in bounds
+    meets the SLO, the model undoing its last change, or a gain too small to repay a restart."""
+    if _same(best.knobs, current) or not best.feasible:
         return None
     config = prev.config
     now_pred = knee.predict(spec, current, workload, cal)
@@ -992,8 +1008,8 @@ def _propose(
     # (Tuned knobs only: the engine's defaults leave at once, as far above the knee as they usually are.)
     scaling_up = prev.replicas.serving < prev.replicas.desired and config is not None and config.tuned
     violating = _itl_missed(spec, served, measured) and not overloaded and not scaling_up
-    if not best.feasible or _undo(prev, current, best, violating=violating, kv_pressure=kv_pressure):
-        return None  # nothing in bounds meets the SLO (said in Tuned), or the model undoing its last change
+    if _undo(prev, current, best, violating=violating, kv_pressure=kv_pressure):
+        return None  # the model undoing its last change
     # Clearly above (1.5x): near the knee, noise in the calibration must not restart engines back and forth.
     # And not when the running configuration has been measured with its batch nearly full inside the SLO:
     # that is the knee proven, whatever the model says.
@@ -1005,39 +1021,50 @@ def _propose(
     shifted = config is not None and config.tuned and _shifted(config, workload, counted)
     event = lifecycle.Event.MISS if violating or kv_pressure else (
         lifecycle.Event.SHIFT if shifted else lifecycle.Event.PROPOSE)
-    if not lifecycle.allows(where, event):
+    if violating:
+        why: str | None = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
+                           f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
+        need = URGENT_CONFIDENCE
+    elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
+          and current.kv_cache_dtype is models.KvDtype.DEFAULT):
+        # A full KV cache (or preemptions) is measured, not predicted: FP8 KV doubles what fits.
+        why, need = "the KV cache is full or preempting: FP8 KV doubles its capacity", URGENT_CONFIDENCE
+    elif above:
+        # Above the knee the SLO holds only while load is light: a burst fills the batch past the knee and
+        # every request slows. At the knee, excess load queues instead, and replicas are sized for it.
+        why = (f"maxBatchSize {current.max_batch_size} is above the knee: a full batch would miss "
+               f"{_misses(spec, now_pred)}")
+        need = MIN_CONFIDENCE
+    else:
+        why = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating,
+                              cold=cold)
+        need = MIN_CONFIDENCE
+    return None if why is None else _Motive(event=event, why=why, confidence=need, violating=violating)
+
+
+def _propose(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, motive: _Motive | None,
+             *, current: models.Knobs, best: knee.Prediction, kv_why: str, conf: float, metrics_ok: bool, t: float
+             ) -> tuple[models.Knobs, str] | None:
+    """A knob change worth a restart now, with its reason; None to keep the current knobs."""
+    where = _movable(spec, prev, metrics_ok=metrics_ok, t=t)
+    if where is None or motive is None or conf < motive.confidence:
+        return None
+    if not lifecycle.allows(where, motive.event):
         # Verifying: a tuned change is measured on its own pods before the model moves on from it (only a miss
         # moves it). Verified: one change per workload shift; the knobs move for a measured miss, a full KV
         # cache, or a request shape that has moved since they were planned, not for the calibration's drift (on
         # a bursty prefill-heavy load the model's next "better" knee flipped 8 -> 18 -> 9 in 12 minutes, each a
         # surge of new pods at a 300 s cold start).
         return None
-    if violating and conf >= URGENT_CONFIDENCE:
-        why: str | None = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
-                           f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
-    elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
-          and current.kv_cache_dtype is models.KvDtype.DEFAULT and conf >= URGENT_CONFIDENCE):
-        # A full KV cache (or preemptions) is measured, not predicted: FP8 KV doubles what fits.
-        why = "the KV cache is full or preempting: FP8 KV doubles its capacity"
-    elif above and conf >= MIN_CONFIDENCE:
-        # Above the knee the SLO holds only while load is light: a burst fills the batch past the knee and
-        # every request slows. At the knee, excess load queues instead, and replicas are sized for it.
-        why = (f"maxBatchSize {current.max_batch_size} is above the knee: a full batch would miss "
-               f"{_misses(spec, now_pred)}")
-    elif conf >= MIN_CONFIDENCE:
-        why = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating, cold=cold)
-    else:
-        why = None
-    if why is None:
-        return None
-    return _stepped(current, best, why, tuned=violating and config is not None and config.tuned, kv_why=kv_why,
-                    conf=conf)
+    config = prev.config
+    return _stepped(current, best, motive.why, tuned=motive.violating and config is not None and config.tuned,
+                    kv_why=kv_why, conf=conf)
 
 
 def _movable(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
-             current: models.Knobs, best: knee.Prediction, metrics_ok: bool, t: float) -> lifecycle.State | None:
-    """The lifecycle state when the knobs may move at all this cycle, else None: frozen, rolling out, within
-    minChangeInterval of the last tuned change, or already at the best knobs."""
+             metrics_ok: bool, t: float) -> lifecycle.State | None:
+    """The lifecycle state when the knobs may move at all this cycle, else None: frozen, rolling out, or within
+    minChangeInterval of the last tuned change."""
     where = lifecycle.state(prev, frozen=spec.tuning.mode is models.TuningMode.OFF or not metrics_ok, t=t)
     if not lifecycle.MOVES[where]:
         return None  # frozen, or a rollout in progress
@@ -1045,7 +1072,7 @@ def _movable(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploym
     since = timestamps.seconds(config.since) if config is not None and config.tuned else None
     if since is not None and t - since < spec.tuning.min_change_interval:
         return None
-    return None if _same(best.knobs, current) else where
+    return where
 
 
 def _undo(prev: models.InferenceDeploymentStatus, current: models.Knobs, best: knee.Prediction, *,
@@ -1356,7 +1383,8 @@ def _conditions(
     spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *, obs: observation.Observation,
     health: _Metrics, p: rollout.Plan, observed: models.ObservedStatus, target: models.Knobs,
     best: knee.Prediction, mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime,
-    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float, held: float = math.inf,
+    dialect: dialects.Dialect, rejected: list[models.Rejection], conf: float, motive: _Motive | None = None,
+    held: float = math.inf,
 ) -> tuple[models.Condition, ...]:
     """Every condition, each from its one writer below, in the order they are shown."""
     C = models.ConditionType
@@ -1368,7 +1396,7 @@ def _conditions(
         (C.SLO_MET, _slo_met(spec, health, observed)),
         (C.OBJECTIVES_RESOLVABLE, _resolvable(spec, obs)),
         (C.TUNED, _tuned(spec, health=health, target=target, best=best, mode=mode, cfg=cfg, now=now,
-                         dialect=dialect, conf=conf, held=held)),
+                         dialect=dialect, conf=conf, motive=motive, rolling=not p.rollout_done, held=held)),
         (C.DEGRADED, _degraded(rejected, now)),
     ]
     conds = prev.conditions
@@ -1431,7 +1459,7 @@ def _resolvable(spec: models.InferenceDeploymentSpec, obs: observation.Observati
 
 def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: models.Knobs, best: knee.Prediction,
            mode: models.TuningMode, cfg: models.ConfigStatus, now: datetime.datetime, dialect: dialects.Dialect,
-           conf: float, held: float = math.inf) -> _Said:
+           conf: float, motive: _Motive | None = None, rolling: bool = False, held: float = math.inf) -> _Said:
     at_knee = _same(best.knobs, target)
     # Why a fleet at the spec's own cap runs more replicas than its throughput suggests (_held_slots).
     sized = "" if math.isinf(held) else (
@@ -1450,15 +1478,37 @@ def _tuned(spec: models.InferenceDeploymentSpec, *, health: _Metrics, target: mo
             "serve the most within it are kept")
     if not health.ok:
         return None, "Frozen", f"knobs frozen: {health.message}"
-    if mode is models.TuningMode.RECOMMEND and not at_knee:
+    # Converging only while a change is pending: a reason to move (_motive) that the lifecycle lets through once
+    # its waits end. Tuned knobs move again only for a miss or a shift, so the model's knee wobbling around
+    # them is no change to come: in `make demo` it read 66-68 around a tuned 60 (10% apart at 66) and the
+    # condition flipped True/False 13 times in 20 minutes, each a transition a person on call sees.
+    settled = lifecycle.State.VERIFIED if cfg.tuned else lifecycle.State.UNTUNED
+    pending = not at_knee and motive is not None and lifecycle.allows(settled, motive.event)
+    knee_at = f"maxBatchSize {best.knobs.max_batch_size} (KV {best.knobs.kv_cache_dtype.value})"
+    if mode is models.TuningMode.RECOMMEND and pending:
         return False, "Recommendation", (f"recommend maxBatchSize {best.knobs.max_batch_size}, KV "
                                          f"{best.knobs.kv_cache_dtype.value}{sized}")
+    if pending:
+        assert motive is not None
+        return False, "Converging", (f"knee at {knee_at}: {motive.why}; "
+                                     f"{_tuning_wait(spec, cfg, now=now, conf=conf, motive=motive, rolling=rolling)}"
+                                     f"{blind}")
+    return _kept(target, best, at_knee=at_knee, cfg=cfg, knee_at=knee_at, blind=blind)
+
+
+def _kept(target: models.Knobs, best: knee.Prediction, *, at_knee: bool, cfg: models.ConfigStatus, knee_at: str,
+          blind: str) -> _Said:
+    """Tuned, AtKnee: the knobs that run are the knee, or no change to it is to come, and why."""
+    knobs = f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value}"
     if at_knee:
-        return True, "AtKnee", (f"maxBatchSize {target.max_batch_size}, KV {target.kv_cache_dtype.value} at the "
-                                f"knee{blind}")
-    return False, "Converging", (f"knee at maxBatchSize {best.knobs.max_batch_size} (KV "
-                                 f"{best.knobs.kv_cache_dtype.value}); {_tuning_wait(spec, cfg, now=now, conf=conf)}"
-                                 f"{blind}")
+        why = "at the knee"
+    elif cfg.tuned:
+        why = (f"tuned at {cfg.since} and kept; the model's knee reads {knee_at} now, a drift tuned knobs do not "
+               "follow: they move again for a measured ITL miss, a full KV cache or a shift of the request shape")
+    else:
+        why = (f"kept: the knee at {knee_at} is no change worth a restart (it needs a predicted gain of "
+               f"{GAIN_THRESHOLD:.0%} per replica that repays the restart within {_minutes(PAYBACK_SECONDS)})")
+    return True, "AtKnee", f"{knobs} {why}{blind}"
 
 
 def _degraded(rejected: list[models.Rejection], now: datetime.datetime) -> _Said:
@@ -1472,22 +1522,25 @@ def _degraded(rejected: list[models.Rejection], now: datetime.datetime) -> _Said
 
 
 def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus, *, now: datetime.datetime,
-                 conf: float) -> str:
-    """What a knee elsewhere waits for, with the time it ends where there is one (the rules are _propose's)."""
+                 conf: float, motive: _Motive, rolling: bool) -> str:
+    """What a pending change waits for, with the time it ends where there is one (the rules are _propose's)."""
     t = now.timestamp()
     since = timestamps.seconds(cfg.since)
+    if rolling:
+        return f"revision {cfg.revision} finishes rolling out first"
     if cfg.tuned and since is not None and t - since < spec.tuning.min_change_interval:
         # Tuned at 14:00:00 with minChangeInterval 30m: the next change may come at 14:30:00, 25 min from 14:05.
         until = since + spec.tuning.min_change_interval
         at = conditions.timestamp(datetime.datetime.fromtimestamp(until, datetime.UTC))
         return (f"tuning.minChangeInterval {models.format_duration(spec.tuning.min_change_interval)} since the last "
                 f"change: the next may come at {at} (in {_minutes(until - t)})")
-    if cfg.tuned and not lifecycle.verifiable(cfg, t):
+    if cfg.tuned and not lifecycle.verifiable(cfg, t) and motive.event is not lifecycle.Event.MISS:
         start = timestamps.seconds(cfg.serving_since or cfg.since) or t
         return (f"revision {cfg.revision} is measured for {_minutes(lifecycle.VERIFY_SECONDS)} once it serves "
                 f"before the model moves on (another {_minutes(start + lifecycle.VERIFY_SECONDS - t)})")
-    return (f"a change needs confidence {MIN_CONFIDENCE} (now {conf:.2f}) and a predicted gain of "
-            f"{GAIN_THRESHOLD:.0%} per replica that repays the restart")
+    if conf < motive.confidence:
+        return f"a change needs the model's confidence at {motive.confidence} (now {conf:.2f})"
+    return "the change comes at the next reconcile"
 
 
 def _minutes(seconds: float) -> str:
