@@ -740,7 +740,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
             miss=miss, limit=spec.scaling.max_replicas, pooled=_pooled(spec)))
     standby_n, wanted = scaling.settle_standby(
         spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
-        wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now)
+        wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=goal.floor)
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
                                        "queued": q.queued,
                                        "standby_wanted": wanted})

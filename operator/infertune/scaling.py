@@ -153,6 +153,7 @@ class Targets:
     below_since: str | None
     reason: str
     asks: tuple[models.Ask, ...] = ()  # the scale-down window's asks, this cycle's included (remember_ask)
+    floor: int | None = None  # the standby floor left once held serving pods stand in for it (None: the spec's)
 
 
 def queue_budget(allowance: float, *, prior: float, attainment: float | None, predicted_late: float) -> float:
@@ -234,9 +235,11 @@ def targets(
         # where 2 were needed and the 2 standby pods refilled during the spike stood beside them for the whole
         # delay: 2 pods x 2 GPUs x 345 s = 0.38 GPU-h per spike. When the delay ends, the surplus serving pods
         # are demoted into the pool (rollout), so no cold start refills it.
+        return min(spec.standby.max, max(floor(serving, settled=settled), upper - max(serving, spec.min_replicas)))
+
+    def floor(serving: int, *, settled: bool) -> int:
         surplus = max(0, serving - need) if settled else 0
-        floor = max(0, spec.standby.min - surplus)
-        return min(spec.standby.max, max(floor, upper - max(serving, spec.min_replicas)))
+        return max(0, spec.standby.min - surplus)
 
     # The budget as the replicas sized will run: 16 req/s over 3 replicas of 7.9 req/s is 68% of their throughput.
     budget = queueing.budget_at(wait_budget, expected / (max(need, 1) * capacity) if capacity > 0 else 1.0)
@@ -256,7 +259,7 @@ def targets(
         if sb < spec.standby.min:  # said, so a standby count under the floor is not read as a fault
             reason += (f"; {serving - need} serving replica(s) beyond the need stand in for the standby floor "
                        f"of {spec.standby.min}")
-        return Targets(serving, sb, demand.below_since, reason, asks=asks)
+        return Targets(serving, sb, demand.below_since, reason, asks=asks, floor=floor(serving, settled=settled))
 
     if now.timestamp() - since < spec.scale_down_delay:
         return held(current, f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")
@@ -384,18 +387,24 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
 
 
 def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,
-                   now: datetime.datetime) -> tuple[int, str | None]:
+                   now: datetime.datetime, floor: int | None = None) -> tuple[int, str | None]:
     """The pool grows only for a need that lasts STANDBY_SETTLE, and shrinks at once: (pool, wanted since).
 
     Sized afresh each cycle, a forecast near a boundary (5 req/s against 7.6 per replica, upper 6.6) asked for
     1, 0, 1, 0 standby, and the pod was deleted while loading and started again, holding a GPU for minutes
     without ever becoming Ready. A burst does not wait for this: the queue promotes what is Ready and starts
-    serving pods at once."""
+    serving pods at once.
+
+    The floor holds at once: the spec's, or what is left of it where held serving pods stand in for it
+    (`floor`, Targets.floor). After a burst, 3 serving of which 1 is needed stepped down to 2 while the forecast
+    band asked for 2 standby: the spec's floor of 2 at once demoted the one pod leaving and started another,
+    where the pod still held covers one of the two."""
     if standby <= prev_standby:
         return standby, None
+    base = min(standby, spec.standby.min if floor is None else floor)
     since = timestamps.seconds(wanted)
     if since is None:
-        return max(prev_standby, spec.standby.min), conditions.timestamp(now)  # the spec's floor holds at once
+        return max(prev_standby, base), conditions.timestamp(now)
     if now.timestamp() - since < STANDBY_SETTLE:
-        return max(prev_standby, spec.standby.min), wanted
+        return max(prev_standby, base), wanted
     return standby, None

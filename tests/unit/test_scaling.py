@@ -86,6 +86,27 @@ def test_the_standby_floor_counts_serving_pods_held_beyond_the_need_once_the_nee
     assert (one.serving, one.standby) == (3, 1)
 
 
+def test_the_pool_grows_at_once_only_to_the_floor_that_held_serving_pods_leave() -> None:
+    # Floor 2. After a burst 3 pods serve where 1 is needed and the pool is empty (2 held pods stand in for it);
+    # now one steps down (2 serving, 1 beyond the need) while the forecast band asks for 2 standby. What is left
+    # of the floor, 1, holds at once (the pod leaving is demoted into it); the band's second pod waits its minute,
+    # as any growth does. The spec's whole floor at once started a pod beside the one still held.
+    spec = SPEC.model_copy(update={"standby": models.StandbySpec.model_validate({"min": 2, "max": 4})})
+    pool, wanted = scaling.settle_standby(spec, 2, prev_standby=0, wanted=None, now=NOW, floor=1)
+    assert (pool, wanted) == (1, "2026-01-01T00:00:00Z")
+    later = NOW + datetime.timedelta(seconds=scaling.STANDBY_SETTLE)
+    assert scaling.settle_standby(spec, 2, prev_standby=1, wanted=wanted, now=later, floor=1) == (2, None)
+    # Without a held pod standing in, the spec's floor holds from the first cycle.
+    assert scaling.settle_standby(spec, 2, prev_standby=0, wanted=None, now=NOW)[0] == 2
+    assert scaling.settle_standby(spec, 2, prev_standby=0, wanted=None, now=NOW, floor=2)[0] == 2
+    # And the targets say what is left of the floor once the need has settled below the serving pods.
+    demand = models.DemandStatus(rate=8.0, trend=0.0, error=0.0, updated="2026-01-01T00:00:00Z",
+                                 below_since="2025-12-31T23:58:00Z")
+    t = scaling.targets(spec, demand, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=3, lead=300.0,
+                        now=NOW, window=60.0)
+    assert (t.serving, t.standby, t.floor) == (3, 1, 1)
+
+
 def test_the_forecast_makes_up_for_the_smoothing_lag_on_a_ramp() -> None:
     # A ramp of 0.6 req/s per minute, folded every 15 s for half an hour: the smoothed rate trails the real one
     # by about the smoothing time (0.5 req/s here), so the forecast one cold start (300 s) ahead adds the trend
