@@ -114,11 +114,38 @@ def test_the_forecast_makes_up_for_the_smoothing_lag_on_a_ramp() -> None:
     demand: models.DemandStatus | None = None
     for k in range(121):
         t = 15.0 * k
-        demand = scaling.update_demand(demand, 4.0 + 0.01 * t, now=NOW + datetime.timedelta(seconds=t))
+        demand = scaling.update_demand(demand, 4.0 + 0.01 * t, now=NOW + datetime.timedelta(seconds=t), lead=300.0)
     assert demand is not None
     assert scaling.forecast(demand, lead=300.0) == pytest.approx(4.0 + 0.01 * (1800 + 300), abs=0.15)
     # A falling trend never lowers it.
     assert scaling.forecast(demand.model_copy(update={"trend": -0.01}), lead=300.0) == demand.rate
+
+
+@pytest.mark.parametrize(("lead", "low", "high"), [(60.0, 0.25, 0.35), (120.0, 0.38, 0.48), (600.0, 0.55, 0.65)])
+def test_the_trend_remembers_one_cold_start(lead: float, low: float, high: float) -> None:
+    # Flat at 10 req/s for 20 minutes, then a rise of 6 req/s a minute (0.1 per second). One cold start into the
+    # rise, when pods started at its onset are Ready, the share of the slope the trend shows: 0.31 at a 60 s cold
+    # start and 0.43 at 120 s, where a fixed 300 s memory read 0.08 and 0.21 (the smoothed rate's own slope
+    # builds over its 60 s as well); at 600 s, 0.60 against 0.84: a longer lead reads a steadier slope.
+    flat = [10.0] * 80
+    rise = [10.0 + 0.1 * 15.0 * (k + 1) for k in range(int(lead // 15))]
+    demand = _feed(flat + rise, lead=lead)
+    assert low <= demand.trend / 0.1 <= high, demand.trend
+    assert scaling.trend_tau(lead) == lead
+    assert scaling.trend_tau(15.0) == scaling.RATE_TAU  # never faster than the rate's own smoothing
+
+
+def test_a_burst_of_a_minute_moves_a_long_cold_starts_trend_less() -> None:
+    # 10 req/s, one minute at 20, then 10 again: the slope the burst reads is noise a pod Ready 10 minutes later
+    # never meets; over a 600 s memory the trend's largest excursion is half what a 120 s one makes.
+    rates = [10.0] * 40 + [20.0] * 4 + [10.0] * 20
+    def peak(lead: float) -> float:
+        best, demand = 0.0, None
+        for i, r in enumerate(rates):
+            demand = scaling.update_demand(demand, r, now=NOW + datetime.timedelta(seconds=15 * i), lead=lead)
+            best = max(best, demand.trend)
+        return best
+    assert peak(600.0) < 0.5 * peak(120.0)
 
 
 def test_the_measured_attainment_is_smoothed_over_minutes_and_kept_while_nothing_is_measured() -> None:
