@@ -479,12 +479,18 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
     c = _check(s, out, overloaded=overloaded)
     target, why, tuned_now = c.target, c.why, False
     motive = None
-    if c.rollback is None and not s.forced:
+    if c.rollback is not None and not _same(c.target, s.current):
+        # The knobs go back this cycle: that is the change to come, whatever the knee; the next cycle weighs the
+        # knee against the knobs restored.
+        motive = _Motive(event=lifecycle.Event.MISS, why=c.why, confidence=0.0, violating=False)
+    elif s.health.ok and s.spec.tuning.mode is not models.TuningMode.OFF:
         motive = _motive(s.spec, s.prev, current=s.current, best=k.best, workload=s.workload, cal=s.cal,
                          served=s.served, kv_pressure=(k.kv_usage or 0) >= 0.9 or k.preempting,
                          overloaded=overloaded, cold=s.cold, window=s.window)
-        proposal = _propose(s.spec, s.prev, motive, current=s.current, best=k.best, kv_why=k.kv_why, conf=k.conf,
-                            metrics_ok=s.health.ok, t=s.t)
+        # Knobs the spec no longer allows go back to the initial ones first (s.current is those already).
+        proposal = None if c.rollback is not None or s.forced else _propose(
+            s.spec, s.prev, motive, current=s.current, best=k.best, kv_why=k.kv_why, conf=k.conf,
+            metrics_ok=s.health.ok, t=s.t)
         if proposal is not None and _offer(s, proposal, out):
             (target, why), tuned_now = proposal, True
     tuning = _configure(s, k, out, target=target, why=why, tuned_now=tuned_now, check=c)
@@ -740,7 +746,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
             miss=miss, limit=spec.scaling.max_replicas, pooled=_pooled(spec)))
     standby_n, wanted = scaling.settle_standby(
         spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
-        wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=goal.floor)
+        wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
                                        "queued": q.queued,
                                        "standby_wanted": wanted})
@@ -984,6 +990,7 @@ class _Motive:
     why: str
     confidence: float
     violating: bool  # a measured ITL miss the knobs cause (a tuned knee that misses steps down 30% at a time)
+    deferred: str | None = None  # what holds it whatever the lifecycle and the confidence allow
 
 
 def _motive(
@@ -992,8 +999,9 @@ def _motive(
     kv_pressure: bool = False, overloaded: bool = False, cold: float | None = None, window: float = 60.0,
 ) -> _Motive | None:
     """Why the knobs should leave `current` for the knee, whatever waits on it (the lifecycle state, the
-    confidence, minChangeInterval); None when nothing would move them: at the knee already, nothing in bounds
-    meets the SLO, the model undoing its last change, or a gain too small to repay a restart."""
+    confidence, minChangeInterval, the SLO missed now); None when nothing would move them: at the knee already,
+    nothing in bounds meets the SLO, the model undoing its last change, or a gain too small to repay a
+    restart."""
     if _same(best.knobs, current) or not best.feasible:
         return None
     config = prev.config
@@ -1022,7 +1030,7 @@ def _motive(
     event = lifecycle.Event.MISS if violating or kv_pressure else (
         lifecycle.Event.SHIFT if shifted else lifecycle.Event.PROPOSE)
     if violating:
-        why: str | None = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
+        why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
                            f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
         need = URGENT_CONFIDENCE
     elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
@@ -1036,10 +1044,13 @@ def _motive(
                f"{_misses(spec, now_pred)}")
         need = MIN_CONFIDENCE
     else:
-        why = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating,
-                              cold=cold)
-        need = MIN_CONFIDENCE
-    return None if why is None else _Motive(event=event, why=why, confidence=need, violating=violating)
+        goodput = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating,
+                                  cold=cold)
+        if goodput is None:
+            return None
+        return _Motive(event=event, why=goodput[0], confidence=MIN_CONFIDENCE, violating=violating,
+                       deferred=goodput[1])
+    return _Motive(event=event, why=why, confidence=need, violating=violating)
 
 
 def _propose(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, motive: _Motive | None,
@@ -1047,7 +1058,7 @@ def _propose(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploym
              ) -> tuple[models.Knobs, str] | None:
     """A knob change worth a restart now, with its reason; None to keep the current knobs."""
     where = _movable(spec, prev, metrics_ok=metrics_ok, t=t)
-    if where is None or motive is None or conf < motive.confidence:
+    if where is None or motive is None or motive.deferred or conf < motive.confidence:
         return None
     if not lifecycle.allows(where, motive.event):
         # Verifying: a tuned change is measured on its own pods before the model moves on from it (only a miss
@@ -1091,8 +1102,9 @@ def _undo(prev: models.InferenceDeploymentStatus, current: models.Knobs, best: k
 
 def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
                     now_pred: knee.Prediction, best: knee.Prediction, served: list[observation.PodMetrics],
-                    violating: bool, cold: float | None) -> str | None:
-    """A change for goodput per replica, when it is large enough and repays its restart; else None."""
+                    violating: bool, cold: float | None) -> tuple[str, str | None] | None:
+    """A change for goodput per replica, when it is large enough and repays its restart, with what defers it
+    (the SLO missed now); else None."""
     # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
     # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
     # predicted above the knee is the 1.5x rule's call.
@@ -1104,11 +1116,12 @@ def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.Inference
     # for goodput then surges pods into the middle of it (a 3x spike's first minute measured 64% within).
     # (The most the histogram buckets allow: a bucket straddling the objective is no evidence of a miss.)
     attained = _attainment(served, unrated=1.0)
-    if attained is not None and attained < spec.slo.percentile / 100:
-        return None
     why = f"predicted goodput +{gain:.0%} per replica"
+    if attained is not None and attained < spec.slo.percentile / 100:
+        return why, (f"{attained:.0%} of requests within the SLO now: no restart for goodput while a burst is "
+                     "absorbed")
     if cold is None:
-        return why
+        return why, None
     # More goodput per replica pays only in replicas it saves, and a restart costs a cold start of every
     # new replica: the saving must repay that within PAYBACK_SECONDS. Chasing the knee up as a trace's
     # requests shortened restarted the engines twice more in 20 minutes for no replica saved; a change
@@ -1119,7 +1132,7 @@ def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.Inference
     need_best, _ = _replicas_at(spec, prev.demand, cold, best)
     if (need_now - need_best) * PAYBACK_SECONDS <= need_best * cold:
         return None
-    return f"{why}, serving the forecast {rate:.2f} req/s with {need_best} replicas instead of {need_now}"
+    return f"{why}, serving the forecast {rate:.2f} req/s with {need_best} replicas instead of {need_now}", None
 
 
 def _stepped(current: models.Knobs, best: knee.Prediction, why: str, *, tuned: bool, kv_why: str, conf: float
@@ -1504,7 +1517,8 @@ def _kept(target: models.Knobs, best: knee.Prediction, *, at_knee: bool, cfg: mo
         why = "at the knee"
     elif cfg.tuned:
         why = (f"tuned at {cfg.since} and kept; the model's knee reads {knee_at} now, a drift tuned knobs do not "
-               "follow: they move again for a measured ITL miss, a full KV cache or a shift of the request shape")
+               "follow: they move again for a measured ITL miss, a full KV cache, or a knee worth a restart once "
+               "the request shape has shifted")
     else:
         why = (f"kept: the knee at {knee_at} is no change worth a restart (it needs a predicted gain of "
                f"{GAIN_THRESHOLD:.0%} per replica that repays the restart within {_minutes(PAYBACK_SECONDS)})")
@@ -1528,6 +1542,8 @@ def _tuning_wait(spec: models.InferenceDeploymentSpec, cfg: models.ConfigStatus,
     since = timestamps.seconds(cfg.since)
     if rolling:
         return f"revision {cfg.revision} finishes rolling out first"
+    if motive.deferred:
+        return motive.deferred
     if cfg.tuned and since is not None and t - since < spec.tuning.min_change_interval:
         # Tuned at 14:00:00 with minChangeInterval 30m: the next change may come at 14:30:00, 25 min from 14:05.
         until = since + spec.tuning.min_change_interval

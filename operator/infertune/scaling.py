@@ -70,11 +70,13 @@ def trend_tau(lead: float) -> float:
 
     The forecast extrapolates the slope over the coming cold start, and the slope over the last one is the
     estimate of it that is neither older than what pods started now will meet nor shorter than the 60 s the
-    rate is smoothed over (a slope read faster than that is the window's noise). At a 120 s cold start a rise
-    shows 63% of its slope in the trend when pods started at its onset are Ready (every 15 s,
-    1 - e^(-15/120) = 11.8% of the way); a fixed 300 s memory showed 33% then (g02, a 32B chat diurnal rising
-    6.5 req/s a minute, took 0.914 of requests within its SLO, 0.968 with this). At a 600 s cold start a burst
-    of a minute moves it half as much as a 300 s memory would, and a pod started for it would be Ready long after.
+    rate is smoothed over (a slope read faster than that is the window's noise). Every 15 s the trend moves
+    1 - e^(-15/120) = 11.8% of the way at a 120 s cold start, 4.9% at 300 s. One cold start into a rise of
+    6 req/s a minute, when pods started at its onset are Ready, it shows 43% of the slope at 120 s where a fixed
+    300 s memory showed 21% (the smoothed rate's own slope builds over its 60 s as well; g02, a 32B chat diurnal,
+    took 0.914 of requests within its SLO, 0.968 with this). At a 600 s cold start a burst of a minute moves it
+    about half as much as a 300 s memory would (0.53x), and a pod started for it would be Ready long after. The
+    memory has no upper bound: a cold start of 20 minutes keeps 20 minutes' slope, the horizon it extrapolates.
     """
     return max(lead, RATE_TAU)
 
@@ -351,7 +353,8 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
         # The queue drains at full load, where the wait for prefill is longest and leaves the least budget.
         fast = sized(q.rate + q.backlog + q.queued / max(queueing.budget_at(wait_budget, 1.0), 1.0))
         if fast.serving > best.serving:
-            best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)))
+            # (The floor the held pods leave was counted at fast's serving count: the spec's floor stands.)
+            best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)), floor=None)
     elif q.growth > 0:
         ahead = sized(q.rate + q.growth + (q.queued + q.growth * lead) / DRAIN_SECONDS)
         if ahead.serving > best.serving:
@@ -367,6 +370,7 @@ class Held:
     demand: models.DemandStatus
     below_since: str | None
     began: bool  # the hold began this cycle (said once)
+    floor: int | None = None  # the standby floor left once held serving pods stand in for it (Targets.floor)
 
 
 def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus, goal: Targets, *,
@@ -388,16 +392,19 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
             and busy):
         if demand.held_since is not None:
             demand = demand.model_copy(update={"held_since": None})
-        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False)
+        return Held(goal.serving, goal.standby, goal.reason, demand, goal.below_since, began=False, floor=goal.floor)
     why = (f"{goal.reason}; scale-down held: {demand.attainment:.1%} of requests met the SLO over the last "
            f"minutes, under {bar:.1%}")
     began = demand.held_since is None
     if began:
         demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
-    standby = max(spec.scaling.standby.min, goal.standby - (hold - goal.serving))
+    # The floor is the goal's (what its own surplus pods leave of it, Targets.floor): pods held for room carry
+    # load the SLO needs now, so they are no insurance against a burst and stand in for none of it.
+    floor = spec.scaling.standby.min if goal.floor is None else goal.floor
+    standby = max(floor, goal.standby - (hold - goal.serving))
     # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
     below = (last.below_since if last is not None else None) or conditions.timestamp(now)
-    return Held(hold, standby, why, demand, below, began=began)
+    return Held(hold, standby, why, demand, below, began=began, floor=floor)
 
 
 def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,

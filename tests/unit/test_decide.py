@@ -26,6 +26,7 @@ from infertune import (
     timestamps,
     validation,
 )
+from infertune.runtimes import registry
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -1281,6 +1282,51 @@ def test_tuned_knobs_stay_tuned_while_the_models_knee_wobbles_around_them() -> N
     assert seen == {("True", "AtKnee", first.last_transition_time)}, seen
     message = next(c for c in w.status.conditions if c.type == "Tuned").message
     assert "a drift tuned knobs do not follow" in message or "at the knee" in message, message
+
+
+def test_a_rollback_reads_as_a_change_to_come_not_as_knobs_kept() -> None:
+    # The cycle that rolls back restarts engines: Tuned says so (False/Converging, the rollback's reason), never
+    # True/AtKnee with "kept" for knobs that are being replaced, and the flip back to False a cycle later.
+    spec = spec_of()
+    w, t, tuned = tuned_world(spec)
+    said = []
+    for _ in range(40):
+        w.set_load(**load(spec, current(w), running=tuned.max_batch_size * 0.8, rps=4.0, tpot_p=0.060,
+                          itl_floor=0.050))
+        w.step(t)
+        c = next(c for c in w.status.conditions if c.type == "Tuned")
+        said.append((bool(w.status.rejected), c.status, c.reason, c.message))
+        t += 15
+    first = next(i for i, x in enumerate(said) if x[0])  # the cycle that rolled back
+    assert said[first][1:3] == ("False", "Converging"), said[first]
+    assert "rolled back from maxBatchSize" in said[first][3]
+    # From the rollback on, Tuned is not True while the restored knobs wait for the next change.
+    assert all(x[1] != "True" or "at the knee" in x[3] for x in said[first:]), said[first:]
+
+
+def test_a_goodput_change_deferred_by_a_burst_is_said_as_one_to_come() -> None:
+    # The engine's default knobs, a knee with 40% more goodput, and the SLO missed now: no restart in the middle
+    # of the burst, but the change is to come once it passes, so Tuned reads Converging and names the wait.
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=100)
+    best = knee.predict(spec, models.Knobs(max_batch_size=80), knee.PRIOR_WORKLOAD, knee.MEANS)
+    motive = decide._Motive(event=lifecycle.Event.PROPOSE, why="predicted goodput +40% per replica",
+                            confidence=decide.MIN_CONFIDENCE, violating=False,
+                            deferred="80% of requests within the SLO now: no restart for goodput while a burst "
+                                     "is absorbed")
+    cfg = models.ConfigStatus(revision="r1", max_batch_size=100, kv_cache_dtype=models.KvDtype.DEFAULT,
+                              reason="the default", since="2026-01-01T00:00:00Z", tuned=False, verified=True)
+    health = decide._Metrics(ok=True, reason="MetricsFound", message="1 pod(s) reporting", pods={})
+    ok, reason, message = decide._tuned(spec, health=health, target=knobs, best=best, mode=models.TuningMode.AUTO,
+                                        cfg=cfg, now=at(600), dialect=registry.for_engine(spec.engine).dialect,
+                                        conf=0.9, motive=motive)
+    assert (ok, reason) == (False, "Converging")
+    assert "predicted goodput +40% per replica; 80% of requests within the SLO now" in message
+    # No motive at all (the gain does not repay a restart): kept, and said why.
+    ok, reason, message = decide._tuned(spec, health=health, target=knobs, best=best, mode=models.TuningMode.AUTO,
+                                        cfg=cfg, now=at(600), dialect=registry.for_engine(spec.engine).dialect,
+                                        conf=0.9, motive=None)
+    assert (ok, reason) == (True, "AtKnee") and "is no change worth a restart" in message
 
 
 def test_observed_names_the_revision_it_was_measured_on_and_keeps_it_while_new_pods_fill_a_window() -> None:

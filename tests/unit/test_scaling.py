@@ -137,7 +137,8 @@ def test_the_trend_remembers_one_cold_start(lead: float, low: float, high: float
 
 def test_a_burst_of_a_minute_moves_a_long_cold_starts_trend_less() -> None:
     # 10 req/s, one minute at 20, then 10 again: the slope the burst reads is noise a pod Ready 10 minutes later
-    # never meets; over a 600 s memory the trend's largest excursion is half what a 120 s one makes.
+    # never meets. The trend's largest excursion: 0.040 req/s per second at a 120 s cold start, 0.019 at 300 s
+    # (the memory every cold start had before), 0.010 at 600 s.
     rates = [10.0] * 40 + [20.0] * 4 + [10.0] * 20
     def peak(lead: float) -> float:
         best, demand = 0.0, None
@@ -145,7 +146,7 @@ def test_a_burst_of_a_minute_moves_a_long_cold_starts_trend_less() -> None:
             demand = scaling.update_demand(demand, r, now=NOW + datetime.timedelta(seconds=15 * i), lead=lead)
             best = max(best, demand.trend)
         return best
-    assert peak(600.0) < 0.5 * peak(120.0)
+    assert peak(600.0) < 0.6 * peak(300.0) < 0.6 * peak(120.0)
 
 
 def test_the_measured_attainment_is_smoothed_over_minutes_and_kept_while_nothing_is_measured() -> None:
