@@ -1031,7 +1031,7 @@ def _motive(
         lifecycle.Event.SHIFT if shifted else lifecycle.Event.PROPOSE)
     if violating:
         why = (f"maxBatchSize {current.max_batch_size} misses the ITL SLO "
-                           f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
+               f"({(measured or now_pred.itl_p) * 1000:.1f} ms > {spec.slo.itl * 1000:.0f} ms)")
         need = URGENT_CONFIDENCE
     elif (kv_pressure and best.knobs.kv_cache_dtype is models.KvDtype.FP8
           and current.kv_cache_dtype is models.KvDtype.DEFAULT):

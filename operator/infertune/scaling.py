@@ -241,6 +241,11 @@ def targets(
         upper_rate = max(upper_rate, expected + STANDBY_Z * demand.lead_error / MEAN_ABS_TO_SIGMA)
     upper = queueing.replicas_for(upper_rate, capacity=capacity, slots=slots, wait_budget=wait_budget,
                                   miss=miss, limit=spec.max_replicas + spec.standby.max, pooled=pooled)
+    def floor(serving: int, *, settled: bool) -> int:
+        # The floor left once the serving pods beyond the need stand in for it (pool, below).
+        surplus = max(0, serving - need) if settled else 0
+        return max(0, spec.standby.min - surplus)
+
     def pool(serving: int, *, settled: bool = False) -> int:
         # Beyond the replicas that serve, held ones included: while a scale-down waits out its delay, 3 pods
         # serve where 2 would do, and the third already covers an upper forecast that needs 3 (a standby pod
@@ -252,10 +257,6 @@ def targets(
         # delay: 2 pods x 2 GPUs x 345 s = 0.38 GPU-h per spike. When the delay ends, the surplus serving pods
         # are demoted into the pool (rollout), so no cold start refills it.
         return min(spec.standby.max, max(floor(serving, settled=settled), upper - max(serving, spec.min_replicas)))
-
-    def floor(serving: int, *, settled: bool) -> int:
-        surplus = max(0, serving - need) if settled else 0
-        return max(0, spec.standby.min - surplus)
 
     # The budget as the replicas sized will run: 16 req/s over 3 replicas of 7.9 req/s is 68% of their throughput.
     budget = queueing.budget_at(wait_budget, expected / (max(need, 1) * capacity) if capacity > 0 else 1.0)
