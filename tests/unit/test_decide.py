@@ -1553,3 +1553,100 @@ def test_after_a_burst_the_held_serving_pods_stand_in_for_the_standby_floor_and_
     standby = {p.name for p in w.pods.values() if p.ready and not p.serving}
     assert len(standby) == 2 and standby <= burst  # the burst's serving pods, demoted
     assert w.serial == made  # no pod was started to refill the pool
+
+
+def _routed(w: World, spec: models.InferenceDeploymentSpec, running: list[float], **extra: Any) -> None:
+    """2 req/s on each serving pod, the pods holding `running` requests on average over the window."""
+    w.load = {p.name: observation.PodMetrics(**load(spec, current(w), running=r, rps=2.0, **extra))
+              for p, r in zip(w.serving(), running, strict=False)}
+
+
+def _said(w: World, reason: str) -> int:
+    return sum(1 for d in w.decisions for e in d.events if e.reason == reason)
+
+
+def test_pods_held_as_unevenly_as_a_random_split_are_sized_for_a_queue_each_and_said_once() -> None:
+    # Three pods at 2 req/s each, told least-outstanding. Held level (10.0, 10.1, 9.9: a router that picks the pod
+    # with the fewest in flight), the split reads near 0 and nothing is said. Held at 4, 10 and 16 (variance over
+    # mean 3.6, against 0.15 for a random split at a 5 s hold over 60 s), it reads far beyond, crosses 0.5 within
+    # minutes, a RoutingRandom Warning says so once, and the replicas are sized for a queue per pod; level again,
+    # it comes back under 0.5 and RoutingLevel says so.
+    spec = spec_of(**{"tuning.mode": "off", "scaling.minReplicas": 3})
+    w = World(spec)
+    w.step(0)
+    t = 15.0
+    for _ in range(20):
+        _routed(w, spec, [10.0, 10.1, 9.9])
+        w.step(t)
+        t += 15
+    assert w.status.demand is not None and w.status.demand.split is not None and w.status.demand.split < 0.05
+    assert _said(w, "RoutingRandom") == 0
+    assert decide._pooled(spec, w.status.demand)
+    for _ in range(40):
+        _routed(w, spec, [4.0, 10.0, 16.0])
+        w.step(t)
+        t += 15
+    assert w.status.demand.split >= scaling.SPLIT_RANDOM
+    assert _said(w, "RoutingRandom") == 1
+    warning = next(e for d in w.decisions for e in d.events if e.reason == "RoutingRandom")
+    assert warning.type == "Warning" and "scaling.routing: random" in warning.message
+    assert not decide._pooled(spec, w.status.demand)  # sized as scaling.routing: random would be
+    for _ in range(80):
+        _routed(w, spec, [10.0, 10.1, 9.9])
+        w.step(t)
+        t += 15
+    assert w.status.demand.split < scaling.SPLIT_RANDOM
+    assert _said(w, "RoutingLevel") == 1 and _said(w, "RoutingRandom") == 1
+    assert decide._pooled(spec, w.status.demand)
+
+
+def test_the_split_waits_a_window_after_standby_pods_begin_to_serve() -> None:
+    # Standby pods promoted at t: their window means count the part they did not serve, so nothing is read for
+    # the 60 s window after, whatever the pods show; then the reading resumes.
+    spec = spec_of(**{"tuning.mode": "off", "scaling.minReplicas": 3})
+    w = World(spec)
+    w.step(0)
+    _routed(w, spec, [4.0, 10.0, 16.0])
+    w.step(15)
+    assert w.status.demand is not None and w.status.demand.split is not None
+    w.status = w.status.model_copy(update={"demand": models.DemandStatus(
+        rate=6.0, updated=timestamps.text(at(15)), promoted_at=timestamps.text(at(15)))})
+    for t in (30, 45, 60):
+        w.step(t)
+        assert w.status.demand.split is None, t
+        assert w.status.demand.promoted_at == timestamps.text(at(15))  # kept across cycles
+    w.step(75)
+    assert w.status.demand.split is not None
+
+
+@pytest.mark.parametrize("why", ["queue", "promoted", "draining", "told"])
+def test_pods_uneven_for_a_reason_no_router_levels_read_no_split(why: str) -> None:
+    # Uneven pods that say nothing of the router: one holds a queue (an engine's queue stays at its pod), one was
+    # promoted within the window (its mean counts the part it did not serve), the pods drain with no arrivals
+    # (the window brought fewer requests than they hold), or the spec already says random.
+    spec = spec_of(**{"tuning.mode": "off", "scaling.minReplicas": 3,
+                      **({"scaling.routing": "random"} if why == "told" else {})})
+    w = World(spec)
+    w.step(0)
+    t = 15.0
+    for _ in range(40):
+        if why == "queue":
+            _routed(w, spec, [4.0, 10.0, 16.0], waiting=3.0)
+        elif why == "promoted":
+            # A promotion every cycle would be a strange fleet, but each one holds the reading for a window.
+            w.status = w.status.model_copy(update={"demand": w.status.demand.model_copy(update={
+                "promoted_at": timestamps.text(at(t - 30))})}) if w.status.demand is not None else w.status
+            _routed(w, spec, [4.0, 10.0, 16.0])
+        elif why == "draining":
+            w.load = {p.name: observation.PodMetrics(**load(spec, current(w), running=r, rps=0.1))
+                      for p, r in zip(w.serving(), [4.0, 10.0, 16.0], strict=False)}
+        else:
+            _routed(w, spec, [4.0, 10.0, 16.0])
+        w.step(t)
+        t += 15
+    split = w.status.demand.split if w.status.demand is not None else None
+    if why == "told":
+        assert split is not None and split > scaling.SPLIT_RANDOM  # read, reported, nothing said
+    else:
+        assert split is None
+    assert _said(w, "RoutingRandom") == 0
