@@ -653,7 +653,7 @@ def _demand(s: _Seen, target: models.Knobs, at_target: knee.Prediction, measured
     before = capacity if shape == workload else _point(s, target, shape).requests_per_s
     believable = min(capacity, before) * scaling.step_limit(pods)
     demand = scaling.update_demand(prev.demand, min(measured, believable), now=s.now, attainment=attained,
-                                   lead=s.cold, split=_split(s))
+                                   lead=s.cold)
     if not overloaded and not any((m.requests_per_s or 0.0) > 0 for m in s.served):
         demand = demand.model_copy(update={"attainment": None})  # quiet: earlier misses say nothing of what comes
     return demand, attained
@@ -699,8 +699,6 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     overloaded = _overloaded(s.served, slots)
     demand, attained = _demand(s, tuning.target, at_target, rate + backlog, overloaded=overloaded,
                                pods=prev_desired + prev.replicas.desired_standby)
-    pooled = _pooled(spec, demand)
-    _say_routing(s, demand, out)
     # A new revision is sized for the demand at its own knobs at once: its pods are new, so there is
     # nothing to scale down slowly (the old revision serves until these are Ready).
     fresh = tuning.changed and tuning.tuned_now
@@ -711,16 +709,16 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     miss = scaling.queue_budget(
         1 - spec.slo.percentile / 100, prior=knee.queue_miss(spec), attainment=demand.attainment,
         predicted_late=queueing.late(rate + backlog, replicas=len(s.serving_pods), capacity=capacity,
-                                     slots=at_target.batch, wait_budget=budget, pooled=pooled))
+                                     slots=at_target.batch, wait_budget=budget, pooled=_pooled(spec)))
     q = _queue(s, bound or at_target, rate, backlog, budget)
     window = obs.metrics.window if obs.metrics is not None else 60.0
     goal = scaling.goal(spec.scaling, demand, q, capacity=capacity, slots=at_target.batch, wait_budget=budget,
                         miss=miss, current=0 if fresh else prev_desired, lead=s.cold, now=now, window=window,
-                        pooled=pooled)
+                        pooled=_pooled(spec))
     if bound is not None and not fresh and goal.serving < prev_desired:
         kept = scaling.goal(spec.scaling, demand, q, capacity=bound.requests_per_s, slots=bound.batch,
                             wait_budget=knee.wait_budget(spec, bound), miss=miss, current=prev_desired,
-                            lead=s.cold, now=now, window=window, pooled=pooled)
+                            lead=s.cold, now=now, window=window, pooled=_pooled(spec))
         if kept.serving > goal.serving:
             serving = min(kept.serving, prev_desired)
             goal = dataclasses.replace(kept, serving=serving, reason=(
@@ -745,7 +743,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         # minReplicas, the floor the user set for serving capacity.
         carry = max(spec.scaling.min_replicas, 1 + queueing.replicas_for(
             max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
-            miss=miss, limit=spec.scaling.max_replicas, pooled=pooled))
+            miss=miss, limit=spec.scaling.max_replicas, pooled=_pooled(spec)))
     standby_n, wanted = scaling.settle_standby(
         spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
@@ -771,65 +769,10 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
                    held=slots)
 
 
-def _pooled(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None) -> bool:
+def _pooled(spec: models.InferenceDeploymentSpec) -> bool:
     """Whether the replicas share one queue (a router that sends each request to the least busy pod), as
-    opposed to each queueing on its own for a random share of the requests (scaling.routing), unless the pods
-    are measured to hold requests as a random split does (DemandStatus.split): told least-outstanding behind a
-    plain Service, 70B chat at 8 req/s was sized for one queue and held 89.4% of its requests in the SLO over an
-    hour, 95.1% once the split was read (docs/concepts.md, "How requests reach the pods")."""
-    if spec.scaling.routing is not models.Routing.LEAST_OUTSTANDING:
-        return False
-    return demand is None or demand.split is None or demand.split < scaling.SPLIT_RANDOM
-
-
-def _split(s: _Seen) -> float | None:
-    """This cycle's routing split (scaling.split_share) over the serving pods Ready a whole window (a younger
-    pod's window mean counts the seconds before it served), from a clean picture of all of them without a queue;
-    else None. A queue stays at its pod whatever the router (an engine's queue is its own): after a burst the pods
-    that took it hold their queues while those Ready since take the new arrivals, uneven behind any router. And
-    only where the window brought the pods at least as many requests as they hold (the hold time is under the
-    window): once arrivals stop, the pods drain at the pace of their own requests' lengths, which no router
-    levels."""
-    if s.garbage:
-        return None
-    pods = [s.pm.get(p.name) for p in s.serving_pods
-            if p.ready_since is not None and s.t - p.ready_since >= s.window]
-    occupancy = [m.running for m in pods if m is not None and m.running is not None and (m.waiting or 0.0) < 0.5]
-    if len(occupancy) != len(pods):
-        return None
-    # A standby pod promoted within the window was Ready all of it but served only its end: its mean counts the
-    # idle part (34 over the window against 165 in flight now, beside pods at 165 throughout), which no router
-    # makes level; the reading waits a window after a promotion (DemandStatus.promoted_at). Read anyway, a
-    # decode-heavy on/off load (g15) reached 0.56 of a random split behind the twin's least-outstanding router.
-    promoted = timestamps.seconds(s.prev.demand.promoted_at) if s.prev.demand is not None else None
-    if promoted is not None and s.t - promoted < s.window:
-        return None
-    rate = sum((m.requests_per_s or 0.0) for m in pods if m is not None)
-    if rate * s.window < sum(occupancy):
-        return None
-    return scaling.split_share(occupancy, rate, window=s.window)
-
-
-def _say_routing(s: _Seen, demand: models.DemandStatus, out: _Out) -> None:
-    """Once, where the pods' split crosses SPLIT_RANDOM while scaling.routing says least-outstanding: a Warning
-    when they read as reached at random (the replicas are then sized for a queue per pod), a record when level
-    again."""
-    if s.spec.scaling.routing is not models.Routing.LEAST_OUTSTANDING or demand.split is None:
-        return
-    before = s.prev.demand.split if s.prev.demand is not None else None
-    was = before is not None and before >= scaling.SPLIT_RANDOM
-    now = demand.split >= scaling.SPLIT_RANDOM
-    if now and not was:
-        out.record(s.now, "replicas", "replicas sized for a queue per pod",
-                   f"the serving pods hold requests as unevenly as a random split of them makes ({demand.split:.2f} "
-                   f"of it over about five minutes; a least-outstanding router keeps them level, near 0), though "
-                   f"scaling.routing is least-outstanding: set scaling.routing: random, or send the requests through "
-                   f"a router that picks the pod with the fewest in flight", applied=True, event="RoutingRandom",
-                   warning=True)
-    elif was and not now:
-        out.record(s.now, "replicas", "replicas sized for one pooled queue again",
-                   f"the serving pods hold requests level again ({demand.split:.2f} of a random split's spread)",
-                   applied=True, event="RoutingLevel")
+    opposed to each queueing on its own for a random share of the requests (scaling.routing)."""
+    return spec.scaling.routing is models.Routing.LEAST_OUTSTANDING
 
 
 def _knee_bound(s: _Seen, target: models.Knobs, at_target: knee.Prediction) -> knee.Prediction | None:
@@ -949,8 +892,6 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
     dialect, current, measured_pods, cold = s.runtime.dialect, s.current, s.measured_pods, s.cold
     best, conf, basis, health, p = k.best, k.conf, k.basis, sizing.health, rolled.plan
     serving_n, standby_n, demand, rejected = sizing.serving, sizing.standby, sizing.demand, tuning.rejected
-    if p.promoted and demand is not None:  # the routing split waits a window for them (_split)
-        demand = demand.model_copy(update={"promoted_at": conditions.timestamp(now)})
     mode, target, new_cfg = spec.tuning.mode, tuning.target, rolled.new_cfg
     config_out, target_out, previous_config = rolled.config, rolled.target, tuning.previous_config
     observed = _observed(spec, obs, served=served, workload=workload, knobs=current, ok=health.ok,
@@ -1255,8 +1196,7 @@ def _replicas_at(spec: models.InferenceDeploymentSpec, demand: models.DemandStat
     """Serving replicas the demand forecast needs at a predicted operating point (the sizing decide() uses)."""
     rate = scaling.forecast(demand, lead=lead) if demand is not None else 0.0
     n = queueing.replicas_for(rate, capacity=at.requests_per_s, slots=at.batch, wait_budget=knee.wait_budget(spec, at),
-                             miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas,
-                             pooled=_pooled(spec, demand))
+                             miss=knee.queue_miss(spec), limit=spec.scaling.max_replicas, pooled=_pooled(spec))
     return n, rate
 
 

@@ -838,18 +838,6 @@ class DemandStatus(Base):
         description="Forecasts made over about the last cold start, one per eighth of a cold start, oldest "
         "first: each is compared with the demand once its cold start has passed.",
     )
-    split: float | None = pydantic.Field(
-        default=None, ge=0, le=1e6,
-        description="How unevenly the serving pods hold requests, smoothed over about five minutes, as a share of "
-        "what a random split of the requests makes: near 0 behind a router that sends each request to the pod "
-        "with the fewest in flight, about 1 or more behind one that picks at random (kube-proxy). From 0.5 the "
-        "replicas are sized for a queue per pod whatever scaling.routing says.",
-    )
-    promoted_at: Stamp | None = pydantic.Field(
-        default=None, json_schema_extra={"format": "date-time"},
-        description="When standby pods last began to serve: the split is read again a metrics window later, once "
-        "their window means cover only time they served.",
-    )
     lead_error: float | None = pydantic.Field(
         default=None, ge=0,
         description="Typical error of the forecast made one cold start before, requests per second (smoothed); "

@@ -26,12 +26,6 @@ STANDBY_Z = 1.65
 MEAN_ABS_TO_SIGMA = 0.8
 
 
-# The routing split (split_share) at which the pods are read as reached at random: halfway between the level pods
-# of a least-outstanding router (0) and a random split (1). One cycle reads at most SPLIT_CAP: a pod that holds
-# its requests for a minute (a stall, not the router) moves the five-minute average by a tenth, not past the line.
-SPLIT_RANDOM = 0.5
-SPLIT_CAP = 2.0
-
 # A standby pod is started for a forecast that has asked for it this long (settle_standby).
 STANDBY_SETTLE = 60.0
 # Pods started for a growing queue clear what will be queued when they are Ready within this long (goal).
@@ -87,66 +81,23 @@ def trend_tau(lead: float) -> float:
     return max(lead, RATE_TAU)
 
 
-def random_split_dispersion(hold: float, window: float) -> float:
-    """Variance over mean of a pod's requests in flight averaged over `window` seconds, where every request goes
-    to a pod drawn at random.
-
-    Each pod's count is then that of an M/G/infinity queue fed a random (Poisson) share of the arrivals, Poisson
-    at any instant (variance = mean); averaged over a window, with the exponential autocorrelation of a hold time
-    T, it keeps 2 x (1 - x (1 - e^(-1/x))) of that variance, x = T / W. Chat requests held 6 s over a 60 s window:
-    0.18; decode-heavy ones held 45 s: 0.67; holds far longer than the window: 1.
-    """
-    if hold <= 0 or window <= 0:
-        return 0.0
-    x = hold / window
-    return 2.0 * x * (1.0 - x * (1.0 - math.exp(-1.0 / x)))
-
-
-def split_share(occupancy: Sequence[float], rate: float, *, window: float) -> float | None:
-    """How unevenly the pods hold requests, as a share of what a random split makes: the pods' mean requests in
-    flight over the window (running and waiting), their variance over their mean, over random_split_dispersion at
-    their hold time (Little's law: requests in flight over requests per second).
-
-    A router that sends each request to the pod with the fewest in flight keeps them level at every instant, so
-    their window means agree to a few thousandths (measured on the twin: variance over mean 0.001 for 70B chat at
-    8 req/s over 5 pods) and the share reads near 0; kube-proxy's random pick reads about 1, and more where the
-    pods queue (2.1 on the same load). None with fewer than 2 pods, or under one request in flight a pod: such a
-    router levels the pods only where they hold requests, and with fewer requests than pods every pick is among
-    idle ones, a random split as far as the window means go (21 Mixtral pods holding 5 between them read 1.0).
-    """
-    k = len(occupancy)
-    total = sum(occupancy)
-    if k < 2 or total < k or rate <= 0 or window <= 0:
-        return None
-    mean = total / k
-    var = sum((x - mean) ** 2 for x in occupancy) / (k - 1)
-    expected = random_split_dispersion(total / rate, window)
-    return (var / mean) / expected if expected > 0 else None
-
-
 def update_demand(previous: models.DemandStatus | None, rate: float, *, now: datetime.datetime,
-                  attainment: float | None = None, lead: float = 60.0, split: float | None = None
-                  ) -> models.DemandStatus:
+                  attainment: float | None = None, lead: float = 60.0) -> models.DemandStatus:
     """Fold one measured request rate into the smoothed rate, its trend and the forecast error.
 
     Every 15 s: alpha = 1 - e^(-15/60) = 0.22 for the rate. The error compares the measurement with what the
     previous state forecast for now (rate + trend x dt), so a steady ramp has a small error and a spike a big one.
-    The routing split (split_share) is smoothed over ERROR_TAU, each cycle's reading capped at SPLIT_CAP.
     """
     stamp = conditions.timestamp(now)
     t = now.timestamp()
     last = timestamps.seconds(previous.updated) if previous is not None else None
-    reading = None if split is None else min(SPLIT_CAP, max(0.0, split))
     if previous is None or last is None:
         return models.DemandStatus(rate=rate, trend=0.0, error=0.0, updated=stamp, attainment=attainment, peak=rate,
-                                   peak_at=stamp, split=reading)
+                                   peak_at=stamp)
     dt = t - last
     if dt <= 0:
         return previous
     held = previous.attainment
-    shared = previous.split
-    if reading is not None:
-        shared = reading if shared is None else shared + alpha(dt, ERROR_TAU) * (reading - shared)
     if attainment is not None:
         held = attainment if held is None else held + alpha(dt, ATTAINMENT_TAU) * (attainment - held)
     expected = max(0.0, previous.rate + previous.trend * dt)
@@ -164,8 +115,8 @@ def update_demand(previous: models.DemandStatus | None, rate: float, *, now: dat
         peak, peak_stamp = previous.peak, previous.peak_at or stamp
     out = models.DemandStatus(rate=smoothed, trend=trend, error=max(0.0, error), updated=stamp,
                               below_since=previous.below_since, asks=previous.asks,
-                              attainment=held, held_since=previous.held_since, promoted_at=previous.promoted_at,
-                              garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp, split=shared)
+                              attainment=held, held_since=previous.held_since,
+                              garbage_since=previous.garbage_since, peak=peak, peak_at=peak_stamp)
     forecasts, lead_error = lead_errors(previous, out, now=t, stamp=stamp, dt=dt, lead=lead)
     return out.model_copy(update={"forecasts": forecasts, "lead_error": lead_error})
 

@@ -60,32 +60,17 @@ CHAT_BEHIND_A_SERVICE: dict[str, Any] = {
 }
 
 
-def test_behind_a_random_router_the_pods_read_as_split_at_random_and_the_replicas_hold_the_slo_there() -> None:
-    # Behind kube-proxy's random pick, told nothing (scaling.routing least-outstanding, the default): the pods' mean
-    # requests in flight spread as a random split's, the operator says so once (a RoutingRandom Warning, at 60 s)
-    # and sizes a queue per pod: 95.3% of requests in the SLO at 7.34 GPU-h, as told (random) from the start, where
-    # sizing one pooled queue held 87.5% at 6.65 (81d0d0d, before the split was read).
+def test_told_that_the_service_routes_at_random_the_replicas_hold_the_slo_there() -> None:
+    # Sized as one pooled queue (scaling.routing least-outstanding, the default), the replicas' own queues run
+    # over: 87.5% of requests in the SLO. Told (random), each replica's queue is sized on its own: 95.5%, with
+    # more GPU-hours (7.5 against 6.7).
     runs = {}
     for told in ("least-outstanding", "random"):
         s = scenario.parse({**CHAT_BEHIND_A_SERVICE, "scaling": {
             "minReplicas": 1, "maxReplicas": 24, "standby": {"min": 0, "max": 4}, "routing": told}})
         runs[told] = simulate.run_policy(policies.Context(s, scenario.arrivals(s)), "infertune")
-    assert runs["least-outstanding"].slo_attainment >= 0.95, runs
-    assert runs["random"].slo_attainment >= 0.95, runs
-    said = [(t, reason) for t, reason, _ in runs["least-outstanding"].events if reason.startswith("Routing")]
-    assert said and said[0][1] == "RoutingRandom" and said[0][0] <= 300, said  # within five minutes, once
-    assert [r for _, r in said].count("RoutingRandom") == 1, said
-    assert not [r for _, r, _ in runs["random"].events if r.startswith("Routing")]  # told: nothing to say
-
-
-def test_behind_a_least_outstanding_router_no_split_is_read() -> None:
-    # The same load behind the twin's own router (the fewest in flight): the pods stay level, nothing is said, and
-    # the replicas are sized for one pooled queue.
-    s = scenario.parse({**CHAT_BEHIND_A_SERVICE, "routing": "least-outstanding", "scaling": {
-        "minReplicas": 1, "maxReplicas": 24, "standby": {"min": 0, "max": 4}}})
-    r = simulate.run_policy(policies.Context(s, scenario.arrivals(s)), "infertune")
-    assert not [reason for _, reason, _ in r.events if reason.startswith("Routing")], r.events
-    assert r.slo_attainment >= 0.95
+    assert runs["random"].slo_attainment >= 0.95 > runs["least-outstanding"].slo_attainment + 0.05, runs
+    assert runs["random"].gpu_hours > runs["least-outstanding"].gpu_hours
 
 
 # Code (2,000 in, 30 out) on Llama-3.1-8B FP8 on one L40S, a compressed day: 45 req/s +-60% over 30 minutes,

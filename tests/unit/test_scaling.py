@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import random
 
 import pytest
 
@@ -392,63 +391,3 @@ def test_a_status_from_before_the_asks_were_kept_scales_down_as_it_did() -> None
     demand = models.DemandStatus(updated="2026-01-01T00:00:00Z", below_since="2025-12-31T23:00:00Z")
     out = _sized(20.0, current=10, at=NOW, demand=demand)
     assert out.serving == 3 and [a.replicas for a in out.asks] == [3]
-
-
-def _window_means(*, pods: int, rate_per_pod: float, hold: float, window: float, seed: int) -> list[float]:
-    """Each pod's mean requests in flight over [0, window] where Poisson arrivals at pods x rate_per_pod go to a
-    pod drawn at random and stay an exponential time of mean `hold` (arrivals from long before the window on)."""
-    rng = random.Random(seed)
-    busy = [0.0] * pods
-    t = -10 * hold
-    while True:
-        t += rng.expovariate(pods * rate_per_pod)
-        if t >= window:
-            break
-        end = t + rng.expovariate(1 / hold)
-        busy[rng.randrange(pods)] += max(0.0, min(end, window) - max(t, 0.0))
-    return [b / window for b in busy]
-
-
-@pytest.mark.parametrize(("hold", "expected"), [(6.0, 0.18), (45.0, 0.67)])
-def test_a_random_split_spreads_the_pods_window_means_as_the_physics_says(hold: float, expected: float) -> None:
-    # 1,000 pods' window means from a random split, measured: their variance over their mean is the M/G/infinity
-    # occupancy's, kept by the window's averaging (6 s holds over 60 s: 0.18; 45 s: 0.67).
-    means = _window_means(pods=1000, rate_per_pod=1.0, hold=hold, window=60.0, seed=7)
-    m = sum(means) / len(means)
-    measured = sum((x - m) ** 2 for x in means) / (len(means) - 1) / m
-    assert scaling.random_split_dispersion(hold, 60.0) == pytest.approx(expected, abs=0.01)
-    assert measured == pytest.approx(expected, rel=0.2)
-    share = scaling.split_share(means, 1000 * 1.0, window=60.0)
-    assert share is not None and 0.8 <= share <= 1.25
-
-
-def test_level_pods_read_no_split_and_too_little_to_read_is_none() -> None:
-    # A least-outstanding router keeps the pods within a request of each other at every instant: window means of
-    # 10.0 and 10.1 over 5 pods at 8 req/s (hold 6.3 s) are 0.02 of what a random split spreads.
-    share = scaling.split_share([10.0, 10.1, 10.0, 9.9, 10.0], 8.0, window=60.0)
-    assert share is not None and share < 0.05
-    assert scaling.split_share([10.0], 8.0, window=60.0) is None  # one pod: no spread to read
-    assert scaling.split_share([0.2, 0.3], 0.1, window=60.0) is None  # under one request in flight a pod
-    assert scaling.split_share([0.1, 0.7, 0.3, 2.5], 1.5, window=60.0) is None  # 3.6 among 4 pods: picks among idle
-    assert scaling.split_share([10.0, 12.0], 0.0, window=60.0) is None  # no rate: no hold time
-    assert scaling.random_split_dispersion(0.0, 60.0) == 0.0
-    assert scaling.random_split_dispersion(6000.0, 60.0) == pytest.approx(1.0, abs=0.01)
-
-
-def test_the_split_is_smoothed_over_minutes_one_reading_capped_and_kept_while_unread() -> None:
-    demand = scaling.update_demand(None, 8.0, now=NOW, split=0.0)
-    assert demand.split == 0.0
-    # One stalled pod reads 40x a random split for a cycle: capped at SPLIT_CAP, it moves five minutes' average
-    # by 1 - e^(-15/300) = 4.9% of 2, not past SPLIT_RANDOM.
-    demand = scaling.update_demand(demand, 8.0, now=NOW + datetime.timedelta(seconds=15), split=40.0)
-    assert demand.split == pytest.approx(0.098, abs=0.001)
-    assert demand.split < scaling.SPLIT_RANDOM
-    demand = scaling.update_demand(demand, 8.0, now=NOW + datetime.timedelta(seconds=30), split=None)
-    assert demand.split == pytest.approx(0.098, abs=0.001)  # nothing read: kept
-    # A random split read every cycle (about 1) crosses the line within minutes.
-    for i in range(3, 60):
-        demand = scaling.update_demand(demand, 8.0, now=NOW + datetime.timedelta(seconds=15 * i), split=1.0)
-        if demand.split is not None and demand.split >= scaling.SPLIT_RANDOM:
-            break
-    assert demand.split is not None and demand.split >= scaling.SPLIT_RANDOM
-    assert 15 * i <= 300, i
