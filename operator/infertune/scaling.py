@@ -168,8 +168,8 @@ class Targets:
     standby: int
     below_since: str | None
     reason: str
+    floor: int  # the standby floor left once held serving pods stand in for it (the spec's where none do)
     asks: tuple[models.Ask, ...] = ()  # the scale-down window's asks, this cycle's included (remember_ask)
-    floor: int | None = None  # the standby floor left once held serving pods stand in for it (None: the spec's)
 
 
 def queue_budget(allowance: float, *, prior: float, attainment: float | None, predicted_late: float) -> float:
@@ -264,11 +264,12 @@ def targets(
            f"per replica (queueing beyond {budget:.2f} s for under {miss:.1%})")
     asks = remember_ask(demand.asks, need, now=now, window=spec.scale_down_delay)
     if need >= current:
-        return Targets(need, pool(need), None, f"{why} -> {need}", asks=asks)
+        return Targets(need, pool(need), None, f"{why} -> {need}", floor=spec.standby.min, asks=asks)
     since = timestamps.seconds(demand.below_since)
     if since is None:
         return Targets(current, pool(current), conditions.timestamp(now),
-                       f"{why} -> {need}; waiting scaleDownDelay before removing replicas", asks=asks)
+                       f"{why} -> {need}; waiting scaleDownDelay before removing replicas", floor=spec.standby.min,
+                       asks=asks)
     settled = now.timestamp() - since >= STANDBY_SETTLE
 
     def held(serving: int, reason: str) -> Targets:
@@ -276,7 +277,7 @@ def targets(
         if sb < spec.standby.min:  # said, so a standby count under the floor is not read as a fault
             reason += (f"; {serving - need} serving replica(s) beyond the need stand in for the standby floor "
                        f"of {spec.standby.min}")
-        return Targets(serving, sb, demand.below_since, reason, asks=asks, floor=floor(serving, settled=settled))
+        return Targets(serving, sb, demand.below_since, reason, floor=floor(serving, settled=settled), asks=asks)
 
     if now.timestamp() - since < spec.scale_down_delay:
         return held(current, f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")
@@ -355,7 +356,8 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
         fast = sized(q.rate + q.backlog + q.queued / max(queueing.budget_at(wait_budget, 1.0), 1.0))
         if fast.serving > best.serving:
             # (The floor the held pods leave was counted at fast's serving count: the spec's floor stands.)
-            best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)), floor=None)
+            best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)),
+                                       floor=spec.standby.min)
     elif q.growth > 0:
         ahead = sized(q.rate + q.growth + (q.queued + q.growth * lead) / DRAIN_SECONDS)
         if ahead.serving > best.serving:
@@ -371,7 +373,7 @@ class Held:
     demand: models.DemandStatus
     below_since: str | None
     began: bool  # the hold began this cycle (said once)
-    floor: int | None = None  # the standby floor left once held serving pods stand in for it (Targets.floor)
+    floor: int  # the standby floor left once held serving pods stand in for it (Targets.floor)
 
 
 def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus, goal: Targets, *,
@@ -401,15 +403,14 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
         demand = demand.model_copy(update={"held_since": conditions.timestamp(now)})
     # The floor is the goal's (what its own surplus pods leave of it, Targets.floor): pods held for room carry
     # load the SLO needs now, so they are no insurance against a burst and stand in for none of it.
-    floor = spec.scaling.standby.min if goal.floor is None else goal.floor
-    standby = max(floor, goal.standby - (hold - goal.serving))
+    standby = max(goal.floor, goal.standby - (hold - goal.serving))
     # The delay stays served: the replicas go as soon as there is room, not a whole delay later.
     below = (last.below_since if last is not None else None) or conditions.timestamp(now)
-    return Held(hold, standby, why, demand, below, began=began, floor=floor)
+    return Held(hold, standby, why, demand, below, began=began, floor=goal.floor)
 
 
 def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,
-                   now: datetime.datetime, floor: int | None = None) -> tuple[int, str | None]:
+                   now: datetime.datetime, floor: int) -> tuple[int, str | None]:
     """The pool grows only for a need that lasts STANDBY_SETTLE, and shrinks at once: (pool, wanted since).
 
     Sized afresh each cycle, a forecast near a boundary (5 req/s against 7.6 per replica, upper 6.6) asked for
@@ -423,7 +424,7 @@ def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int,
     where the pod still held covers one of the two."""
     if standby <= prev_standby:
         return standby, None
-    base = min(standby, spec.standby.min if floor is None else floor)
+    base = min(standby, floor)
     since = timestamps.seconds(wanted)
     if since is None:
         return max(prev_standby, base), conditions.timestamp(now)
