@@ -1042,6 +1042,36 @@ def test_a_goodput_gain_restarts_the_engines_only_when_it_saves_replicas(monkeyp
         assert current(w).max_batch_size == 40 and not changes
 
 
+def test_a_restart_for_goodput_counts_the_standby_pool_it_starts_again() -> None:
+    # 50% more per replica at a knee of 60 saves replicas at a demand of 3.5 replicas' worth at 40. At a cold start
+    # the saving repays for the new serving pods alone, but the new revision starts its own standby pool too (the
+    # old pool runs the old knobs): with as many standby pods as serving ones, twice the pods pay the cold start
+    # and the same saving no longer repays it.
+    spec = spec_of(**{"scaling.standby": {"min": 0, "max": 8}})
+    running = models.Knobs(max_batch_size=40, kv_cache_dtype=models.KvDtype.DEFAULT)
+    now_pred = knee.predict(spec, running, knee.PRIOR_WORKLOAD, knee.MEANS)
+    best = dataclasses.replace(now_pred, knobs=models.Knobs(max_batch_size=60, kv_cache_dtype=models.KvDtype.DEFAULT),
+                               batch=60, output_tokens_per_s=now_pred.output_tokens_per_s * 1.5,
+                               requests_per_s=now_pred.requests_per_s * 1.5)
+    demand = models.DemandStatus(rate=now_pred.requests_per_s * 3.5, updated="2026-01-01T00:00:00Z")
+    need_now, _ = decide._replicas_at(spec, demand, 60.0, now_pred)
+    need_best, _ = decide._replicas_at(spec, demand, 60.0, best)
+    assert need_now > need_best >= 1
+    # Three quarters of the cold start at which the serving pods alone would stop repaying.
+    cold = 0.75 * (need_now - need_best) * decide.PAYBACK_SECONDS / need_best
+
+    def reason(pool: int) -> tuple[str, str | None] | None:
+        prev = models.InferenceDeploymentStatus(
+            demand=demand, replicas=models.ReplicaStatus(desired=need_now, desired_standby=pool))
+        return decide._goodput_reason(spec, prev, now_pred=now_pred, best=best, served=[], violating=False,
+                                      cold=cold)
+
+    changed = reason(0)
+    assert changed is not None and changed[1] is None
+    assert f"with {need_best} replicas instead of {need_now}" in changed[0]
+    assert reason(need_best) is None
+
+
 def test_a_tuned_configuration_is_measured_on_its_own_pods_before_the_model_moves_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     spec = spec_of(**{"tuning.minChangeInterval": "1m"})
