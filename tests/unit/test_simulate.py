@@ -46,7 +46,7 @@ def test_the_json_object_has_the_issue_keys(tiny: scenario.Scenario) -> None:
     assert list(r.summary()) == list(simulate.KEYS) == [
         "policy", "slo_attainment", "ttft_p95_ms", "itl_p95_ms", "gpu_hours", "cost_per_million_output_tokens",
         "output_tokens", "restarts", "dropped_requests", "final_max_batch_size", "final_kv_cache_dtype",
-        "max_replicas"]
+        "final_max_num_batched_tokens", "max_replicas"]
 
 
 def test_static_accounting_adds_up(tiny: scenario.Scenario) -> None:

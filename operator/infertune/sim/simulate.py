@@ -22,7 +22,7 @@ TAIL_SECONDS = 1800.0
 # The keys `--json` prints for every policy, in this order.
 KEYS = ("policy", "slo_attainment", "ttft_p95_ms", "itl_p95_ms", "gpu_hours", "cost_per_million_output_tokens",
         "output_tokens", "restarts", "dropped_requests", "final_max_batch_size", "final_kv_cache_dtype",
-        "max_replicas")
+        "final_max_num_batched_tokens", "max_replicas")
 
 Progress = Callable[[str, float, float], None]  # (policy, simulated seconds done, of total)
 
@@ -362,7 +362,7 @@ def run(scenario: sim_scenario.Scenario, names: Sequence[str] = sim_policies.DEF
 def table(results: Sequence[Result]) -> str:
     """A fixed-width text table of the headline numbers."""
     head = (f"{'policy':<20} {'attain':>7} {'TTFT p95':>9} {'ITL p95':>8} {'GPU-h':>7} {'$/1M':>7} "
-            f"{'restarts':>8} {'dropped':>7} {'batch':>6} {'KV':>7} {'max repl':>8}")
+            f"{'restarts':>8} {'dropped':>7} {'batch':>6} {'KV':>7} {'budget':>7} {'max repl':>8}")
     lines = [head, "-" * len(head)]
 
     def num(v: float | None, fmt: str) -> str:
@@ -373,7 +373,7 @@ def table(results: Sequence[Result]) -> str:
             f"{r.policy:<20} {r.slo_attainment:>7.3f} {num(r.ttft_p95_ms, '.0f'):>9} {num(r.itl_p95_ms, '.1f'):>8} "
             f"{r.gpu_hours:>7.2f} {num(r.cost_per_million_output_tokens, '.2f'):>7} {r.restarts:>8} "
             f"{r.dropped_requests:>7} {num(r.final_max_batch_size, 'd'):>6} {r.final_kv_cache_dtype or '-':>7} "
-            f"{r.max_replicas:>8}")
+            f"{num(r.final_max_num_batched_tokens, 'd'):>7} {r.max_replicas:>8}")
     return "\n".join(lines)
 
 
