@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from infertune import models
-from infertune.sim import policies, scenario, simulate
+from infertune.sim import commands, policies, scenario, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUITES = {"train": ROOT / "bench" / "scenarios", "grid": ROOT / "bench" / "scenarios" / "grid",
@@ -117,11 +117,6 @@ def code_version(*, ours: bool) -> str:
     return h.hexdigest()
 
 
-def _knobs_text(k: models.Knobs) -> str:
-    budget = "" if k.max_num_batched_tokens is None else f"/{k.max_num_batched_tokens}"
-    return f"{k.max_batch_size}/{k.kv_cache_dtype.value}{budget}"
-
-
 class Runner:
     """Runs one scenario's policies through a cache on disk (None: no cache), counting hits and misses."""
 
@@ -145,7 +140,7 @@ class Runner:
     def run(self, policy: str, *, knobs: models.Knobs | None = None, setting: float | None = None,
             replicas: int | None = None, give_up: bool = False) -> simulate.Result:
         base = self.bases[0 if policy in OURS else 1]
-        key = json.dumps([base, policy, None if knobs is None else _knobs_text(knobs), setting, replicas,
+        key = json.dumps([base, policy, None if knobs is None else commands.knobs_text(knobs), setting, replicas,
                           give_up])
         if key in self.memo:
             self.reused += 1
@@ -228,10 +223,10 @@ def run_one(path: str, suite: str, cache: str | None, versions: tuple[str, str],
     best = ctx.oracle_knobs
     twin = {
         "load_test_concurrency": ctx.load_test(ctx.knobs),
-        "initial": _knobs_text(ctx.knobs),
+        "initial": commands.knobs_text(ctx.knobs),
         "initial_capacity_rps": round(ctx.capacity(ctx.knobs), 2),
-        "tuned": _knobs_text(tuned),
-        "oracle": _knobs_text(best),
+        "tuned": commands.knobs_text(tuned),
+        "oracle": commands.knobs_text(best),
         "oracle_capacity_rps": round(ctx.capacity(best), 2),
         "peak_rps": round(scenario.peak_rate(stream), 1),
         "busiest_minute_s": ctx.busiest_minute,
@@ -247,7 +242,7 @@ def run_one(path: str, suite: str, cache: str | None, versions: tuple[str, str],
                                      run=lambda k, n: runner.run("static", knobs=k, replicas=n))
         results[name] = fleet.result
         rows[name] = row(fleet.result, replicas=fleet.replicas, holds=fleet.holds, monotone=fleet.monotone,
-                         knobs=_knobs_text(tuned if name == "static-right-tuned" else ctx.knobs))
+                         knobs=commands.knobs_text(tuned if name == "static-right-tuned" else ctx.knobs))
     peers: dict[str, list[dict[str, Any]]] = {}
     best_peer: dict[str, dict[str, Any]] = {}
     for setting, knobs in (("default", ctx.knobs), ("tuned", tuned)):

@@ -17,17 +17,11 @@ import pathlib
 import time
 from typing import Any
 
-from infertune import models
-from infertune.sim import policies, scenario, simulate
+from infertune.sim import commands, policies, scenario, simulate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUITES = {"train": ROOT / "bench" / "scenarios", "grid": ROOT / "bench" / "scenarios" / "grid",
           "validation": ROOT / "bench" / "scenarios" / "validation"}
-
-
-def knobs_text(k: models.Knobs) -> str:
-    budget = "" if k.max_num_batched_tokens is None else f"/{k.max_num_batched_tokens}"
-    return f"{k.max_batch_size}/{k.kv_cache_dtype.value}{budget}"
 
 
 def one(path: str) -> dict[str, Any]:
@@ -39,7 +33,7 @@ def one(path: str) -> dict[str, Any]:
     final = simulate.final_knobs(run) or ctx.knobs
     initial = ctx.capacity(ctx.knobs)
     tuned = initial if final == ctx.knobs else ctx.capacity(final)
-    return {"scenario": s.name, "initial": knobs_text(ctx.knobs), "final": knobs_text(final),
+    return {"scenario": s.name, "initial": commands.knobs_text(ctx.knobs), "final": commands.knobs_text(final),
             "initial_rps": round(initial, 4), "final_rps": round(tuned, 4),
             "ratio": round(tuned / initial, 3) if initial > 0 else (1.0 if tuned <= 0 else math.inf),
             "attainment": run.slo_attainment, "gpu_hours": run.gpu_hours, "restarts": run.restarts,
@@ -52,6 +46,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "bench" / "results" / "final_knobs_capacity.json")
     args = parser.parse_args()
+    unknown = [name for name in args.suite.split(",") if name not in SUITES]
+    if unknown:
+        parser.error(f"--suite: unknown suite {unknown[0]!r}; known: {', '.join(SUITES)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs: at least 1 worker process, got {args.jobs}")
     paths = [str(p) for name in args.suite.split(",") for p in sorted(SUITES[name].glob("*.yaml"))]
     with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(one, paths))

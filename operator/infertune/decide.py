@@ -745,7 +745,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
             max(rate + backlog, demand.rate), capacity=capacity, slots=at_target.batch, wait_budget=budget,
             miss=miss, limit=spec.scaling.max_replicas, pooled=_pooled(spec)))
     standby_n, wanted = scaling.settle_standby(
-        spec.scaling, standby_n, prev_standby=prev.replicas.desired_standby,
+        standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
                                        "queued": q.queued,

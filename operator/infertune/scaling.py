@@ -409,8 +409,8 @@ def hold_for_room(spec: models.InferenceDeploymentSpec, demand: models.DemandSta
     return Held(hold, standby, why, demand, below, began=began, floor=goal.floor)
 
 
-def settle_standby(spec: models.ScalingSpec, standby: int, *, prev_standby: int, wanted: str | None,
-                   now: datetime.datetime, floor: int) -> tuple[int, str | None]:
+def settle_standby(standby: int, *, prev_standby: int, wanted: str | None, now: datetime.datetime,
+                   floor: int) -> tuple[int, str | None]:
     """The pool grows only for a need that lasts STANDBY_SETTLE, and shrinks at once: (pool, wanted since).
 
     Sized afresh each cycle, a forecast near a boundary (5 req/s against 7.6 per replica, upper 6.6) asked for

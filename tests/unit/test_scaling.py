@@ -92,12 +92,12 @@ def test_the_pool_grows_at_once_only_to_the_floor_that_held_serving_pods_leave()
     # of the floor, 1, holds at once (the pod leaving is demoted into it); the band's second pod waits its minute,
     # as any growth does. The spec's whole floor at once started a pod beside the one still held.
     spec = SPEC.model_copy(update={"standby": models.StandbySpec.model_validate({"min": 2, "max": 4})})
-    pool, wanted = scaling.settle_standby(spec, 2, prev_standby=0, wanted=None, now=NOW, floor=1)
+    pool, wanted = scaling.settle_standby(2, prev_standby=0, wanted=None, now=NOW, floor=1)
     assert (pool, wanted) == (1, "2026-01-01T00:00:00Z")
     later = NOW + datetime.timedelta(seconds=scaling.STANDBY_SETTLE)
-    assert scaling.settle_standby(spec, 2, prev_standby=1, wanted=wanted, now=later, floor=1) == (2, None)
+    assert scaling.settle_standby(2, prev_standby=1, wanted=wanted, now=later, floor=1) == (2, None)
     # Without a held pod standing in, the spec's floor holds from the first cycle.
-    assert scaling.settle_standby(spec, 2, prev_standby=0, wanted=None, now=NOW, floor=spec.standby.min)[0] == 2
+    assert scaling.settle_standby(2, prev_standby=0, wanted=None, now=NOW, floor=spec.standby.min)[0] == 2
     # And the targets say what is left of the floor once the need has settled below the serving pods.
     demand = models.DemandStatus(rate=8.0, trend=0.0, error=0.0, updated="2026-01-01T00:00:00Z",
                                  below_since="2025-12-31T23:58:00Z")

@@ -195,3 +195,11 @@ def test_progress_bar_only_on_a_terminal() -> None:
     assert "[#####.....]  50%" in tty.getvalue()
     bar.close()
     assert tty.getvalue().endswith("\r")
+
+
+@pytest.mark.parametrize(("text", "budget"), [("66/default/512", 512), ("14/fp8", None)])
+def test_knobs_are_written_as_the_knobs_flag_reads_them(text: str, budget: int | None) -> None:
+    # The bench and `simulate --knobs` share one spelling: what one writes, the other reads back unchanged.
+    knobs = commands._knobs("--knobs", text)
+    assert knobs.max_num_batched_tokens == budget
+    assert commands.knobs_text(knobs) == text

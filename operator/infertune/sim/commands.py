@@ -180,8 +180,14 @@ class Bar:
             self.stream.flush()
 
 
+def knobs_text(k: models.Knobs) -> str:
+    """Knobs as `--knobs` reads them (_knobs): 66/default/512, or 14/fp8 where the budget is the engine's."""
+    budget = "" if k.max_num_batched_tokens is None else f"/{k.max_num_batched_tokens}"
+    return f"{k.max_batch_size}/{k.kv_cache_dtype.value}{budget}"
+
+
 def _knobs(flag: str, text: str) -> models.Knobs:
-    """BATCH/KV[/BUDGET], as the bench writes knobs: 66/default/512, 14/fp8."""
+    """BATCH/KV[/BUDGET], as the bench writes knobs (knobs_text): 66/default/512, 14/fp8."""
     parts = text.split("/")
     kvs = [k.value for k in models.KvDtype]
     if len(parts) not in (2, 3):
