@@ -386,13 +386,19 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     # The latencies measured in the window are compared with the model at the window's own request shape.
     cal = prev.knee.calibration if prev.knee is not None else models.Calibration()
     serving_rev = config.revision if config is not None else None
-    if health.ok and config is not None and measured_workload:
+    context = remembered.context_tokens if remembered is not None else None
+    if health.ok and config is not None:
         points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
-        cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
+        context = knee.running_context(spec, _knobs(config) or current, workload, points, old=context)
+        if workload is not knee.PRIOR_WORKLOAD:
+            workload = dataclasses.replace(workload, context=context)
+        if measured_workload:
+            cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
     cold = _cold_start(spec, obs)
     last = timestamps.seconds(prev.demand.updated) if prev.demand is not None else None
     if measured is not None:
         workload = _smoothed(remembered, measured, dt=0.0 if last is None else t - last, horizon=cold)
+    workload = dataclasses.replace(workload, context=context) if workload is not knee.PRIOR_WORKLOAD else workload
     return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
                  forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
                  measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
@@ -672,15 +678,19 @@ def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float, bu
     # half a batch per pod (280 of 560 slots) let a 3x spike queue for a whole cycle unseen.
     if queued <= at_target.requests_per_s * max(1, len(s.serving_pods)) * queueing.budget_at(budget, 1.0):
         queued = 0.0
-    # Its growth since the last cycle is arrivals the replicas could not take: the part of a burst the window's
-    # average has not caught up with yet (150 more queued than 15 s ago is 10 req/s more demand).
+    # Its growth since the last cycle is arrivals the replicas could not take (scaling.queue_growth).
     last = prev.demand
     since = timestamps.seconds(last.updated) if last is not None else None
-    dt = t - since if since is not None else 0.0
-    growth = max(0.0, queued - (last.queued if last is not None else 0.0)) / dt if dt > 0 else 0.0
+    growth = scaling.queue_growth(queued, _in_flight(s.pm), last=last, dt=t - since if since is not None else 0.0)
     standby_ready = sum(1 for x in s.live if x.ready and not x.serving)
     return scaling.Queue(rate=rate, backlog=backlog, queued=queued, growth=growth, standby_ready=standby_ready,
                          promotable=len(s.serving_pods) + standby_ready)
+
+
+def _in_flight(pm: dict[str, observation.PodMetrics]) -> float | None:
+    """Requests in flight on every pod that reports them (None where none does)."""
+    values = [m.in_flight for m in pm.values() if m.in_flight is not None]
+    return sum(values) if values else None
 
 
 def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
@@ -748,7 +758,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
-                                       "queued": q.queued,
+                                       "queued": q.queued, "in_flight": _in_flight(pm),
                                        "standby_wanted": wanted})
     health = s.health
     if s.garbage:
@@ -912,6 +922,7 @@ def _report(s: _Seen, k: _Plan, tuning: _Tuning, *, sizing: _Sizing, rolled: _Ro
         output_tokens=workload.osl if workload is not knee.PRIOR_WORKLOAD else None,
         prefill_mean_ratio=round(s.spread.mean_ratio, 4) if s.spread != perfmodel.NO_SPREAD else None,
         prefill_cv2=round(s.spread.cv2, 4) if s.spread != perfmodel.NO_SPREAD else None,
+        context_tokens=None if workload.context is None else round(workload.context, 1),
     )
     conds = _conditions(spec, prev, obs=obs, health=health, p=p, observed=observed, target=target, best=best,
                         mode=mode, cfg=new_cfg, now=now, dialect=dialect, rejected=rejected, conf=conf,

@@ -21,12 +21,22 @@ class Workload:
     # How the prompts' prefills vary around the prefill of an isl-token prompt (shape_spread); none known: every
     # prompt isl tokens long.
     spread: perfmodel.PrefillSpread = perfmodel.NO_SPREAD
+    # Tokens a running request holds in the KV cache on average, as measured (KV usage over the running count);
+    # none measured: isl + osl / 2 (perfmodel.operating_point).
+    context: float | None = None
+
+    @property
+    def held(self) -> float:
+        """Tokens a running request holds in the KV cache: measured, else isl + osl / 2."""
+        return self.isl + self.osl / 2.0 if self.context is None else self.context
 
 
 # Before any traffic: a chat-like request (the Azure conversation trace: 1,155 in / 211 out on average).
 PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 # Predictions must clear the SLO by this share: a 40 ms ITL objective is planned at 38 ms. The prediction
-# is already a p95 (the measured tail ratio times the mean), so the margin only absorbs calibration noise.
+# is already a p95 (the measured tail ratio times the mean), so the margin absorbs calibration noise, and at the
+# knee of an uncapped engine the spread of the running count the planned p95 does not hold (the ITL margin as the
+# calibration's own measured error, 1-3.6%, was tried and not kept: docs/concepts.md, "The frontier and the knee").
 MARGIN = 0.05
 # At a full batch the per-request ITL tail is the prefill's: how many of a request's steps carried a prefill
 # chunk (perfmodel.per_request_itl, a binomial over the prefill share of steps). It replaced a tail of
@@ -74,7 +84,7 @@ def predict(
     """Calibrated physics: the prior's means scaled by what was measured, times the measured tail ratios."""
     r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     op = perfmodel.operating_point(r, concurrency=concurrency or knobs.max_batch_size, isl=workload.isl,
-                                   osl=workload.osl, spread=workload.spread)
+                                   osl=workload.osl, spread=workload.spread, context=workload.context)
     full = concurrency is None or concurrency >= knobs.max_batch_size
     # A full batch: the calibrated mean step (itl_scale) at the tail the prefill chunks make (physics). Part
     # full: the measured tail ratio, which also holds how full the batch happened to be while a request ran.
@@ -84,7 +94,7 @@ def predict(
     prefill_p = op.prefill_s * cal.ttft_scale * cal.ttft_tail
     # KV share of a decode step's bytes: batch x context x KV bytes against that plus the weights.
     c = perfmodel.coefficients(r)
-    kv_bytes = op.batch * (workload.isl + workload.osl / 2.0) * c.kv_bytes_per_token
+    kv_bytes = op.batch * workload.held * c.kv_bytes_per_token
     feasible = itl_p <= spec.slo.itl * (1 - MARGIN) and ttft_p <= spec.slo.ttft * (1 - MARGIN) and (
         not full or kv_fits(c, knobs.max_batch_size, workload))
     # The throughput at the measured step, not the physics one: a request holds its slot for its prefill chunks
@@ -112,7 +122,7 @@ def kv_fits(c: perfmodel.Coefficients, batch: int, workload: Workload) -> bool:
     """
     if batch <= 1:
         return True
-    per_seq = workload.isl + workload.osl / 2.0 + c.block_size / 2.0
+    per_seq = workload.held + c.block_size / 2.0
     need = batch * per_seq * (1.0 + KV_FIT_Z * CONTEXT_CV / math.sqrt(batch))
     return need <= c.kv_blocks * c.block_size
 
@@ -220,7 +230,8 @@ def _signature(workload: Workload) -> Workload:
                                      cv2=max(0.0, _grid(1.0 + workload.spread.cv2, CAL_STEP) - 1.0))
     return Workload(isl=max(1, round(_grid(workload.isl, SHAPE_STEP))),
                     osl=max(2, round(_grid(workload.osl, SHAPE_STEP))),
-                    prefix_hit_rate=round(workload.prefix_hit_rate * 20) / 20, spread=spread)
+                    prefix_hit_rate=round(workload.prefix_hit_rate * 20) / 20, spread=spread,
+                    context=None if workload.context is None else _grid(workload.context, SHAPE_STEP))
 
 
 def shape_spread(spec: models.InferenceDeploymentSpec, knobs: models.Knobs,
@@ -394,6 +405,34 @@ def calibrate(
     return cal.model_copy(update={**update, "samples": cal.samples + used, "max_occupancy": fullest})
 
 
+def running_context(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
+                    points: list[observation.PodMetrics], *, old: float | None) -> float | None:
+    """The tokens a running request holds in the KV cache, measured: the pods' KV usage times their caches' tokens
+    over the requests they run, less the half block each leaves unfilled, folded into `old` with the
+    calibration's EWMA step (the first measurement sets it). `old` where no pod measures it.
+
+    The model's isl + osl / 2 holds only when every output is as long as the mean: the long outputs run longest.
+    8B BF16 on an L40S (12,820 blocks of 16 tokens), 200 in / 1,500 out at cv 0.5: a pod at 165 running with 91%
+    of its cache in use holds 0.91 x 205,120 / 165 - 8 = 1,123 tokens a request, where the model said 950 (and
+    1,137 by 200 + 1,500 x (1 + 0.5^2) / 2). At 150 running the KV reads are half of each step's bytes, so the
+    step at 1,137 tokens is 10% slower than at 950 (57.5 against 52.2 ms), and the knee under a 55 ms objective
+    is 120 running, not 144 (grid g13: sized at 144-152, its pods ran their ITL past the objective).
+    Pods preempting are not read (a preempting pod's cache reads full whatever it runs), nor a fleet running
+    under one request in all."""
+    c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
+    read = [m for m in points if m.kv_usage is not None and m.running is not None and m.running > 0
+            and math.isfinite(m.kv_usage) and math.isfinite(m.running) and not (m.preemptions_per_s or 0) > 0]
+    running = sum(m.running or 0.0 for m in read)
+    # All the cache in use over all the requests running (a ratio of sums): per pod, a pod that happens to run one
+    # long prompt would speak for the fleet.
+    if running < 1 or c.kv_blocks <= 0:
+        return old
+    now = sum(m.kv_usage or 0.0 for m in read) * c.kv_blocks * c.block_size / running - c.block_size / 2.0
+    if now <= 0:
+        return old
+    return now if old is None else ewma(old, now)
+
+
 def token_mean_itl(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
                    running: float) -> float:
     """The physics' mean ITL over the tokens of a pod whose running count averaged `running` over the window.
@@ -433,7 +472,7 @@ def _means(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: 
            running: int) -> perfmodel.OperatingPoint:
     r = replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate)
     return perfmodel.operating_point(r, concurrency=running, isl=workload.isl, osl=workload.osl,
-                                     spread=workload.spread)
+                                     spread=workload.spread, context=workload.context)
 
 
 ALPHA = 0.2
@@ -472,5 +511,5 @@ def estimate_mbu(
         return None
     c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
     batch = max(1, round(running))
-    moved = c.bytes_moved(batch, batch * (workload.isl + workload.osl / 2.0))
+    moved = c.bytes_moved(batch, batch * workload.held)
     return min(1.0, moved / (itl_mean * c.peak_bytes_per_s))

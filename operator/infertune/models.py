@@ -765,6 +765,9 @@ class KneeStatus(Base):
     output_tokens: int | None = pydantic.Field(
         default=None, ge=1,
         description="Mean output tokens per request the knee was computed for (windows averaged over a cold start).")
+    context_tokens: float | None = pydantic.Field(
+        default=None, ge=0, le=1e8, description="Tokens a running request holds in the KV cache on average, from "
+        "the pods' KV usage over their running requests (an EWMA over cycles); the knee plans with it.")
     prefill_mean_ratio: float | None = pydantic.Field(
         default=None, ge=0, le=1e6, description="Mean prefill of the measured prompt lengths over the prefill of "
         "their mean prompt (above 1 where long prompts' attention costs more than their share of tokens).")
@@ -865,6 +868,9 @@ class DemandStatus(Base):
         default=0, ge=0, description="Requests queued beyond the batch slots at the last update (its growth is "
         "the part of a burst the rate window has not caught up with)."
     )
+    in_flight: float | None = pydantic.Field(
+        default=None, ge=0, description="Requests in flight on every pod at the last update (the queue grew by "
+        "arrivals only as far as these did).")
     attainment: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Share of requests within both objectives, smoothed over about "
         "five minutes from windows without a queue (a scale-down waits for it to leave room under the SLO "

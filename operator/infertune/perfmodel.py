@@ -398,12 +398,17 @@ class OperatingPoint:
 
 
 def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int,
-                    spread: PrefillSpread | None = None) -> OperatingPoint:
+                    spread: PrefillSpread | None = None, context: float | None = None) -> OperatingPoint:
     """Closed-form steady state for `concurrency` clients sending isl-in/osl-out requests back to back.
 
     `spread` is how the prompt lengths vary around isl, as this replica's prefill sees them (prefill_spread):
     the mean prefill is `mean_ratio` times the prefill of the mean prompt, and waits behind other prefills grow
     with its variance. Without it every prompt is isl tokens long.
+
+    `context` is the tokens a running request holds in the KV cache on average, where measured; without it,
+    isl + osl / 2, which is right only when every output is osl long: the long outputs run longest, so with
+    outputs of coefficient of variation cv a running request has made osl x (1 + cv^2) / 2 tokens on average
+    (200 in, 1,500 out at cv 0.5: 1,137 tokens held, not 950).
 
     The batch is min(concurrency, max_num_seqs, what the KV cache holds). Every step decodes the batch;
     a share r of steps also carries a prefill chunk, so the mean step is (1 - r) x decode + r x mixed
@@ -414,7 +419,7 @@ def operating_point(replica: Replica, *, concurrency: int, isl: int, osl: int,
     cached = prefix_hit_tokens(c, isl) if isl >= 1 else 0
     new = isl - cached
     _check(replica, c, concurrency=concurrency, isl=isl, osl=osl, new=new)
-    mean_ctx = isl + osl / 2.0
+    mean_ctx = isl + osl / 2.0 if context is None else context
     # A sequence holds whole blocks: on average half a block more than its tokens.
     per_seq_blocks = mean_ctx / c.block_size + 0.5
     kv_batch = c.kv_blocks / per_seq_blocks

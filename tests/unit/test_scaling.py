@@ -390,3 +390,20 @@ def test_a_status_from_before_the_asks_were_kept_scales_down_as_it_did() -> None
     demand = models.DemandStatus(updated="2026-01-01T00:00:00Z", below_since="2025-12-31T23:00:00Z")
     out = _sized(20.0, current=10, at=NOW, demand=demand)
     assert out.serving == 3 and [a.replicas for a in out.asks] == [3]
+
+
+def test_the_queue_grows_by_arrivals_only_as_far_as_the_requests_in_flight_do() -> None:
+    last = models.DemandStatus(rate=20.0, updated="2026-01-01T00:00:00Z", queued=100.0, in_flight=1700.0)
+    # A burst: 150 more queued and 150 more in flight in 15 s is 10 req/s the window has not caught up with.
+    assert scaling.queue_growth(250.0, 1850.0, last=last, dt=15.0) == pytest.approx(10.0)
+    # The knee fell (the measured outputs lengthened): 312 more "queued" over the lower slots, but no more requests
+    # in flight than 15 s ago, so none arrived beyond what the replicas took.
+    assert scaling.queue_growth(412.0, 1700.0, last=last, dt=15.0) == 0.0
+    # A queue that shrinks grows by nothing; without a reading of requests in flight, the queue alone says it.
+    assert scaling.queue_growth(50.0, 1900.0, last=last, dt=15.0) == 0.0
+    assert scaling.queue_growth(250.0, None, last=last, dt=15.0) == pytest.approx(10.0)
+    old = last.model_copy(update={"in_flight": None})
+    assert scaling.queue_growth(412.0, 1700.0, last=old, dt=15.0) == pytest.approx(312.0 / 15.0)
+    # The first cycle (nothing before it) and a cycle over no time.
+    assert scaling.queue_growth(250.0, 1850.0, last=None, dt=0.0) == 0.0
+    assert scaling.queue_growth(250.0, 1850.0, last=last, dt=0.0) == 0.0

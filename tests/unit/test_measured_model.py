@@ -1,0 +1,47 @@
+"""The tokens a running request holds in the KV cache, read from the pods' KV usage, and what the model does with
+them."""
+
+from __future__ import annotations
+
+import pytest
+from test_decide import spec_of
+
+from infertune import knee, models, observation, perfmodel, replica
+
+DECODE = {"model.architecture": "llama-3.1-8b", "model.weights": "bf16", "accelerator.type": "l40s",
+          "slo.ttft": "300ms", "slo.itl": "55ms"}
+
+
+def test_the_tokens_a_running_request_holds_are_read_from_kv_usage() -> None:
+    spec = spec_of(**DECODE)
+    knobs = models.Knobs(max_batch_size=256)
+    w = knee.Workload(isl=200, osl=1500)
+    c = perfmodel.coefficients(replica.of(spec, knobs))
+    tokens = c.kv_blocks * c.block_size
+    pod = observation.PodMetrics(running=165.0, kv_usage=0.91, requests_per_s=2.0)
+    held = knee.running_context(spec, knobs, w, [pod], old=None)
+    assert held == pytest.approx(0.91 * tokens / 165 - c.block_size / 2)
+    assert held is not None and held > w.isl + w.osl / 2  # the long outputs run longest
+    # Folded in with the calibration's step; a preempting pod (its cache reads full) and an idle one say nothing.
+    assert knee.running_context(spec, knobs, w, [pod], old=950.0) == pytest.approx(knee.ewma(950.0, held))
+    preempting = observation.PodMetrics(running=165.0, kv_usage=1.0, requests_per_s=2.0, preemptions_per_s=0.3)
+    idle = observation.PodMetrics(running=0.4, kv_usage=0.01, requests_per_s=0.1)
+    no_kv = observation.PodMetrics(running=100.0, requests_per_s=2.0)
+    assert knee.running_context(spec, knobs, w, [preempting, idle, no_kv], old=1000.0) == 1000.0
+    assert knee.running_context(spec, knobs, w, [], old=None) is None
+
+
+def test_a_longer_held_context_slows_the_step_and_lowers_the_knee() -> None:
+    spec = spec_of(**DECODE)
+    one = replica.of(spec, models.Knobs(max_batch_size=256))
+    model = perfmodel.operating_point(one, concurrency=150, isl=200, osl=1500)
+    measured = perfmodel.operating_point(one, concurrency=150, isl=200, osl=1500, context=1137.0)
+    assert measured.itl_s > model.itl_s * 1.03
+    assert measured.kv_usage > model.kv_usage
+    # Same as the model where the measurement agrees with it.
+    same = perfmodel.operating_point(one, concurrency=150, isl=200, osl=1500, context=950.0)
+    assert same.itl_s == pytest.approx(model.itl_s)
+    cal = models.Calibration()
+    plain = knee.search(spec, knee.Workload(isl=200, osl=1500), cal, kv=models.KvDtype.DEFAULT)
+    held = knee.search(spec, knee.Workload(isl=200, osl=1500, context=1137.0), cal, kv=models.KvDtype.DEFAULT)
+    assert held.knobs.max_batch_size < plain.knobs.max_batch_size
