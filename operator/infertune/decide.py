@@ -681,10 +681,11 @@ def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float, bu
     # Its growth since the last cycle is arrivals the replicas could not take (scaling.queue_growth).
     last = prev.demand
     since = timestamps.seconds(last.updated) if last is not None else None
-    growth = scaling.queue_growth(queued, _in_flight(s.pm), last=last, dt=t - since if since is not None else 0.0)
+    in_flight = _in_flight(s.pm)
+    growth = scaling.queue_growth(queued, in_flight, last=last, dt=t - since if since is not None else 0.0)
     standby_ready = sum(1 for x in s.live if x.ready and not x.serving)
     return scaling.Queue(rate=rate, backlog=backlog, queued=queued, growth=growth, standby_ready=standby_ready,
-                         promotable=len(s.serving_pods) + standby_ready)
+                         promotable=len(s.serving_pods) + standby_ready, in_flight=in_flight)
 
 
 def _in_flight(pm: dict[str, observation.PodMetrics]) -> float | None:
@@ -758,7 +759,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
-                                       "queued": q.queued, "in_flight": _in_flight(pm),
+                                       "queued": q.queued, "in_flight": q.in_flight,
                                        "standby_wanted": wanted})
     health = s.health
     if s.garbage:

@@ -328,6 +328,7 @@ class Queue:
     growth: float
     standby_ready: int
     promotable: int  # serving pods and Ready standby pods
+    in_flight: float | None = None  # requests in flight on every pod that reports them (queue_growth's next `last`)
 
 
 def queue_growth(queued: float, in_flight: float | None, *, last: models.DemandStatus | None, dt: float) -> float:

@@ -3,6 +3,8 @@ them."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from test_decide import spec_of
 
@@ -45,3 +47,14 @@ def test_a_longer_held_context_slows_the_step_and_lowers_the_knee() -> None:
     plain = knee.search(spec, knee.Workload(isl=200, osl=1500), cal, kv=models.KvDtype.DEFAULT)
     held = knee.search(spec, knee.Workload(isl=200, osl=1500, context=1137.0), cal, kv=models.KvDtype.DEFAULT)
     assert held.knobs.max_batch_size < plain.knobs.max_batch_size
+
+
+def test_a_kv_usage_that_is_not_a_number_is_not_read() -> None:
+    spec = spec_of(**DECODE)
+    knobs = models.Knobs(max_batch_size=256)
+    w = knee.Workload(isl=200, osl=1500)
+    bad = [observation.PodMetrics(running=100.0, kv_usage=math.nan, requests_per_s=2.0),
+           observation.PodMetrics(running=100.0, kv_usage=math.inf, requests_per_s=2.0),
+           observation.PodMetrics(running=math.nan, kv_usage=0.5, requests_per_s=2.0)]
+    assert knee.running_context(spec, knobs, w, bad, old=1000.0) == 1000.0
+    assert knee.running_context(spec, knobs, w, bad, old=None) is None
