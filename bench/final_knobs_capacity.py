@@ -9,19 +9,14 @@ changed reports a ratio of 1. It measures; it is no test.
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures
 import json
 import math
-import pathlib
 import time
 from typing import Any
 
-from infertune.sim import commands, policies, scenario, simulate
+import suites
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-SUITES = {"train": ROOT / "bench" / "scenarios", "grid": ROOT / "bench" / "scenarios" / "grid",
-          "validation": ROOT / "bench" / "scenarios" / "validation"}
+from infertune.sim import commands, policies, scenario, simulate
 
 
 def one(path: str) -> dict[str, Any]:
@@ -41,19 +36,8 @@ def one(path: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="train,grid", help="comma-separated: train, grid, validation")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "bench" / "results" / "final_knobs_capacity.json")
-    args = parser.parse_args()
-    unknown = [name for name in args.suite.split(",") if name not in SUITES]
-    if unknown:
-        parser.error(f"--suite: unknown suite {unknown[0]!r}; known: {', '.join(SUITES)}")
-    if args.jobs < 1:
-        parser.error(f"--jobs: at least 1 worker process, got {args.jobs}")
-    paths = [str(p) for name in args.suite.split(",") for p in sorted(SUITES[name].glob("*.yaml"))]
-    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rows = list(pool.map(one, paths))
+    results = suites.ROOT / "bench" / "results" / "final_knobs_capacity.json"
+    args, rows = suites.run(__doc__.splitlines()[0], results, one)
     for r in rows:
         flag = "  FEWER" if r["ratio"] < 1 else ""
         print(f"{r['scenario']:<36} {r['initial']:>14} {r['initial_rps']:>8.3f} -> {r['final']:>16} "

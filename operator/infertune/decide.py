@@ -295,6 +295,7 @@ class _Plan:
     basis: str
     kv_usage: float | None
     preempting: bool
+    kv_full: bool = False  # the pods' free KV cache is under one running request's tokens (knee.kv_full)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -447,10 +448,11 @@ def _plan_knobs(s: _Seen) -> _Plan:
         if fp8_ok and spec.tuning.kv_cache_dtype is not models.KvCachePolicy.DEFAULT else None
     kv_usage = _weighted([(m.kv_usage, m.requests_per_s or 1.0) for m in served])
     preempting = any((m.preemptions_per_s or 0) > 0 for m in served)
+    full = kv_usage is not None and knee.kv_full(spec, current, workload, kv_usage)
     # KV-limited: FP8's doubled capacity lets the knee grow (the default knee stops where the KV cache fills
     # and requests queue for blocks), or the running pods already fill their cache or preempt.
     kv_limited = (knee_fp8 is not None and knee_fp8.knobs.max_batch_size > knee_default.knobs.max_batch_size * 1.1) \
-        or (kv_usage or 0) >= 0.9 or preempting
+        or full or preempting
     kv_heavy = knee_default.kv_share >= KV_HEAVY
     # FP8 must promise 10% more goodput when it alone would restart the engines (default KV already at the
     # default knee); when the engines restart anyway (far from the knee) or already run FP8, it only has to be
@@ -473,7 +475,8 @@ def _plan_knobs(s: _Seen) -> _Plan:
             kv_why += f" ({dialect.name} exports no KV usage, so no FP8 decision)"
     conf = knee.confidence(cal, best.batch)
     basis = "measured" if cal.samples > 0 else "prior"
-    return _Plan(best=best, kv_why=kv_why, conf=conf, basis=basis, kv_usage=kv_usage, preempting=preempting)
+    return _Plan(best=best, kv_why=kv_why, conf=conf, basis=basis, kv_usage=kv_usage, preempting=preempting,
+                 kv_full=full)
 
 
 def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
@@ -491,7 +494,7 @@ def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:
         motive = _Motive(event=lifecycle.Event.MISS, why=c.why, confidence=0.0, violating=False)
     elif s.health.ok and s.spec.tuning.mode is not models.TuningMode.OFF:
         motive = _motive(s.spec, s.prev, current=s.current, best=k.best, workload=s.workload, cal=s.cal,
-                         served=s.served, kv_pressure=(k.kv_usage or 0) >= 0.9 or k.preempting,
+                         served=s.served, kv_pressure=k.kv_full or k.preempting,
                          overloaded=overloaded, cold=s.cold, window=s.window)
         # Knobs the spec no longer allows go back to the initial ones first (s.current is those already).
         proposal = None if c.rollback is not None or s.forced else _propose(

@@ -127,6 +127,21 @@ def kv_fits(c: perfmodel.Coefficients, batch: int, workload: Workload) -> bool:
     return need <= c.kv_blocks * c.block_size
 
 
+def kv_full(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload, usage: float) -> bool:
+    """Whether a KV cache this full has no room left for one more running request: its free tokens are fewer than
+    a running request holds (measured, else isl + osl / 2), plus the half block it leaves unfilled.
+
+    Past that, the engine admits a request only as another finishes, and a decode that grows preempts one
+    (vLLM's scheduler; the twin's). 70B FP8 on 2 x H100 at the default KV cache holds 232,896 tokens; at 1,100
+    tokens a request it is full from 99.5% in use. The fixed 90% this replaced fired at the batch kv_fits plans
+    for: 190 running fill that cache to 90.4% on average, with room for 20 more."""
+    c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
+    tokens = c.kv_blocks * c.block_size
+    if tokens <= 0 or not math.isfinite(usage):
+        return False
+    return (1.0 - usage) * tokens < workload.held + c.block_size / 2.0
+
+
 def batch_that_fits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload) -> int:
     """The most requests a replica at these knobs runs at once 95% of the time (kv_fits), at most its max
     batch size: 70B FP8 on one H100 with the default KV cache and maxBatchSize 1,024 holds 8 chat requests of
@@ -376,7 +391,8 @@ def calibrate(
         # their per-request ITL at 65-100 ms against the 59 ms it kept predicting (docs/validation.md, g23).
         waiting = m.waiting or 0.0
         burst = waiting > m.requests_per_s * spec.slo.ttft
-        if burst or (m.preemptions_per_s or 0) > 0 or (m.kv_usage or 0) >= 0.9:
+        full = m.kv_usage is not None and kv_full(spec, knobs, workload, m.kv_usage)
+        if burst or (m.preemptions_per_s or 0) > 0 or full:
             continue
         # The uncalibrated physics' means at the pod's own occupancy (no tails): the ITL weighted by the tokens
         # made at the two whole counts around it, the TTFT at the rounded count (one of the two).

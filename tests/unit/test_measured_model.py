@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_decide import spec_of
+from test_decide import load, spec_of
 
 from infertune import knee, models, observation, perfmodel, replica
 
@@ -58,3 +58,37 @@ def test_a_kv_usage_that_is_not_a_number_is_not_read() -> None:
            observation.PodMetrics(running=math.nan, kv_usage=0.5, requests_per_s=2.0)]
     assert knee.running_context(spec, knobs, w, bad, old=1000.0) == 1000.0
     assert knee.running_context(spec, knobs, w, bad, old=None) is None
+
+
+def test_a_kv_cache_is_full_when_it_has_no_room_for_one_more_running_request() -> None:
+    """70B FP8 on 2 x H100 holds 232,896 tokens of default KV cache: 1,100-token chat requests fill it from 99.5%
+    in use. The batch kv_fits plans for (190 running) fills it to 90.4% on average, which the 90% this replaced
+    called full."""
+    spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8", "accelerator.count": 2})
+    knobs = models.Knobs(max_batch_size=1024)
+    chat = knee.Workload(isl=1000, osl=200)
+    c = perfmodel.coefficients(replica.of(spec, knobs))
+    tokens = c.kv_blocks * c.block_size
+    assert tokens == 232_896
+    fits = knee.batch_that_fits(spec, knobs, chat)
+    planned = fits * (chat.held + c.block_size / 2) / tokens
+    assert fits == 190 and planned == pytest.approx(0.904, abs=0.001)
+    assert not knee.kv_full(spec, knobs, chat, planned)
+    edge = 1 - (chat.held + c.block_size / 2) / tokens
+    assert edge == pytest.approx(0.995, abs=0.001)
+    assert knee.kv_full(spec, knobs, chat, edge + 1e-4) and not knee.kv_full(spec, knobs, chat, edge - 1e-4)
+    # Longer requests (measured) leave less to spare: full from 1 - 8,008 / 232,896 = 96.6%.
+    long = knee.Workload(isl=1000, osl=200, context=8000.0)
+    assert knee.kv_full(spec, knobs, long, 0.97) and not knee.kv_full(spec, knobs, long, 0.96)
+    # A reading that is not a number says nothing.
+    assert not knee.kv_full(spec, knobs, chat, math.nan)
+
+
+def test_a_pod_at_the_planned_kv_fill_teaches_the_calibration_and_a_full_one_does_not() -> None:
+    spec = spec_of(**DECODE)
+    knobs = models.Knobs(max_batch_size=256)
+    w = knee.Workload(isl=200, osl=1500)
+    planned = observation.PodMetrics(**load(spec, knobs, running=150, rps=2.0, scale=1.5, kv_usage=0.92))
+    full = observation.PodMetrics(**load(spec, knobs, running=150, rps=2.0, scale=1.5, kv_usage=0.999))
+    assert knee.calibrate(models.Calibration(), spec, knobs, w, [planned]).samples == 1
+    assert knee.calibrate(models.Calibration(), spec, knobs, w, [full]) == models.Calibration()
