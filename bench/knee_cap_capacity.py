@@ -1,7 +1,7 @@
 """Bench: what capping the batch at the knee is worth alone: the twin's SLO capacity at the planner's knee against
 the engine's open batch, at the engine's KV dtype and token budget, per scenario.
 
-The operator restarts an engine whose cap is 1.5x or more above the knee to the knee (decide._motive, "above").
+The operator restarts an engine whose cap is more than 1.5x the knee to the knee (decide._motive, "above").
 This measures what that step is worth by itself, apart from the FP8 KV cache and the token budget that often come
 with it: the knee is searched on the scenario's mean request shape at the prior calibration (what the operator
 knows before its first measurement) with the engine's own KV dtype and budget, and both knobs are measured with
@@ -52,7 +52,8 @@ def main() -> None:
               f"{r['knee_rps']:>8.3f} req/s per replica  x{r['ratio']:.3f}")
     fewer = [r for r in measured if r["ratio"] < 0.97]
     more = [r for r in measured if r["ratio"] > 1.03]
-    print(f"{len(measured)} of {len(rows)} scenarios start with a cap clearly above the knee; capped there, "
+    above = sum(1 for r in rows if r["above"])
+    print(f"{above} of {len(rows)} scenarios start with a cap clearly above the knee; capped there, "
           f"{len(more)} serve more than 3% more within the SLO, {len(fewer)} more than 3% less, the rest within 3%")
     args.json.write_text(json.dumps({"command": f"bench/knee_cap_capacity.py --suite {args.suite}",
                                      "rows": rows}, indent=1) + "\n")

@@ -293,9 +293,8 @@ class _Plan:
     kv_why: str
     conf: float
     basis: str
-    kv_usage: float | None
     preempting: bool
-    kv_full: bool = False  # the pods' free KV cache is under one running request's tokens (knee.kv_full)
+    kv_full: bool  # a serving pod's free KV cache is under one running request's tokens (knee.kv_full)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -446,9 +445,14 @@ def _plan_knobs(s: _Seen) -> _Plan:
         r.kv_cache_dtype is models.KvDtype.FP8 for r in prev.rejected)
     knee_fp8 = knee.search(spec, workload, cal, kv=models.KvDtype.FP8, ceiling=ceiling(models.KvDtype.FP8)) \
         if fp8_ok and spec.tuning.kv_cache_dtype is not models.KvCachePolicy.DEFAULT else None
-    kv_usage = _weighted([(m.kv_usage, m.requests_per_s or 1.0) for m in served])
     preempting = any((m.preemptions_per_s or 0) > 0 for m in served)
-    full = kv_usage is not None and knee.kv_full(spec, current, workload, kv_usage)
+    # A full cache is read pod by pod, as preemptions are (an average of one full pod and one at 95% is not full),
+    # at the knobs those pods run: during a rollout `current` is the target's, whose cache may be twice the size.
+    config = prev.config
+    running = _knobs(config) or current
+    full = any(m.kv_usage is not None and knee.kv_full(spec, running, workload, m.kv_usage)
+               for p in s.serving_pods if config is None or p.revision == config.revision
+               if (m := s.pm.get(p.name)) is not None)
     # KV-limited: FP8's doubled capacity lets the knee grow (the default knee stops where the KV cache fills
     # and requests queue for blocks), or the running pods already fill their cache or preempt.
     kv_limited = (knee_fp8 is not None and knee_fp8.knobs.max_batch_size > knee_default.knobs.max_batch_size * 1.1) \
@@ -475,8 +479,7 @@ def _plan_knobs(s: _Seen) -> _Plan:
             kv_why += f" ({dialect.name} exports no KV usage, so no FP8 decision)"
     conf = knee.confidence(cal, best.batch)
     basis = "measured" if cal.samples > 0 else "prior"
-    return _Plan(best=best, kv_why=kv_why, conf=conf, basis=basis, kv_usage=kv_usage, preempting=preempting,
-                 kv_full=full)
+    return _Plan(best=best, kv_why=kv_why, conf=conf, basis=basis, preempting=preempting, kv_full=full)
 
 
 def _tune(s: _Seen, k: _Plan, out: _Out) -> _Tuning:

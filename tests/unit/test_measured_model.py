@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from test_decide import load, spec_of
+from test_decide import World, current, load, spec_of
 
 from infertune import knee, models, observation, perfmodel, replica
 
@@ -92,3 +92,17 @@ def test_a_pod_at_the_planned_kv_fill_teaches_the_calibration_and_a_full_one_doe
     full = observation.PodMetrics(**load(spec, knobs, running=150, rps=2.0, scale=1.5, kv_usage=0.999))
     assert knee.calibrate(models.Calibration(), spec, knobs, w, [planned]).samples == 1
     assert knee.calibrate(models.Calibration(), spec, knobs, w, [full]) == models.Calibration()
+
+
+@pytest.mark.parametrize(("usage", "urged"), [(0.999, True), (0.95, False)])
+def test_a_pod_with_no_room_for_another_request_urges_fp8_and_one_with_room_does_not(usage: float, urged: bool) -> None:
+    """70B FP8 on 2 x H100 at the engine's cap, 190 chat requests running and no preemptions: at 99.9% in use a pod
+    has 233 tokens free for requests of about 1,220 (full: FP8 KV doubles what fits, urgently); at 95%, 11,600."""
+    spec = spec_of(**{"model.architecture": "llama-3.1-70b", "model.weights": "fp8", "accelerator.count": 2})
+    w = World(spec)
+    w.step(0)
+    for t in range(15, 600, 15):
+        w.set_load(**load(spec, current(w), running=190, rps=8.0 / len(w.pods), kv_usage=usage))
+        w.step(t)
+    reasons = [r.reason for r in w.status.decisions if r.kind == "knobs"]
+    assert any("the KV cache is full or preempting" in r for r in reasons) is urged, reasons
