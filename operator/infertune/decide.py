@@ -83,7 +83,7 @@ def _change(old: models.Knobs, new: models.Knobs) -> str:
 def _misses(spec: models.InferenceDeploymentSpec, p: knee.Prediction) -> str:
     """Which objective a prediction misses, with the numbers: 'ITL (predicted 52.0 ms p95 against 40 ms)'."""
     parts = []
-    if p.itl_p > spec.slo.itl * (1 - knee.MARGIN):
+    if p.itl_p > p.itl_limit:
         parts.append(f"ITL (predicted {p.itl_p * 1000:.1f} ms p95 against {spec.slo.itl * 1000:.0f} ms)")
     if p.ttft_p > spec.slo.ttft * (1 - knee.MARGIN):
         parts.append(f"TTFT (predicted {p.ttft_p * 1000:.0f} ms p95 against {spec.slo.ttft * 1000:.0f} ms)")

@@ -1,8 +1,9 @@
-"""The tokens a running request holds in the KV cache, read from the pods' KV usage, and what the model does with
-them."""
+"""What the pods measure that the model plans with: the tokens a running request holds in the KV cache, a KV cache
+with no room for another request, and the ITL calibration's own error (the margin a cap's knee keeps)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -106,3 +107,39 @@ def test_a_pod_with_no_room_for_another_request_urges_fp8_and_one_with_room_does
         w.step(t)
     reasons = [r.reason for r in w.status.decisions if r.kind == "knobs"]
     assert any("the KV cache is full or preempting" in r for r in reasons) is urged, reasons
+
+
+def test_the_itl_margin_starts_at_the_priors_error_and_shrinks_as_cycles_agree() -> None:
+    """The prior is off NIM 1.8.0 by 2.16% root mean square: 3.6% of the objective is kept before any measurement.
+    Cycles measuring 3% apart bring the calibration's error to about 1%, a margin of 1.65%."""
+    assert knee.itl_margin(models.Calibration()) == pytest.approx(1.65 * 0.0216)
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=64)
+    cal = models.Calibration()
+    errors = []
+    for k in range(40):
+        pod = observation.PodMetrics(**load(spec, knobs, running=30, rps=3.0, scale=1.03 if k % 2 else 0.97))
+        cal = knee.calibrate(cal, spec, knobs, knee.PRIOR_WORKLOAD, [pod])
+        errors.append(cal.itl_error)
+    assert errors[0] < 0.0216 and all(b <= a * 1.05 for a, b in itertools.pairwise(errors))
+    # sqrt(a / (2 - a)) = 1/3 of the cycles' 3% scatter (a = 0.2).
+    assert errors[-1] == pytest.approx(0.01, abs=0.002)
+    # A model 10% off whose first cycle says so: the error grows (2.6%), so the margin widens at once.
+    far = knee.calibrate(models.Calibration(), spec, knobs, knee.PRIOR_WORKLOAD,
+                         [observation.PodMetrics(**load(spec, knobs, running=30, rps=3.0, scale=1.1))])
+    assert far.itl_error == pytest.approx(math.sqrt(0.8 ** 2 * 0.0216 ** 2 + 0.2 ** 2 * math.log(1.1) ** 2), rel=0.05)
+
+
+def test_a_knee_for_a_cap_keeps_the_calibrations_error_and_one_under_an_open_cap_keeps_five_percent() -> None:
+    """Mixtral-8x7B on 2 x A100, 1,050 in / 480 out, 25 ms ITL: a batch of 4 is predicted at about 24.3 ms. A cap
+    searched with 1.65% kept (24.6 ms) may be 4; the knee under the engine's open cap of 256 keeps 5% (23.75 ms),
+    for the running count spreads past it, and stays at 3."""
+    spec = spec_of(**{"model.architecture": "mixtral-8x7b", "model.weights": "bf16", "accelerator.type": "a100-80gb",
+                      "accelerator.count": 2, "slo.itl": "25ms", "slo.ttft": "900ms"})
+    w = knee.Workload(isl=1050, osl=480)
+    steady = models.Calibration(itl_error=0.01)
+    four = knee.predict(spec, models.Knobs(max_batch_size=4), w, steady)
+    assert 0.0237 < four.itl_p < 0.0246 and four.itl_limit == pytest.approx(0.025 * (1 - 0.0165))
+    assert knee.search(spec, w, steady, kv=models.KvDtype.DEFAULT).knobs.max_batch_size >= 4
+    held = knee.held(spec, models.Knobs(max_batch_size=256), w, steady)
+    assert held.knobs.max_batch_size == 3 and held.itl_limit == pytest.approx(0.025 * 0.95)
