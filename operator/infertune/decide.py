@@ -807,7 +807,11 @@ def _knee_bound(s: _Seen, target: models.Knobs, at_target: knee.Prediction) -> k
     under the cap (152 running, 2.5 req/s) it holds 100% with 7.4 GPU-h (a fixed 15 replicas: 7.5). Not on the
     prior's shape (nothing measured yet: its knee is a guess a cycle or two from being replaced; sizing on it
     started 15 pods for a 72B decode load that the first measured shape sent back to 8)."""
-    if at_target.feasible or not _initial_measured(s, target):
+    if not _initial_measured(s, target):
+        return None
+    # The full batch judged as knee.serving_point judges it (the margin `held` keeps), so the bound does not come
+    # and go with the calibration's measured error.
+    if knee.predict(s.spec, target, s.workload, s.cal, margin=knee.MARGIN).feasible:
         return None
     under = knee.held(s.spec, target, s.workload, s.cal)  # at_target is the full batch: only the knee is asked
     return under if under.feasible and under.batch < at_target.batch else None

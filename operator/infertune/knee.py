@@ -38,13 +38,12 @@ PRIOR_WORKLOAD = Workload(isl=1000, osl=200)
 # the margin covers the spread of the running count around that knee, which the planned p95 does not model.
 MARGIN = 0.05
 # A knee searched for a cap (the batch cannot pass it) keeps from the ITL objective only the calibration's own error
-# (itl_margin): the one-sided 95% normal quantile of the relative standard error of itl_scale. Before any
-# measurement that error is the prior's against hardware: its mean ITL against NIM 1.8.0's on 70B FP8 over 2 x H100
-# (docs/twin.md, "Calibration", concurrency 1-250) is off by +2.2, +1.8, -0.5, -1.0, -2.5, -2.5, -2.7 and -2.8%, a
-# root mean square of 2.16%: a 25 ms objective is planned at 25 x (1 - 1.65 x 0.0216) = 24.1 ms. Measured cycles
-# then replace it (calibrate): cycles whose ratios scatter by 3% leave 3% x sqrt(0.2 / 1.8) = 1.0%, planned at
-# 24.6 ms.
-PRIOR_ITL_ERROR = models.Calibration.model_fields["itl_error"].default
+# (itl_margin): the one-sided 95% normal quantile of the relative standard error of itl_scale, with the error the
+# search's signature adds (itl_scale rounded to its grid). Before any measurement the error is the prior's against
+# hardware: its mean ITL against NIM 1.8.0's on 70B FP8 over 2 x H100 (docs/twin.md, "Calibration", concurrency
+# 1-250) is off by +2.2, +1.8, -0.5, -1.0, -2.5, -2.5, -2.7 and -2.8%, a root mean square of 2.15%: with the
+# grid's 0.71%, a 25 ms objective is planned at 25 x (1 - 1.65 x 2.26%) = 24.07 ms. Measured cycles then replace it
+# (calibrate): cycles whose ratios scatter by 3% leave 3% x sqrt(0.2 / 1.8) = 1.0%, planned at 24.49 ms.
 # The one-sided 95% quantile of the normal distribution.
 Z95 = 1.65
 # At a full batch the per-request ITL tail is the prefill's: how many of a request's steps carried a prefill
@@ -126,8 +125,10 @@ def predict(
 
 def itl_margin(cal: models.Calibration) -> float:
     """The share of the ITL objective a knee searched for a cap keeps free: Z95 standard errors of the calibrated
-    scale (0.0216 before any measurement: 3.6%; 1% after steady measurements: 1.65%)."""
-    return Z95 * cal.itl_error
+    scale as the search reads it. The signature rounds itl_scale to a grid of CAL_STEP, a uniform error of half a
+    step either way (standard deviation 1.23% / sqrt(3) = 0.71%), independent of the calibration's own. Before any
+    measurement sqrt(2.15^2 + 0.71^2) = 2.26%, a 3.7% margin; at 1% after steady cycles, 1.23%, a 2.0% margin."""
+    return Z95 * math.hypot(cal.itl_error, GRID_ERROR)
 
 
 def kv_fits(c: perfmodel.Coefficients, batch: int, workload: Workload) -> bool:
@@ -207,7 +208,7 @@ def held(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Wo
     A cap far above the knee does not queue what comes beyond the knee: every running request slows instead.
     Sized to keep its occupancy at or under the knee, such a replica serves what one capped at that knee does
     (the same Erlang sizing); that is what it is worth before a restart to the knee. Cached like `search`."""
-    return _held(spec.model_copy(update={"template": None}), _signature(workload), _signed(cal), knobs)
+    return _held(spec.model_copy(update={"template": None}), _signature(workload), _signed(cal, error=False), knobs)
 
 
 @functools.lru_cache(maxsize=SEARCH_CACHE)
@@ -236,8 +237,10 @@ def serving_point(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, wor
     No margin above the knee: a cap that just misses at its full batch has its knee just under it, so the sized
     capacity moves smoothly with the cap and the calibration. A threshold (sized at the knee only for a cap 1.5x
     above it, as the restart rule's margin) made a cap of 100 over a knee of 66-67 flip between 66 slots and a
-    full batch of 100 as the calibration moved, and the replica count with it."""
-    full = predict(spec, knobs, workload, cal)
+    full batch of 100 as the calibration moved, and the replica count with it. For the same reason the full batch
+    is judged with the margin `held` keeps (MARGIN), not a cap's measured one: judged with 2%, a cap of 55 sized at
+    55 slots and one of 56, missing, at its knee of 51 under 5%."""
+    full = predict(spec, knobs, workload, cal, margin=MARGIN)
     if full.feasible:
         return full
     under = held(spec, knobs, workload, cal)
@@ -247,17 +250,28 @@ def serving_point(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, wor
 # Grids of the search's signature: log steps of 2.5% (calibration ratios) and 5% (prompt and output tokens).
 CAL_STEP = math.log(1.025)
 SHAPE_STEP = math.log(1.05)
+# The standard deviation of rounding a ratio to the calibration's grid: half a step, uniform (1.23% / sqrt(3)).
+GRID_ERROR = (math.exp(CAL_STEP / 2) - 1) / math.sqrt(3)
+# The ITL error is on a coarser grid of its own: at 3% scatter it moves by a median 3.5% a cycle (up to 31%), so
+# on the 2.5% grid it changed cell in 83% of cycles, and every search with it; on a 20% grid in 23%. 20% of a 1%
+# error moves the margin by 0.3% of the objective. Rounded up: the margin errs wide.
+ERROR_STEP = math.log(1.2)
 
 
 def _grid(x: float, step: float) -> float:
     return math.exp(round(math.log(x) / step) * step) if x > 0 else x
 
 
-def _signed(cal: models.Calibration) -> models.Calibration:
-    """The calibration's ratios on the grid, without the counters predict() does not read."""
+def _grid_up(x: float, step: float) -> float:
+    return min(ITL_ERROR_LIMIT, math.exp(math.ceil(math.log(x) / step) * step)) if x > 0 else x
+
+
+def _signed(cal: models.Calibration, *, error: bool = True) -> models.Calibration:
+    """The calibration's ratios on the grid, without the counters predict() does not read (nor the ITL error where
+    the margin kept is fixed: `held`)."""
     return models.Calibration(itl_scale=_grid(cal.itl_scale, CAL_STEP), itl_tail=_grid(cal.itl_tail, CAL_STEP),
                               ttft_scale=_grid(cal.ttft_scale, CAL_STEP), ttft_tail=_grid(cal.ttft_tail, CAL_STEP),
-                              itl_error=_grid(cal.itl_error, CAL_STEP))
+                              itl_error=_grid_up(cal.itl_error, ERROR_STEP) if error else DEFAULT_ITL_ERROR)
 
 
 def _signature(workload: Workload) -> Workload:
@@ -453,13 +467,17 @@ def _itl_error(cal: models.Calibration, ratio: float) -> dict[str, float | int |
     The noise is the EWMA of each cycle's squared log deviation from the scale it found (the first cycle's sets
     it); the scale's error then follows the EWMA's own variance recursion, (1 - a)^2 x error^2 + a^2 x noise, from
     the prior's error: it tends to noise x a / (2 - a), a third of the noise's deviation at a = 0.2. Cycles 3%
-    apart, the first five: 2.16% (prior) -> 1.83 -> 1.58 -> 1.39 -> 1.27 -> 1.17%, then 1.0% for good. A model off
-    by 10% whose first cycle says so: noise (log 1.1)^2, error sqrt(0.8^2 x 2.16^2 + 0.2^2 x 9.5^2) = 2.6%.
+    apart, the first five: 2.15% (prior) -> 1.83 -> 1.58 -> 1.40 -> 1.27 -> 1.18%, then 1.0% for good. A model off
+    by 10% whose first cycle says so: noise (log 1.1)^2, error sqrt(0.8^2 x 2.15^2 + 0.2^2 x 9.5^2) = 2.6%.
     """
-    deviation = math.log(max(ratio, 1e-9) / cal.itl_scale) ** 2
+    if not math.isfinite(ratio) or ratio <= 0:
+        return {}
+    # Held to the limits the scale itself is (a 10x reading moves the scale no further than 3x either).
+    ratio = min(SCALE_LIMITS[1], max(SCALE_LIMITS[0], ratio))
+    deviation = math.log(ratio / cal.itl_scale) ** 2
     noise = deviation if cal.itl_noise is None else _ewma(cal.itl_noise, deviation, ALPHA)
     error = math.sqrt((1 - ALPHA) ** 2 * cal.itl_error ** 2 + ALPHA ** 2 * noise)
-    return {"itl_noise": min(noise, 100.0), "itl_error": min(error, 10.0)}
+    return {"itl_noise": min(noise, NOISE_LIMIT), "itl_error": min(error, ITL_ERROR_LIMIT)}
 
 
 def running_context(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload,
@@ -536,6 +554,10 @@ ALPHA = 0.2
 MEANS = models.Calibration(itl_tail=1.0, ttft_tail=1.0)
 # A measured scale outside 0.3x..3x the physics means the model does not describe this server at all.
 SCALE_LIMITS = (0.3, 3.0)
+# The bounds of the status fields the ITL error and noise are written to (models.Calibration).
+ITL_ERROR_LIMIT = models.Calibration.model_fields["itl_error"].metadata[-1].le
+NOISE_LIMIT = models.Calibration.model_fields["itl_noise"].metadata[-1].le
+DEFAULT_ITL_ERROR = models.Calibration.model_fields["itl_error"].default
 
 
 def _ewma(old: float, new: float, alpha: float) -> float:

@@ -744,7 +744,7 @@ class Calibration(Base):
         default=2.0, ge=1, description="TTFT at the SLO percentile / its mean (prompt lengths vary a lot)."
     )
     itl_error: float = pydantic.Field(
-        default=0.0216, ge=0, le=10, description="Relative standard error of itlScale: the prior's ITL error "
+        default=0.0215, ge=0, le=10, description="Relative standard error of itlScale: the prior's ITL error "
         "against measured hardware before any measurement, then shrinking with consistent measurements. A knee "
         "searched for a cap keeps 1.65 of it (one-sided 95%) from the ITL objective.")
     itl_noise: float | None = pydantic.Field(

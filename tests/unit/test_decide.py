@@ -1483,10 +1483,10 @@ def test_a_fleet_capped_far_above_its_knee_is_sized_to_keep_its_batches_under_th
     tuned = next(c for c in w.status.conditions if c.type == "Tuned")
     assert tuned.reason == "TuningOff"
     assert re.search(r"sized to keep each batch at the knee under maxBatchSize 1024, \d+ running", tuned.message)
-    # A cap at the knee is sized at its full batch, as before.
+    # A cap at the knee is sized at its full batch (judged with the margin the knee under a cap keeps), as before.
     at_knee = under.knobs
     assert knee.serving_point(spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS) == knee.predict(
-        spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS)
+        spec, at_knee, knee.PRIOR_WORKLOAD, knee.MEANS, margin=knee.MARGIN)
 
 
 def test_the_sized_capacity_moves_smoothly_as_the_cap_rises_past_its_knee() -> None:
@@ -1499,8 +1499,10 @@ def test_the_sized_capacity_moves_smoothly_as_the_cap_rises_past_its_knee() -> N
     k = at_knee.knobs.max_batch_size
     # The knee as a cap of its own (the full batch, predicted on the exact shape; `held` reads the shape on the
     # search's 5% grid, 2% apart here, so on the exact shape the knee may be a request or two higher).
+    # Judged with the margin the knee under a cap keeps (serving_point's), not a cap's measured one: with that, a
+    # cap of 55 was sized at its full batch and one of 56 at its knee of 51 under 5%, 6% less (70B FP8, 2 x H100).
     while knee.predict(spec, ENGINE_DEFAULT.model_copy(update={"max_batch_size": k + 1}), knee.PRIOR_WORKLOAD,
-                       knee.MEANS).feasible:
+                       knee.MEANS, margin=knee.MARGIN).feasible:
         k += 1
     ref = knee.serving_point(spec, ENGINE_DEFAULT.model_copy(update={"max_batch_size": k}), knee.PRIOR_WORKLOAD,
                              knee.MEANS)
@@ -1513,9 +1515,11 @@ def test_the_sized_capacity_moves_smoothly_as_the_cap_rises_past_its_knee() -> N
     # Just above the knee the full batch misses (the knee is the largest batch that meets the SLO) and the knee
     # under the cap sizes it.
     above = ENGINE_DEFAULT.model_copy(update={"max_batch_size": k + 1})
-    assert not knee.predict(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS).feasible
-    assert knee.serving_point(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS).knobs.max_batch_size == \
-        at_knee.knobs.max_batch_size
+    assert not knee.predict(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS, margin=knee.MARGIN).feasible
+    just_above = knee.serving_point(spec, above, knee.PRIOR_WORKLOAD, knee.MEANS)
+    assert just_above.knobs.max_batch_size == at_knee.knobs.max_batch_size
+    # ... within what the search's 5% shape grid moves a knee by (a request or two): no step down at the knee.
+    assert just_above.requests_per_s >= 0.95 * ref.requests_per_s
 
 
 @pytest.mark.parametrize("beyond", [True, False])

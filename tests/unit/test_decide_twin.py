@@ -55,6 +55,13 @@ def test_a_batch_pinned_by_the_tuning_bounds_is_sized_at_its_knee_not_its_full_b
     assert auto.slo_attainment >= 0.95, auto.slo_attainment
     assert auto.restarts == 0
     assert (auto.slo_attainment, auto.gpu_hours) == (off.slo_attainment, off.gpu_hours)
+    # With the KV dtype left to it, the one change auto may make is FP8 at the pinned cap, and it holds the SLO.
+    s = scenario.parse({**DECODE_HEAVY, "name": "decode-heavy-pinned-batch",
+                        "tuning": {"maxBatchSize": {"min": 256, "max": 256}}})
+    free = simulate.run_policy(policies.Context(s, scenario.arrivals(s)), "infertune")
+    assert free.slo_attainment >= 0.95, free.slo_attainment
+    changes = [message for _, reason, message in free.events if reason == "TuningChanged"]
+    assert free.restarts <= 1 and all("maxBatchSize 256 -> 256, KV default -> fp8" in m for m in changes), changes
 
 
 # 70B FP8 on one H100, chat at 8 req/s, behind a plain Service: kube-proxy picks a pod at random for each request.
