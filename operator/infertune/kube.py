@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from typing import Any, Protocol
 
+import pydantic
 from kubernetes.aio import client as kclient
 from kubernetes.aio import config as kconfig
 
@@ -320,14 +322,45 @@ def pod_facts(pod: dict[str, Any]) -> observation.PodFacts | None:
 
 
 def parse_status(raw: Any) -> models.InferenceDeploymentStatus:
-    """The previous status, tolerating fields written by other versions (unknown keys are ignored)."""
+    """The previous status, tolerating fields written by other versions (unknown keys are ignored at every depth:
+    an operator rolled back one version reads `status.knee.calibration.itlError`, which it never wrote, and keeps
+    the rest of its knee rather than start from a blank status)."""
     if not isinstance(raw, dict):
         return models.InferenceDeploymentStatus()
-    known = set(models.InferenceDeploymentStatus.model_fields) | {
-        f.alias for f in models.InferenceDeploymentStatus.model_fields.values() if f.alias
-    }
     try:
-        return models.InferenceDeploymentStatus.model_validate({k: v for k, v in raw.items() if k in known})
+        return models.InferenceDeploymentStatus.model_validate(_known(models.InferenceDeploymentStatus, raw))
     except ValueError:
         # A hand-edited or corrupt status must not wedge the operator: start from a blank one.
         return models.InferenceDeploymentStatus()
+
+
+def _known(model: type[pydantic.BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with only the keys `model` has (by name or alias), the same done inside each nested model, list and
+    tuple of models; values of other types are left for validation to judge."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        for key in (field.alias, name):
+            if key is not None and key in raw:
+                out[key] = _known_value(field.annotation, raw[key])
+                break
+    return out
+
+
+def _known_value(annotation: Any, value: Any) -> Any:
+    nested = [a for a in _flat(annotation) if isinstance(a, type) and issubclass(a, pydantic.BaseModel)]
+    if len(nested) != 1:
+        return value  # not a model (or ambiguous): validation judges it as it stands
+    if isinstance(value, dict):
+        return _known(nested[0], value)
+    if isinstance(value, list):
+        return [_known(nested[0], v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+def _flat(annotation: Any) -> list[Any]:
+    """The types an annotation names: X | None, list[X] and tuple[X, ...] give X (a mapping is left whole: its keys
+    are data, not fields)."""
+    args = typing.get_args(annotation)
+    if not args or typing.get_origin(annotation) is dict:
+        return [annotation]
+    return [t for a in args for t in _flat(a)]

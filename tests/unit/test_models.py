@@ -300,3 +300,19 @@ def test_a_bad_scale_down_ask_names_its_field(ask: dict[str, Any], field: str) -
     with pytest.raises(pydantic.ValidationError) as e:
         models.DemandStatus.model_validate({"rate": 8.0, "asks": [good, ask]})
     assert f"asks.1.{field}" in str(e.value)
+
+
+def test_a_status_written_by_a_newer_version_keeps_what_this_one_knows_at_every_depth() -> None:
+    # An operator rolled back one version reads fields it never wrote, nested as well as at the top: it keeps the
+    # rest (its knee, its calibration, its scale-down window) rather than start from a blank status.
+    raw = {"observedGeneration": 3, "fromTheFuture": 1,
+           "knee": {"maxBatchSize": 8, "goodput": 100.0, "basis": "measured", "confidence": 0.5, "newField": 2,
+                    "calibration": {"itlScale": 1.2, "samples": 40, "someNewError": 0.5}},
+           "demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z", "replicas": 3, "why": "new"}]}}
+    status = kube.parse_status(raw)
+    assert status.observed_generation == 3
+    assert status.knee is not None and status.knee.max_batch_size == 8
+    assert status.knee.calibration.itl_scale == 1.2 and status.knee.calibration.samples == 40
+    assert status.demand is not None and status.demand.asks == (models.Ask(at="2026-01-01T00:00:38Z", replicas=3),)
+    # A known field with a bad value still reads as a blank status, as before.
+    assert kube.parse_status({**raw, "knee": {**raw["knee"], "maxBatchSize": -1}}) == models.InferenceDeploymentStatus()
