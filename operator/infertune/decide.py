@@ -267,6 +267,8 @@ class _Seen:
     cal: models.Calibration
     cold: float
     spread: perfmodel.PrefillSpread  # the prompts' prefill spread as measured (reported, not planned with)
+    running: models.Knobs  # the knobs the serving configuration's pods run
+    points: list[observation.PodMetrics]  # those pods' metrics (every serving pod's before any configuration)
 
     @property
     def spec(self) -> models.InferenceDeploymentSpec:
@@ -385,15 +387,17 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     # --- calibrate on the pods of the configuration that serves -----------------------------------
     # The latencies measured in the window are compared with the model at the window's own request shape.
     cal = prev.knee.calibration if prev.knee is not None else models.Calibration()
-    serving_rev = config.revision if config is not None else None
+    # The pods of the configuration that serves and the knobs they run (during a rollout `current` is the target's).
+    running = _knobs(config) or current
+    points = [pm[p.name] for p in serving_pods
+              if (config is None or p.revision == config.revision) and p.name in pm]
     context = remembered.context_tokens if remembered is not None else None
     if health.ok and config is not None:
-        points = [pm[p.name] for p in serving_pods if p.revision == serving_rev and p.name in pm]
-        context = knee.running_context(spec, _knobs(config) or current, workload, points, old=context)
+        context = knee.running_context(spec, running, workload, points, old=context)
         if workload is not knee.PRIOR_WORKLOAD:
             workload = dataclasses.replace(workload, context=context)
         if measured_workload:
-            cal = knee.calibrate(cal, spec, _knobs(config) or current, workload, points)
+            cal = knee.calibrate(cal, spec, running, workload, points)
     cold = _cold_start(spec, obs)
     last = timestamps.seconds(prev.demand.updated) if prev.demand is not None else None
     if measured is not None:
@@ -402,7 +406,7 @@ def _observe(obs: observation.Observation, now: datetime.datetime) -> _Seen:
     return _Seen(obs=obs, now=now, runtime=runtime, initial=initial, initial_why=initial_why, current=current,
                  forced=forced, health=health, live=live, serving_pods=serving_pods, pm=pm, garbage=garbage,
                  measured_pods=measured_pods, served=served, measured_workload=measured_workload, workload=workload,
-                 cal=cal, cold=cold, spread=spread)
+                 cal=cal, cold=cold, spread=spread, running=running, points=points)
 
 
 def _smoothed(remembered: models.KneeStatus | None, window: knee.Workload, *, dt: float,
@@ -448,11 +452,8 @@ def _plan_knobs(s: _Seen) -> _Plan:
     preempting = any((m.preemptions_per_s or 0) > 0 for m in served)
     # A full cache is read pod by pod, as preemptions are (an average of one full pod and one at 95% is not full),
     # at the knobs those pods run: during a rollout `current` is the target's, whose cache may be twice the size.
-    config = prev.config
-    running = _knobs(config) or current
-    full = any(m.kv_usage is not None and knee.kv_full(spec, running, workload, m.kv_usage)
-               for p in s.serving_pods if config is None or p.revision == config.revision
-               if (m := s.pm.get(p.name)) is not None)
+    full_from = knee.kv_full_from(spec, s.running, workload)
+    full = any(m.kv_usage is not None and knee.is_full(m.kv_usage, full_from) for m in s.points)
     # KV-limited: FP8's doubled capacity lets the knee grow (the default knee stops where the KV cache fills
     # and requests queue for blocks), or the running pods already fill their cache or preempt.
     kv_limited = (knee_fp8 is not None and knee_fp8.knobs.max_batch_size > knee_default.knobs.max_batch_size * 1.1) \

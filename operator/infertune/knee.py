@@ -154,11 +154,20 @@ def kv_full(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload:
     (vLLM's scheduler; the twin's). 70B FP8 on 2 x H100 at the default KV cache holds 232,896 tokens; at 1,100
     tokens a request it is full from 99.5% in use. The fixed 90% this replaced fired at the batch kv_fits plans
     for: 190 running fill that cache to 90.4% on average, with room for 20 more."""
+    return is_full(usage, kv_full_from(spec, knobs, workload))
+
+
+def kv_full_from(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload) -> float:
+    """The KV usage past which a cache has no room for one more running request (kv_full), asked once for many
+    pods: 1 - (1,100 + 8) / 232,896 = 99.5% for chat on 70B FP8 over 2 x H100; infinite for a cache of no tokens."""
     c = perfmodel.coefficients(replica.of(spec, knobs, prefix_cache_hit_rate=workload.prefix_hit_rate))
     tokens = c.kv_blocks * c.block_size
-    if tokens <= 0 or not math.isfinite(usage):
-        return False
-    return (1.0 - usage) * tokens < workload.held + c.block_size / 2.0
+    return 1.0 - (workload.held + c.block_size / 2.0) / tokens if tokens > 0 else math.inf
+
+
+def is_full(usage: float, full_from: float) -> bool:
+    """Whether a KV usage reading is past `full_from` (kv_full_from); a reading that is not a number is not."""
+    return math.isfinite(usage) and usage > full_from
 
 
 def batch_that_fits(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Workload) -> int:
@@ -416,6 +425,7 @@ def calibrate(
 
     used = 0
     fullest = cal.max_occupancy
+    full_from = kv_full_from(spec, knobs, workload)
     for m in points:
         if not m.requests_per_s or m.running is None or m.running < 0.5:
             continue
@@ -428,7 +438,7 @@ def calibrate(
         # their per-request ITL at 65-100 ms against the 59 ms it kept predicting (docs/validation.md, g23).
         waiting = m.waiting or 0.0
         burst = waiting > m.requests_per_s * spec.slo.ttft
-        full = m.kv_usage is not None and kv_full(spec, knobs, workload, m.kv_usage)
+        full = m.kv_usage is not None and is_full(m.kv_usage, full_from)
         if burst or (m.preemptions_per_s or 0) > 0 or full:
             continue
         # The uncalibrated physics' means at the pod's own occupancy (no tails): the ITL weighted by the tokens

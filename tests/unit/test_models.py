@@ -270,6 +270,11 @@ def test_specs_are_frozen() -> None:
     {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z", "replicas": -1}]}},
     {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z"}]}},
     {"demand": {"rate": 8.0, "asks": [{"at": "2026-01-01T00:00:38Z", "replicas": 3}] * 19}},
+    # The ITL calibration's error and noise (the margin a cap's knee keeps): negative, past the bounds, not numbers.
+    *({"knee": {"maxBatchSize": 8, "goodput": 100.0, "basis": "measured", "confidence": 0.5,
+                "calibration": {field: value}}}
+      for field, value in [("itlError", -0.01), ("itlError", 11), ("itlError", "wide"), ("itlNoise", -1),
+                           ("itlNoise", 101), ("itlNoise", "loud")]),
 ])
 def test_a_corrupt_new_status_field_starts_from_a_blank_status_instead_of_wedging(bad: dict[str, Any]) -> None:
     # The fields this operator version added, hand-edited to nonsense: the status is read as blank (the next
