@@ -180,3 +180,20 @@ def test_the_wait_budget_leaves_out_the_closed_loop_queue_the_replica_count_size
     assert budget.at(1.0) == pytest.approx(2.0 * (1 - knee.MARGIN) - light.ttft_p)
     assert budget.at(0.0) == pytest.approx(2.0 * (1 - knee.MARGIN) - light.prefill_p)
     assert budget.at(0.0) > budget.at(0.5) > budget.at(1.0)
+
+
+def test_equal_cache_keys_share_one_object_so_a_full_cache_holds_one_spec_per_resource() -> None:
+    # Each call builds its keys anew (a spec copy without its template, the calibration on its grid); a cache of
+    # 4,096 searches held 4,096 spec copies where one per resource is equal to all of its others.
+    spec, twin = spec_of(), spec_of()
+    assert spec == twin and spec is not twin
+    cal = models.Calibration(itl_scale=1.31, itl_tail=1.07)
+    knee.search(spec, knee.Workload(isl=ISL, osl=OSL), cal, kv=models.KvDtype.DEFAULT)
+    knee.search(twin, knee.Workload(isl=3 * ISL, osl=OSL), cal.model_copy(update={"samples": 40}),
+                kv=models.KvDtype.DEFAULT)
+    first = knee._shared(spec.model_copy(update={"template": None}))
+    assert knee._shared(twin.model_copy(update={"template": None})) is first
+    assert knee._shared(knee._signed(cal.model_copy(update={"samples": 7}))) is knee._shared(knee._signed(cal))
+    # Unequal keys stay apart: interning never answers for another spec.
+    other = spec_of(**{"slo.itl": "35ms"})
+    assert knee._shared(other.model_copy(update={"template": None})) is not first
