@@ -190,10 +190,10 @@ SEARCH_CACHE = 4096
 
 # The caches' keys are built anew every call (a spec copy without its template, the calibration and the request
 # shape on their grids), so each entry held its own copy of what other entries hold equal ones of: with both
-# caches full (4,096 searches of two KV dtypes and 4,096 knees under a cap over 1,000 resources of one spec),
-# 28.6 MiB, 20 of it spec copies and calibrations (tracemalloc, 2026-12-06). Interned, equal keys share the one
-# object seen first (a spec is shared by every entry of its resource, a calibration cell by every budget and
-# dtype searched on it). Bounded like the caches whose keys it holds, and as cheap as one more hash.
+# caches full (4,096 searches of two KV dtypes and 4,096 knees under a cap over 1,000 resources of one spec, 100
+# calibration cells), 28.3 MiB; interned, 11.9 MiB (tracemalloc, 2026-12-06, docs/scale.md). Interned, equal
+# keys share the one object seen first (a spec is shared by every entry of its resource, a calibration cell by
+# every budget and dtype searched on it). Bounded like the caches whose keys it holds, and as cheap as one more hash.
 _INTERNED = 3 * SEARCH_CACHE
 
 
@@ -205,6 +205,12 @@ def _interned(key: Any) -> Any:
 def _shared(key: _Key) -> _Key:
     """The one object interned for keys equal to `key` (a cache key built anew is dropped after the call)."""
     return cast("_Key", _interned(key))
+
+
+def _planning_spec(spec: models.InferenceDeploymentSpec) -> models.InferenceDeploymentSpec:
+    """The spec as the caches key it: without the pod template (its labels and annotations are unhashable dicts
+    and play no part in the frontier), interned."""
+    return _shared(spec.model_copy(update={"template": None}))
 
 
 def search(
@@ -221,7 +227,7 @@ def search(
     # its inputs: the four ratios on a 2.5% grid and the request shape on a 5% one (planning error at most half
     # a step, well inside the 5% margin the predictions keep from the SLO). A cycle with traffic cost 6.5 ms
     # of which the search over six budgets was three quarters; on the signature, 2.2 on average (docs/scale.md).
-    return _search(_shared(spec.model_copy(update={"template": None})), _shared(_signature(workload)),
+    return _search(_planning_spec(spec), _shared(_signature(workload)),
                    _shared(_signed(cal)), kv=kv, ceiling=ceiling)
 
 
@@ -238,7 +244,7 @@ def held(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload: Wo
     A cap far above the knee does not queue what comes beyond the knee: every running request slows instead.
     Sized to keep its occupancy at or under the knee, such a replica serves what one capped at that knee does
     (the same Erlang sizing); that is what it is worth before a restart to the knee. Cached like `search`."""
-    return _held(_shared(spec.model_copy(update={"template": None})), _shared(_signature(workload)),
+    return _held(_planning_spec(spec), _shared(_signature(workload)),
                  _shared(_signed(cal, error=False)), knobs)
 
 
