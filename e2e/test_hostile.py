@@ -98,6 +98,8 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
      "tuning.minChangeInterval must be at most 720h"),
     ("scale-down delay over a day", {"scaling.scaleDownDelay": "1441m"}, "cel",
      "scaling.scaleDownDelay must be at most 24h"),
+    ("scale-down delay neither auto nor a duration", {"scaling.scaleDownDelay": "sometimes"}, "schema",
+     'spec.scaling.scaleDownDelay: Invalid value: "sometimes"'),
     ("cold start over a day", {"scaling.coldStart": "25h"}, "cel", "scaling.coldStart must be at most 24h"),
     ("image without a tag after the colon", {"engine.image": "vllm/vllm-openai:"}, "schema",
      'spec.engine.image: Invalid value: "vllm/vllm-openai:"'),
@@ -179,6 +181,14 @@ def test_the_api_server_refuses(k8s: e2e_cluster.Kube, operator: OperatorProcess
     out = k8s.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
     assert text in out, out
     assert "created (server dry run)" not in out
+
+
+def test_auto_durations_pass_the_api_server(k8s: e2e_cluster.Kube, operator: OperatorProcess, ns: str) -> None:
+    # The CEL bounds read durations; `auto` is none, and a rule that parsed it anyway would refuse every resource
+    # that writes it.
+    body = resource("auto", ns, {"scaling.coldStart": "auto", "scaling.scaleDownDelay": "auto"})
+    out = k8s.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(body), check=False)
+    assert "created (server dry run)" in out, out
 
 
 def test_the_operator_refuses_what_the_schema_cannot_know(k8s: e2e_cluster.Kube, operator: OperatorProcess,

@@ -51,7 +51,7 @@ CEL_RULES: tuple[tuple[tuple[str, ...], str, str], ...] = (
      f"duration('{models.format_duration(models.MAX_DRAIN)}')",
      f"scaling.drainTimeout must be at most {models.format_duration(models.MAX_DRAIN)}"),
     (("spec", "scaling"),
-     f"!has(self.scaleDownDelay) || duration(self.scaleDownDelay) <= "
+     f"!has(self.scaleDownDelay) || self.scaleDownDelay == 'auto' || duration(self.scaleDownDelay) <= "
      f"duration('{models.format_duration(models.MAX_SCALE_DOWN_DELAY)}')",
      f"scaling.scaleDownDelay must be at most {models.format_duration(models.MAX_SCALE_DOWN_DELAY)}"),
     (("spec",),

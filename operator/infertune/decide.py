@@ -776,7 +776,7 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
         # Garbage that comes and goes (a NaN every other cycle) is one spell, not a new one each time: it ends
         # once a pending scale-down has had a whole scaleDownDelay of clean metrics, or none is pending.
         pending = timestamps.seconds(demand.below_since)
-        if pending is None or t - pending >= spec.scaling.scale_down_delay:
+        if pending is None or t - pending >= scaling.scale_down_delay(spec.scaling, cold=s.cold):
             demand = demand.model_copy(update={"garbage_since": None})
     # At most one scale-up step per cycle (scaling.step_limit): a lie told once costs a step, not the fleet.
     serving_n, standby_n, limited = scaling.limit_step(

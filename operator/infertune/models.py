@@ -32,7 +32,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 # it; `9999999999999999h` cannot be written at all. Each field then has its own upper bound (MAX_* below).
 DURATION_PATTERN = r"^([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+$"
 _DURATION_FULL = re.compile(DURATION_PATTERN)
-COLD_START_PATTERN = r"^(auto|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$"
+AUTO_DURATION_PATTERN = r"^(auto|([0-9]{1,5}(\.[0-9]{1,9})?(ms|s|m|h))+)$"
 DURATION_HINT = "a duration with a unit, such as 1500ms, 1.5s, 5m or 1h30m"
 
 
@@ -105,16 +105,22 @@ Duration = Annotated[
 ]
 
 
-def _cold_start(value: object) -> float | None:
-    return None if value in ("auto", None) else _positive_duration(value)
+def _auto_duration(value: object) -> float | None:
+    if value in ("auto", None):
+        return None
+    try:
+        return _positive_duration(value)
+    except ValueError as e:
+        raise ValueError(f"expected auto or {str(e).removeprefix('expected ')}") from None
 
 
-# `auto` (None: measure it) or a fixed duration.
-ColdStart = Annotated[
+# `auto` (None: the operator works it out: coldStart measures it, scaleDownDelay follows the cold start) or a
+# fixed duration.
+AutoDuration = Annotated[
     float | None,
-    pydantic.BeforeValidator(_cold_start),
+    pydantic.BeforeValidator(_auto_duration),
     pydantic.PlainSerializer(lambda s: "auto" if s is None else format_duration(s), return_type=str),
-    pydantic.WithJsonSchema({"type": "string", "pattern": COLD_START_PATTERN, "maxLength": 32}),
+    pydantic.WithJsonSchema({"type": "string", "pattern": AUTO_DURATION_PATTERN, "maxLength": 32}),
 ]
 
 # Kubernetes name and label syntax (RFC 1123), used to keep hostile strings out of manifests.
@@ -477,7 +483,7 @@ class ScalingSpec(Base):
         default_factory=StandbySpec,
         description="Pre-warmed replicas: Ready with the model loaded, not serving, promoted in seconds.",
     )
-    cold_start: Annotated[ColdStart, _at_most(MAX_COLD_START)] = pydantic.Field(
+    cold_start: Annotated[AutoDuration, _at_most(MAX_COLD_START)] = pydantic.Field(
         default=None,
         description="Time from pod creation to Ready; auto measures it from recent pods (at most 24h).",
     )
@@ -486,9 +492,11 @@ class ScalingSpec(Base):
         description="Longest wait for in-flight requests when a pod stops serving; sizes the grace period "
         "(at most 24h).",
     )
-    scale_down_delay: Annotated[Duration, _at_most(MAX_SCALE_DOWN_DELAY)] = pydantic.Field(
-        default="5m", validate_default=True,
-        description="Demand must stay low this long before serving replicas are removed (at most 24h)."
+    scale_down_delay: Annotated[AutoDuration, _at_most(MAX_SCALE_DOWN_DELAY)] = pydantic.Field(
+        default=None,
+        description="Demand must stay low this long before serving replicas are removed (at most 24h); auto: "
+        "the longer of 5m and the cold start, so a replica is not released for less time than it takes to get "
+        "it back.",
     )
     routing: Routing = pydantic.Field(
         default=Routing.LEAST_OUTSTANDING,

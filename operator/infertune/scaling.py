@@ -38,6 +38,9 @@ DRAIN_SECONDS = 60.0
 # 15 s by default (--interval). From 1 pod: 5; from 10: 20; a need that persists doubles the fleet every cycle.
 STEP_FACTOR = 2
 STEP_PODS = 4
+# The HPA's default scale-down stabilization window (behavior.scaleDown.stabilizationWindowSeconds, same page):
+# the least scaleDownDelay (auto) waits, however short the cold start.
+HPA_STABILIZATION = 300.0
 
 
 def step_limit(pods: int) -> int:
@@ -262,7 +265,8 @@ def targets(
     budget = queueing.budget_at(wait_budget, expected / (max(need, 1) * capacity) if capacity > 0 else 1.0)
     why = (f"forecast {expected:.2f} req/s over {lead:.0f} s at {capacity:.2f} req/s and {slots:.0f} slots "
            f"per replica (queueing beyond {budget:.2f} s for under {miss:.1%})")
-    asks = remember_ask(demand.asks, need, now=now, window=spec.scale_down_delay)
+    delay = scale_down_delay(spec, cold=lead)
+    asks = remember_ask(demand.asks, need, now=now, window=delay)
     if need >= current:
         return Targets(need, pool(need), None, f"{why} -> {need}", floor=spec.standby.min, asks=asks)
     since = timestamps.seconds(demand.below_since)
@@ -279,7 +283,7 @@ def targets(
                        f"of {spec.standby.min}")
         return Targets(serving, sb, demand.below_since, reason, floor=floor(serving, settled=settled), asks=asks)
 
-    if now.timestamp() - since < spec.scale_down_delay:
+    if now.timestamp() - since < delay:
         return held(current, f"{why} -> {need}; below since {demand.below_since}, waiting scaleDownDelay")
     # After the delay, down to the most asked for within it, not to this cycle's ask: the Kubernetes HPA's
     # scale-down stabilization window (behavior.scaleDown.stabilizationWindowSeconds, 300 s by default) takes
@@ -290,7 +294,26 @@ def targets(
     most = min(current, max(a.replicas for a in asks))
     if most >= current:
         return held(current, f"{why} -> {need}; {most} asked for within scaleDownDelay")
-    return held(most, f"{why} -> {need}; {most}, the most asked for within {spec.scale_down_delay:.0f} s")
+    return held(most, f"{why} -> {need}; {most}, the most asked for within {delay:.0f} s")
+
+
+def scale_down_delay(spec: models.ScalingSpec, *, cold: float) -> float:
+    """How long the need must stay below the serving replicas before they come down: the user's scaleDownDelay,
+    or (auto) the longer of the HPA's default stabilization window and the cold start.
+
+    A replica released and needed again within a cold start costs its GPUs for a whole cold start while it loads
+    again, and the demand waits meanwhile; kept idle instead, it costs them for as long as it waits. Keeping it for
+    as long as getting it back would cost is the break-even rule of the ski-rental problem (Karlin, Manasse,
+    Rudolph and Sleator, 1988): whatever comes next, within twice the GPU time of knowing the future, and no
+    replica is ever short for a cold start by its own release. 405B on 8 x H200 at a 600 s cold start, 6 replicas
+    serving 8 req/s where 3 would do: released at 300 s, a 3x spike at 480 s met 3 replicas and the 9 started for
+    it were Ready after it had passed (attainment 0.49 at 46.5 GPU-h); kept for 600 s, the 6 served the spike
+    (1.00 at 47.6 GPU-h; the GPU-hours are a knob change's rollout in the spike, see docs/concepts.md). The HPA's
+    300 s stays the least: it smooths asks that are noise (see `targets`).
+    """
+    if spec.scale_down_delay is not None:
+        return spec.scale_down_delay
+    return max(HPA_STABILIZATION, cold)
 
 
 def remember_ask(asks: Sequence[models.Ask], need: int, *, now: datetime.datetime,

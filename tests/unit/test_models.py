@@ -31,6 +31,7 @@ def test_base_spec_defaults() -> None:
     assert spec.tuning.mode is models.TuningMode.AUTO
     assert spec.tuning.min_change_interval == 600
     assert spec.scaling.cold_start is None  # auto: measured
+    assert spec.scaling.scale_down_delay is None  # auto: the longer of 5m and the cold start
     assert spec.engine.port == 8000
 
 
@@ -148,6 +149,10 @@ INVALID = [
     ("cold start over a day", {"scaling.coldStart": "99999h"}, "spec.scaling.coldStart", "at most 24h"),
     ("scale-down delay over a day", {"scaling.scaleDownDelay": "90000m"}, "spec.scaling.scaleDownDelay",
      "at most 24h"),
+    ("scale-down delay neither auto nor a duration", {"scaling.scaleDownDelay": "autoo"},
+     "spec.scaling.scaleDownDelay", "expected auto or a duration with a unit"),
+    ("scale-down delay zero", {"scaling.scaleDownDelay": "0s"}, "spec.scaling.scaleDownDelay",
+     "must be longer than zero"),
     ("routing not known", {"scaling.routing": "round-robin"}, "spec.scaling.routing", "least-outstanding"),
     ("image without a tag after the colon", {"engine.image": "vllm/vllm-openai:"}, "spec.engine.image", "pattern"),
     ("image with upper-case path", {"engine.image": "Vllm/vllm-openai:v1"}, "spec.engine.image", "pattern"),

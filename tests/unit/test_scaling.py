@@ -345,7 +345,7 @@ def test_a_scale_down_goes_to_the_most_asked_for_within_the_delay_not_to_the_las
     # a minute make the demand that noisy). Before, the fleet dropped to whatever the cycle after the 300 s delay
     # asked for (2, 3 or 7); the HPA's stabilization window takes the highest ask within it: 8 while the 8 is in
     # the window, then 7, never 2 or 3.
-    assert SPEC.scale_down_delay == 300
+    assert SPEC.scale_down_delay is None and scaling.scale_down_delay(SPEC, cold=60.0) == 300
     demand = models.DemandStatus(updated="2026-01-01T00:00:00Z")
     rates = {8: 60.0, 3: 20.0, 7: 52.0, 2: 12.0}
     assert {r: _targets(x, 0.0).serving for r, x in rates.items()} == {8: 8, 3: 3, 7: 7, 2: 2}
@@ -407,3 +407,32 @@ def test_the_queue_grows_by_arrivals_only_as_far_as_the_requests_in_flight_do() 
     # The first cycle (nothing before it) and a cycle over no time.
     assert scaling.queue_growth(250.0, 1850.0, last=None, dt=0.0) == 0.0
     assert scaling.queue_growth(250.0, 1850.0, last=last, dt=0.0) == 0.0
+
+
+def test_auto_scale_down_delay_is_the_longer_of_the_hpa_window_and_the_cold_start() -> None:
+    # auto: a replica is kept as long as getting it back would take (the ski-rental break-even), and never less
+    # than the HPA's 300 s window; a delay the user wrote is theirs, shorter than the cold start or not.
+    assert scaling.scale_down_delay(SPEC, cold=60.0) == 300
+    assert scaling.scale_down_delay(SPEC, cold=600.0) == 600
+    own = models.ScalingSpec.model_validate({"maxReplicas": 16, "scaleDownDelay": "2m"})
+    assert scaling.scale_down_delay(own, cold=600.0) == 120
+
+
+def test_a_replica_is_not_released_before_it_has_been_unneeded_for_a_cold_start() -> None:
+    # 405B on 8 x H200 at a 600 s cold start (the grid's g14): 6 replicas serve a load 3 would carry. At the
+    # HPA's 300 s they went at 315 s, and a 3x spike at 480 s met 3 replicas while the pods started for it loaded
+    # until after it. Held for the cold start, the 6 are there; the scale-down comes once 600 s have passed.
+    demand = models.DemandStatus(rate=16.0, trend=0.0, error=0.0, updated="2026-01-01T00:00:00Z")
+
+    def at(below: float, spec: models.ScalingSpec = SPEC) -> scaling.Targets:
+        d = demand.model_copy(update={"below_since": (NOW - datetime.timedelta(seconds=below)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")})
+        return scaling.targets(spec, d, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=6,
+                               lead=600.0, now=NOW, window=60.0)
+
+    assert at(400.0).serving == 6 and "waiting scaleDownDelay" in at(400.0).reason
+    assert at(610.0).serving == 3
+    # The user's own delay still rules: 5m written is 5m kept.
+    five = models.ScalingSpec.model_validate({"maxReplicas": 16, "standby": {"min": 0, "max": 4},
+                                              "scaleDownDelay": "5m"})
+    assert at(400.0, five).serving == 3
