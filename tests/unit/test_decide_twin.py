@@ -9,11 +9,12 @@ import pytest
 from infertune.sim import policies, scenario, simulate
 
 # Decode-heavy requests (200 in, 1,500 out on average, a minute or more each) on Llama-3.1-8B BF16 on one L40S at
-# the engine's default maxBatchSize of 256, under tuning.mode auto with a 600 s cold start.
+# the engine's default maxBatchSize of 256, under tuning.mode auto with a 600 s cold start. The scale-down delay is
+# the HPA's 300 s, not auto's 600 s (the cold start), so the 12 minutes show a scale-down before the cold start ends.
 DECODE_HEAVY: dict[str, Any] = {
     "name": "decode-heavy-start", "model": "llama-3.1-8b", "gpu": "l40s", "weights": "bf16", "engine": "vllm",
     "slo": {"ttft": "300ms", "itl": "55ms"}, "coldStart": "10m", "duration": "12m", "seed": 7,
-    "scaling": {"minReplicas": 1, "maxReplicas": 30, "standby": {"min": 0, "max": 4}},
+    "scaling": {"minReplicas": 1, "maxReplicas": 30, "standby": {"min": 0, "max": 4}, "scaleDownDelay": "5m"},
     "workload": {"synthetic": {"arrival": {"pattern": "poisson", "rate": 24},
                                "input": {"mean": 200, "cv": 0.5, "max": 2000},
                                "output": {"mean": 1500, "cv": 0.5, "max": 6000}}},
