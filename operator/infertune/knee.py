@@ -473,7 +473,16 @@ def calibrate(
         # made at the two whole counts around it, the TTFT at the rounded count (one of the two).
         low, high, share = _bracket(spec, knobs, workload, m.running)
         base = high if high is not None and round(m.running) > low.concurrency else low
-        itl = _token_mean(low, high, share, m.running)
+        # Tokens are made only while a request runs, so the ITL is read at the count while busy (the running
+        # average over the busy share), not at the window's average with its idle time in it; arrivals meet the
+        # time average (Poisson arrivals see time averages), so the TTFT keeps it. Mixtral 8x7B on 2 x A100 (grid
+        # g20), a pod at 1.31 running and busy 80% of the window runs 1.64 while busy: read at 1.31, its tokens
+        # (10.5 ms at one running) looked 3-7% slower than the physics, which kept the knee at 3 where 4 holds
+        # the SLO; read at the busy count the scale is 0.99-1.00 with a tenth of the error.
+        busy_run = _busy_count(m, knobs)
+        if busy_run != m.running:
+            low, high, share = _bracket(spec, knobs, workload, busy_run)
+        itl = _token_mean(low, high, share, busy_run)
         w = m.requests_per_s
         if m.itl_mean and itl > 0:
             add("itl_scale", m.itl_mean / itl, w)
@@ -571,6 +580,14 @@ def _bracket(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload
     low = max(1, math.floor(running))
     share = running - low if running > low else 0.0
     return _means(spec, knobs, workload, low), (_means(spec, knobs, workload, low + 1) if share > 0 else None), share
+
+
+def _busy_count(m: observation.PodMetrics, knobs: models.Knobs) -> float:
+    """The requests running while the engine has any (m.running over m.busy), within 1 and the batch cap; the
+    window's average where the busy share is not measured. 1.31 running, busy 0.8: 1.64."""
+    if m.running is None or not m.busy or m.busy <= 0:
+        return m.running or 0.0
+    return min(max(m.running / min(m.busy, 1.0), 1.0, m.running), float(knobs.max_batch_size))
 
 
 def _token_mean(low: perfmodel.OperatingPoint, high: perfmodel.OperatingPoint | None, share: float,

@@ -48,6 +48,8 @@ class PodMetrics(models.Base):
     ttft_mean: float | None = None
     itl_mean: float | None = None
     running: float | None = None
+    # The share of the window with a request running (the engine stepping): tokens are made only then.
+    busy: float | None = None
     waiting: float | None = None
     kv_usage: float | None = None
     preemptions_per_s: float | None = None

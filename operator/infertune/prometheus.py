@@ -44,6 +44,7 @@ class RawPod:
     now: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # latest running/waiting
     rejected: frozenset[metrics.Signal] = frozenset()  # histograms dropped whole as garbage (see parse)
     counts: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # a length histogram's _count
+    busy: Mapping[metrics.Signal, float] = dataclasses.field(default_factory=dict)  # share of the window a gauge > 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +80,12 @@ LENGTH_SIGNALS = (metrics.Signal.PROMPT_LENGTH, metrics.Signal.GENERATION_LENGTH
 # Requests in flight right now (drain detection): the latest sample, not the window's average.
 NOW_SIGNALS = (metrics.Signal.RUNNING, metrics.Signal.WAITING)
 NOW_WINDOW = 30.0
+# The share of the window the engine had a request running (busy_query): its tokens are made only then, so the
+# count that sets their step is the one while busy, not the window's average with the idle time in it.
+BUSY_SIGNALS = (metrics.Signal.RUNNING,)
+# The busy share's subquery steps every 5 s: finer than the 15 s the monitoring manifests scrape at
+# (manifests/monitoring), so each sample counts for the time it stood (three steps of a 15 s scrape).
+BUSY_STEP = 5.0
 # How per-series values of one pod combine: requests add up over engine indexes; ratios average.
 _AGGREGATE = {metrics.Signal.RUNNING: "sum", metrics.Signal.WAITING: "sum"}
 BY = "namespace, pod"
@@ -174,28 +181,30 @@ def now_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], jobs:
     return " or ".join(parts) or None
 
 
+def busy_query(signal: metrics.Signal, dialects: Sequence[metrics.Dialect], window: float,
+               jobs: Jobs = Jobs()) -> str | None:
+    """Per pod, the share of the window its gauge was above zero: the samples of `sum by pod (gauge) > bool 0`
+    averaged over a subquery at BUSY_STEP. A pod running a request in 3 of its 4 samples of a minute: 0.75."""
+    w, step = _window(window), _window(BUSY_STEP)
+    parts = [f'avg_over_time((sum by ({BY}) ({{__name__="{n}"{job}}}) > bool 0)[{w}:{step}])'
+             for n, k, job in _names(signal, dialects, jobs) if k is metrics.Kind.GAUGE]
+    return " or ".join(parts) or None
+
+
 def queries(dialects: Sequence[metrics.Dialect], window: float, *, jobs: Jobs = Jobs()
             ) -> dict[tuple[str, metrics.Signal], str]:
     """The cycle's queries, keyed by (part, signal); their number does not depend on how many pods exist."""
-    out: dict[tuple[str, metrics.Signal], str] = {}
-    for s in HISTOGRAM_SIGNALS:
-        if (q := histogram_query(s, dialects, window, jobs)) is not None:
-            out["buckets", s] = q
-    for s in MEAN_SIGNALS:
-        if (q := sum_query(s, dialects, window, jobs)) is not None:
-            out["sum", s] = q
-    for s in SCALAR_SIGNALS:
-        if (q := scalar_query(s, dialects, window, jobs)) is not None:
-            out["value", s] = q
+    built: list[tuple[str, metrics.Signal, str | None]] = [
+        *(("buckets", s, histogram_query(s, dialects, window, jobs)) for s in HISTOGRAM_SIGNALS),
+        *(("sum", s, sum_query(s, dialects, window, jobs)) for s in MEAN_SIGNALS),
+        *(("value", s, scalar_query(s, dialects, window, jobs)) for s in SCALAR_SIGNALS),
+    ]
     for s in LENGTH_SIGNALS:
-        if (q := sum_query(s, dialects, window, jobs)) is not None:
-            out["sum", s] = q
-        if (q := sum_query(s, dialects, window, jobs, suffix="_count")) is not None:
-            out["count", s] = q
-    for s in NOW_SIGNALS:
-        if (q := now_query(s, dialects, jobs)) is not None:
-            out["now", s] = q
-    return out
+        built += [("sum", s, sum_query(s, dialects, window, jobs)),
+                  ("count", s, sum_query(s, dialects, window, jobs, suffix="_count"))]
+    built += [("now", s, now_query(s, dialects, jobs)) for s in NOW_SIGNALS]
+    built += [("busy", s, busy_query(s, dialects, window, jobs)) for s in BUSY_SIGNALS]
+    return {(part, s): q for part, s, q in built if q is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +231,7 @@ MAX_BUCKETS = 160
 # The most series one pod can honestly answer in a snapshot: every histogram at the bucket cap, plus one series
 # per mean, scalar and in-flight signal (the queries sum by pod, so no more than one each).
 MAX_SERIES = (MAX_BUCKETS * len(HISTOGRAM_SIGNALS) + len(MEAN_SIGNALS) + len(SCALAR_SIGNALS) + len(NOW_SIGNALS)
+              + len(BUSY_SIGNALS)
               + 2 * len(LENGTH_SIGNALS))
 
 
@@ -281,7 +291,8 @@ def _sample_problem(signal: metrics.Signal, part: str, value: float | None, raw:
         return f"{signal.value}: not a finite number ({str(raw)[:64]})"
     if value < 0:
         return f"{signal.value}: negative ({value:g})"
-    limit = {"sum": _sum_limit(signal), "count": OBSERVATIONS_LIMIT}.get(part, _LIMITS.get(signal))
+    # A busy share is a fraction of the window, whatever the gauge it is read from.
+    limit = {"sum": _sum_limit(signal), "count": OBSERVATIONS_LIMIT, "busy": 1.0}.get(part, _LIMITS.get(signal))
     if limit is not None and value > limit * (1.0001 if limit == 1.0 else 1):
         return f"{signal.value}{' now' if part == 'now' else ''}: implausible ({value:g} > {limit:g})"
     return None
@@ -302,6 +313,7 @@ class Fold:
         self._counts: dict[PodKey, dict[metrics.Signal, float]] = {}
         self._values: dict[PodKey, dict[metrics.Signal, float]] = {}
         self._latest: dict[PodKey, dict[metrics.Signal, float]] = {}
+        self._busy: dict[PodKey, dict[metrics.Signal, float]] = {}
         self._dropped: dict[PodKey, list[str]] = {}
         self._folded: set[tuple[str, metrics.Signal]] = set()
 
@@ -324,7 +336,8 @@ class Fold:
                     self._dropped.setdefault(key, []).append(reason)
                     continue
                 assert value is not None
-                into = {"sum": self._sums, "count": self._counts, "now": self._latest}.get(part, self._values)
+                into = {"sum": self._sums, "count": self._counts, "now": self._latest, "busy": self._busy}.get(
+                    part, self._values)
                 into.setdefault(key, {})[signal] = value
 
     def _bucket(self, key: PodKey, signal: metrics.Signal, value: float | None, labels: dict[str, str],
@@ -348,12 +361,13 @@ class Fold:
         with self._lock:
             out: dict[PodKey, RawPod] = {}
             keys = set(self._buckets) | set(self._sums) | set(self._counts) | set(self._values) | set(
-                self._latest) | set(self._dropped)
+                self._latest) | set(self._dropped) | set(self._busy)
             for key in keys:
                 hist = {s: tuple(sorted(b)) for s, b in self._buckets.get(key, {}).items() if b}
                 out[key] = RawPod(buckets=hist, sums=self._sums.get(key, {}), values=self._values.get(key, {}),
                                   dropped=tuple(self._dropped.get(key, ())), now=self._latest.get(key, {}),
-                                  rejected=frozenset(self._bad.get(key, ())), counts=self._counts.get(key, {}))
+                                  rejected=frozenset(self._bad.get(key, ())), counts=self._counts.get(key, {}),
+                                  busy=self._busy.get(key, {}))
             return out
 
 
@@ -560,6 +574,7 @@ def pod_metrics(raw: RawPod, *, percentile: float, ttft_slo: float, itl_slo: flo
         ttft_mean=mean(metrics.Signal.TTFT, ttft),
         itl_mean=mean(metrics.Signal.ITL, itl),
         running=v.get(metrics.Signal.RUNNING),
+        busy=raw.busy.get(metrics.Signal.RUNNING),
         waiting=v.get(metrics.Signal.WAITING),
         kv_usage=v.get(metrics.Signal.KV_USAGE),
         preemptions_per_s=v.get(metrics.Signal.PREEMPTIONS),

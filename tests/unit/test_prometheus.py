@@ -31,8 +31,11 @@ POD_B = {"namespace": "ns", "pod": "b"}
 def test_one_query_per_signal_whatever_the_number_of_pods() -> None:
     plan = prometheus.queries((*registry.dialects(), metrics.DCGM), 60)
     # 5 histograms (the prompt length's whole) + 2 sums + 10 scalars + 2 in-flight + 2 length histograms' sums
-    # and counts, for every engine and any number of resources.
-    assert len(plan) == 23
+    # and counts + the busy share, for every engine and any number of resources.
+    assert len(plan) == 24
+    assert plan["busy", S.RUNNING].startswith("avg_over_time((sum by (namespace, pod) (")
+    assert '"vllm:num_requests_running", job="infertune-model-servers"}) > bool 0)[60s:5s])' in plan[
+        "busy", S.RUNNING]
     assert 'vllm:request_prompt_tokens_count", job=' in plan["count", S.PROMPT_LENGTH]
     assert "tgi_request_generated_tokens_sum" in plan["sum", S.GENERATION_LENGTH]
     assert "last_over_time" in plan["now", S.RUNNING]
@@ -283,7 +286,7 @@ async def test_source_caches_one_snapshot_per_cycle() -> None:
     first = await source.snapshot(max_age=10)
     second = await source.snapshot(max_age=10)
     assert first is second
-    assert len(fake.calls) == 23
+    assert len(fake.calls) == 24
     assert first.ok and first.pods["ns", "a"].values[S.RUNNING] == 2.0
 
 
@@ -291,14 +294,14 @@ async def test_source_shares_a_snapshot_between_concurrent_callers() -> None:
     fake = FakeQuery()
     source = prometheus.Source(query=fake)
     await asyncio.gather(*(source.snapshot(max_age=10) for _ in range(50)))
-    assert len(fake.calls) == 23  # 50 resources, one batch
+    assert len(fake.calls) == 24  # 50 resources, one batch
 
 
 async def test_a_transient_error_is_retried() -> None:
     fake = FakeQuery(fail_first=3)
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert snap.ok
-    assert len(fake.calls) == 26  # 23 queries, 3 of them twice
+    assert len(fake.calls) == 27  # 24 queries, 3 of them twice
 
 
 async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
@@ -306,8 +309,8 @@ async def test_a_persistent_error_makes_the_snapshot_unusable() -> None:
     snap = await prometheus.Source(query=fake, attempts=2).snapshot(max_age=0)
     assert not snap.ok
     assert "503" in snap.error
-    assert len(snap.failed_signals) == 23
-    assert len(fake.calls) == 46  # bounded: two attempts each
+    assert len(snap.failed_signals) == 24
+    assert len(fake.calls) == 48  # bounded: two attempts each
 
 
 async def test_a_slow_prometheus_cannot_stall_the_loop() -> None:
@@ -411,7 +414,7 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     fake = FakeQuery({"num_requests_running": vec((POD_A, 2))})
     source = prometheus.Source(query=fake, budget=5.0, clock=lambda: clock[0])
     first = await source.snapshot(max_age=5)
-    assert len(fake.calls) == 23
+    assert len(fake.calls) == 24
     fake.delay = 0.3  # the next batch takes a while
     clock[0] = 6.0  # past max_age, within max_age + budget
     started = time.monotonic()
@@ -419,12 +422,12 @@ async def test_a_stale_snapshot_is_served_while_the_next_is_fetched() -> None:
     assert again is first and time.monotonic() - started < 0.1  # served at once, not after the queries
     assert source._refresh is not None
     fresh = await source._refresh
-    assert fresh is not first and len(fake.calls) == 46
+    assert fresh is not first and len(fake.calls) == 48
     assert await source.snapshot(max_age=5) is fresh
     clock[0] = 20.0  # far too old to serve: the caller waits for the new one
     fake.delay = 0.0
     newest = await source.snapshot(max_age=5)
-    assert newest is not fresh and len(fake.calls) == 69
+    assert newest is not fresh and len(fake.calls) == 72
 
 
 def _loaded(pods: int) -> dict[tuple[str, metrics.Signal], list[dict[str, Any]]]:

@@ -357,6 +357,7 @@ class Cluster:
         now = pod.snaps[-1]
         rate_span = max(now.t - base.t, 1e-9)
         running = waiting = 0.0
+        lives: list[tuple[float, float]] = []
         for r in self._requests(pod, since):
             start = r.arrival
             admitted = r.scheduled if not math.isnan(r.scheduled) else math.inf
@@ -364,6 +365,8 @@ class Cluster:
             # Time-weighted gauges from each request's life: waiting [arrival, admitted), running [admitted, end).
             waiting += max(0.0, min(admitted, end, t) - max(start, since))
             running += max(0.0, min(end, t) - max(admitted, since))
+            if min(end, t) > max(admitted, since):
+                lives.append((max(admitted, since), min(end, t)))
         # Counters are rated as Prometheus' rate() does: the increase over the whole range, so a pod Ready for
         # 15 s of a 60 s window reports a quarter of its rate (its series begins inside the range). Gauges
         # (running, waiting, KV use, DRAM activity) are averages over the samples there are, as avg_over_time.
@@ -391,7 +394,7 @@ class Cluster:
         }
         latest = {exposition.RUNNING: float(eng.num_running), exposition.WAITING: float(eng.num_waiting)}
         return promql.PodWindow(namespace=NAMESPACE, pod=pod.name, rates=rates, histograms=hists, gauges=gauges,
-                                now=latest)
+                                now=latest, busy=_covered(lives) / span)
 
     @staticmethod
     def _requests(pod: Pod, since: float) -> list[sim_engine.Request]:
@@ -564,3 +567,14 @@ def quantile(values: Sequence[float], q: float) -> float | None:
     lo = math.floor(pos)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one of the spans (their union): [0, 2), [1, 3) and [5, 6) cover 4 s."""
+    total, end = 0.0, -math.inf
+    for lo, hi in sorted(spans):
+        if hi <= end:
+            continue
+        total += hi - max(lo, end)
+        end = hi
+    return total

@@ -73,7 +73,7 @@ def reads(variant: str, max_model_len: int) -> dict[Key, Read]:
             kind = source.kind or metrics.KINDS[signal]
             if part in ("buckets", "sum", "count") and kind is not metrics.Kind.HISTOGRAM:
                 continue
-            if part == "now" and kind is not metrics.Kind.GAUGE:
+            if part in ("now", "busy") and kind is not metrics.Kind.GAUGE:
                 continue
             found = next((f for n in source.names if (f := _exported(twin, n, kind)) is not None), None)
             if found is not None:
@@ -95,6 +95,9 @@ class PodWindow:
     histograms: Mapping[str, tuple[tuple[float, ...], float]]
     gauges: Mapping[str, float]
     now: Mapping[str, float]
+    # The share of the window with a request running, as the busy subquery reads the running gauge (exact here:
+    # the twin knows every request's life, where Prometheus sees the gauge at its scrapes).
+    busy: float | None = None
 
 
 @functools.cache
@@ -127,19 +130,25 @@ def answers(pods: Iterable[PodWindow], plan: Mapping[Key, Read], *, at: float) -
                 else:
                     vector.append({"metric": {**ident, "le": "+Inf"}, "value": [at, "0.0"]})
                 continue
-            value: float | None
-            if part == "sum" or read.kind is metrics.Kind.HISTOGRAM_SUM:
-                hist = w.histograms.get(read.signal)
-                value = None if hist is None else hist[1]
-            elif part == "count":
-                hist = w.histograms.get(read.signal)
-                value = None if hist is None else hist[0][-1]
-            elif part == "now":
-                value = w.now.get(read.signal)
-            elif read.kind is metrics.Kind.COUNTER:
-                value = w.rates.get(read.signal)
-            else:
-                value = w.gauges.get(read.signal)
+            value = _value(w, part, read)
             if value is not None:
                 vector.append({"metric": dict(ident), "value": [at, repr(float(value))]})
     return out
+
+
+def _value(w: PodWindow, part: str, read: Read) -> float | None:
+    """One pod's number for a non-bucket query: a histogram's _sum or _count rate, the latest gauge, the busy
+    share, a counter's rate or a gauge's average."""
+    if part == "sum" or read.kind is metrics.Kind.HISTOGRAM_SUM:
+        hist = w.histograms.get(read.signal)
+        return None if hist is None else hist[1]
+    if part == "count":
+        hist = w.histograms.get(read.signal)
+        return None if hist is None else hist[0][-1]
+    if part == "now":
+        return w.now.get(read.signal)
+    if part == "busy":
+        return w.busy
+    if read.kind is metrics.Kind.COUNTER:
+        return w.rates.get(read.signal)
+    return w.gauges.get(read.signal)
