@@ -106,3 +106,7 @@ def test_the_batched_snapshot_sends_every_bucket_of_a_busy_pod_and_one_of_an_idl
     assert quiet.requests_per_s == 0.0 and quiet.ttft_p is None
     loud = prom_adapter.pod_metrics(b, percentile=95, ttft_slo=1.0, itl_slo=0.05)
     assert loud.requests_per_s and loud.requests_per_s > 0 and loud.ttft_p is not None
+    # The busy share (a subquery over the running gauge): some of the window for the pod with traffic, none of
+    # it for the idle one (0, not missing).
+    assert loud.busy is not None and 0.0 < loud.busy <= 1.0, loud.busy
+    assert quiet.busy == 0.0

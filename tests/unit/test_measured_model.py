@@ -151,3 +151,28 @@ def test_a_knee_for_a_cap_keeps_the_calibrations_error_and_one_under_an_open_cap
     assert knee.search(spec, w, steady, kv=models.KvDtype.DEFAULT).knobs.max_batch_size >= 4
     held = knee.held(spec, models.Knobs(max_batch_size=256), w, steady)
     assert held.knobs.max_batch_size == 3 and held.itl_limit == pytest.approx(0.025 * 0.95)
+
+
+def test_the_itl_is_read_at_the_count_while_busy_not_at_the_windows_average() -> None:
+    """A pod at 1.31 running on average that had a request running for 80% of the window ran 1.64 while busy
+    (grid g20: Mixtral on 2 x A100 at a knee of 3). Its tokens step at the physics of 1.64 running; read at 1.31,
+    the same tokens look slower than the physics and the scale rose 3-7%, which kept the knee one below what holds
+    the SLO. With the busy share the scale stays at 1.0; without it (an engine or Prometheus that does not say),
+    the window's average is read as before."""
+    spec = spec_of()
+    knobs = models.Knobs(max_batch_size=3)
+    w = knee.PRIOR_WORKLOAD
+    low, high, share = knee._bracket(spec, knobs, w, 1.64)
+    itl = knee._token_mean(low, high, share, 1.64)  # the physics of the tokens made at 1.64 running
+    pod = {"running": 1.31, "requests_per_s": 0.25, "itl_mean": itl, "waiting": 0.0}
+    busy = knee.calibrate(models.Calibration(), spec, knobs, w, [observation.PodMetrics(**pod, busy=1.31 / 1.64)])
+    assert busy.itl_scale == pytest.approx(1.0, abs=1e-6)
+    # Without it the idle share reads as slower hardware: one EWMA step (0.2) toward measured / physics at 1.31.
+    averaged = knee.calibrate(models.Calibration(), spec, knobs, w, [observation.PodMetrics(**pod)])
+    at_average = knee._token_mean(*knee._bracket(spec, knobs, w, 1.31), 1.31)
+    assert itl > at_average
+    assert averaged.itl_scale == pytest.approx(0.8 + 0.2 * itl / at_average, rel=1e-9)
+    # Within 1 and the cap: a busy share sampled low cannot put more requests in the batch than it admits.
+    assert knee._busy_count(observation.PodMetrics(running=2.5, busy=0.1), knobs) == 3.0
+    assert knee._busy_count(observation.PodMetrics(running=0.9, busy=1.0), knobs) == 1.0
+    assert knee._busy_count(observation.PodMetrics(running=1.2, busy=None), knobs) == 1.2

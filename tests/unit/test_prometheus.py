@@ -498,3 +498,15 @@ async def test_source_folds_each_answer_in_the_thread_that_fetched_it() -> None:
         snap = await source.snapshot(max_age=5)
     assert snap.ok and snap.pods["ns", "pod-0000"].values[S.RUNNING] == 3.0
     assert threads and threading.get_ident() not in threads
+
+
+def test_the_busy_share_is_read_per_pod_and_one_past_the_whole_window_is_dropped() -> None:
+    # The subquery's answer: pod a ran a request in 3 of every 4 steps of the window; pod b's 1.5 of the window
+    # is no share of it (a relabelled series, a broken exporter) and is dropped with the reason, the rest kept.
+    pods = prometheus.parse({("value", S.RUNNING): vec((POD_A, 1.2), (POD_B, 0.3)),
+                             ("busy", S.RUNNING): vec((POD_A, 0.75), (POD_B, 1.5))})
+    a = prometheus.pod_metrics(pods["ns", "a"], percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert (a.running, a.busy) == (1.2, 0.75)
+    b = prometheus.pod_metrics(pods["ns", "b"], percentile=95, ttft_slo=1.0, itl_slo=0.05)
+    assert (b.running, b.busy) == (0.3, None)
+    assert pods["ns", "b"].dropped == ("running: implausible (1.5 > 1)",)

@@ -278,3 +278,25 @@ def test_an_objective_inside_a_bucket_reads_as_a_range(inside: Recorded) -> None
                           and o.slo_attainment_low < o.slo_attainment_high for o in ranged)
     reasons = {c.reason for _, d in seen for c in d.status.conditions if c.type == models.ConditionType.SLO_MET}
     assert "Unresolved" in reasons
+
+
+def test_the_busy_share_is_the_time_some_request_ran_and_reaches_the_parser() -> None:
+    # Requests from 61 to 80 s at 1 req/s on one pod, read over (60, 120]: the pod ran something only while one of
+    # them was admitted and unfinished, which the window's average running count (idle time included) does not say.
+    spec = scenario.to_spec(SCENARIO)
+    cl = loaded(spec, start=61.0, end=80.0, rate=1.0)
+    (pod,) = cl.pods.values()
+    done = [r for r in cl.fleet.records if r.replica == pod.name]
+    assert done and all(r.finished <= 120.0 for r in done)
+    lives = sorted((r.scheduled, r.finished) for r in pod.done if r.finished > 60.0)
+    ran, end = 0.0, 60.0
+    for lo, hi in lives:
+        ran += max(0.0, hi - max(lo, end))
+        end = max(end, hi)
+    m = cl.observe(120.0, window=60.0).metrics
+    assert m is not None
+    got = m.pods[pod.name]
+    assert got.busy == pytest.approx(ran / 60.0, rel=1e-9) and 0.0 < got.busy < 0.5
+    # Busy, the pod ran at least one: the average over the busy share is at least 1.
+    assert got.running is not None and got.running / got.busy >= 1.0
+    assert cluster._covered([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == 4.0
