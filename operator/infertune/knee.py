@@ -585,9 +585,9 @@ def _bracket(spec: models.InferenceDeploymentSpec, knobs: models.Knobs, workload
 def _busy_count(m: observation.PodMetrics, knobs: models.Knobs) -> float:
     """The requests running while the engine has any (m.running over m.busy), within 1 and the batch cap; the
     window's average where the busy share is not measured. 1.31 running, busy 0.8: 1.64."""
-    if m.running is None or not m.busy or m.busy <= 0:
+    if m.running is None or not m.busy or m.busy < 0:
         return m.running or 0.0
-    return min(max(m.running / min(m.busy, 1.0), 1.0, m.running), float(knobs.max_batch_size))
+    return min(max(m.running / min(m.busy, 1.0), 1.0), float(knobs.max_batch_size))
 
 
 def _token_mean(low: perfmodel.OperatingPoint, high: perfmodel.OperatingPoint | None, share: float,

@@ -324,6 +324,9 @@ class Fold:
             if (part, signal) in self._folded:
                 return
             self._folded.add((part, signal))
+            # Where this answer's numbers go: the same map for every series of it.
+            into = {"sum": self._sums, "count": self._counts, "now": self._latest, "busy": self._busy}.get(
+                part, self._values)
             for series in vector:
                 key, value, labels = _sample(series) if isinstance(series, dict) else (None, None, {})
                 if key is None:
@@ -336,8 +339,6 @@ class Fold:
                     self._dropped.setdefault(key, []).append(reason)
                     continue
                 assert value is not None
-                into = {"sum": self._sums, "count": self._counts, "now": self._latest, "busy": self._busy}.get(
-                    part, self._values)
                 into.setdefault(key, {})[signal] = value
 
     def _bucket(self, key: PodKey, signal: metrics.Signal, value: float | None, labels: dict[str, str],

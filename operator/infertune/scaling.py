@@ -306,11 +306,11 @@ def scale_down_delay(spec: models.ScalingSpec, *, cold: float) -> float:
     as long as getting it back would cost is the break-even rule of the ski-rental problem (Karlin, Manasse,
     Rudolph and Sleator, 1988): for each spell a replica stands unneeded, at most twice the GPU time of the better
     of keeping and releasing it known in hindsight (misses aside), and a need that comes back within a cold start
-    finds it still there. 405B on 8 x H200 at a 600 s cold start, 6 replicas
-    serving 8 req/s where 3 would do: released at 300 s, a 3x spike at 480 s met 3 replicas and the 9 started for
-    it were Ready after it had passed (attainment 0.49 at 46.5 GPU-h); kept for 600 s, the 6 served the spike
-    (1.00 at 47.6 GPU-h; the GPU-hours are a knob change's rollout in the spike, see docs/concepts.md). The HPA's
-    300 s stays the least: it smooths asks that are noise (see `targets`).
+    finds it still there. 405B on 8 x H200 at a 600 s cold start, 6 replicas serving 8 req/s where 3 would do:
+    released at 300 s, a 3x spike at 480 s met 3 replicas and the 9 started for it were Ready after it had passed
+    (attainment 0.49 at 46.5 GPU-h); kept for 600 s, the 6 served the spike (1.00 at 47.6 GPU-h; the GPU-hours
+    are a knob change's rollout in the spike, see docs/concepts.md). The HPA's 300 s stays the least: it smooths
+    asks that are noise (see `targets`).
     """
     if spec.scale_down_delay is not None:
         return spec.scale_down_delay
