@@ -403,6 +403,11 @@ def _cluster_dir() -> Path:
     return KWOK_WORKDIR / "clusters" / CLUSTER_NAME
 
 
+def component_logs_dir() -> Path:
+    """Where kwokctl's control-plane components (and restart_component's restarts) write their logs."""
+    return _cluster_dir() / "logs"
+
+
 def _kwokctl(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KWOK_WORKDIR": str(KWOK_WORKDIR)}
     # Belt and braces: were a binary option ever left unset, kwokctl would fetch it; kubectl has no flag.

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,69 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if E2E_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+# What a failed test's report carries: the last lines of each log it touched, each line cut to a width a
+# terminal shows. A CI failure is read once, from a clone that is gone by then; without these, a rare
+# failure cannot be told from another.
+LOG_TAIL_LINES = 150
+LOG_LINE_CHARS = 400
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of a log, each cut to LOG_LINE_CHARS; a note where the file is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        return f"({path} unreadable: {e.strerror})"
+    return "\n".join(line[:LOG_LINE_CHARS] for line in text.splitlines()[-lines:])
+
+
+def failure_logs(funcargs: dict[str, Any]) -> list[tuple[str, Path, int]]:
+    """The logs behind a failed test, with how many lines of each to show: the operator(s) it used in full
+    measure, then the twin and the control-plane components, which mostly say they are alive."""
+    found: list[tuple[str, Path, int]] = []
+    for name, lines in (("env", LOG_TAIL_LINES), ("operator", LOG_TAIL_LINES), ("twin", LOG_TAIL_LINES // 4)):
+        log = getattr(funcargs.get(name), "log", None)
+        if isinstance(log, Path):
+            found.append((name, log, lines))
+    if "cluster" in funcargs:
+        logs = e2e_cluster.component_logs_dir()
+        found += [(p.stem, p, LOG_TAIL_LINES // 4) for p in sorted(logs.glob("*.log"))] if logs.is_dir() else []
+    return found
+
+
+def namespace_state(funcargs: dict[str, Any]) -> str | None:
+    """What a failed test's namespace held as it failed (before teardown deletes it): the owned objects with
+    their labels, then the events, oldest first. None where the test had no namespace of its own."""
+    env = funcargs.get("env")
+    ns = getattr(env, "ns", None) or funcargs.get("namespace")
+    if not isinstance(ns, str) or "cluster" not in funcargs:
+        return None
+    try:
+        objects = e2e_cluster.kubectl("get", "inferencedeployments,deployments,replicasets,pods", "-n", ns,
+                                      "-o", "wide", "--show-labels", check=False, timeout=20)
+        events = e2e_cluster.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", check=False, timeout=20)
+        # A node the control plane thinks is gone taints itself, and its pods are evicted: shown beside them.
+        nodes = e2e_cluster.kubectl("get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
+                                    "TAINTS:.spec.taints[*].key", check=False, timeout=20)
+    except (subprocess.TimeoutExpired, OSError, e2e_cluster.ClusterError) as e:
+        return f"(kubectl could not read namespace {ns}: {e})"
+    return f"{objects}\n{events}\n{nodes}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        state = namespace_state(funcargs)
+        if state is not None:
+            report.sections.append(("namespace state", state))
+        for name, path, lines in failure_logs(funcargs):
+            report.sections.append((f"log tail: {name} ({path.name})", log_tail(path, lines)))
+    return report
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -272,6 +272,10 @@ def _assert_rollout_completed_once(env: Env, twin: TwinProcess, name: str, first
     second = status["config"]["revision"]
     env.k8s.wait_for(lambda: [x["metadata"]["name"] for x in env.k8s.list("deployment", namespace=env.ns)]
                      == [f"{name}-{second}"], 60, message="the old revision gone")
+    # Two replicas throughout (minReplicas = maxReplicas): the new Deployment is written once, when created. The
+    # old revision's plan once named it too, and sized it down and up every cycle while the old pods drained.
+    [new] = env.k8s.list("deployment", namespace=env.ns)
+    assert new["metadata"]["generation"] == 1, new["spec"]
     created = [e for e in env.k8s.list("event", namespace=env.ns)
                if e.get("reason") == "RevisionCreated" and second in e.get("message", "")]
     # kopf posts each event as its own object; `count` guards against the API server folding repeats into one.

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from e2e import cluster as e2e_cluster
+from e2e import conftest as e2e_conftest
 from e2e import prometheus as e2e_prometheus
 from infertune import timestamps
 
@@ -186,3 +187,17 @@ def test_service_account_kubeconfig_authenticates_and_rbac_limits_it(
     for args in (("get", "nodes"), ("get", "secrets", "-n", namespace), ("get", "pods", "-n", "default")):
         with pytest.raises(e2e_cluster.ClusterError, match=r"(?i)forbidden"):
             sa.kubectl(*args)
+
+
+def test_a_failed_tests_report_carries_the_tails_of_its_logs(tmp_path: Path, cluster: e2e_cluster.Cluster) -> None:
+    log = tmp_path / "operator.log"
+    log.write_text("".join(f"line {i} " + "x" * 1000 + "\n" for i in range(500)))
+    handle = type("Handle", (), {"log": log})()
+    found = e2e_conftest.failure_logs({"env": handle, "cluster": cluster, "k8s": object()})
+    assert found[0] == ("env", log, e2e_conftest.LOG_TAIL_LINES)
+    # The control plane's own logs follow: the API server's is where a restart or a refusal shows.
+    assert "kube-apiserver" in [name for name, _, _ in found[1:]]
+    tail = e2e_conftest.log_tail(log, 3).splitlines()
+    assert [t.split()[:2] for t in tail] == [["line", "497"], ["line", "498"], ["line", "499"]]
+    assert all(len(t) == e2e_conftest.LOG_LINE_CHARS for t in tail)
+    assert "unreadable" in e2e_conftest.log_tail(tmp_path / "missing.log")

@@ -200,12 +200,8 @@ class Operator:
         return observation.Metrics(pods=out, grace=grace, window=self.metrics.window, ignored=tuple(ignored),
                                    edges=seen_edges(raws))
 
-    async def _apply(
-        self, owner: render.Owner, decision: observation.Decision, rendered: render.Rendered,
-        deployments: list[dict[str, Any]], *, generation: int,
-    ) -> None:
-        # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
-        for p in decision.pod_patches:
+    async def _patch_pods(self, owner: render.Owner, patches: tuple[observation.PodPatch, ...]) -> None:
+        for p in patches:
             labels: dict[str, str | None] = {}
             annotations: dict[str, str | None] = {}
             if p.serving is not None:
@@ -214,6 +210,22 @@ class Operator:
             if p.deletion_cost is not None:
                 annotations[render.ANNOTATION_DELETION_COST] = str(p.deletion_cost) if p.deletion_cost else None
             await self.cluster.patch_pod(owner.namespace, p.name, labels=labels, annotations=annotations)
+            log.info("Pod %s/%s patched: labels %s, annotations %s", owner.namespace, p.name, labels, annotations)
+
+    async def _write(self, owner: render.Owner, manifest: dict[str, Any], known: dict[str, Any] | None) -> None:
+        """Apply one manifest; every write that reaches the API server is logged, for whoever reads the log after
+        an incident (a decision's event says why; this says what was written, and when)."""
+        done = await self.cluster.apply(manifest, owner_uid=owner.uid, known=known)
+        if done != "unchanged":
+            size = f" (replicas {manifest['spec']['replicas']})" if manifest["kind"] == "Deployment" else ""
+            log.info("%s %s/%s %s%s", manifest["kind"], owner.namespace, manifest["metadata"]["name"], done, size)
+
+    async def _apply(
+        self, owner: render.Owner, decision: observation.Decision, rendered: render.Rendered,
+        deployments: list[dict[str, Any]], *, generation: int,
+    ) -> None:
+        # Pod patches go first: a deletion cost must be on the pod before its Deployment shrinks.
+        await self._patch_pods(owner, decision.pod_patches)
         keep = set()
         known = {d["metadata"]["name"]: d for d in deployments}
         # Service and per-revision config change only with the spec or the set of revisions: made sure of
@@ -224,11 +236,14 @@ class Operator:
                   or time.monotonic() - last[2] >= ENSURE_EVERY)
         for revision_name, manifests in rendered:
             for manifest in manifests:
-                if manifest["kind"] == "Deployment":
-                    current = known.get(manifest["metadata"]["name"])
-                    await self.cluster.apply(manifest, owner_uid=owner.uid, known=current)
-                elif ensure:
-                    await self.cluster.apply(manifest, owner_uid=owner.uid)
+                if manifest["kind"] != "Deployment":
+                    if ensure:
+                        await self._write(owner, manifest, None)
+                    continue
+                current = known.get(manifest["metadata"]["name"])
+                # A leaving revision's Deployment that is gone already is not made again.
+                if current is not None or not render.is_resize(manifest):
+                    await self._write(owner, manifest, current)
             keep.add(revision_name)
         if ensure:
             self.ensured[owner.uid] = (generation, revisions, time.monotonic())
@@ -237,7 +252,8 @@ class Operator:
             if meta["name"] in keep or not kube.owned_by(d, owner.uid):
                 continue
             deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta}
-            await self.cluster.delete(deployment, owner_uid=owner.uid)
+            if await self.cluster.delete(deployment, owner_uid=owner.uid):
+                log.info("Deployment %s/%s deleted", owner.namespace, meta["name"])
             # The revision's ConfigMap (TensorRT-LLM options) goes with it; absent for other engines.
             await self.cluster.delete({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}, owner_uid=owner.uid)
 

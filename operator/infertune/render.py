@@ -346,9 +346,33 @@ Rendered = list[tuple[str, list[dict[str, Any]]]]
 
 
 def revisions(owner: Owner, spec: models.InferenceDeploymentSpec, decision: observation.Decision) -> Rendered:
-    """Every revision the decision plans: its Deployment's name and its manifests, in apply order."""
-    return [(revision_name(owner, plan.revision), manifests(owner, spec, plan.knobs, replicas=plan.replicas))
-            for plan in decision.revisions]
+    """Every revision the decision plans: its Deployment's name and its manifests, in apply order.
+
+    A revision made under an earlier spec (a rollout of a new image still draining the old pods) is rendered as a
+    resize of its own Deployment: its pods run what the spec said then, which today's spec cannot render. Rendered
+    from today's spec it would be another revision; with the same knobs, the target itself, whose Deployment would
+    then be patched twice a cycle (the target's size, then the leaving revision's), and its ReplicaSet would add
+    and remove a pod every cycle.
+    """
+    out: Rendered = []
+    for plan in decision.revisions:
+        name = revision_name(owner, plan.revision)
+        if revision(spec, plan.knobs) == plan.revision:
+            out.append((name, manifests(owner, spec, plan.knobs, replicas=plan.replicas)))
+        else:
+            out.append((name, [resize(owner, name, plan.replicas)]))
+    return out
+
+
+def resize(owner: Owner, name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment's replica count and nothing else: applied to an existing Deployment only, never created."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": owner.namespace},
+            "spec": {"replicas": replicas}}
+
+
+def is_resize(manifest: dict[str, Any]) -> bool:
+    """Whether a rendered manifest only resizes a Deployment (see `resize`)."""
+    return manifest["kind"] == "Deployment" and "template" not in manifest.get("spec", {})
 
 
 def knobs_from_labels(labels: dict[str, str]) -> models.Knobs | None:

@@ -141,6 +141,31 @@ async def test_old_revision_is_removed_once_the_new_one_is_ready(kmock, run_oper
     assert status
 
 
+async def test_a_new_image_half_ready_keeps_its_size_while_the_old_revision_shrinks(kmock, run_operator) -> None:
+    # Two replicas, a new image, one new pod Ready: the old revision keeps one pod serving beside it. The old
+    # revision's plan must resize the old Deployment; rendered from today's spec (the new image, the same knobs)
+    # it named the new Deployment, which was then set to 2 and back to 1 every cycle, and its ReplicaSet added
+    # and removed its second pod before it could load (the e2e rollout that never ended after an API restart).
+    scaling = {"scaling.minReplicas": 2, "scaling.maxReplicas": 2, "scaling.drainTimeout": "1s"}
+    body = seed(kmock, **scaling)
+    first = revision_of(body)
+    await run_operator()
+    old = await eventually(lambda: deployments(kmock)[f"llm-{first}"])
+    ready_pod(kmock, old, "old-1")
+    ready_pod(kmock, old, "old-2")
+    second = await change_image(kmock, **scaling)
+    new = await eventually(lambda: deployments(kmock)[f"llm-{second}"])
+    ready_pod(kmock, new, "new-1")
+    await eventually(lambda: deployments(kmock)[f"llm-{first}"]["spec"]["replicas"] == 1)
+    sizes = set()
+    for _ in range(30):  # 3 s: six cycles of 0.5 s
+        sizes.add(deployments(kmock)[f"llm-{second}"]["spec"]["replicas"])
+        await asyncio.sleep(0.1)
+    assert sizes == {2}
+    # No third Deployment (the new image with the old knobs) was ever made.
+    assert set(deployments(kmock)) == {f"llm-{first}", f"llm-{second}"}
+
+
 async def test_a_service_owned_by_someone_else_is_left_alone(kmock, run_operator) -> None:
     kmock.objects["v1/services", "ns1", "llm"] = {
         "metadata": {"name": "llm", "namespace": "ns1", "uid": "foreign"}, "spec": {"selector": {"app": "mine"}}}

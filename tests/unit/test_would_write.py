@@ -74,3 +74,43 @@ def test_an_old_revision_of_ours_is_a_write_and_one_of_someone_else_is_not() -> 
     assert kube.would_write(OWNER.uid, d, render.revisions(OWNER, spec(), d), [*stored(d), old])
     old["metadata"]["ownerReferences"] = []
     assert not kube.would_write(OWNER.uid, d, render.revisions(OWNER, spec(), d), [*stored(d), old])
+
+
+def rollout_of_a_new_image(old_replicas: int) -> tuple[observation.Decision, str, str]:
+    """Mid-rollout of a new image with the same knobs: the target at 2, the revision made under the old image
+    keeping `old_replicas` pods; returns the decision and both revision ids."""
+    old_spec, problems = validation.parse(specs.spec(**{"engine.image": "vllm/vllm-openai:v0.10.0"}))
+    assert old_spec is not None, problems
+    old_rev, new_rev = render.revision(old_spec, KNOBS), render.revision(spec(), KNOBS)
+    assert old_rev != new_rev
+    d = observation.Decision(revisions=(observation.RevisionPlan(revision=new_rev, knobs=KNOBS, replicas=2),
+                                        observation.RevisionPlan(revision=old_rev, knobs=KNOBS, replicas=old_replicas)),
+                             status=models.InferenceDeploymentStatus())
+    return d, old_rev, new_rev
+
+
+def test_a_revision_made_under_an_earlier_spec_is_only_resized_under_its_own_name() -> None:
+    d, old_rev, new_rev = rollout_of_a_new_image(1)
+    [(new_name, new_manifests), (old_name, old_manifests)] = render.revisions(OWNER, spec(), d)
+    assert (new_name, old_name) == (render.revision_name(OWNER, new_rev), render.revision_name(OWNER, old_rev))
+    # Rendered from today's spec, the old knobs would name the target's Deployment (and size it 1).
+    assert [m["metadata"]["name"] for m in new_manifests if m["kind"] == "Deployment"] == [new_name]
+    assert old_manifests == [render.resize(OWNER, old_name, 1)]
+    assert render.is_resize(old_manifests[0])
+    assert not any(render.is_resize(m) for m in new_manifests if m["kind"] == "Deployment")
+
+
+def test_resizing_a_leaving_revision_is_a_write_until_it_has_the_size_or_is_gone() -> None:
+    d, old_rev, _ = rollout_of_a_new_image(1)
+    rendered = render.revisions(OWNER, spec(), d)
+    target = [m for m in rendered[0][1] if m["kind"] == "Deployment"]
+    for m in target:
+        m["status"] = {"replicas": 2}
+    old = copy.deepcopy(target[0])
+    old["metadata"]["name"] = render.revision_name(OWNER, old_rev)
+    old["spec"]["replicas"] = 2
+    assert kube.would_write(OWNER.uid, d, rendered, [*target, old])
+    old["spec"]["replicas"] = 1
+    assert not kube.would_write(OWNER.uid, d, rendered, [*target, old])
+    # Gone already (its pods drained and someone removed it): nothing is made again.
+    assert not kube.would_write(OWNER.uid, d, rendered, target)
