@@ -241,8 +241,7 @@ class Operator:
                         await self._write(owner, manifest, None)
                     continue
                 current = known.get(manifest["metadata"]["name"])
-                # A leaving revision's Deployment that is gone already is not made again.
-                if current is not None or not render.is_resize(manifest):
+                if render.applies(manifest, current):
                     await self._write(owner, manifest, current)
             keep.add(revision_name)
         if ensure:

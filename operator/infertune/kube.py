@@ -141,8 +141,8 @@ def would_write(owner_uid: str, decision: observation.Decision, rendered: render
             if manifest["kind"] != "Deployment":
                 continue
             current = known.get(manifest["metadata"]["name"])
-            if current is None and render.is_resize(manifest):
-                continue  # a leaving revision's Deployment that is gone already: nothing to resize
+            if not render.applies(manifest, current):
+                continue
             if current is None or not owned_by(current, owner_uid) or not is_subset(manifest, current):
                 return True
     keep = {name for name, _ in rendered}

@@ -375,6 +375,13 @@ def is_resize(manifest: dict[str, Any]) -> bool:
     return manifest["kind"] == "Deployment" and "template" not in manifest.get("spec", {})
 
 
+def applies(manifest: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether a rendered Deployment is to be written, given the one in the cluster under its name (None: none).
+    A resize applies only to a Deployment that exists: a leaving revision's Deployment that is gone already
+    is not made again (it would have no pod template)."""
+    return current is not None or not is_resize(manifest)
+
+
 def knobs_from_labels(labels: dict[str, str]) -> models.Knobs | None:
     """The knobs a revision runs with, read back from its labels (None when they are missing or bad)."""
     try:

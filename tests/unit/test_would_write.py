@@ -100,6 +100,16 @@ def test_a_revision_made_under_an_earlier_spec_is_only_resized_under_its_own_nam
     assert not any(render.is_resize(m) for m in new_manifests if m["kind"] == "Deployment")
 
 
+def test_a_resize_applies_only_to_a_deployment_that_exists() -> None:
+    d, _, _ = rollout_of_a_new_image(1)
+    [(_, new_manifests), (_, old_manifests)] = render.revisions(OWNER, spec(), d)
+    [target] = [m for m in new_manifests if m["kind"] == "Deployment"]
+    resize = old_manifests[0]
+    assert render.applies(target, None) and render.applies(target, target)
+    assert not render.applies(resize, None)
+    assert render.applies(resize, target)
+
+
 def test_resizing_a_leaving_revision_is_a_write_until_it_has_the_size_or_is_gone() -> None:
     d, old_rev, _ = rollout_of_a_new_image(1)
     rendered = render.revisions(OWNER, spec(), d)
