@@ -436,3 +436,42 @@ def test_a_replica_is_not_released_before_it_has_been_unneeded_for_a_cold_start(
     five = models.ScalingSpec.model_validate({"maxReplicas": 16, "standby": {"min": 0, "max": 4},
                                               "scaleDownDelay": "5m"})
     assert at(400.0, five).serving == 3
+
+
+def test_a_burst_is_expected_to_last_about_as_long_again_as_it_has_within_the_lead() -> None:
+    # lasted x ln(1 + lead / lasted) at a 300 s cold start (the docstring's numbers).
+    assert scaling.persistence(15.0, 300.0) == pytest.approx(45.7, abs=0.1)
+    assert scaling.persistence(60.0, 300.0) == pytest.approx(107.5, abs=0.1)
+    assert scaling.persistence(300.0, 300.0) == pytest.approx(207.9, abs=0.1)
+    assert scaling.persistence(3000.0, 300.0) == pytest.approx(285.9, abs=0.1)
+    assert scaling.persistence(0.0, 300.0) == 0.0 and scaling.persistence(60.0, 0.0) == 0.0
+    # Never more than the lead, and more the longer the burst has lasted.
+    lasted = [0.0, 1.0, 15.0, 60.0, 600.0, 1e6]
+    out = [scaling.persistence(x, 300.0) for x in lasted]
+    assert out == sorted(out) and out[-1] <= 300.0
+
+
+def _goal_for_a_growing_queue(lasted: float) -> scaling.Targets:
+    # 2 replicas of 7.9 req/s at 16 req/s measured, 100 queued beyond the slots and 8 more every second, no
+    # standby to promote, a 300 s cold start.
+    demand = models.DemandStatus(rate=16.0, updated="2026-01-01T00:00:00Z")
+    q = scaling.Queue(rate=16.0, backlog=0.0, queued=100.0, growth=8.0, standby_ready=0, promotable=2, lasted=lasted)
+    return scaling.goal(SPEC, demand, q, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=2, lead=300.0,
+                        now=NOW, window=60.0)
+
+
+def test_pods_started_for_a_growing_queue_are_sized_for_how_long_the_burst_has_lasted() -> None:
+    # Seen for one cycle, a burst is more likely over before a pod loads than not: 8 x 46 s = 366 more queued
+    # than now (466 to clear in a minute: 16 + 8 + 7.8 = 31.8 req/s, 5 replicas). Five minutes on, it is likely
+    # to outlast the cold start: 8 x 208 s = 1,663 more (16 + 8 + 29.4 = 53.4 req/s, 8 replicas). Sized as if
+    # every burst lasted a whole cold start, the first cycle would already ask for 8 x 300 s more (9 replicas).
+    young, old = _goal_for_a_growing_queue(15.0), _goal_for_a_growing_queue(300.0)
+    assert (young.serving, old.serving) == (5, 8)
+    whole_lead = queueing.replicas_for(16.0 + 8.0 + (100 + 8 * 300) / 60, capacity=7.9, slots=57, wait_budget=1.1,
+                                       miss=0.025, limit=16)
+    assert whole_lead == 9
+    # A queue that does not grow starts no pod for itself (the window's rate sizes the replicas).
+    demand = models.DemandStatus(rate=16.0, updated="2026-01-01T00:00:00Z")
+    flat = scaling.Queue(rate=16.0, backlog=0.0, queued=100.0, growth=0.0, standby_ready=0, promotable=2, lasted=300)
+    assert scaling.goal(SPEC, demand, flat, capacity=7.9, slots=57, wait_budget=1.1, miss=0.025, current=2,
+                        lead=300.0, now=NOW, window=60.0).serving == 3
