@@ -691,10 +691,8 @@ def _queue(s: _Seen, at_target: knee.Prediction, rate: float, backlog: float, bu
     in_flight = _in_flight(s.pm)
     growth = scaling.queue_growth(queued, in_flight, last=last, dt=t - since if since is not None else 0.0)
     standby_ready = sum(1 for x in s.live if x.ready and not x.serving)
-    began = timestamps.seconds(last.queued_since) if last is not None and last.queued > 0 else None
-    lasted = max(0.0, t - began) if began is not None else 0.0
     return scaling.Queue(rate=rate, backlog=backlog, queued=queued, growth=growth, standby_ready=standby_ready,
-                         promotable=len(s.serving_pods) + standby_ready, in_flight=in_flight, lasted=lasted)
+                         promotable=len(s.serving_pods) + standby_ready, in_flight=in_flight)
 
 
 def _in_flight(pm: dict[str, observation.PodMetrics]) -> float | None:
@@ -767,14 +765,9 @@ def _sized(s: _Seen, tuning: _Tuning, out: _Out, prev_desired: int) -> _Sizing:
     standby_n, wanted = scaling.settle_standby(
         standby_n, prev_standby=prev.replicas.desired_standby,
         wanted=prev.demand.standby_wanted if prev.demand is not None else None, now=now, floor=held.floor)
-    # A queue that goes on from the last cycle keeps the time it began (see scaling.persistence).
-    queued_since = None
-    if q.queued > 0:
-        queued_since = conditions.timestamp(now) if q.lasted <= 0 or prev.demand is None else \
-            prev.demand.queued_since
     demand = demand.model_copy(update={"below_since": held.below_since, "asks": goal.asks,
                                        "queued": q.queued, "in_flight": q.in_flight,
-                                       "standby_wanted": wanted, "queued_since": queued_since})
+                                       "standby_wanted": wanted})
     health = s.health
     if s.garbage:
         demand, serving_n, scale_why, health = _garbage_hold(s, demand, out, serving=serving_n, why=scale_why,

@@ -886,11 +886,6 @@ class DemandStatus(Base):
     in_flight: float | None = pydantic.Field(
         default=None, ge=0, description="Requests in flight on every pod at the last update (the queue grew by "
         "arrivals only as far as these did).")
-    queued_since: Stamp | None = pydantic.Field(
-        default=None, json_schema_extra={"format": "date-time"},
-        description="Since when requests have queued beyond the batch slots without a break (how long a burst has "
-        "lasted so far: pods started for it are sized for how much longer it is likely to last).",
-    )
     attainment: float | None = pydantic.Field(
         default=None, ge=0, le=1, description="Share of requests within both objectives, smoothed over about "
         "five minutes from windows without a queue (a scale-down waits for it to leave room under the SLO "

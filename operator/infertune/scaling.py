@@ -353,7 +353,6 @@ class Queue:
     standby_ready: int
     promotable: int  # serving pods and Ready standby pods
     in_flight: float | None = None  # requests in flight on every pod that reports them (queue_growth's next `last`)
-    lasted: float = 0.0  # seconds requests have queued beyond the slots without a break, before this cycle
 
 
 def queue_growth(queued: float, in_flight: float | None, *, last: models.DemandStatus | None, dt: float) -> float:
@@ -381,12 +380,9 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
     they are promoted for it at once (150 queued against a 1.1 s budget ask for 136 req/s), and no cold pod
     starts for it: 2 serving and 3 standby facing 150 queued promote to 5 instead of starting 14 that would be
     Ready after the burst is served. With no standby left and the queue still growing, pods started now meet
-    the queue as it will be when they are Ready, behind which every arrival waits (FIFO); they are sized to
-    clear that within DRAIN_SECONDS. The queue grows for as long as the burst lasts, which is not known: what is
-    known is how long it has lasted (`persistence`). 100 queued growing 8/s, queued for 300 s, at a 300 s cold
-    start: 8 x 208 s = 1,660 more, 29 req/s more; queued for 15 s: 8 x 45 s = 360 more, 8 req/s more (a burst
-    seen for one cycle is more likely over before a pod loads than not, and pods sized for it to last a whole
-    cold start, 2,500 queued then, would be Ready after it was served).
+    the queue as it will be one cold start later, behind which every arrival waits (FIFO); they are sized to
+    clear that within DRAIN_SECONDS: 100 queued growing 8/s over a 300 s cold start is 2,500 then, 42 req/s
+    more; 90 growing 0.3/s is 180 then, 3 req/s more.
     """
     def sized(measured: float) -> Targets:
         return targets(spec, demand, capacity=capacity, slots=slots, wait_budget=wait_budget, miss=miss,
@@ -403,23 +399,10 @@ def goal(spec: models.ScalingSpec, demand: models.DemandStatus, q: Queue, *, cap
             best = dataclasses.replace(fast, serving=max(best.serving, min(fast.serving, q.promotable)),
                                        floor=spec.standby.min)
     elif q.growth > 0:
-        ahead = sized(q.rate + q.growth + (q.queued + q.growth * persistence(q.lasted, lead)) / DRAIN_SECONDS)
+        ahead = sized(q.rate + q.growth + (q.queued + q.growth * lead) / DRAIN_SECONDS)
         if ahead.serving > best.serving:
             best = ahead
     return best
-
-
-def persistence(lasted: float, lead: float) -> float:
-    """Seconds more, within the next `lead`, that a burst which has lasted `lasted` seconds is expected to last.
-
-    With nothing known of bursts but how long this one has lasted, the chance it lasts another r seconds is
-    lasted / (lasted + r) (Gott's delta-t argument, the scale-free prior: a burst as likely to be in its first
-    half as its second). Its expected share of the lead is the integral of that over 0..lead:
-    lasted x ln(1 + lead / lasted). At a 300 s cold start: 15 s lasted -> 45 s; 60 s -> 108 s; 300 s -> 208 s;
-    it tends to the whole lead as the burst outlasts it (3,000 s -> 286 s). A burst just seen: 0."""
-    if lasted <= 0 or lead <= 0:
-        return 0.0
-    return lasted * math.log1p(lead / lasted)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -690,36 +690,6 @@ def test_a_queue_promotes_standby_at_once_but_starts_cold_pods_only_while_it_gro
     assert d.status.replicas.desired > serving + 2
 
 
-def test_a_queue_keeps_the_time_it_began_while_it_lasts_and_pods_grow_with_its_age() -> None:
-    """How long a burst has lasted sizes the pods started for it (scaling.persistence): the status keeps when
-    the queue began, across cycles, and forgets it once the queue is gone."""
-    spec = spec_of(**{"scaling.standby": {"min": 0, "max": 0}, "scaling.maxReplicas": 16,
-                      "scaling.coldStart": "5m", "tuning.mode": "recommend"})
-    w = World(spec)
-    w.step(0)
-    for t in range(15, 600, 15):
-        w.set_load(**load(spec, current(w), running=5, rps=1.0))
-        w.step(t)
-    assert w.status.knee is not None and w.status.demand is not None and w.status.demand.queued_since is None
-    slots = knee.serving_point(spec, current(w), knee.PRIOR_WORKLOAD, w.status.knee.calibration).batch
-    asked = []
-    for i, t in enumerate(range(600, 720, 15)):
-        # Every pod at a full batch, and the queue beyond them grows by half a batch (5.6 req/s) every cycle.
-        per_pod = (0.6 * slots + 0.5 * slots * i) / len(w.pods)
-        w.set_load(**load(spec, current(w), running=slots, rps=1.0, in_flight=slots + per_pod, waiting=per_pod))
-        d = w.step(t)
-        assert d.status.demand is not None
-        assert d.status.demand.queued_since == "2026-01-01T00:10:00Z"  # the cycle it was first seen
-        asked.append(d.status.replicas.desired)
-    # Seen for one cycle, the growth starts no pod: one that would be Ready in 5 minutes is sized for the 46 s
-    # more the burst is expected to last, not for 300 s of it (sized so, the first cycle already asked for a
-    # second replica). As the burst ages, the same growth asks for it.
-    assert asked[1] == 1 and asked[-1] == 2
-    w.set_load(**load(spec, current(w), running=5, rps=1.0))
-    d = w.step(720)
-    assert d.status.demand is not None and d.status.demand.queued_since is None
-
-
 def test_an_itl_miss_while_requests_queue_is_overload_and_changes_no_knob() -> None:
     spec = spec_of(**PINNED_BUDGET)
     w = World(spec)
