@@ -1067,10 +1067,20 @@ def _motive(
                f"{_misses(spec, now_pred)}")
         need = MIN_CONFIDENCE
     else:
+        # Only a miss measured now (the fleet may serve what the model thinks it cannot).
+        attained = _attainment(served, unrated=1.0)
+        short = _short(spec, prev.demand, cold, now=knee.serving_point(spec, current, workload, cal), best=best) \
+            if attained is not None and attained < spec.slo.percentile / 100 else None
         goodput = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating,
-                                  cold=cold)
+                                  cold=cold, short=short)
         if goodput is None:
             return None
+        # A fleet that cannot serve its demand at these knobs is a measured miss that only the knobs can fix:
+        # it moves them in any lifecycle state that a miss does, on the physics alone if need be (its windows
+        # all queue, and the calibration learns from none of them).
+        if short:
+            return _Motive(event=lifecycle.Event.MISS, why=goodput[0], confidence=URGENT_CONFIDENCE,
+                           violating=violating, deferred=goodput[1])
         return _Motive(event=event, why=goodput[0], confidence=MIN_CONFIDENCE, violating=violating,
                        deferred=goodput[1])
     return _Motive(event=event, why=why, confidence=need, violating=violating)
@@ -1123,11 +1133,38 @@ def _undo(prev: models.InferenceDeploymentStatus, current: models.Knobs, best: k
     return new <= old * (1 + SAME_BATCH) if current.max_batch_size > old else new >= old * (1 - SAME_BATCH)
 
 
+def _short(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, cold: float | None, *,
+           now: knee.Prediction, best: knee.Prediction) -> str | None:
+    """Why maxReplicas at the knobs' serving point (`now`) cannot serve the demand forecast while the knee's
+    would serve more of it; None when replicas can still absorb it (or the knee would not help).
+
+    Queueing past the TTFT budget at maxReplicas is not a burst that replicas on their way will absorb: it lasts
+    as long as the load does, and the capacity per replica is the only lever left. Qwen2.5-72B FP8 on one H200,
+    decode (200 in / 1,500 out), started at maxBatchSize 13: 30 replicas (maxReplicas) serve 13 x 30 requests at
+    once against 37 req/s of 60 s each (2,200 Erlangs): every request queued, TTFT grew to 19 minutes, and the
+    change to the knee (+850% goodput per replica) waited for the burst to pass for the whole 30 minutes."""
+    if demand is None:
+        return None
+    rate = scaling.forecast(demand, lead=cold or 0.0)
+    n = spec.scaling.max_replicas
+
+    def late(p: knee.Prediction) -> float:
+        return queueing.late(rate, replicas=n, capacity=p.requests_per_s, slots=p.batch,
+                             wait_budget=knee.wait_budget(spec, p), pooled=_pooled(spec))
+
+    late_now, late_best = late(now), late(best)
+    if late_now <= knee.queue_miss(spec) or late_best >= late_now:
+        return None
+    return (f"at maxReplicas {n} these knobs leave {late_now:.0%} of the forecast {rate:.2f} req/s queued past "
+            f"the TTFT budget, the knee {late_best:.0%}")
+
+
 def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
                     now_pred: knee.Prediction, best: knee.Prediction, served: list[observation.PodMetrics],
-                    violating: bool, cold: float | None) -> tuple[str, str | None] | None:
+                    violating: bool, cold: float | None, short: str | None = None) -> tuple[str, str | None] | None:
     """A change for goodput per replica, when it is large enough and repays its restart, with what defers it
-    (the SLO missed now); else None."""
+    (the SLO missed now); else None. When maxReplicas cannot serve the demand at the current knobs (`short`,
+    see _short), the change neither waits for the miss to pass nor has to save replicas: it is made at once."""
     # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
     # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
     # predicted above the knee is the 1.5x rule's call.
@@ -1141,6 +1178,8 @@ def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.Inference
     attained = _attainment(served, unrated=1.0)
     why = f"predicted goodput +{gain:.0%} per replica"
     if attained is not None and attained < spec.slo.percentile / 100:
+        if short is not None:
+            return f"{why}: {short}", None
         return why, (f"{attained:.0%} of requests within the SLO now: no restart for goodput while a burst is "
                      "absorbed")
     if cold is None:

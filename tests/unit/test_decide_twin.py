@@ -39,6 +39,27 @@ def test_the_initial_knobs_full_batch_that_misses_the_slo_sizes_no_scale_down() 
 
 
 
+def test_a_fleet_at_max_replicas_that_cannot_serve_its_load_moves_its_knobs_at_once() -> None:
+    # Started at maxBatchSize 8 (tuning.initialMaxBatchSize, or a knee planned for a shape the load has left), 6
+    # replicas (maxReplicas) hold 48 requests at once against 8 req/s of a minute each: every request queues and
+    # the ITL stays far inside its objective. The change to the knee (+1,669% goodput per replica) waited for
+    # "the burst" to pass, and with nothing measured near the knee its confidence stayed at the physics' 0.25:
+    # no change in 10 minutes, 1% of requests within the SLO. Replicas cannot absorb it, so it is a miss the
+    # knobs alone fix, made on the first measured cycle.
+    s = scenario.parse({
+        **DECODE_HEAVY, "name": "decode-heavy-small-start", "coldStart": "2m", "duration": "10m",
+        "scaling": {"minReplicas": 1, "maxReplicas": 6, "standby": {"min": 0, "max": 0}},
+        "initial": {"maxBatchSize": 8, "replicas": 6},
+        "workload": {"synthetic": {**DECODE_HEAVY["workload"]["synthetic"],
+                                   "arrival": {"pattern": "poisson", "rate": 8}}}})
+    r = simulate.run_policy(policies.Context(s, scenario.arrivals(s)), "infertune")
+    changes = [(t, message) for t, reason, message in r.events if reason == "TuningChanged"]
+    assert len(changes) == 1 and changes[0][0] <= 120, changes
+    assert "at maxReplicas 6 these knobs leave 100%" in changes[0][1]
+    assert r.final_max_batch_size > 8 * 10
+    assert r.slo_attainment > 0.5, r.slo_attainment  # 0.67: the 2 minutes the new pods load still queue
+
+
 def test_a_batch_pinned_by_the_tuning_bounds_is_sized_at_its_knee_not_its_full_batch() -> None:
     # tuning.maxBatchSize 256..256 leaves the tuner nothing to choose, so the engine's 256 is not a knee it chose.
     # Sized at its full batch (the knee search started at the bounds' 256 and found none under it), the fleet was
