@@ -1135,8 +1135,9 @@ def _undo(prev: models.InferenceDeploymentStatus, current: models.Knobs, best: k
 
 def _short(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | None, cold: float | None, *,
            now: knee.Prediction, best: knee.Prediction) -> str | None:
-    """Why maxReplicas at the knobs' serving point (`now`) cannot serve the demand forecast while the knee's
-    would serve more of it; None when replicas can still absorb it (or the knee would not help).
+    """Why maxReplicas at the knobs' serving point (`now`) cannot serve the demand forecast (more of it queued past
+    the TTFT budget than the sizing's share, knee.queue_miss: 2.5% at p95) while the knee's would serve more of
+    it; None when replicas can still absorb it (or the knee would not help).
 
     Queueing past the TTFT budget at maxReplicas is not a burst that replicas on their way will absorb: it lasts
     as long as the load does, and the capacity per replica is the only lever left. Qwen2.5-72B FP8 on one H200,
