@@ -1067,11 +1067,12 @@ def _motive(
                f"{_misses(spec, now_pred)}")
         need = MIN_CONFIDENCE
     else:
-        # Only a miss measured now (the fleet may serve what the model thinks it cannot).
+        # Only a miss measured now (the fleet may serve what the model thinks it cannot); the most the histogram
+        # buckets allow, as everywhere a miss defers or urges a change.
         attained = _attainment(served, unrated=1.0)
         short = _short(spec, prev.demand, cold, now=knee.serving_point(spec, current, workload, cal), best=best) \
             if attained is not None and attained < spec.slo.percentile / 100 else None
-        goodput = _goodput_reason(spec, prev, now_pred=now_pred, best=best, served=served, violating=violating,
+        goodput = _goodput_reason(spec, prev, now_pred=now_pred, best=best, attained=attained, violating=violating,
                                   cold=cold, short=short)
         if goodput is None:
             return None
@@ -1161,11 +1162,12 @@ def _short(spec: models.InferenceDeploymentSpec, demand: models.DemandStatus | N
 
 
 def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.InferenceDeploymentStatus, *,
-                    now_pred: knee.Prediction, best: knee.Prediction, served: list[observation.PodMetrics],
-                    violating: bool, cold: float | None, short: str | None = None) -> tuple[str, str | None] | None:
+                    now_pred: knee.Prediction, best: knee.Prediction, attained: float | None, violating: bool,
+                    cold: float | None, short: str | None = None) -> tuple[str, str | None] | None:
     """A change for goodput per replica, when it is large enough and repays its restart, with what defers it
-    (the SLO missed now); else None. When maxReplicas cannot serve the demand at the current knobs (`short`,
-    see _short), the change neither waits for the miss to pass nor has to save replicas: it is made at once."""
+    (the SLO missed now: `attained`, the share of requests within it measured, _attainment); else None. When
+    maxReplicas cannot serve the demand at the current knobs (`short`, see _short), the change neither waits for
+    the miss to pass nor has to save replicas: it is made at once."""
     # Goodput per replica: throughput at a full batch, counted only while no violation is measured. A prediction
     # alone never zeroes it: that made any knee a "+inf%" gain (57 -> 50 on one recalibrated minute); being
     # predicted above the knee is the 1.5x rule's call.
@@ -1176,7 +1178,6 @@ def _goodput_reason(spec: models.InferenceDeploymentSpec, prev: models.Inference
     # Not while the SLO is being missed: a burst is being absorbed, its forecast is a guess, and a restart
     # for goodput then surges pods into the middle of it (a 3x spike's first minute measured 64% within).
     # (The most the histogram buckets allow: a bucket straddling the objective is no evidence of a miss.)
-    attained = _attainment(served, unrated=1.0)
     why = f"predicted goodput +{gain:.0%} per replica"
     if attained is not None and attained < spec.slo.percentile / 100:
         if short is not None:

@@ -1070,7 +1070,7 @@ def test_a_restart_for_goodput_counts_the_standby_pool_it_starts_again() -> None
     def reason(pool: int) -> tuple[str, str | None] | None:
         prev = models.InferenceDeploymentStatus(
             demand=demand, replicas=models.ReplicaStatus(desired=need_now, desired_standby=pool))
-        return decide._goodput_reason(spec, prev, now_pred=now_pred, best=best, served=[], violating=False,
+        return decide._goodput_reason(spec, prev, now_pred=now_pred, best=best, attained=None, violating=False,
                                       cold=cold)
 
     changed = reason(0)
